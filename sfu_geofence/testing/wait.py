@@ -1,0 +1,23 @@
+"""Waiting in integration tests for a condition that says why it is not met yet."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+
+async def eventually(check: Callable[[], str | None], *, within: float, interval: float = 0.02) -> None:
+    """Poll ``check`` until it returns None; after ``within`` seconds fail with its last reason.
+
+    ``check`` returns None when the condition holds, otherwise a sentence saying what is missing,
+    which becomes the failure message.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        reason = check()
+        if reason is None:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {within:g} s: {reason}")
+        await asyncio.sleep(interval)
