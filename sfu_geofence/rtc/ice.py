@@ -10,6 +10,10 @@ see :func:`install`) so that a connection created while an :class:`IcePolicy` is
   resolving it, and
 * ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate.
 
+It also makes the nominated (selected) candidate pair observable, which aioice has no API for:
+:func:`observe_selected_pair` calls back when a connection's pair is first nominated and whenever it
+changes, which is when a media-address check must run again.
+
 The policy is read from a :class:`contextvars.ContextVar` when the :class:`aioice.Connection` is built
 (inside ``RTCPeerConnection.addTransceiver`` / ``setRemoteDescription``), so many peers in one process
 can each bind a different loopback address by setting the variable in their own task. Connections
@@ -21,12 +25,13 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from aioice import Candidate, Connection, mdns
+from aioice.ice import CandidatePair
 
 from . import require_pinned_versions
 
@@ -104,6 +109,79 @@ def policy_of(connection: Connection) -> IcePolicy | None:
     return policy
 
 
+@dataclass(frozen=True)
+class SelectedPair:
+    """The candidate pair ICE nominated for a connection: where its media really comes from."""
+
+    local_address: tuple[str, int]
+    """Our side: one of the policy's bind addresses and its port."""
+
+    remote_address: tuple[str, int]
+    """The peer's transport address as we send to it (a relay's address if the peer is relayed)."""
+
+    remote_type: str
+    """Remote candidate type: ``host``, ``srflx``, ``prflx`` or ``relay``."""
+
+    @property
+    def relayed(self) -> bool:
+        """True when the remote address is a TURN relay's, not the peer's own."""
+        return self.remote_type == "relay"
+
+    @classmethod
+    def of(cls, pair: CandidatePair) -> SelectedPair:
+        return cls(
+            local_address=pair.local_addr,
+            remote_address=pair.remote_addr,
+            remote_type=pair.remote_candidate.type,
+        )
+
+
+SelectedPairObserver = Callable[[SelectedPair], None]
+
+
+class _ObservedNominations(dict[int, CandidatePair]):
+    """aioice's ``Connection._nominated``, calling observers when component 1's pair changes.
+
+    Only item assignment is intercepted, so the per-packet ``get`` stays the C dict's.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observers: list[SelectedPairObserver] = []
+
+    def __setitem__(self, component: int, pair: CandidatePair) -> None:
+        previous = self.get(component)
+        super().__setitem__(component, pair)
+        if component != 1 or previous is pair:
+            return
+        selected = SelectedPair.of(pair)
+        for observer in list(self.observers):
+            try:
+                observer(selected)
+            except Exception:
+                logger.exception("selected-pair observer failed")
+
+
+def observe_selected_pair(connection: Connection, observer: SelectedPairObserver) -> None:
+    """Call ``observer`` with the connection's selected pair now (if any) and whenever it changes.
+
+    Works for connections created after :func:`install` (every connection an :class:`IcePolicy` governs).
+    """
+    nominations = connection._nominated
+    if not isinstance(nominations, _ObservedNominations):
+        raise RuntimeError("selected pairs are observable only on connections created after install()")
+    nominations.observers.append(observer)
+    pair = nominations.get(1)
+    if pair is not None:
+        observer(SelectedPair.of(pair))
+
+
+def selected_pair(connection: Connection) -> SelectedPair | None:
+    """The connection's selected pair, or None before ICE has nominated one."""
+    pair = connection._nominated.get(1)
+    return None if pair is None else SelectedPair.of(pair)
+
+
 _installed = False
 
 
@@ -122,6 +200,7 @@ def install() -> None:
     def __init__(self: Connection, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         setattr(self, _POLICY_ATTRIBUTE, _current.get())
+        self._nominated = _ObservedNominations()
 
     async def get_component_candidates(
         self: Connection,

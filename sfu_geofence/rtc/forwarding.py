@@ -1,0 +1,268 @@
+"""Taking over aiortc's media path so an SFU forwards RTP packets instead of decoding them.
+
+aiortc 1.16.0 ends every received packet in a decoder thread and feeds every sent packet from an
+encoder. An SFU wants neither, so this module swaps the receiver and sender of a transceiver for
+subclasses that keep aiortc's RTCP machinery (receiver reports, NACK generation, SR/SDES, feedback
+routing) and replace the media:
+
+* :class:`ForwardingReceiver` registers itself in the DTLS transport's ``RtpRouter`` (the receiver
+  protocol of ``rtcdtlstransport.py``) and hands each packet to a sink. No decoder thread ever starts:
+  the stock ``receive()`` would start one, and closing a connection whose decoder has a backlog joins
+  that thread on the event loop (measured: a 3.9 s freeze of every participant).
+* :class:`ForwardingSender` sends a track that never yields, so ``_run_rtp`` parks; packets are written
+  by the SFU through :class:`RtpEgress`. Keyframe requests and NACKs from the subscriber go to
+  callables the SFU sets, and sender reports are rewritten from the forwarder's own counters.
+* :class:`RtpEgress` protects with the DTLS transport's SRTP session and ``sendto``s on the nominated
+  ICE pair: the fast path measured in the project notes (12-14 µs vs 20-22 µs per packet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aioice import Connection
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
+from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import AnyRtcpPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket, unwrap_rtx
+
+from . import require_pinned_versions
+
+logger = logging.getLogger(__name__)
+
+NTP_UNIX_OFFSET = 2208988800
+"""Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
+
+PacketSink = Callable[[RtpPacket], None]
+"""Called once per received (and RTX-unwrapped) RTP packet, synchronously, on the event loop."""
+
+
+def ntp_now() -> int:
+    """Current wall-clock time as a 64-bit NTP timestamp (cheaper than ``aiortc.clock``)."""
+    return int((time.time() + NTP_UNIX_OFFSET) * 4294967296.0)
+
+
+class ForwardingReceiver(RTCRtpReceiver):
+    """An RTP receiver that forwards packets to a sink instead of decoding them."""
+
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
+        super().__init__(kind, transport)
+        self.kind = kind
+        self.sink: PacketSink | None = None
+        """Where packets go; None drops them (a publication with no producer yet)."""
+        self.media_ssrc: int | None = None
+        """The publisher's media SSRC, once a packet has arrived (keyframe requests name it)."""
+        self.packets_received = 0
+        self.last_packet_time = 0.0
+        """``time.monotonic()`` of the last packet: a liveness signal."""
+        self._codecs: dict[int, RTCRtpCodecParameters] = {}
+        self._rtx_ssrc: dict[int, int] = {}
+        self._nack = NackGenerator() if kind == "video" else None
+        self._streams: dict[int, StreamStatistics] = {}
+        # The stock RTCP loop (receiver reports) reads this private dict: share ours with it.
+        setattr(self, "_RTCRtpReceiver__remote_streams", self._streams)  # noqa: B010
+        self._receiving = False
+        self._feedback: set[asyncio.Future[None]] = set()
+
+    @property
+    def codecs(self) -> dict[int, RTCRtpCodecParameters]:
+        """Negotiated codecs by payload type."""
+        return self._codecs
+
+    async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
+        """Register in the transport's RTP router and start receiver reports; start no decoder."""
+        if self._receiving:
+            return
+        for codec in parameters.codecs:
+            if codec.payloadType is not None:
+                self._codecs[codec.payloadType] = codec
+        for encoding in parameters.encodings:
+            if encoding.rtx:
+                self._rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        self.transport._register_rtp_receiver(self, parameters)
+        # Let the stock stop() unregister us and cancel the RTCP task.
+        setattr(self, "_RTCRtpReceiver__rtcp_task", asyncio.ensure_future(self._run_rtcp()))  # noqa: B010
+        setattr(self, "_RTCRtpReceiver__started", True)  # noqa: B010
+        self._receiving = True
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        """Once per received packet: statistics, RTX unwrap, NACKs, then the sink."""
+        codec = self._codecs.get(packet.payload_type)
+        if codec is None:
+            return
+        stream = self._streams.get(packet.ssrc)
+        if stream is None:
+            stream = self._streams[packet.ssrc] = StreamStatistics(codec.clockRate)
+        stream.add(packet)
+        if is_rtx(codec):
+            original_ssrc = self._rtx_ssrc.get(packet.ssrc)
+            apt = codec.parameters.get("apt")
+            if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int):
+                return
+            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        self.media_ssrc = packet.ssrc
+        self.packets_received += 1
+        self.last_packet_time = time.monotonic()
+        nack = self._nack
+        if nack is not None and nack.add(packet):
+            await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
+        sink = self.sink
+        if sink is not None:
+            sink(packet)
+
+    def request_keyframe(self) -> None:
+        """Send a PLI to the publisher (callers rate-limit)."""
+        if self.media_ssrc is not None:
+            task = asyncio.ensure_future(self._send_rtcp_pli(self.media_ssrc))
+            self._feedback.add(task)
+            task.add_done_callback(self._feedback.discard)
+
+
+class ParkedTrack(MediaStreamTrack):
+    """A track that never yields a frame: the stock sender's RTP loop waits on it forever."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+
+    async def recv(self) -> Any:
+        await self._never
+        raise MediaStreamError  # never reached: stop() cancels the waiter
+
+    def stop(self) -> None:
+        if not self._never.done():
+            self._never.cancel()
+        super().stop()
+
+
+class ForwardingSender(RTCRtpSender):
+    """An RTP sender whose packets are written by the SFU; it answers feedback through callables."""
+
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
+        super().__init__(ParkedTrack(kind), transport)
+        self.on_keyframe_request: Callable[[], None] | None = None
+        """Called when the subscriber sends PLI or FIR."""
+        self.on_nack: Callable[[int], None] | None = None
+        """Called with each sequence number (as sent) that the subscriber reports lost."""
+        # Sender-report state, kept by the forwarder (the stock fields are only fed by the encoder).
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.last_rtp_timestamp = 0
+        self.last_ntp_timestamp = 0
+        # Continuity of this SSRC across the consumers that successively use it (m-line recycling).
+        # Below 32768, as aiortc and Chrome do, so that SRTP's rollover guess cannot go wrong early on.
+        self.next_sequence_number = secrets.randbelow(32768)
+        self.next_timestamp = secrets.randbits(32)
+        self.used = False
+
+    def _send_keyframe(self) -> None:
+        callback = self.on_keyframe_request
+        if callback is not None:
+            callback()
+
+    async def _retransmit(self, sequence_number: int) -> None:
+        callback = self.on_nack
+        if callback is not None:
+            callback(sequence_number)
+
+    async def _send_rtcp(self, packets: list[AnyRtcpPacket]) -> None:
+        for packet in packets:
+            if isinstance(packet, RtcpSrPacket) and packet.ssrc == self._ssrc:
+                packet.sender_info = RtcpSenderInfo(
+                    ntp_timestamp=self.last_ntp_timestamp,
+                    rtp_timestamp=self.last_rtp_timestamp,
+                    packet_count=self.packets_sent & 0xFFFFFFFF,
+                    octet_count=self.octets_sent & 0xFFFFFFFF,
+                )
+                # Round-trip estimates from the subscriber's reports need the SR we really sent.
+                setattr(self, "_RTCRtpSender__lsr", (self.last_ntp_timestamp >> 16) & 0xFFFFFFFF)  # noqa: B010
+        await super()._send_rtcp(packets)
+
+
+class RtpEgress:
+    """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
+
+    __slots__ = ("_dtls", "packets", "send_errors")
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self._dtls = dtls
+        self.packets = 0
+        self.send_errors = 0
+
+    def send(self, data: bytes) -> bool:
+        """Protect and send one RTP packet; False (nothing sent) until the transport is connected."""
+        dtls = self._dtls
+        if dtls._state is not State.CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            return False
+        transport = pair.protocol.transport
+        if transport is None:
+            return False
+        try:
+            transport.sendto(dtls._tx_srtp.protect(data), pair.remote_addr)
+        except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
+            self.send_errors += 1
+            return False
+        self.packets += 1
+        return True
+
+
+def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str) -> RTCRtpTransceiver:
+    """Add a transceiver whose receiver forwards and whose sender is written by the SFU.
+
+    Must be called before the transceiver is first negotiated.
+    """
+    require_pinned_versions()
+    transceiver = pc.addTransceiver(kind, direction=direction)
+    transport = transceiver.receiver.transport
+    sender = ForwardingSender(kind, transport)
+    sender._stream_id = transceiver.sender._stream_id
+    receiver = ForwardingReceiver(kind, transport)
+    receiver._set_rtcp_ssrc(sender._ssrc)
+    setattr(transceiver, "_RTCRtpTransceiver__sender", sender)  # noqa: B010
+    setattr(transceiver, "_RTCRtpTransceiver__receiver", receiver)  # noqa: B010
+    return transceiver
+
+
+def make_receivers_forward(
+    pc: RTCPeerConnection, sink_for: Callable[[RTCRtpTransceiver], PacketSink]
+) -> None:
+    """Swap the receiver of every not-yet-started transceiver for a :class:`ForwardingReceiver`.
+
+    For a client of the SFU (tests, load generators): call after ``setRemoteDescription(offer)`` so
+    that received media is counted, not decoded.
+    """
+    require_pinned_versions()
+    for transceiver in pc.getTransceivers():
+        current = transceiver.receiver
+        if isinstance(current, ForwardingReceiver) or getattr(current, "_RTCRtpReceiver__started", False):
+            continue
+        receiver = ForwardingReceiver(transceiver.kind, current.transport)
+        receiver._set_rtcp_ssrc(transceiver.sender._ssrc)
+        receiver._track = current._track
+        receiver.sink = sink_for(transceiver)
+        setattr(transceiver, "_RTCRtpTransceiver__receiver", receiver)  # noqa: B010
+
+
+def ice_connection_of(pc: RTCPeerConnection) -> Connection | None:
+    """The aioice connection of a (bundled) peer connection, once it has a transceiver."""
+    dtls = dtls_transport_of(pc)
+    return None if dtls is None else dtls.transport._connection
+
+
+def dtls_transport_of(pc: RTCPeerConnection) -> RTCDtlsTransport | None:
+    """The (bundled) DTLS transport of a connection, once it has a transceiver."""
+    transceivers = pc.getTransceivers()
+    return transceivers[0].receiver.transport if transceivers else None

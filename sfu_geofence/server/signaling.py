@@ -1,0 +1,217 @@
+"""The WebSocket signaling endpoint: one session per connection, one participant per session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from ..sfu import CloseReason, InvalidAnswer, Offer, Participant, PeerEvent, Refused, Sfu, WrongState
+from .protocol import (
+    CLOSE_CODE_FOR_REASON,
+    Answer,
+    CloseCode,
+    ErrorCode,
+    Join,
+    Leave,
+    ProtocolError,
+    error_message,
+    event_message,
+    offer_message,
+    parse_client_message,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Close:
+    code: int
+    message: str
+
+
+class WebSocketChannel:
+    """The SFU's :class:`~sfu_geofence.sfu.ParticipantChannel` over one WebSocket.
+
+    Messages go through a queue and one writer task, so they leave in the order they were produced
+    and a slow client never blocks the SFU.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._queue: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue()
+        self._writer = asyncio.ensure_future(self._write())
+        self.ended = False
+        self.close_code_override: int | None = None
+        """A more specific close code the edge chose before ending the session (e.g. invalid SDP)."""
+
+    def send(self, message: dict[str, Any]) -> None:
+        if not self.ended:
+            self._queue.put_nowait(message)
+
+    def send_offer(self, offer: Offer) -> None:
+        self.send(offer_message(offer))
+
+    def send_event(self, event: PeerEvent) -> None:
+        self.send(event_message(event))
+
+    def end(self, reason: CloseReason, detail: str) -> None:
+        if reason is CloseReason.EJECTED:
+            self.send({"type": "ejected", "reason": detail})
+        elif reason is not CloseReason.LEFT:
+            self.send({"type": "closing", "reason": reason.value, "message": detail})
+        code = self.close_code_override or CLOSE_CODE_FOR_REASON[reason]
+        self.close(code, detail)
+
+    def close(self, code: int, message: str) -> None:
+        """Close after everything queued so far has been sent (idempotent)."""
+        if self.ended:
+            return
+        self.ended = True
+        self._queue.put_nowait(_Close(code, message))
+
+    async def _write(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, _Close):
+                    # A close frame's reason is limited to 123 bytes.
+                    await ws.close(code=item.code, message=item.message.encode()[:123])
+                    return
+                await ws.send_str(json.dumps(item))
+        except (ConnectionError, RuntimeError):
+            pass  # the client is gone; the receive loop notices
+
+    async def wait_closed(self) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), 5)
+        except TimeoutError:
+            self._writer.cancel()
+
+
+class SignalingSession:
+    """Runs one client's WebSocket: parses messages, drives its participant, reports errors."""
+
+    def __init__(
+        self,
+        sfu: Sfu,
+        ws: web.WebSocketResponse,
+        address: str,
+        max_message_bytes: int,
+        max_errors: int,
+    ) -> None:
+        self.sfu = sfu
+        self.ws = ws
+        self.address = address
+        self.channel = WebSocketChannel(ws)
+        self.participant: Participant | None = None
+        self._max_message_bytes = max_message_bytes
+        self._max_errors = max_errors
+        self._errors = 0
+
+    async def run(self) -> None:
+        try:
+            async for message in self.ws:
+                if message.type is WSMsgType.TEXT:
+                    if not await self._handle_text(message.data):
+                        break
+                elif message.type is WSMsgType.BINARY:
+                    self._error(ErrorCode.INVALID_MESSAGE, "binary messages are not part of the protocol")
+                elif message.type is WSMsgType.ERROR:
+                    break
+                if self.channel.ended:
+                    break
+        finally:
+            self._end(CloseReason.DISCONNECTED, "signaling connection lost")
+            await self.channel.wait_closed()
+
+    async def _handle_text(self, text: str) -> bool:
+        """Handle one message; False when the session is over."""
+        if len(text) > self._max_message_bytes:
+            self._fatal(CloseCode.MESSAGE_TOO_LARGE, f"message larger than {self._max_message_bytes} bytes")
+            return False
+        try:
+            parsed = parse_client_message(text)
+            if isinstance(parsed, Join):
+                self._join(parsed)
+            elif isinstance(parsed, Answer):
+                await self._answer(parsed)
+            elif isinstance(parsed, Leave):
+                self._end(CloseReason.LEFT, "left")
+                return False
+        except ProtocolError as exc:
+            self._error(exc.code, exc.message)
+        except Exception:
+            logger.exception("signaling session failed")
+            self._fatal(CloseCode.INTERNAL_ERROR, "internal error")
+            return False
+        return not self.channel.ended
+
+    def _join(self, join: Join) -> None:
+        if self.participant is not None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "already joined")
+        try:
+            participant = self.sfu.join(
+                room=join.room,
+                name=join.name,
+                address=self.address,
+                channel=self.channel,
+                publish=join.publish,
+            )
+        except Refused as refused:
+            self.channel.send({"type": "refused", "reason": refused.reason})
+            code = CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL
+            self.channel.close(code, refused.reason)
+            return
+        self.participant = participant
+        room = self.sfu.rooms[join.room]
+        # Queued before the first offer, which the participant's negotiation task sends later.
+        self.channel.send(
+            {
+                "type": "joined",
+                "participant": participant.id,
+                "room": join.room,
+                "participants": [
+                    {"participant": other.id, "name": other.name}
+                    for other in room.participants.values()
+                    if other is not participant
+                ],
+            }
+        )
+
+    async def _answer(self, answer: Answer) -> None:
+        participant = self.participant
+        if participant is None:
+            raise ProtocolError(ErrorCode.WRONG_STATE, "answer before join")
+        try:
+            await participant.handle_answer(answer.sdp)
+        except WrongState as exc:
+            raise ProtocolError(ErrorCode.WRONG_STATE, str(exc)) from None
+        except InvalidAnswer as exc:
+            self.channel.close_code_override = CloseCode.INVALID_SDP
+            self._end(CloseReason.PROTOCOL_ERROR, f"invalid SDP answer: {exc}"[:200])
+
+    def _error(self, code: ErrorCode, message: str) -> None:
+        self._errors += 1
+        if self._errors > self._max_errors:
+            self._fatal(CloseCode.PROTOCOL_ERROR, "too many protocol errors")
+            return
+        self.channel.send(error_message(code, message))
+
+    def _fatal(self, code: CloseCode, message: str) -> None:
+        self.channel.close_code_override = code
+        if self.participant is None:
+            self.channel.send({"type": "closing", "reason": "protocol-error", "message": message})
+            self.channel.close(code, message)
+        else:
+            self._end(CloseReason.PROTOCOL_ERROR, message)
+
+    def _end(self, reason: CloseReason, detail: str) -> None:
+        participant = self.participant
+        if participant is None or not self.sfu.remove_participant(participant.id, reason, detail):
+            self.channel.close(CLOSE_CODE_FOR_REASON[reason], detail)

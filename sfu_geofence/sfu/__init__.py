@@ -1,0 +1,39 @@
+"""The SFU: rooms, participants, producers and consumers forwarding RTP without transcoding."""
+
+from .consumer import Consumer
+from .events import (
+    AdmissionHook,
+    CloseReason,
+    JoinRequest,
+    Offer,
+    ParticipantChannel,
+    PeerEvent,
+    Refusal,
+    SfuObserver,
+    TrackInfo,
+)
+from .participant import InvalidAnswer, Participant, WrongState
+from .producer import Producer
+from .room import Room
+from .sfu import Refused, Sfu, SfuConfig
+
+__all__ = [
+    "AdmissionHook",
+    "CloseReason",
+    "Consumer",
+    "InvalidAnswer",
+    "JoinRequest",
+    "Offer",
+    "Participant",
+    "ParticipantChannel",
+    "PeerEvent",
+    "Producer",
+    "Refusal",
+    "Refused",
+    "Room",
+    "Sfu",
+    "SfuConfig",
+    "SfuObserver",
+    "TrackInfo",
+    "WrongState",
+]

@@ -1,0 +1,222 @@
+"""One forwarding of a producer to one subscriber: SSRC/PT/sequence/timestamp rewriting, NACK answers."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import struct
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpTransceiver
+from aiortc.codecs import is_rtx
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from ..rtc.forwarding import ForwardingSender, RtpEgress, ntp_now
+
+if TYPE_CHECKING:
+    from .producer import Producer
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("!BBHII")
+_EXTENSION_HEADER = struct.Struct("!HH")
+_ONE_BYTE_PROFILE = 0xBEDE
+_MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+_AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+_ids = itertools.count(1)
+
+
+def codec_key(codec: RTCRtpCodecParameters) -> tuple[str, int, str, str]:
+    """What must match for a payload to be forwarded unchanged under another payload type."""
+    parameters = codec.parameters
+    return (
+        codec.mimeType.lower(),
+        codec.clockRate,
+        str(parameters.get("packetization-mode", "")),
+        str(parameters.get("profile-level-id", "")).lower(),
+    )
+
+
+class _Extensions:
+    """Header-extension bytes for one subscriber: its ``mid``, plus abs-send-time or audio level.
+
+    Precomputed at activation so that the per-packet work is two concatenations.
+    """
+
+    def __init__(self, mid: str, ids: dict[str, int], kind: str) -> None:
+        mid_id = ids.get(_MID_URI)
+        encoded_mid = mid.encode()
+        fixed = bytes([(mid_id << 4) | (len(encoded_mid) - 1)]) + encoded_mid if mid_id else b""
+        variable_uri, variable_length = (_ABS_SEND_TIME_URI, 3) if kind == "video" else (_AUDIO_LEVEL_URI, 1)
+        variable_id = ids.get(variable_uri)
+        self.without = self._block(fixed)
+        """The whole block when the variable element is absent (or not negotiated)."""
+        self.variable = variable_id is not None
+        if variable_id is not None:
+            body_length = len(fixed) + 1 + variable_length
+            pad = (-body_length) % 4
+            self.prefix = (
+                _EXTENSION_HEADER.pack(_ONE_BYTE_PROFILE, (body_length + pad) // 4)
+                + fixed
+                + bytes([(variable_id << 4) | (variable_length - 1)])
+            )
+            self.suffix = bytes(pad)
+        else:
+            self.prefix = self.suffix = b""
+
+    @staticmethod
+    def _block(body: bytes) -> bytes:
+        if not body:
+            return b""
+        pad = (-len(body)) % 4
+        return _EXTENSION_HEADER.pack(_ONE_BYTE_PROFILE, (len(body) + pad) // 4) + body + bytes(pad)
+
+
+class Consumer:
+    """Forwards one producer's packets to one subscriber's send m-line.
+
+    Created inactive when the subscription is decided; :meth:`activate` (after the subscriber's
+    answer) joins the producer's fan-out. Closing never touches the producer or other consumers.
+    """
+
+    def __init__(self, producer: Producer, subscriber_id: str, transceiver: RTCRtpTransceiver) -> None:
+        sender = transceiver.sender
+        if not isinstance(sender, ForwardingSender):
+            raise TypeError("a consumer needs a transceiver made by add_forwarding_transceiver")
+        self.id = f"co{next(_ids)}"
+        self.producer = producer
+        self.subscriber_id = subscriber_id
+        self.transceiver = transceiver
+        self.sender = sender
+        self.kind = producer.kind
+        self.app_data: dict[str, Any] = {}
+        self.active = False
+        self.closed = False
+        self.packets_forwarded = 0
+        """Packets handed to the subscriber's socket (a bench reads this)."""
+        self.retransmissions = 0
+        self.nacks_unanswerable = 0
+        self._egress: RtpEgress | None = None
+        self._ssrc = sender._ssrc
+        self._pt_map: dict[int, int] = {}
+        self._seq_offset: int | None = None
+        self._ts_offset = 0
+        self._extensions: _Extensions | None = None
+        self._is_video = producer.kind == "video"
+
+    @property
+    def mid(self) -> str | None:
+        return self.transceiver.mid
+
+    def activate(self) -> bool:
+        """Start forwarding after the subscriber accepted the m-line; False if no codec in common."""
+        if self.closed or self.active:
+            return self.active
+        transceiver = self.transceiver
+        theirs = {
+            codec_key(c): c.payloadType
+            for c in transceiver._codecs
+            if c.payloadType is not None and not is_rtx(c)
+        }
+        self._pt_map = {
+            pt: theirs[codec_key(codec)]
+            for pt, codec in self.producer.codecs.items()
+            if not is_rtx(codec) and codec_key(codec) in theirs
+        }
+        if not self._pt_map or transceiver.mid is None:
+            logger.debug("consumer %s: no codec in common with the subscriber", self.id)
+            return False
+        ids = {extension.uri: extension.id for extension in transceiver._headerExtensions}
+        self._extensions = _Extensions(transceiver.mid, ids, self.kind)
+        self._egress = RtpEgress(self.sender.transport)
+        self.sender.on_keyframe_request = self.producer.request_keyframe
+        self.sender.on_nack = self.retransmit
+        self.active = True
+        self.producer.add_consumer(self)
+        self.producer.request_keyframe()
+        return True
+
+    def forward(self, packet: RtpPacket, abs_send_time: bytes, ntp: int) -> None:
+        """Once per producer packet: rewrite the header for this subscriber and send."""
+        pt = self._pt_map.get(packet.payload_type)
+        if pt is None:
+            return
+        if self._seq_offset is None:
+            self._start(packet, ntp)
+        sequence_number = (packet.sequence_number + self._seq_offset) & 0xFFFF  # type: ignore[operator]
+        timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
+        if self._send(packet, pt, sequence_number, timestamp, abs_send_time):
+            sender = self.sender
+            self.packets_forwarded += 1
+            sender.packets_sent += 1
+            sender.octets_sent += len(packet.payload)
+            sender.last_rtp_timestamp = timestamp
+            sender.last_ntp_timestamp = ntp
+            if (sequence_number - sender.next_sequence_number) & 0xFFFF < 0x8000:
+                sender.next_sequence_number = (sequence_number + 1) & 0xFFFF
+
+    def _send(
+        self, packet: RtpPacket, pt: int, sequence_number: int, timestamp: int, abs_send_time: bytes
+    ) -> bool:
+        extensions = self._extensions
+        assert extensions is not None
+        assert self._egress is not None
+        if not extensions.variable:
+            block = extensions.without
+        elif self._is_video:
+            block = extensions.prefix + abs_send_time + extensions.suffix
+        else:
+            level = packet.extensions.audio_level
+            if level is None:
+                block = extensions.without
+            else:
+                block = extensions.prefix + bytes(((level[0] << 7) | level[1],)) + extensions.suffix
+        padding = packet.padding_size
+        first = 0x80 | (0x10 if block else 0) | (0x20 if padding else 0)
+        data = _HEADER.pack(first, (packet.marker << 7) | pt, sequence_number, timestamp, self._ssrc)
+        if padding:
+            data = b"".join((data, block, packet.payload, bytes(padding - 1), bytes((padding,))))
+        else:
+            data = b"".join((data, block, packet.payload))
+        return self._egress.send(data)
+
+    def _start(self, packet: RtpPacket, ntp: int) -> None:
+        """Pick offsets so this SSRC's sequence numbers and timestamps continue where they were."""
+        sender = self.sender
+        clock_rate = 90000 if self._is_video else 48000
+        if sender.used:
+            elapsed = max(0.0, (ntp - sender.last_ntp_timestamp) / 4294967296.0)
+            next_timestamp = sender.last_rtp_timestamp + max(1, int(elapsed * clock_rate))
+        else:
+            next_timestamp = sender.next_timestamp
+            sender.used = True
+        self._seq_offset = (sender.next_sequence_number - packet.sequence_number) & 0xFFFF
+        self._ts_offset = (next_timestamp - packet.timestamp) & 0xFFFFFFFF
+
+    def retransmit(self, sequence_number: int) -> None:
+        """Answer one NACKed sequence number (as this subscriber saw it) from the producer's history."""
+        if not self.active or self._seq_offset is None:
+            return
+        original = self.producer.from_history((sequence_number - self._seq_offset) & 0xFFFF)
+        pt = None if original is None else self._pt_map.get(original.payload_type)
+        if original is None or pt is None:
+            self.nacks_unanswerable += 1
+            return
+        timestamp = (original.timestamp + self._ts_offset) & 0xFFFFFFFF
+        abs_send_time = ((ntp_now() >> 14) & 0x00FFFFFF).to_bytes(3, "big")
+        if self._send(original, pt, sequence_number, timestamp, abs_send_time):
+            self.retransmissions += 1
+
+    def close(self) -> None:
+        """Leave the producer's fan-out and stop answering feedback (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.active = False
+        self.producer.remove_consumer(self)
+        if self.sender.on_nack == self.retransmit:
+            self.sender.on_nack = None
+            self.sender.on_keyframe_request = None

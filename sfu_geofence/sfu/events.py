@@ -1,0 +1,171 @@
+"""Values that cross the SFU's boundary: join requests, refusals, close reasons, offers, observers."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from ..rtc.ice import SelectedPair
+    from .consumer import Consumer
+    from .participant import Participant
+    from .producer import Producer
+
+
+class CloseReason(enum.Enum):
+    """Why a participant's session ended; the edge maps each to the close code the client sees."""
+
+    LEFT = "left"
+    """The client said goodbye."""
+    DISCONNECTED = "disconnected"
+    """The signaling connection or the media connection was lost (a vanished peer)."""
+    EJECTED = "ejected"
+    """Removed by policy or by an operator (:meth:`Sfu.remove_participant`)."""
+    PROTOCOL_ERROR = "protocol-error"
+    """The client broke the protocol in a way that leaves its session unusable (e.g. an invalid answer)."""
+    NEGOTIATION_TIMEOUT = "negotiation-timeout"
+    """The client did not answer an offer in time."""
+    SHUTDOWN = "shutdown"
+    """The server is stopping."""
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What the admission hook sees, before anything is allocated for the participant."""
+
+    room: str
+    participant_id: str
+    """Assigned by the SFU, unique for the life of the process."""
+    address: str
+    """The signaling connection's remote IP address."""
+    name: str
+    """Display name chosen by the client (shown to other participants)."""
+    identity: str | None = None
+    """An authenticated identity, if the edge has one."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An admission hook's "no"; ``reason`` is sent to the refused client only."""
+
+    reason: str
+
+
+AdmissionHook = Callable[[JoinRequest], Refusal | None]
+"""Called once per join, synchronously, before any allocation; returns None to admit."""
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """One forwarded track in an offer: which m-line carries whose media."""
+
+    mid: str
+    participant: str
+    """Publisher's participant id."""
+    name: str
+    """Publisher's display name."""
+    kind: str
+    producer: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A server-made SDP offer and the map of its send m-lines."""
+
+    sdp: str
+    tracks: tuple[TrackInfo, ...]
+    publish: tuple[tuple[str, str], ...] = ()
+    """(mid, kind) of the m-lines on which the server expects the client's own media."""
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """Another participant joined or left; ids and display names only, never addresses or places."""
+
+    type: str
+    """``participant-joined`` or ``participant-left``."""
+    participant: str
+    name: str
+
+
+class ParticipantChannel(Protocol):
+    """How the SFU talks to one client; implemented by the signaling edge. Calls never block."""
+
+    def send_offer(self, offer: Offer) -> None:
+        """Deliver an offer; the client answers through :meth:`Participant.handle_answer`."""
+
+    def send_event(self, event: PeerEvent) -> None:
+        """Deliver a room event."""
+
+    def end(self, reason: CloseReason, detail: str) -> None:
+        """The session is over: tell the client why (``detail`` only to this client) and close."""
+
+
+class SfuObserver:
+    """Subclass and override what you need (mediasoup's ``observer``); every call is synchronous.
+
+    Calls arrive in order: ``participant_joined`` before any of its producers, ``participant_left``
+    after all of its producers and consumers closed.
+    """
+
+    def participant_joined(self, participant: Participant) -> None:
+        """Admitted and allocated; no media yet."""
+
+    def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        """Gone, for whatever reason, with everything it owned."""
+
+    def producer_added(self, producer: Producer) -> None:
+        """A publication was negotiated; subscriptions to it follow."""
+
+    def producer_closed(self, producer: Producer) -> None:
+        """A publication ended (its consumers are already closed)."""
+
+    def consumer_added(self, consumer: Consumer) -> None:
+        """A forwarding of a producer to one subscriber was created."""
+
+    def consumer_closed(self, consumer: Consumer) -> None:
+        """A forwarding ended."""
+
+    def selected_pair_changed(self, participant: Participant, pair: SelectedPair) -> None:
+        """ICE nominated a pair for the participant's media, or switched to another one.
+
+        The remote address here is where media really comes from (a relay's if ``pair.relayed``);
+        issue 4 re-checks it against the room's policy.
+        """
+
+
+@dataclass
+class Observers(SfuObserver):
+    """Fans every observer call out to a list of observers."""
+
+    observers: list[SfuObserver] = field(default_factory=list)
+
+    def participant_joined(self, participant: Participant) -> None:
+        for o in self.observers:
+            o.participant_joined(participant)
+
+    def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        for o in self.observers:
+            o.participant_left(participant, reason, detail)
+
+    def producer_added(self, producer: Producer) -> None:
+        for o in self.observers:
+            o.producer_added(producer)
+
+    def producer_closed(self, producer: Producer) -> None:
+        for o in self.observers:
+            o.producer_closed(producer)
+
+    def consumer_added(self, consumer: Consumer) -> None:
+        for o in self.observers:
+            o.consumer_added(consumer)
+
+    def consumer_closed(self, consumer: Consumer) -> None:
+        for o in self.observers:
+            o.consumer_closed(consumer)
+
+    def selected_pair_changed(self, participant: Participant, pair: SelectedPair) -> None:
+        for o in self.observers:
+            o.selected_pair_changed(participant, pair)

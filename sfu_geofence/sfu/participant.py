@@ -1,0 +1,283 @@
+"""One participant: its RTCPeerConnection, its m-lines (recycled, never removed) and its negotiations.
+
+The server always makes the offers, one at a time: changes requested while an offer is outstanding
+are folded into the next one. An m-line that stops carrying a track goes ``inactive`` and becomes
+reusable only once an answer to an offer that showed it inactive has been applied, so that a client
+always sees a track end before another one starts on the same m-line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+
+from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
+from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
+from .consumer import Consumer
+from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver, TrackInfo
+from .producer import Producer
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("audio", "video")
+
+
+class WrongState(Exception):
+    """A client message that is valid but not expected now (e.g. an answer with no offer outstanding)."""
+
+
+class InvalidAnswer(Exception):
+    """The client's answer could not be applied; the session cannot continue."""
+
+
+CloseRequest = Callable[["Participant", CloseReason, str], None]
+"""How a participant asks its owner to remove it (a failed connection, an unanswered offer)."""
+
+
+class Participant:
+    """One client of a room; owns one RTCPeerConnection, its producers and its consumers."""
+
+    def __init__(
+        self,
+        request: JoinRequest,
+        publish: frozenset[str],
+        channel: ParticipantChannel,
+        ice_policy: IcePolicy,
+        observer: SfuObserver,
+        request_close: CloseRequest,
+        announce: Callable[[Producer], None],
+        negotiation_timeout: float,
+    ) -> None:
+        self.id = request.participant_id
+        self.room_name = request.room
+        self.name = request.name
+        self.address = request.address
+        """Signaling remote address: for operators and the geofence, never sent to other participants."""
+        self.identity = request.identity
+        self.app_data: dict[str, Any] = {}
+        self.channel = channel
+        self.closed = False
+        self.selected_pair: SelectedPair | None = None
+        self.producers: dict[str, Producer] = {}
+        """This participant's publications by kind; live (forwarded) once the first answer is applied."""
+        self.consumers: dict[str, Consumer] = {}
+        """What this participant receives, by producer id."""
+        self.published = False
+        self._observer = observer
+        self._request_close = request_close
+        self._publish = announce
+        """Announces a negotiated producer to the room so that others subscribe to it."""
+        self._closing: asyncio.Future[None] | None = None
+        self._negotiation_timeout = negotiation_timeout
+        self._ice_policy = ice_policy
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._publications: list[RTCRtpTransceiver] = []
+        for kind in KINDS:
+            if kind in publish:
+                transceiver = self._add_transceiver(kind, "recvonly")
+                receiver = transceiver.receiver
+                assert isinstance(receiver, ForwardingReceiver)
+                self.producers[kind] = Producer(self.id, self.name, kind, transceiver, receiver)
+                self._publications.append(transceiver)
+        self._offers_made = 0
+        self._free: list[RTCRtpTransceiver] = []
+        self._retiring: list[tuple[RTCRtpTransceiver, int]] = []
+        self._pending: list[tuple[Consumer, int]] = []
+        self._dirty = False
+        self._negotiation: asyncio.Task[None] | None = None
+        self._answer: asyncio.Future[None] | None = None
+        self._answering_offer = 0
+        self._observing_ice = False
+        self.pc.on("connectionstatechange", self._connection_state_changed)
+
+    def __repr__(self) -> str:
+        return f"Participant({self.id!r}, room={self.room_name!r})"
+
+    @property
+    def awaiting_answer(self) -> bool:
+        return self._answer is not None and not self._answer.done()
+
+    # subscriptions -------------------------------------------------------------------------------
+
+    def subscribe(self, producer: Producer) -> Consumer | None:
+        """Start receiving ``producer`` (from the next negotiation on)."""
+        if self.closed or producer.closed or producer.id in self.consumers:
+            return None
+        consumer = Consumer(producer, self.id, self._take_slot(producer.kind))
+        self.consumers[producer.id] = consumer
+        self._pending.append((consumer, self._offers_made))
+        self._observer.consumer_added(consumer)
+        self.request_renegotiation()
+        return consumer
+
+    def unsubscribe(self, producer_id: str) -> None:
+        """Stop receiving a producer; its m-line goes inactive and is recycled later."""
+        consumer = self.consumers.pop(producer_id, None)
+        if consumer is None:
+            return
+        consumer.close()
+        self._pending = [(c, g) for c, g in self._pending if c is not consumer]
+        self._observer.consumer_closed(consumer)
+        if self.closed:
+            return
+        consumer.transceiver.direction = "inactive"
+        self._retiring.append((consumer.transceiver, self._offers_made))
+        self.request_renegotiation()
+
+    def _take_slot(self, kind: str) -> RTCRtpTransceiver:
+        for transceiver in self._free:
+            if transceiver.kind == kind:
+                self._free.remove(transceiver)
+                transceiver.direction = "sendonly"
+                return transceiver
+        return self._add_transceiver(kind, "sendonly")
+
+    def _add_transceiver(self, kind: str, direction: str) -> RTCRtpTransceiver:
+        # The first transceiver creates the (bundled) ICE connection, which reads the policy.
+        with use_policy(self._ice_policy):
+            return add_forwarding_transceiver(self.pc, kind, direction)
+
+    # negotiation ---------------------------------------------------------------------------------
+
+    def request_renegotiation(self) -> None:
+        """Make (or fold into) the next offer."""
+        if self.closed:
+            return
+        self._dirty = True
+        if self._negotiation is None or self._negotiation.done():
+            self._negotiation = asyncio.ensure_future(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        try:
+            while self._dirty and not self.closed:
+                self._dirty = False
+                if not self.pc.getTransceivers():
+                    return  # nothing to negotiate yet (no publication, nobody to receive)
+                offer = await self.pc.createOffer()
+                await self.pc.setLocalDescription(offer)
+                if self.closed:
+                    return
+                self._offers_made += 1
+                self._observe_ice()
+                answer = self._answer = asyncio.get_running_loop().create_future()
+                self._answering_offer = self._offers_made
+                self.channel.send_offer(self._describe(self.pc.localDescription.sdp))
+                try:
+                    await asyncio.wait_for(asyncio.shield(answer), self._negotiation_timeout)
+                except TimeoutError:
+                    self._request_close(
+                        self,
+                        CloseReason.NEGOTIATION_TIMEOUT,
+                        f"no answer to the offer within {self._negotiation_timeout:g} s",
+                    )
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not self.closed:
+                logger.exception("negotiation failed for %s", self.id)
+                self._request_close(self, CloseReason.PROTOCOL_ERROR, f"negotiation failed: {exc}")
+
+    def _describe(self, sdp: str) -> Offer:
+        tracks = tuple(
+            TrackInfo(
+                mid=consumer.transceiver.mid,
+                participant=consumer.producer.participant_id,
+                name=consumer.producer.participant_name,
+                kind=consumer.kind,
+                producer=consumer.producer.id,
+            )
+            for consumer in self.consumers.values()
+            if consumer.transceiver.mid is not None
+        )
+        publish = tuple((t.mid, t.kind) for t in self._publications if t.mid is not None)
+        return Offer(sdp=sdp, tracks=tracks, publish=publish)
+
+    async def handle_answer(self, sdp: str) -> None:
+        """Apply the client's answer to the outstanding offer.
+
+        Raises :class:`WrongState` if no offer is outstanding and :class:`InvalidAnswer` if the
+        answer cannot be applied.
+        """
+        answer = self._answer
+        if self.closed or answer is None or answer.done():
+            raise WrongState("no offer is awaiting an answer")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        except Exception as exc:
+            raise InvalidAnswer(str(exc) or type(exc).__name__) from exc
+        if self.closed:
+            return
+        self._after_answer(self._answering_offer)
+        if not answer.done():
+            answer.set_result(None)
+
+    def _after_answer(self, offer_number: int) -> None:
+        for transceiver, retired_at in list(self._retiring):
+            if retired_at < offer_number:
+                self._retiring.remove((transceiver, retired_at))
+                self._free.append(transceiver)
+        ready = [(c, g) for c, g in self._pending if g < offer_number]
+        self._pending = [(c, g) for c, g in self._pending if g >= offer_number]
+        for consumer, _ in ready:
+            consumer.activate()
+        if not self.published:
+            self.published = True
+            for producer in self.producers.values():
+                self._publish(producer)
+
+    # media address -------------------------------------------------------------------------------
+
+    def _observe_ice(self) -> None:
+        if self._observing_ice:
+            return
+        connection = ice_connection_of(self.pc)
+        if connection is None:
+            return
+        self._observing_ice = True
+        observe_selected_pair(connection, self._selected_pair_changed)
+
+    def _selected_pair_changed(self, pair: SelectedPair) -> None:
+        if self.closed:
+            return
+        self.selected_pair = pair
+        self._observer.selected_pair_changed(self, pair)
+
+    def _connection_state_changed(self) -> None:
+        if not self.closed and self.pc.connectionState == "failed":
+            self._request_close(self, CloseReason.DISCONNECTED, "media connection failed")
+
+    # events and closing --------------------------------------------------------------------------
+
+    def send_event(self, event: PeerEvent) -> None:
+        if not self.closed:
+            self.channel.send_event(event)
+
+    def close(self, reason: CloseReason, detail: str) -> asyncio.Future[None]:
+        """Close this participant's session and connection (idempotent).
+
+        The bookkeeping is synchronous; the returned future completes when the peer connection is
+        closed. Producers are closed by the room (their consumers live in other participants).
+        """
+        if self._closing is not None:
+            return self._closing
+        self.closed = True
+        if self._negotiation is not None and not self._negotiation.done():
+            self._negotiation.cancel()
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        for producer_id in list(self.consumers):
+            self.unsubscribe(producer_id)
+        self.channel.end(reason, detail)
+        self._closing = asyncio.ensure_future(self.pc.close())
+        return self._closing

@@ -1,0 +1,124 @@
+"""Media in from one participant: one track, its NACK-able history, keyframe requests to its publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpTransceiver
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import RtpPacket
+
+from ..rtc.forwarding import ForwardingReceiver, ntp_now
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+
+HISTORY_SIZE = 2048
+"""Packets kept per producer for answering NACKs: a power of two. At 5 Mbit/s of 1200-byte packets
+(~520 packets/s) this holds ~3.9 s, far more than a 300 ms round trip needs."""
+
+KEYFRAME_REQUEST_INTERVAL = 0.5
+"""At most one PLI per producer per this many seconds; requests in between are merged into one."""
+
+_ids = itertools.count(1)
+
+
+class Producer:
+    """One published track. Packets fan out to its consumers synchronously, on the event loop."""
+
+    def __init__(
+        self,
+        participant_id: str,
+        participant_name: str,
+        kind: str,
+        transceiver: RTCRtpTransceiver,
+        receiver: ForwardingReceiver,
+    ) -> None:
+        self.id = f"pr{next(_ids)}"
+        self.participant_id = participant_id
+        self.participant_name = participant_name
+        self.kind = kind
+        self.receiver = receiver
+        self._transceiver = transceiver
+        self.app_data: dict[str, Any] = {}
+        """The application's own tags (mediasoup's ``appData``)."""
+        self.closed = False
+        self.packets_received = 0
+        self.keyframe_requests_sent = 0
+        self._history: list[RtpPacket | None] = [None] * HISTORY_SIZE
+        self._consumers: dict[str, Consumer] = {}
+        self._fanout: tuple[Consumer, ...] = ()
+        self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
+        self._keyframe_timer: asyncio.TimerHandle | None = None
+        receiver.sink = self.on_packet
+
+    @property
+    def codecs(self) -> dict[int, RTCRtpCodecParameters]:
+        """Codecs the publisher may send, by payload type (negotiated in its answer)."""
+        return {c.payloadType: c for c in self._transceiver._codecs if c.payloadType is not None}
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return self._fanout
+
+    def on_packet(self, packet: RtpPacket) -> None:
+        """Once per received packet: remember it, then hand it to every consumer."""
+        self.packets_received += 1
+        self._history[packet.sequence_number & (HISTORY_SIZE - 1)] = packet
+        if not self._fanout:
+            return
+        ntp = ntp_now()
+        abs_send_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
+        for consumer in self._fanout:
+            consumer.forward(packet, abs_send_time, ntp)
+
+    def from_history(self, sequence_number: int) -> RtpPacket | None:
+        """The packet with this (publisher-side) sequence number, if still remembered."""
+        packet = self._history[sequence_number & (HISTORY_SIZE - 1)]
+        if packet is None or packet.sequence_number != sequence_number:
+            return None
+        return packet
+
+    def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, merging requests that come faster than the limit."""
+        if self.closed or self.kind != "video" or self._keyframe_timer is not None:
+            return
+        wait = self._last_keyframe_request + KEYFRAME_REQUEST_INTERVAL - time.monotonic()
+        if wait <= 0:
+            self._send_keyframe_request()
+        else:
+            self._keyframe_timer = asyncio.get_running_loop().call_later(wait, self._send_keyframe_request)
+
+    def _send_keyframe_request(self) -> None:
+        self._keyframe_timer = None
+        if self.closed:
+            return
+        self._last_keyframe_request = time.monotonic()
+        self.keyframe_requests_sent += 1
+        self.receiver.request_keyframe()
+
+    def add_consumer(self, consumer: Consumer) -> None:
+        self._consumers[consumer.id] = consumer
+        self._fanout = tuple(self._consumers.values())
+
+    def remove_consumer(self, consumer: Consumer) -> None:
+        if self._consumers.pop(consumer.id, None) is not None:
+            self._fanout = tuple(self._consumers.values())
+
+    def close(self) -> list[Consumer]:
+        """Stop forwarding; returns the consumers that were attached (the caller closes them)."""
+        if self.closed:
+            return []
+        self.closed = True
+        self.receiver.sink = None
+        if self._keyframe_timer is not None:
+            self._keyframe_timer.cancel()
+            self._keyframe_timer = None
+        consumers = list(self._fanout)
+        self._consumers.clear()
+        self._fanout = ()
+        self._history = [None] * HISTORY_SIZE
+        return consumers

@@ -1,0 +1,139 @@
+"""The SFU: rooms by name, admission, and removing one participant without disturbing the others."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..rtc.ice import IcePolicy
+from .events import AdmissionHook, CloseReason, JoinRequest, Observers, ParticipantChannel, SfuObserver
+from .participant import Participant
+from .room import Room
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SfuConfig:
+    """How the media plane behaves."""
+
+    ice: IcePolicy = field(default_factory=IcePolicy)
+    """Addresses ICE gathers on and remote ranges it talks to."""
+
+    negotiation_timeout: float = 15.0
+    """Seconds a client has to answer an offer before it is removed."""
+
+    max_participants_per_room: int = 64
+
+
+class Refused(Exception):
+    """The join was refused (by the admission hook or a limit); ``reason`` goes to that client only."""
+
+    def __init__(self, reason: str, *, by_policy: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.by_policy = by_policy
+
+
+class Sfu:
+    """Rooms of participants forwarding RTP to each other."""
+
+    def __init__(
+        self,
+        config: SfuConfig | None = None,
+        admission: AdmissionHook | None = None,
+        observers: Iterable[SfuObserver] = (),
+    ) -> None:
+        self.config = config or SfuConfig()
+        self.admission = admission
+        """Called before anything is allocated for a joining participant; may refuse."""
+        self.observer = Observers(list(observers))
+        """Add :class:`SfuObserver` instances to ``observer.observers`` to follow what happens."""
+        self.rooms: dict[str, Room] = {}
+        self.participants: dict[str, Participant] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        self._prefix = secrets.token_hex(3)
+        self._ids = itertools.count(1)
+
+    def new_participant_id(self) -> str:
+        return f"p{self._prefix}{next(self._ids)}"
+
+    def join(
+        self,
+        room: str,
+        name: str,
+        address: str,
+        channel: ParticipantChannel,
+        publish: Iterable[str] = ("audio", "video"),
+        identity: str | None = None,
+    ) -> Participant:
+        """Admit and allocate a participant, or raise :class:`Refused` having allocated nothing.
+
+        The first offer goes out through ``channel`` shortly after.
+        """
+        request = JoinRequest(
+            room=room, participant_id=self.new_participant_id(), address=address, name=name, identity=identity
+        )
+        if self.admission is not None:
+            refusal = self.admission(request)
+            if refusal is not None:
+                raise Refused(refusal.reason, by_policy=True)
+        existing = self.rooms.get(room)
+        if existing is not None and len(existing.participants) >= self.config.max_participants_per_room:
+            raise Refused("the room is full", by_policy=False)
+        the_room = existing or self.rooms.setdefault(room, Room(room, self.observer))
+        participant = Participant(
+            request,
+            publish=frozenset(publish),
+            channel=channel,
+            ice_policy=self.config.ice,
+            observer=self.observer,
+            request_close=self._close_requested,
+            announce=the_room.announce,
+            negotiation_timeout=self.config.negotiation_timeout,
+        )
+        self.participants[participant.id] = participant
+        self.observer.participant_joined(participant)
+        the_room.add(participant)
+        return participant
+
+    def remove_participant(self, participant_id: str, reason: CloseReason, detail: str = "") -> bool:
+        """Remove one participant, and nothing else; idempotent (False if it is already gone).
+
+        The participant is told ``detail`` (and only it is); its connection, its producers and every
+        subscriber's consumers of them close; the others renegotiate and see "participant-left".
+        """
+        participant = self.participants.pop(participant_id, None)
+        if participant is None:
+            return False
+        room = self.rooms.get(participant.room_name)
+        closing = participant.close(reason, detail)
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        if room is not None:
+            room.remove(participant)
+            if room.empty:
+                del self.rooms[room.name]
+        self.observer.participant_left(participant, reason, detail)
+        return True
+
+    def _close_requested(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        self.remove_participant(participant.id, reason, detail)
+
+    def participant(self, participant_id: str) -> Participant | None:
+        return self.participants.get(participant_id)
+
+    async def close(self) -> None:
+        """Close every participant and wait for their connections to close."""
+        for participant_id in list(self.participants):
+            self.remove_participant(participant_id, CloseReason.SHUTDOWN, "the server is shutting down")
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until every connection being closed is closed."""
+        while self._closing:
+            await asyncio.gather(*list(self._closing), return_exceptions=True)

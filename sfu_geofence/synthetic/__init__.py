@@ -1,0 +1,1 @@
+"""Synthetic peers: pre-encoded media sources, non-decoding receive meters, a signaling client."""
