@@ -49,11 +49,13 @@ class FrameCounter:
         self.frames = 0
         self.max_gap = 0.0
         """Longest time between two consecutive new frames since the last :meth:`reset_gap`."""
+        self.last_sequence_number: int | None = None
         self._timestamp: int | None = None
         self._last_frame_at = 0.0
 
     def __call__(self, packet: RtpPacket) -> None:
         self.packets += 1
+        self.last_sequence_number = packet.sequence_number
         if packet.timestamp != self._timestamp:
             now = time.monotonic()
             if self._timestamp is not None:

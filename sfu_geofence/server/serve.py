@@ -1,0 +1,131 @@
+"""``sfu-geofence serve``: run the SFU with WebSocket signaling.
+
+Every flag has an environment variable (the flag wins). Defaults keep everything on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy
+from .app import ServerConfig, create_app
+
+NAME = "serve"
+HELP = "run the SFU (WebSocket signaling on /ws)"
+
+ENV_HOST = "SFU_GEOFENCE_HOST"
+ENV_PORT = "SFU_GEOFENCE_PORT"
+ENV_ICE_ADDRESSES = "SFU_GEOFENCE_ICE_ADDRESSES"
+ENV_ALLOW_REMOTE = "SFU_GEOFENCE_ALLOW_REMOTE"
+ENV_DB = "SFU_GEOFENCE_DB"
+ENV_LOG_LEVEL = "SFU_GEOFENCE_LOG_LEVEL"
+ENV_LOOPBACK_ONLY = "SFU_GEOFENCE_LOOPBACK_ONLY"
+
+DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
+
+
+def _listed(name: str) -> list[str] | None:
+    value = os.environ.get(name, "")
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    return items or None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the flags of ``serve`` (defaults come from the environment, then from here)."""
+    parser.add_argument(
+        "--host", default=os.environ.get(ENV_HOST, "127.0.0.1"), help=f"listen address (${ENV_HOST})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get(ENV_PORT, "8080")), help=f"listen port (${ENV_PORT})"
+    )
+    parser.add_argument(
+        "--ice-address",
+        action="append",
+        dest="ice_addresses",
+        metavar="ADDRESS",
+        help=f"address ICE binds and announces; repeatable (${ENV_ICE_ADDRESSES}, comma-separated; "
+        "default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--allow-remote",
+        action="append",
+        metavar="NETWORK",
+        help=f"network media may come from; repeatable (${ENV_ALLOW_REMOTE}; default loopback only)",
+    )
+    parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get(ENV_LOG_LEVEL, "info"),
+        choices=["debug", "info", "warning", "error"],
+        help=f"(${ENV_LOG_LEVEL})",
+    )
+    parser.add_argument(
+        "--loopback-only",
+        action="store_true",
+        default=os.environ.get(ENV_LOOPBACK_ONLY, "") not in ("", "0"),
+        help=f"refuse to listen or bind ICE outside 127.0.0.0/8 and ::1 (${ENV_LOOPBACK_ONLY})",
+    )
+
+
+configure = add_arguments
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """Validate the flags into a configuration; raises ValueError naming what is wrong."""
+    ice_addresses = args.ice_addresses or _listed(ENV_ICE_ADDRESSES) or ["127.0.0.1"]
+    allow_remote = args.allow_remote or _listed(ENV_ALLOW_REMOTE) or list(DEFAULT_ALLOW_REMOTE)
+    if args.loopback_only:
+        for address in [args.host, *ice_addresses]:
+            if not ipaddress.ip_address(address).is_loopback:
+                raise ValueError(f"--loopback-only: {address} is not a loopback address")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is out of range")
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        ice=IcePolicy.from_strings(ice_addresses, allow_remote),
+        db_path=args.db,
+    )
+
+
+async def serve(config: ServerConfig) -> None:
+    """Serve until SIGINT or SIGTERM, then close every participant."""
+    app = create_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    host, port = runner.addresses[0][:2]
+    print(f"listening on http://{host}:{port}/ws", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``serve``; returns the exit status."""
+    config = config_from_args(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(config))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sfu-geofence serve", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,95 @@
+"""``sfu-geofence serve``: flags, environment, and a real server process on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+import signal
+import sys
+
+import pytest
+
+from sfu_geofence.cli import main
+from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.serve import add_arguments, config_from_args
+from sfu_geofence.synthetic.client import SyntheticPeer
+
+
+def _config(argv: list[str]) -> ServerConfig:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_defaults_keep_everything_on_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    config = _config([])
+    assert (config.host, config.port, config.ice.bind, config.db_path) == (
+        "127.0.0.1",
+        8080,
+        ("127.0.0.1",),
+        None,
+    )
+    assert config.ice.allowed_remote == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+def test_environment_variables_set_defaults_and_flags_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SFU_GEOFENCE_HOST", "127.0.0.2")
+    monkeypatch.setenv("SFU_GEOFENCE_PORT", "9000")
+    monkeypatch.setenv("SFU_GEOFENCE_ICE_ADDRESSES", "127.0.0.3, 127.0.0.4")
+    monkeypatch.setenv("SFU_GEOFENCE_ALLOW_REMOTE", "127.0.0.0/16")
+    monkeypatch.setenv("SFU_GEOFENCE_DB", "/tmp/geo.mmdb")
+    config = _config(["--port", "9001"])
+    assert config.host == "127.0.0.2"
+    assert config.port == 9001
+    assert config.ice.bind == ("127.0.0.3", "127.0.0.4")
+    assert config.ice.allowed_remote == (ipaddress.ip_network("127.0.0.0/16"),)
+    assert config.db_path == "/tmp/geo.mmdb"
+    assert _config(["--ice-address", "127.0.0.9"]).ice.bind == ("127.0.0.9",)
+
+
+@pytest.mark.parametrize("flags", [["--host", "192.0.2.2"], ["--ice-address", "192.0.2.2"]])
+def test_loopback_only_refuses_a_non_loopback_address(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--loopback-only", *flags]) == 2
+    assert "192.0.2.2 is not a loopback address" in capsys.readouterr().err
+
+
+async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sfu_geofence.cli",
+        "serve",
+        "--loopback-only",
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    peer: SyntheticPeer | None = None
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        assert line.startswith("listening on http://127.0.0.1:")
+        peer = SyntheticPeer(line.split()[-1], "room-s", "127.0.50.1")
+        await peer.join(publish={})
+        assert peer.participant_id is not None
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        await asyncio.wait_for(peer.closed.wait(), 5)
+        assert peer.close_code == 1001
+    finally:
+        if peer is not None:
+            await peer.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,165 @@
+"""Bad input gets a specific error or close code, never a crash, and nobody else notices."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sfu_geofence.server import ServerConfig
+from sfu_geofence.sfu import JoinRequest, Refusal
+from sfu_geofence.synthetic.client import SyntheticPeer, tiny_tracks
+from sfu_geofence.testing.server import Served, served_on_loopback
+from sfu_geofence.testing.wait import eventually
+
+
+def _message(peer: SyntheticPeer, type_: str) -> Any:
+    def check() -> str | None:
+        found = [m for m in peer.messages if m["type"] == type_]
+        return None if found else f"no {type_!r} message in {peer.messages}"
+
+    return check
+
+
+async def _errors_after(peer: SyntheticPeer, text: str) -> dict[str, Any]:
+    """Send ``text`` and return the error it earns."""
+    before = len([m for m in peer.messages if m["type"] == "error"])
+    await peer.send_raw(text)
+
+    def check() -> str | None:
+        errors = [m for m in peer.messages if m["type"] == "error"]
+        return None if len(errors) > before else f"no error reply, messages: {peer.messages}"
+
+    await eventually(check, within=5)
+    error: dict[str, Any] = [m for m in peer.messages if m["type"] == "error"][-1]
+    return error
+
+
+@pytest.fixture
+async def client(served: Served) -> AsyncIterator[SyntheticPeer]:
+    peer = SyntheticPeer(served.url, "room-x", "127.0.40.1", name="client")
+    await peer.connect()
+    try:
+        yield peer
+    finally:
+        await peer.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", "malformed-json"),
+        ("[1, 2]", "invalid-message"),
+        ('{"kind": "join"}', "invalid-message"),
+        ('{"type": "subscribe"}', "unknown-type"),
+        ('{"type": "join", "room": "a room with spaces"}', "invalid-message"),
+        ('{"type": "join", "room": "r", "publish": {"screen": true}}', "invalid-message"),
+        ('{"type": "join", "room": "r", "name": 5}', "invalid-message"),
+        ('{"type": "answer", "sdp": "v=0"}', "wrong-state"),
+        ('{"type": "answer"}', "invalid-message"),
+    ],
+)
+async def test_a_bad_message_gets_a_specific_error_and_the_session_goes_on(
+    served: Served, client: SyntheticPeer, text: str, code: str
+) -> None:
+    error = await _errors_after(client, text)
+    assert error["code"] == code
+    assert error["message"]
+    # The session still works: the client can join.
+    await client.join(publish={})
+    assert client.participant_id is not None
+    assert list(served.sfu.participants) == [client.participant_id]
+
+
+async def test_joining_twice_is_the_wrong_state(client: SyntheticPeer) -> None:
+    await client.join(publish={})
+    error = await _errors_after(client, json.dumps({"type": "join", "room": "room-x"}))
+    assert error == {"type": "error", "code": "wrong-state", "message": "already joined"}
+
+
+async def test_an_oversized_message_closes_with_4413(client: SyntheticPeer) -> None:
+    await client.send({"type": "answer", "sdp": "x" * (ServerConfig().max_message_bytes + 1)})
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.close_code == 4413
+
+
+async def test_too_many_bad_messages_close_with_4400(served: Served, client: SyntheticPeer) -> None:
+    for _ in range(ServerConfig().max_errors + 1):
+        await client.send_raw("nonsense")
+    await asyncio.wait_for(client.closed.wait(), 5)
+    assert client.close_code == 4400
+    assert [m["code"] for m in client.messages if m["type"] == "error"] == ["malformed-json"] * 10
+
+
+@pytest.mark.slow
+async def test_an_invalid_sdp_answer_closes_that_session_with_4415_and_the_others_media_keeps_running(
+    served: Served,
+) -> None:
+    peers = [SyntheticPeer(served.url, "room-y", f"127.0.41.{i + 1}", tracks=tiny_tracks()) for i in range(2)]
+    bad = SyntheticPeer(served.url, "room-y", "127.0.41.9", name="bad")
+    try:
+        for peer in peers:
+            await peer.join()
+
+        def media_flows() -> str | None:
+            for peer, other in ((peers[0], peers[1]), (peers[1], peers[0])):
+                counters = peer.counters(str(other.participant_id), "video")
+                if not counters or counters[0].frames < 10:
+                    return f"{peer.name} receives no video yet"
+            return None
+
+        await eventually(media_flows, within=20)
+        # The bad client joins, receives an offer for the others' tracks, and answers nonsense.
+        await bad.connect()
+        bad._answer = _answer_garbage(bad)  # type: ignore[method-assign]
+        await bad.join(publish={})
+        await asyncio.wait_for(bad.closed.wait(), 10)
+        assert bad.close_code == 4415
+        closing = bad.messages[-1]
+        assert closing["type"] == "closing"
+        assert closing["message"].startswith("invalid SDP answer")
+        assert str(bad.participant_id) not in served.sfu.participants
+        frames = [peers[0].counters(str(peers[1].participant_id), "video")[0].frames]
+        await eventually(
+            lambda: None if _video_frames(peers) > frames[0] + 20 else "video stalled", within=10
+        )
+    finally:
+        await bad.close()
+        for peer in peers:
+            await peer.close()
+
+
+def _video_frames(peers: list[SyntheticPeer]) -> int:
+    return peers[0].counters(str(peers[1].participant_id), "video")[0].frames
+
+
+def _answer_garbage(peer: SyntheticPeer) -> Any:
+    async def answer(offer: dict[str, Any]) -> None:
+        await peer.send({"type": "answer", "sdp": "v=0\r\nthis is not an answer\r\n"})
+
+    return answer
+
+
+async def test_a_refused_join_gets_the_reason_and_4403_and_nothing_is_allocated() -> None:
+    seen: list[JoinRequest] = []
+
+    def admission(request: JoinRequest) -> Refusal | None:
+        seen.append(request)
+        return Refusal("not in this room") if request.name == "blocked" else None
+
+    async with served_on_loopback(admission=admission) as served:
+        peer = SyntheticPeer(served.url, "room-z", "127.0.42.1", name="blocked", tracks=tiny_tracks())
+        try:
+            await peer.join()
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert peer.close_code == 4403
+            assert peer.messages == [{"type": "refused", "reason": "not in this room"}]
+            assert peer.offers == 0
+            assert served.sfu.participants == {}
+            assert served.sfu.rooms == {}
+            assert [(r.room, r.name, r.address) for r in seen] == [("room-z", "blocked", "127.0.42.1")]
+        finally:
+            await peer.close()

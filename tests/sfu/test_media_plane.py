@@ -1,0 +1,317 @@
+"""Rooms of real aiortc peers, each on its own loopback address, forwarding through the SFU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+from aiortc.rtp import RtcpSrPacket
+
+from sfu_geofence.rtc.forwarding import ForwardingReceiver
+from sfu_geofence.rtc.ice import SelectedPair
+from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
+from sfu_geofence.synthetic.client import SyntheticPeer, TinyVideoTrack, tiny_tracks
+from sfu_geofence.testing.server import Served
+from sfu_geofence.testing.wait import eventually
+
+VIDEO_INTERVAL = 1 / TinyVideoTrack().fps
+AUDIO_INTERVAL = 0.020
+
+
+def _receives_everyone(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> Callable[[], str | None]:
+    """Every peer receives audio and video frames from every other peer."""
+
+    def check() -> str | None:
+        for peer in peers:
+            for other in peers:
+                if other is peer:
+                    continue
+                for kind in ("audio", "video"):
+                    counters = peer.counters(str(other.participant_id), kind)
+                    if not counters or counters[0].frames < minimum_frames:
+                        frames = counters[0].frames if counters else "no track"
+                        return f"{peer.name} has {frames} {kind} frames from {other.name}"
+        return None
+
+    return check
+
+
+def _frames(
+    peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer]
+) -> dict[tuple[str, str, str], int]:
+    return {
+        (peer.name, source.name, kind): peer.counters(str(source.participant_id), kind)[0].frames
+        for peer in peers
+        for source in sources
+        if source is not peer
+        for kind in ("audio", "video")
+    }
+
+
+def _reset_gaps(peers: Sequence[SyntheticPeer]) -> None:
+    for peer in peers:
+        for received in peer.received.values():
+            received.counter.reset_gap()
+
+
+def _max_gaps(peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer]) -> dict[str, float]:
+    """Longest gap between frames per kind, over what ``peers`` receive from ``sources``."""
+    gaps = {"audio": 0.0, "video": 0.0}
+    for peer in peers:
+        for source in sources:
+            if source is peer:
+                continue
+            for kind in gaps:
+                for counter in peer.counters(str(source.participant_id), kind):
+                    gaps[kind] = max(gaps[kind], counter.max_gap)
+    return gaps
+
+
+async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer], frames: int) -> None:
+    """Wait until every stream between them has advanced by ``frames`` frames."""
+    before = _frames(peers, sources)
+
+    def check() -> str | None:
+        now = _frames(peers, sources)
+        stuck = [key for key, count in now.items() if count < before[key] + frames]
+        return f"streams not advancing: {stuck}" if stuck else None
+
+    await eventually(check, within=15)
+
+
+@pytest.fixture
+async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
+    peers = [
+        SyntheticPeer(served.url, "room-a", f"127.0.{10 + i}.{i + 1}", name=f"peer{i}", tracks=tiny_tracks())
+        for i in range(3)
+    ]
+    try:
+        for peer in peers:
+            await peer.join()
+        await eventually(_receives_everyone(peers), within=20)
+        yield peers
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
+@pytest.mark.slow
+async def test_three_participants_each_receive_every_other_participants_audio_and_video(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    await _advancing(room, room, frames=20)
+    sfu = served.sfu
+    producers = [p for participant in sfu.participants.values() for p in participant.producers.values()]
+    assert sorted(p.kind for p in producers) == ["audio"] * 3 + ["video"] * 3
+    # Each producer forwards to the two other participants, through consumers that really sent packets.
+    assert all(len(p.consumers) == 2 for p in producers)
+    assert all(c.packets_forwarded > 0 for p in producers for c in p.consumers)
+    # Each peer is told who the others are, and never anything about their addresses.
+    for peer in room:
+        joined = next(m for m in peer.messages if m["type"] == "joined")
+        assert set(joined) == {"type", "participant", "room", "participants"}
+        assert all("127." not in str(m) for m in peer.messages if m["type"] != "joined")
+
+
+@pytest.mark.slow
+async def test_a_clean_leave_leaves_the_others_media_running(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    leaver, stayers = room[0], room[1:]
+    _reset_gaps(stayers)
+    await leaver.leave()
+    assert leaver.close_code == 1000
+    await eventually(
+        lambda: None if str(leaver.participant_id) not in served.sfu.participants else "still in", within=5
+    )
+    await _advancing(stayers, stayers, frames=2 / VIDEO_INTERVAL)  # ~2 s more of every stream
+    gaps = _max_gaps(stayers, stayers)
+    assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
+    assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
+    for stayer in stayers:
+        left = [m for m in stayer.messages if m["type"] == "participant-left"]
+        assert left == [
+            {"type": "participant-left", "participant": leaver.participant_id, "name": leaver.name}
+        ]
+        # The leaver's tracks are gone from the stayer's current m-lines.
+        assert {t.participant for t in stayer.live_tracks()} == {s.participant_id for s in stayers} - {
+            stayer.participant_id
+        }
+
+
+@pytest.mark.slow
+async def test_an_abruptly_killed_participant_is_removed_within_5_s_and_the_others_media_keeps_running(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sfu_geofence.synthetic.client",
+        served.url,
+        "room-a",
+        "127.0.20.1",
+        "--name",
+        "doomed",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().split()
+        assert line[0] == "joined", line
+        doomed = line[1]
+
+        def everyone_receives_the_doomed() -> str | None:
+            for peer in room:
+                for kind in ("audio", "video"):
+                    counters = peer.counters(doomed, kind)
+                    if not counters or counters[0].frames < 10:
+                        return f"{peer.name} has not received {kind} from the doomed peer yet"
+            return None
+
+        await eventually(everyone_receives_the_doomed, within=20)
+        _reset_gaps(room)
+        process.send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await eventually(
+            lambda: None if doomed not in served.sfu.participants else "still in the room", within=5
+        )
+        assert time.monotonic() - killed_at < 5
+        await _advancing(room, room, frames=2 / VIDEO_INTERVAL)
+        gaps = _max_gaps(room, room)
+        assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
+        assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
+        for peer in room:
+            assert {"type": "participant-left", "participant": doomed, "name": "doomed"} in peer.messages
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+class _Recorder(SfuObserver):
+    def __init__(self) -> None:
+        self.history: list[tuple[str, str]] = []
+        self.pairs: list[tuple[str, SelectedPair]] = []
+
+    def participant_joined(self, participant: Participant) -> None:
+        self.history.append(("joined", participant.name))
+
+    def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        self.history.append(("left", f"{participant.name} {reason.value} {detail}"))
+
+    def selected_pair_changed(self, participant: Participant, pair: SelectedPair) -> None:
+        self.pairs.append((participant.name, pair))
+
+
+@pytest.mark.slow
+async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it_left(served: Served) -> None:
+    recorder = _Recorder()
+    served.sfu.observer.observers.append(recorder)
+    peers = [
+        SyntheticPeer(served.url, "room-b", f"127.0.30.{i + 1}", name=f"p{i}", tracks=tiny_tracks())
+        for i in range(3)
+    ]
+    try:
+        for peer in peers:
+            await peer.join()
+        await eventually(_receives_everyone(peers), within=20)
+        target, others = peers[1], [peers[0], peers[2]]
+        _reset_gaps(others)
+        assert served.sfu.remove_participant(
+            str(target.participant_id), CloseReason.EJECTED, "not allowed here"
+        )
+        assert not served.sfu.remove_participant(str(target.participant_id), CloseReason.EJECTED, "twice")
+        await asyncio.wait_for(target.closed.wait(), 5)
+        assert target.close_code == 4409
+        assert target.messages[-1] == {"type": "ejected", "reason": "not allowed here"}
+        await _advancing(others, others, frames=2 / VIDEO_INTERVAL)
+        gaps = _max_gaps(others, others)
+        assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
+        for other in others:
+            assert {
+                "type": "participant-left",
+                "participant": target.participant_id,
+                "name": "p1",
+            } in other.messages
+            assert "not allowed here" not in str(other.messages)
+        assert recorder.history == [
+            ("joined", "p0"),
+            ("joined", "p1"),
+            ("joined", "p2"),
+            ("left", "p1 ejected not allowed here"),
+        ]
+        # The selected pair of every participant was reported, with its own loopback address.
+        assert {name: pair.remote_address[0] for name, pair in recorder.pairs} == {
+            "p0": "127.0.30.1",
+            "p1": "127.0.30.2",
+            "p2": "127.0.30.3",
+        }
+        assert all(pair.remote_type == "host" and not pair.relayed for _, pair in recorder.pairs)
+    finally:
+        for peer in peers:
+            await peer.close()
+
+
+def _receiver_for(peer: SyntheticPeer, producer_id: str) -> ForwardingReceiver:
+    assert peer.pc is not None
+    mid = peer.received[producer_id].mid
+    receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.mid == mid)
+    assert isinstance(receiver, ForwardingReceiver)
+    return receiver
+
+
+@pytest.mark.slow
+async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    publisher, subscriber = room[0], room[1]
+    producer = served.sfu.participants[str(publisher.participant_id)].producers["video"]
+    consumer = next(c for c in producer.consumers if c.subscriber_id == subscriber.participant_id)
+    receiver = _receiver_for(subscriber, producer.id)
+    assert receiver.media_ssrc is not None
+
+    # A NACK for a recent packet is answered from the SFU's history, as the subscriber numbered it.
+    counter = subscriber.received[producer.id].counter
+    assert counter.last_sequence_number is not None
+    lost = (counter.last_sequence_number - 5) & 0xFFFF
+    packets_before = counter.packets
+    await receiver._send_rtcp_nack(receiver.media_ssrc, [lost])
+    await eventually(lambda: None if consumer.retransmissions == 1 else "no retransmission", within=5)
+    await eventually(lambda: None if counter.packets > packets_before else "nothing received", within=5)
+
+    # A PLI from the subscriber becomes a (rate-limited) PLI to the publisher.
+    assert publisher.pc is not None
+    publisher_sender = next(
+        t.sender for t in publisher.pc.getTransceivers() if t.sender.track is publisher.tracks[1]
+    )
+    keyframe_requests: list[float] = []
+    publisher_sender._send_keyframe = lambda: keyframe_requests.append(time.monotonic())  # type: ignore[method-assign]
+    for _ in range(5):
+        receiver.request_keyframe()
+    await eventually(
+        lambda: None if keyframe_requests else "no keyframe request reached the publisher", within=5
+    )
+    await asyncio.sleep(1.5)
+    assert 1 <= len(keyframe_requests) <= 2  # five requests within the limit's window merge
+
+    # Sender reports from the SFU count what it forwarded to this subscriber.
+    reports: list[RtcpSrPacket] = []
+    original = receiver._handle_rtcp_packet
+
+    async def record(packet: object) -> None:
+        if isinstance(packet, RtcpSrPacket):
+            reports.append(packet)
+        await original(packet)  # type: ignore[arg-type]
+
+    receiver._handle_rtcp_packet = record  # type: ignore[method-assign,assignment]
+    await eventually(lambda: None if reports else "no sender report", within=5)
+    report = reports[-1]
+    assert report.ssrc == consumer.sender._ssrc
+    assert 0 < report.sender_info.packet_count <= consumer.sender.packets_sent
+    assert report.sender_info.ntp_timestamp > 0
