@@ -9,8 +9,10 @@ The video clip is a visibly moving picture (a bar sweeping across a textured bac
 number in large digits) so that a person watching it in a browser sees motion. The background texture is
 there to make libvpx spend the configured bitrate instead of a few kbit/s. Keyframes come at the start of
 the clip and every ``keyframe_interval_s`` after (a clip is a whole number of keyframe intervals, so the
-loop stays regular). Keyframe requests (PLI/FIR) are *not* honoured: a new viewer waits at most one
-keyframe interval for a decodable picture.
+loop stays regular). A keyframe request (:meth:`ClipTrack.request_keyframe`, wired to the sender's
+PLI/FIR by :func:`publish`) is honoured by skipping ahead in the clip to its next keyframe, at most once
+per :data:`KEYFRAME_MIN_INTERVAL_S`: no encoding, only a bigger frame. Without :func:`publish` (plain
+``addTrack``) requests are ignored and a new viewer waits at most one keyframe interval.
 
 Pacing is real time from the first ``recv()``: frame *i* is released at ``start + i * frame_duration``
 (event-loop clock, monotonic) and carries pts ``i * ticks_per_frame``, so RTP timestamps advance
@@ -24,17 +26,23 @@ import asyncio
 import fractions
 import functools
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import av
 import numpy as np
 import numpy.typing as npt
+from aiortc import RTCPeerConnection, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from ..rtc.keyframe import on_keyframe_request
 
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
 OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+KEYFRAME_MIN_INTERVAL_S = 0.5
+"A storm of requests (many viewers joining) is answered by at most one forced keyframe per interval."
 
 
 @dataclass(frozen=True)
@@ -218,6 +226,24 @@ class ClipTrack(MediaStreamTrack):
             clip.frames_per_second
         )
         self._start: float | None = None
+        self._skipped = 0  # clip frames skipped to honour keyframe requests
+        self._last_forced = -math.inf
+        self.keyframes_forced = 0
+        "Keyframe requests honoured by skipping ahead in the clip."
+
+    def request_keyframe(self) -> None:
+        """Make the next frame sent a keyframe by skipping ahead to the clip's next one (rate-limited)."""
+        keyframes = self.clip.keyframes
+        position = (self.frames_sent + self._skipped) % len(keyframes)
+        now = time.monotonic()
+        if keyframes[position] or now - self._last_forced < KEYFRAME_MIN_INTERVAL_S:
+            return
+        skip = next(
+            step for step in range(1, len(keyframes) + 1) if keyframes[(position + step) % len(keyframes)]
+        )
+        self._skipped += skip
+        self._last_forced = now
+        self.keyframes_forced += 1
 
     async def recv(self) -> av.Packet[Any]:
         if self.readyState != "live":
@@ -230,13 +256,20 @@ class ClipTrack(MediaStreamTrack):
             wait = self._start + index * self.clip.frame_duration - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-        position = index % len(self.clip.payloads)
+        position = (index + self._skipped) % len(self.clip.payloads)
         packet = av.Packet(self.clip.payloads[position])
         packet.pts = int(index * self._ticks_per_frame)
         packet.time_base = self._time_base
         packet.is_keyframe = self.clip.keyframes[position]
         self.frames_sent = index + 1
         return packet
+
+
+def publish(pc: RTCPeerConnection, track: ClipTrack) -> RTCRtpSender:
+    """Add ``track`` to ``pc`` and let the keyframe requests that reach its sender reach the track."""
+    sender = pc.addTrack(track)
+    on_keyframe_request(sender, track.request_keyframe)
+    return sender
 
 
 class Vp8Track(ClipTrack):

@@ -20,6 +20,7 @@ from sfu_geofence.synthetic.media import (
     Vp8Track,
     encode_opus_clip,
     encode_vp8_clip,
+    publish,
 )
 from sfu_geofence.synthetic.meter import ReceiveMeter
 from sfu_geofence.testing.peers import connect_pair
@@ -138,6 +139,52 @@ async def test_the_sender_packetizes_the_clip_without_ever_encoding(monkeypatch:
         encoders = {s.track.kind: s._RTCRtpSender__encoder for s in sender.getSenders()}  # type: ignore[attr-defined]
         assert encoders["video"].codec is None  # no libvpx context was ever created
         assert not encoders["audio"].codec.is_open  # libopus context created by aiortc, never opened
+    finally:
+        await sender.close()
+        await receiver.close()
+
+
+async def test_a_keyframe_request_skips_ahead_to_the_next_keyframe_once_per_interval() -> None:
+    clip = EncodedClip(
+        "video",
+        (b"K0", b"d1", b"d2", b"d3", b"K4", b"d5"),
+        (True, False, False, False, True, False),
+        90_000,
+        60,
+    )
+    track = ClipTrack(clip)
+    sent = [bytes(await track.recv()) for _ in range(2)]
+    track.request_keyframe()
+    track.request_keyframe()  # within KEYFRAME_MIN_INTERVAL_S: ignored
+    packets = [await track.recv() for _ in range(4)]
+    assert sent + [bytes(p) for p in packets] == [b"K0", b"d1", b"K4", b"d5", b"K0", b"d1"]
+    assert [p.pts for p in packets] == [3000, 4500, 6000, 7500]  # time goes on, the picture jumps
+    assert track.keyframes_forced == 1
+
+
+async def test_a_keyframe_request_when_the_next_frame_is_a_keyframe_changes_nothing() -> None:
+    track = OpusTrack()  # every Opus packet stands alone
+    track.request_keyframe()
+    await track.recv()
+    assert (track.keyframes_forced, track.frames_sent) == (0, 1)
+
+
+async def test_a_pli_from_a_viewer_reaches_a_published_clip_track() -> None:
+    meter = ReceiveMeter()
+    tracks: list[Vp8Track] = []
+
+    def publish_video(pc: RTCPeerConnection) -> None:
+        tracks.append(Vp8Track(SMALL_VIDEO))
+        publish(pc, tracks[0])
+
+    sender, receiver = await connect_pair(
+        publish_video, meter.watch, offerer_bind="127.86.0.9", answerer_bind="127.86.0.10"
+    )
+    try:
+        await eventually(lambda: None if meter.tracks[0].frames else "no video yet", within=30)
+        await meter.request_keyframes()
+        await eventually(lambda: None if tracks[0].keyframes_forced else "keyframe not forced", within=30)
+        assert tracks[0].keyframes_forced == 1
     finally:
         await sender.close()
         await receiver.close()
