@@ -31,7 +31,7 @@ from aiortc import RTCPeerConnection, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 
-from ..rtc.tap import ReceiverTap, tap_receiver
+from ..rtc.tap import ReceiverTap, tap_of, tap_receiver
 
 Clock = Callable[[], float]
 
@@ -237,7 +237,8 @@ class TrackMeter:
     def gap_stats(self, start: float = -math.inf, end: float = math.inf) -> GapStats:
         """Count, max and p99 of the inter-frame gaps that ended in ``[start, end)``."""
         gaps = sorted(self.gaps(start, end))
-        complete = self._frame_count <= self.gap_capacity or start >= self._frame_times_oldest()
+        # the oldest kept frame's own gap is unknown (its predecessor was overwritten)
+        complete = self._frame_count <= self.gap_capacity or start > self._frame_times_oldest()
         if not gaps:
             return GapStats(count=0, max_ms=0.0, p99_ms=0.0, complete=complete)
         p99 = gaps[math.ceil(0.99 * len(gaps)) - 1]
@@ -300,10 +301,13 @@ class ReceiveMeter:
         self._taps: list[ReceiverTap] = []
 
     def attach(self, transceiver: RTCRtpTransceiver, source: str) -> TrackMeter:
-        """Meter the transceiver's incoming media as coming from ``source``.
+        """Meter the transceiver's incoming media as coming from ``source``, from now on.
 
-        Must happen before aiortc starts the receiver (see :func:`~sfu_geofence.rtc.tap.tap_receiver`):
-        in the ``"track"`` handler, right after ``setRemoteDescription`` or after ``addTransceiver``.
+        The first attach taps the receiver, which must happen before aiortc starts it (see
+        :func:`~sfu_geofence.rtc.tap.tap_receiver`): in the ``"track"`` handler, right after
+        ``setRemoteDescription`` or after ``addTransceiver``. Attaching an already tapped transceiver
+        again (an m-line recycled for another participant) gives it a fresh meter; the previous meter
+        stops counting and stays in :attr:`tracks`.
         """
         meter = TrackMeter(
             transceiver.kind,
@@ -312,7 +316,12 @@ class ReceiveMeter:
             gap_capacity=self.gap_capacity,
             clock=self._clock,
         )
-        self._taps.append(tap_receiver(transceiver.receiver, meter.observe))
+        tap = tap_of(transceiver.receiver)
+        if tap is None:
+            tap = tap_receiver(transceiver.receiver, meter.observe)
+        else:
+            tap.observer = meter.observe
+        self._taps.append(tap)
         self._meters.append(meter)
         return meter
 
@@ -332,6 +341,10 @@ class ReceiveMeter:
         """Every track meter, in attachment order."""
         return list(self._meters)
 
+    def counts(self) -> list[TrackCounts]:
+        """A snapshot of every track meter's counters (plain values, e.g. to send to another process)."""
+        return [m.counts() for m in self._meters]
+
     def of_source(self, source: str) -> list[TrackMeter]:
         """The meters of the tracks received from ``source``."""
         return [m for m in self._meters if m.source == source]
@@ -341,10 +354,12 @@ class ReceiveMeter:
         return _latest(m.last_arrival for m in self.of_source(source))
 
     async def request_keyframes(self) -> None:
-        """Send a PLI on every video track that has received media."""
-        for tap, meter in zip(self._taps, self._meters, strict=True):
-            if meter.kind == "video":
-                await tap.request_keyframe()
+        """Send a PLI on every video receiver that has received media."""
+        taps = {
+            id(tap): tap for tap, meter in zip(self._taps, self._meters, strict=True) if meter.kind == "video"
+        }
+        for tap in taps.values():
+            await tap.request_keyframe()
 
 
 def _latest(times: Iterable[float | None]) -> float | None:

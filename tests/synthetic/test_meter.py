@@ -108,6 +108,7 @@ def test_the_frame_time_ring_keeps_the_newest_frames_and_says_when_a_window_is_i
     assert meter.frame_times() == pytest.approx([0.12, 0.14, 0.16, 0.18])
     assert meter.frames == 10
     assert not meter.gap_stats(0.0, 1.0).complete
+    assert not meter.gap_stats(0.12, 1.0).complete  # the gap ending at 0.12 is forgotten
     assert meter.gap_stats(0.13, 1.0).complete
     assert meter.gap_stats(0.13, 1.0).count == 3
 
@@ -167,7 +168,8 @@ async def test_a_metered_peer_counts_real_media_at_the_sent_rate_without_startin
             assert counts.last_arrival is not None
             span = counts.last_arrival - counts.first_arrival
             nominal = video.fps if m.kind == "video" else 50
-            assert 0.5 * nominal <= (counts.frames - 1) / span <= 1.5 * nominal, (m, span)
+            # generous: a loaded machine delays frames and then sends the late ones back to back
+            assert 0.5 * nominal <= (counts.frames - 1) / span <= 2 * nominal, (m, span)
             assert counts.lost == 0
             assert m.gap_stats().count == counts.frames - 1
         assert by_kind["video"].packets >= by_kind["video"].frames  # a picture may span packets
@@ -182,3 +184,28 @@ async def test_a_metered_peer_counts_real_media_at_the_sent_rate_without_startin
         await sender.close()
         await receiver.close()
     assert _decoder_threads() == decoders_before
+
+
+async def test_attaching_a_recycled_transceiver_again_moves_its_media_to_a_new_source() -> None:
+    meter = ReceiveMeter()
+    sender, receiver = await connect_pair(
+        lambda pc: pc.addTrack(OpusTrack()),
+        lambda pc: meter.watch(pc, lambda t: "alice"),
+        offerer_bind="127.86.0.11",
+        answerer_bind="127.86.0.12",
+    )
+    try:
+        (alice,) = meter.tracks
+        await eventually(
+            lambda: None if alice.frames >= 5 else f"{alice.frames} frames from alice", within=30
+        )
+        bob = meter.attach(receiver.getTransceivers()[0], "bob")
+        frozen = alice.counts()
+        await eventually(lambda: None if bob.frames >= 5 else f"{bob.frames} frames from bob", within=30)
+        assert alice.counts() == frozen
+        assert [m.source for m in meter.tracks] == ["alice", "bob"]
+        assert [c.source for c in meter.counts()] == ["alice", "bob"]
+        assert bob.lost == 0
+    finally:
+        await sender.close()
+        await receiver.close()
