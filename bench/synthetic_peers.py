@@ -53,9 +53,11 @@ async def _recv(conn: Connection) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
 
 
-async def _publishers(conn: Connection, peers: int, seconds: float, video: VideoClipParams) -> None:
+async def _publishers(
+    conn: Connection, peers: int, seconds: float, video: VideoClipParams, audio: AudioClipParams
+) -> None:
     encode_vp8_clip(video)  # encode before anything is timed
-    encode_opus_clip(AudioClipParams())
+    encode_opus_clip(audio)
     pcs: list[RTCPeerConnection] = []
     tracks: list[Vp8Track] = []
     try:
@@ -64,7 +66,7 @@ async def _publishers(conn: Connection, peers: int, seconds: float, video: Video
                 pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
                 track = Vp8Track(video)
                 pc.addTrack(track)
-                pc.addTrack(OpusTrack())
+                pc.addTrack(OpusTrack(audio))
                 await pc.setLocalDescription(await pc.createOffer())
             pcs.append(pc)
             tracks.append(track)
@@ -86,8 +88,10 @@ async def _publishers(conn: Connection, peers: int, seconds: float, video: Video
             await pc.close()
 
 
-def _publisher_process(conn: Connection, peers: int, seconds: float, video: dict[str, Any]) -> None:
-    asyncio.run(_publishers(conn, peers, seconds, VideoClipParams(**video)))
+def _publisher_process(
+    conn: Connection, peers: int, seconds: float, video: dict[str, Any], audio: dict[str, Any]
+) -> None:
+    asyncio.run(_publishers(conn, peers, seconds, VideoClipParams(**video), AudioClipParams(**audio)))
 
 
 async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str, Any]:
@@ -120,7 +124,9 @@ async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str
     for track in meter.tracks:
         frames = [t for t in track.frame_times() if start <= t < end]
         gaps = track.gap_stats(start, end)
-        by_kind[track.kind].append((len(frames) / window, gaps.p99_ms, gaps.max_ms, track.lost))
+        rates = [r for r in track.rates() if start <= r.start and r.start + r.duration <= end]
+        packets = sum(r.packets for r in rates) / (len(rates) * track.bucket_s)
+        by_kind[track.kind].append((len(frames) / window, gaps.p99_ms, gaps.max_ms, track.lost, packets))
     summary: dict[str, Any] = {
         "receiver_cpu_s": cpu,
         "receiver_window_s": window,
@@ -134,6 +140,7 @@ async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str
         summary[f"{kind}_gap_p99_ms_max"] = max(r[1] for r in rows)
         summary[f"{kind}_gap_max_ms"] = max(r[2] for r in rows)
         summary[f"{kind}_lost"] = sum(r[3] for r in rows)
+        summary[f"{kind}_packets_per_s_mean"] = statistics.fmean(r[4] for r in rows)
     return summary
 
 
@@ -145,16 +152,19 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=VideoClipParams.height)
     parser.add_argument("--fps", type=int, default=VideoClipParams.fps)
     parser.add_argument("--bitrate", type=int, default=VideoClipParams.bitrate)
+    parser.add_argument("--audio-ms", type=int, default=AudioClipParams.frame_ms, help="Opus packet duration")
     args = parser.parse_args()
     if not 1 <= args.peers <= 200 or not 1 <= args.seconds <= 20:
         parser.error("keep it light: 1..200 peers, 1..20 seconds")
     video = VideoClipParams(width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate)
-    audio = AudioClipParams()
+    audio = AudioClipParams(frame_ms=args.audio_ms)
 
     context = multiprocessing.get_context("spawn")
     here, there = context.Pipe()
     publisher = context.Process(
-        target=_publisher_process, args=(there, args.peers, args.seconds, asdict(video)), daemon=True
+        target=_publisher_process,
+        args=(there, args.peers, args.seconds, asdict(video), asdict(audio)),
+        daemon=True,
     )
     publisher.start()
     try:

@@ -40,7 +40,7 @@ from ..rtc.keyframe import on_keyframe_request
 
 VIDEO_CLOCK_RATE = 90_000
 AUDIO_CLOCK_RATE = 48_000
-OPUS_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
+OPUS_FRAME_DURATIONS_MS = (10, 20, 40, 60)
 KEYFRAME_MIN_INTERVAL_S = 0.5
 "A storm of requests (many viewers joining) is answered by at most one forced keyframe per interval."
 
@@ -80,23 +80,32 @@ class VideoClipParams:
 
 @dataclass(frozen=True)
 class AudioClipParams:
-    """How the synthetic Opus clip is encoded: a quiet stereo tone in 20 ms packets."""
+    """How the synthetic Opus clip is encoded: a quiet stereo tone, one Opus frame per packet."""
 
     bitrate: int = 32_000
+    "Constant bitrate (hard CBR: every packet the same size)."
+    frame_ms: int = 20
+    "Packet duration: 20 ms is what browsers send; 60 ms cuts the audio packet rate (and its cost) by 3."
     tone_hz: float = 440.0
     level_dbfs: float = -30.0
     clip_s: float = 1.0
-    "Loop length, rounded to whole 20 ms packets (a whole number of tone periods avoids a click)."
+    "Loop length, rounded to whole packets (and the tone to whole periods per loop, to avoid a click)."
 
     def __post_init__(self) -> None:
         if not 6_000 <= self.bitrate <= 510_000:
             raise ValueError(f"Opus bitrate must be within 6..510 kbit/s, got {self.bitrate}")
-        if self.clip_s < 0.02:
-            raise ValueError(f"clip_s must be at least one 20 ms packet, got {self.clip_s}")
+        if self.frame_ms not in OPUS_FRAME_DURATIONS_MS:
+            raise ValueError(f"Opus frame_ms must be one of {OPUS_FRAME_DURATIONS_MS}, got {self.frame_ms}")
+        if self.clip_s < self.frame_ms / 1000:
+            raise ValueError(f"clip_s must be at least one {self.frame_ms} ms packet, got {self.clip_s}")
+
+    @property
+    def frame_samples(self) -> int:
+        return AUDIO_CLOCK_RATE * self.frame_ms // 1000
 
     @property
     def frame_count(self) -> int:
-        return max(1, round(self.clip_s * AUDIO_CLOCK_RATE / OPUS_FRAME_SAMPLES))
+        return max(1, round(self.clip_s * 1000 / self.frame_ms))
 
 
 @dataclass(frozen=True)
@@ -110,12 +119,17 @@ class EncodedClip:
     keyframes: tuple[bool, ...]
     clock_rate: int
     "RTP clock rate, also the pts time base denominator."
-    frames_per_second: int | float
-    "Nominal frame rate (50 for 20 ms Opus packets)."
+    frame_rate: fractions.Fraction
+    "Nominal frames per second (50 for 20 ms Opus packets)."
 
     @property
     def frame_duration(self) -> float:
-        return 1.0 / self.frames_per_second
+        return float(1 / self.frame_rate)
+
+    @property
+    def ticks_per_frame(self) -> fractions.Fraction:
+        """RTP clock ticks from one frame to the next (may be fractional, e.g. 7 fps at 90 kHz)."""
+        return self.clock_rate / self.frame_rate
 
     @property
     def duration(self) -> float:
@@ -171,7 +185,9 @@ def encode_vp8_clip(params: VideoClipParams = VideoClipParams()) -> EncodedClip:
             f"libvpx returned {len(payloads)} packets for {params.frame_count} frames "
             f"(first is keyframe: {keyframes[:1]}); expected one packet per frame"
         )
-    return EncodedClip("video", tuple(payloads), tuple(keyframes), VIDEO_CLOCK_RATE, params.fps)
+    return EncodedClip(
+        "video", tuple(payloads), tuple(keyframes), VIDEO_CLOCK_RATE, fractions.Fraction(params.fps)
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,10 +202,11 @@ def encode_opus_clip(params: AudioClipParams = AudioClipParams()) -> EncodedClip
     codec.format = "s16"
     codec.bit_rate = params.bitrate
     codec.time_base = fractions.Fraction(1, AUDIO_CLOCK_RATE)
-    codec.options = {"application": "audio", "frame_duration": "20", "vbr": "off"}
+    codec.options = {"application": "audio", "frame_duration": str(params.frame_ms), "vbr": "off"}
 
     count = params.frame_count
-    samples_per_loop = count * OPUS_FRAME_SAMPLES
+    step = params.frame_samples
+    samples_per_loop = count * step
     loop_s = samples_per_loop / AUDIO_CLOCK_RATE
     tone_hz = max(1, round(params.tone_hz * loop_s)) / loop_s  # whole periods per loop
     t = np.arange(2 * samples_per_loop) / AUDIO_CLOCK_RATE
@@ -198,9 +215,9 @@ def encode_opus_clip(params: AudioClipParams = AudioClipParams()) -> EncodedClip
     stereo = np.repeat(mono, 2).reshape(1, -1)
 
     payloads: list[bytes] = []
-    for start in range(0, 2 * samples_per_loop, OPUS_FRAME_SAMPLES):
+    for start in range(0, 2 * samples_per_loop, step):
         frame = av.AudioFrame.from_ndarray(
-            stereo[:, 2 * start : 2 * (start + OPUS_FRAME_SAMPLES)], format="s16", layout="stereo"
+            stereo[:, 2 * start : 2 * (start + step)], format="s16", layout="stereo"
         )
         frame.sample_rate = AUDIO_CLOCK_RATE
         frame.pts = start
@@ -209,7 +226,9 @@ def encode_opus_clip(params: AudioClipParams = AudioClipParams()) -> EncodedClip
     loop = payloads[-count:]
     if len(loop) != count:
         raise RuntimeError(f"libopus returned {len(payloads)} packets, expected at least {count}")
-    return EncodedClip("audio", tuple(loop), (True,) * count, AUDIO_CLOCK_RATE, AUDIO_CLOCK_RATE // 960)
+    return EncodedClip(
+        "audio", tuple(loop), (True,) * count, AUDIO_CLOCK_RATE, fractions.Fraction(1000, params.frame_ms)
+    )
 
 
 class ClipTrack(MediaStreamTrack):
@@ -222,9 +241,7 @@ class ClipTrack(MediaStreamTrack):
         self.frames_sent = 0
         "Packets handed to the sender so far."
         self._time_base = fractions.Fraction(1, clip.clock_rate)
-        self._ticks_per_frame = fractions.Fraction(clip.clock_rate) / fractions.Fraction(
-            clip.frames_per_second
-        )
+        self._ticks_per_frame = clip.ticks_per_frame
         self._start: float | None = None
         self._skipped = 0  # clip frames skipped to honour keyframe requests
         self._last_forced = -math.inf

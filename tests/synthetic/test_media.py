@@ -33,7 +33,7 @@ SMALL_VIDEO = VideoClipParams(
 
 def test_the_vp8_clip_has_one_picture_per_frame_and_a_keyframe_every_interval() -> None:
     clip = encode_vp8_clip(SMALL_VIDEO)
-    assert (clip.kind, clip.clock_rate, clip.frames_per_second) == ("video", 90_000, 10)
+    assert (clip.kind, clip.clock_rate, clip.frame_rate) == ("video", 90_000, 10)
     assert len(clip.payloads) == 20
     assert [i for i, key in enumerate(clip.keyframes) if key] == [0, 10]
     assert clip.duration == pytest.approx(2.0)
@@ -41,7 +41,7 @@ def test_the_vp8_clip_has_one_picture_per_frame_and_a_keyframe_every_interval() 
 
 def test_the_default_vp8_clip_spends_roughly_its_target_bitrate() -> None:
     clip = encode_vp8_clip()
-    assert (len(clip.payloads), clip.frames_per_second) == (60, 15)
+    assert (len(clip.payloads), clip.frame_rate) == (60, 15)
     assert 0.5 * 250_000 <= clip.bitrate <= 1.5 * 250_000
 
 
@@ -56,13 +56,28 @@ def test_the_vp8_clip_decodes_to_the_configured_size() -> None:
 
 def test_the_opus_clip_is_fifty_constant_rate_packets_per_second() -> None:
     clip = encode_opus_clip(AudioClipParams(bitrate=32_000, clip_s=1.0))
-    assert (clip.kind, clip.clock_rate, clip.frames_per_second, len(clip.payloads)) == (
+    assert (clip.kind, clip.clock_rate, clip.frame_rate, len(clip.payloads)) == (
         "audio",
         48_000,
         50,
         50,
     )
     assert clip.bitrate == pytest.approx(32_000, rel=0.1)
+
+
+def test_longer_opus_packets_cut_the_packet_rate() -> None:
+    clip = encode_opus_clip(AudioClipParams(frame_ms=60, clip_s=0.6))
+    assert (clip.frame_rate, len(clip.payloads), clip.ticks_per_frame) == (
+        fractions.Fraction(50, 3),
+        10,
+        2880,
+    )
+    assert clip.bitrate == pytest.approx(32_000, rel=0.1)
+
+
+def test_video_at_a_rate_that_does_not_divide_90_khz_keeps_exact_timestamps() -> None:
+    clip = EncodedClip("video", (b"K",), (True,), 90_000, fractions.Fraction(7))
+    assert [int(i * clip.ticks_per_frame) for i in (1, 7)] == [12857, 90000]
 
 
 def test_a_clip_is_encoded_once_per_parameters_and_shared_by_every_track() -> None:
@@ -86,7 +101,7 @@ def test_unusable_video_parameters_are_refused(params: dict[str, float]) -> None
 
 
 async def test_a_track_loops_its_clip_with_continuous_timestamps() -> None:
-    clip = EncodedClip("audio", (b"a", b"b", b"c"), (True, False, False), 48_000, 50)
+    clip = EncodedClip("audio", (b"a", b"b", b"c"), (True, False, False), 48_000, fractions.Fraction(50))
     track = ClipTrack(clip)
     packets = [await track.recv() for _ in range(7)]
     assert [bytes(p) for p in packets] == [b"a", b"b", b"c", b"a", b"b", b"c", b"a"]
