@@ -1,0 +1,28 @@
+"""SQLite as the core stores things: one file, WAL journal, a commit per acknowledged change."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from .errors import GeofenceError
+
+
+class StorageError(GeofenceError):
+    """A store's SQLite file cannot be opened or written."""
+
+
+def connect(path: str | Path, schema: str) -> sqlite3.Connection:
+    """Open (creating if needed) ``path`` with ``schema`` applied; ``:memory:`` keeps nothing.
+
+    WAL lets operators read the file while the server writes; synchronous=FULL makes a committed
+    change survive a power cut, which is what "acknowledged" means for policies and the audit log.
+    """
+    try:
+        connection = sqlite3.connect(str(path), isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.executescript(schema)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open {str(path)!r}: {exc}") from None
+    return connection
