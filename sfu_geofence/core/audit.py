@@ -7,13 +7,13 @@ never for other participants.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from .errors import ClosedError
-from .storage import StorageError, connect
+from .storage import StorageError, Synchronous, connect
 
 
 class EventKind(StrEnum):
@@ -58,6 +58,7 @@ class AuditEvent:
 
 
 _COLUMNS = [f.name for f in fields(AuditEvent) if f.name != "id"]
+_TIME = _COLUMNS.index("time")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,11 +73,13 @@ _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for
 class AuditLog:
     """Append-only event log in SQLite (``path``), or in memory only (``:memory:``).
 
-    Each :meth:`record` is committed before it returns.
+    Each :meth:`record` is committed before it returns; with ``synchronous="FULL"`` (the default)
+    it also survives a power cut, at the price of an fsync per event; ``"NORMAL"`` only survives a
+    crash of the process, and costs microseconds (see bench/decision.py).
     """
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
-        self._db = connect(path, _SCHEMA)
+    def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "FULL") -> None:
+        self._db = connect(path, _SCHEMA, synchronous)
         self._closed = False
 
     def record(self, event: AuditEvent) -> AuditEvent:
@@ -84,8 +87,8 @@ class AuditLog:
         if self._closed:
             raise ClosedError("audit log is closed")
         time = event.time or datetime.now(UTC)
-        values = list(astuple(event)[:-1])
-        values[_COLUMNS.index("time")] = time.isoformat()
+        values = [getattr(event, name) for name in _COLUMNS]
+        values[_TIME] = time.isoformat()
         try:
             cursor = self._db.execute(_INSERT, values)
         except sqlite3.Error as exc:

@@ -14,22 +14,24 @@ from .policy import Enforcement, Mode, RelayedRule, RoomPolicy
 class Evaluator:
     """Decides for one policy version. Replaced (not mutated) when the policy or database changes."""
 
-    __slots__ = ("_cache", "_exempting", "enforced", "policy", "rule", "version")
+    __slots__ = ("cache", "enforced", "exempting", "policy", "rule", "version")
 
     def __init__(self, policy: RoomPolicy, version: int) -> None:
         self.policy = policy
         self.version = version
         self.rule = policy.describe()
         self.enforced = policy.enforcement is Enforcement.ENFORCE
-        self._exempting = bool(policy.exempt_participants or policy.exempt_networks)
-        self._cache: dict[Location, Decision] = {}
+        self.exempting = bool(policy.exempt_participants or policy.exempt_networks)
+        """Whether decisions may depend on the participant, not only on the location."""
+        self.cache: dict[int, Decision] = {}
+        """Decisions by ``Location.key``, for the hot path to read directly."""
 
     def decide(self, location: Location, address: str, identity: str | None = None) -> Decision:
         """The decision for a participant at ``address``, located at ``location``."""
-        decision = self._cache.get(location)
+        decision = self.cache.get(location.key)
         if decision is None:
-            decision = self._cache[location] = self._build(location)
-        if self._exempting and decision.verdict is Verdict.REFUSE:
+            decision = self.cache[location.key] = self._build(location)
+        if self.exempting and decision.verdict is Verdict.REFUSE:
             return self._exempted(decision, location, address, identity)
         return decision
 
@@ -48,7 +50,7 @@ class Evaluator:
         if rule is RelayedRule.ADMIT:
             return self._make(Verdict.ADMIT, Reason.RELAYED_ADMITTED, relay)
         refused = self._make(Verdict.REFUSE, Reason.RELAYED_REFUSED, relay)
-        return self._exempted(refused, relay, relay_address, identity) if self._exempting else refused
+        return self._exempted(refused, relay, relay_address, identity) if self.exempting else refused
 
     def lookup_failed(self, location: Location) -> Decision:
         """The decision when the database's data for an address is corrupt: as for unknown."""

@@ -179,7 +179,10 @@ class Geofence:
         except DatabaseError as exc:
             logger.error("%s", exc)
             return evaluator.lookup_failed(self._locator.unknown)
-        return evaluator.decide(location, address, identity)
+        decision = evaluator.cache.get(location.key)
+        if decision is None or evaluator.exempting:
+            return evaluator.decide(location, address, identity)
+        return decision
 
     def admit(self, room: str, participant: str, address: str, identity: str | None = None) -> Decision:
         """Called once per participant session at signaling time, before the host allocates anything.

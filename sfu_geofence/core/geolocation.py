@@ -21,6 +21,7 @@ install works offline; show :data:`DBIP_ATTRIBUTION` wherever its results are sh
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
-from .countries import is_country_code
+from .countries import all_codes, is_country_code
 from .errors import DatabaseError, InvalidAddress
 
 logger = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class DatabaseInfo:
 
 @dataclass(frozen=True, slots=True)
 class Location:
-    """Where the database puts an address. Instances are shared: one per country and field per build."""
+    """Where the database puts an address. Interned: one instance per country and field per build."""
 
     country: str | None
     """ISO 3166-1 alpha-2 code, or None when the address is unknown to the database."""
@@ -111,14 +112,12 @@ class Location:
     """Which record field gave ``country``; None when unknown."""
     database: DatabaseInfo
     """The build that answered."""
-    _hash: int = field(init=False, repr=False, compare=False)
+    key: int = field(default=-1, compare=False, repr=False)
+    """Process-unique number of this interned instance: what decision caches are keyed by (an int
+    hashes in C, a dataclass in Python)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.country, self.source, self.database.path)))
 
-    def __hash__(self) -> int:
-        # Decisions are cached per Location: a precomputed hash keeps that lookup cheap.
-        return self._hash
+_keys = itertools.count()
 
 
 def normalise_address(address: str) -> str:
@@ -141,20 +140,23 @@ def normalise_address(address: str) -> str:
 class _Build:
     """One opened database file and the Location values interned for it (swapped whole on reload)."""
 
-    __slots__ = ("by_code", "info", "reader", "unknown")
+    __slots__ = ("by_code", "by_country_code", "get", "info", "reader", "unknown")
 
     def __init__(self, reader: Any, info: DatabaseInfo) -> None:
         self.reader = reader
+        self.get = reader.get
         self.info = info
-        self.unknown = Location(None, None, info)
-        self.by_code: dict[tuple[str, str], Location] = {}
+        self.unknown = Location(None, None, info, next(_keys))
+        self.by_code: dict[tuple[Any, str], Location] = {}
+        # DB-IP records: one dictionary lookup from the record's code to its Location.
+        self.by_country_code = {code: self.location(code, "country_code") for code in all_codes()}
 
     def location(self, code: Any, source: Source) -> Location:
         key = (code, source)
         found = self.by_code.get(key)
         if found is None:
             if isinstance(code, str) and is_country_code(code.upper()):
-                found = Location(code.upper(), source, self.info)
+                found = Location(code.upper(), source, self.info, next(_keys))
             else:
                 logger.debug("database %s: %r in %s is not a country code", self.info.label, code, source)
                 found = self.unknown
@@ -238,21 +240,27 @@ class Locator:
         if ":" in address:
             if address[:7].lower() == "::ffff:" and "." in address:
                 address = address[7:]  # dual-stack sockets' IPv4 peers
+                if address.count(".") != 3 or ".0" in address or address[0] == "0":
+                    address = normalise_address(address)
             elif address[:1] == "0":
                 address = normalise_address(address)  # 0:0:0:0:0:ffff:a.b.c.d and other long forms
-        if "." in address and (address.count(".") != 3 or ".0" in address or address[:1] == "0"):
+        elif address.count(".") != 3 or ".0" in address or address[0] == "0":
             # maxminddb also reads inet_aton forms ("1.2.3", "010.1.1.1", "0x8.8.8.8") that name
-            # another address than they seem to; only here can a leading zero or a short form hide.
+            # another address than they seem to; only a short form or a leading zero can hide one.
             address = normalise_address(address)
         try:
-            record = build.reader.get(address)
+            record = build.get(address)
         except InvalidDatabaseError as exc:
             raise DatabaseError(f"{build.info.label}: corrupt data for {address}: {exc}") from None
         except (ValueError, TypeError):
             return self._not_found(build, address)
         if record is None:
             return build.unknown
-        return build.from_record(record)
+        try:
+            location = build.by_country_code.get(record.get("country_code"))
+        except (AttributeError, TypeError):  # not a map, or an unhashable code: not a country database
+            return build.unknown
+        return location if location is not None else build.from_record(record)
 
     def _not_found(self, build: _Build, address: str) -> Location:
         normalised = normalise_address(address)  # raises InvalidAddress for non-addresses
