@@ -28,9 +28,12 @@ class Evaluator:
 
     def decide(self, location: Location, address: str, identity: str | None = None) -> Decision:
         """The decision for a participant at ``address``, located at ``location``."""
-        decision = self.cache.get(location.key)
+        key = location.key
+        decision = self.cache.get(key) if key >= 0 else None
         if decision is None:
-            decision = self.cache[location.key] = self._build(location)
+            decision = self._build(location)
+            if key >= 0:  # interned by a Locator; a Location built by hand is not cached
+                self.cache[key] = decision
         if self.exempting and decision.verdict is Verdict.REFUSE:
             return self._exempted(decision, location, address, identity)
         return decision
