@@ -26,7 +26,7 @@ from .audit import AuditEvent, AuditLog, EventKind
 from .decision import Decision, Verdict
 from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
-from .geolocation import DatabaseInfo, Locator, normalise_address
+from .geolocation import DatabaseInfo, Location, Locator, normalise_address
 from .policy import RoomPolicy
 from .policystore import PolicyInForce, PolicyStore
 
@@ -319,12 +319,19 @@ class Geofence:
             return self.decide(session.room, session.media_address, session.identity)
         evaluator = self._evaluators.get(session.room, self._default)
         return evaluator.decide_relayed(
-            self._locator.locate(session.media_address),
+            self._locate(session.media_address),
             session.media_address,
-            self._locator.locate(session.address),
+            self._locate(session.address),
             session.address,
             session.identity,
         )
+
+    def _locate(self, address: str) -> Location:
+        try:
+            return self._locator.locate(address)
+        except DatabaseError as exc:
+            logger.error("%s", exc)
+            return self._locator.unknown
 
     def _reevaluate(self, sessions: list[_Session], trigger: Trigger) -> None:
         for session in sessions:
