@@ -97,7 +97,8 @@ def write_contract_database(path: Path, *, moved: dict[str, str] | None = None) 
 class HostContract:
     """The specification. Subclass it (name starting with ``Test``) and provide ``harness``."""
 
-    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio, pytest.mark.timeout(120)]
+    # Only pytest-asyncio is required of a host project (each wait is bounded by WITHIN).
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [pytest.mark.asyncio]
 
     # -- fixtures --------------------------------------------------------------------------------
 
