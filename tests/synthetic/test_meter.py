@@ -136,7 +136,7 @@ def _decoder_threads() -> set[threading.Thread]:
 
 
 async def test_a_metered_peer_counts_real_media_at_the_sent_rate_without_starting_a_decoder() -> None:
-    video = VideoClipParams(width=160, height=120, fps=15, bitrate=100_000)
+    video = VideoClipParams(width=160, height=120, fps=20, bitrate=100_000)
     audio = AudioClipParams()
     meter = ReceiveMeter()
     decoders_before = _decoder_threads()
@@ -156,11 +156,11 @@ async def test_a_metered_peer_counts_real_media_at_the_sent_rate_without_startin
         assert sorted(by_kind) == ["audio", "video"]
         assert [m.source for m in meter.of_source("alice/video")] == ["alice/video"]
 
-        def three_seconds_of_video() -> str | None:
+        def two_seconds_of_video() -> str | None:
             frames = by_kind["video"].frames
-            return None if frames >= 45 else f"{frames} video frames so far"
+            return None if frames >= 40 else f"{frames} video frames so far"
 
-        await eventually(three_seconds_of_video, within=60)
+        await eventually(two_seconds_of_video, within=60)
 
         for m in meter.tracks:
             counts = m.counts()
