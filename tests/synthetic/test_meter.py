@@ -9,7 +9,7 @@ from aiortc import RTCPeerConnection
 
 from sfu_geofence.rtc.tap import decoder_thread_of
 from sfu_geofence.synthetic.media import AudioClipParams, OpusTrack, VideoClipParams, Vp8Track
-from sfu_geofence.synthetic.meter import ReceiveMeter, TrackMeter
+from sfu_geofence.synthetic.meter import GapStats, ReceiveMeter, TrackMeter
 from sfu_geofence.testing.peers import connect_pair
 from sfu_geofence.testing.wait import eventually
 
@@ -73,6 +73,29 @@ def test_a_new_ssrc_restarts_sequence_tracking_and_keeps_earlier_loss() -> None:
     meter.record(999, 40000, 7, 100, 0.06)
     meter.record(999, 40001, 967, 100, 0.08)
     assert (meter.lost, meter.frames) == (1, 4)
+
+
+def test_a_very_large_sequence_jump_is_believed_once_the_next_packet_continues_it() -> None:
+    meter = TrackMeter("audio", "alice")
+    feed(meter, [(100, 0, 0.0), (101, 960, 0.02), (103, 2880, 0.06)])  # 102 lost
+    feed(meter, [(30000, 3840, 0.08)])  # a stray packet far ahead: not yet believed
+    assert meter.lost == 1
+    feed(meter, [(30001, 4800, 0.10), (30002, 5760, 0.12)])  # the sender really jumped
+    assert (meter.lost, meter.packets, meter.frames) == (1, 6, 6)
+    feed(meter, [(30004, 7680, 0.16)])
+    assert meter.lost == 2
+
+
+def test_a_much_older_timestamp_starts_a_new_timeline_rather_than_looking_late() -> None:
+    meter = TrackMeter("video", "alice")
+    feed(meter, [(1, 5_000_000, 0.0), (2, 5_006_000, 0.066), (3, 6000, 0.133), (4, 12000, 0.2)])
+    assert meter.frames == 4
+
+
+def test_no_packet_no_loss() -> None:
+    meter = TrackMeter("video", "alice")
+    assert (meter.lost, meter.frames, meter.stalled_for(now=1.0), meter.rates()) == (0, 0, None, [])
+    assert meter.gap_stats() == GapStats(count=0, max_ms=0.0, p99_ms=0.0, complete=True)
 
 
 def test_gap_statistics_cover_only_gaps_ending_inside_the_window() -> None:
