@@ -154,11 +154,11 @@ async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str
     window = end - start
     by_kind: dict[str, list[Any]] = {"video": [], "audio": []}
     for track in meter.tracks:
-        frames = [t for t in track.frame_times() if start <= t < end]
+        frames = track.frames_in(start, end)
         gaps = track.gap_stats(start, end)
         rates = [r for r in track.rates() if start <= r.start and r.start + r.duration <= end]
         packets = sum(r.packets for r in rates) / (len(rates) * track.bucket_s)
-        by_kind[track.kind].append((len(frames) / window, gaps.p99_ms, gaps.max_ms, track.lost, packets))
+        by_kind[track.kind].append((frames / window, gaps.p99_ms, gaps.max_ms, track.lost, packets))
     summary: dict[str, Any] = {
         "receiver_cpu_s": cpu,
         "receiver_window_s": window,

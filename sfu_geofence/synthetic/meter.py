@@ -20,6 +20,7 @@ on one event loop; nothing is thread-safe.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import time
@@ -119,6 +120,7 @@ class TrackMeter:
             raise ValueError(f"gap_capacity must be at least 2, got {gap_capacity}")
         self.kind = kind
         self.source = source
+        "The publishing participant's id, as the caller names it (a plain attribute: relabel freely)."
         self.bucket_s = bucket_s
         self.gap_capacity = gap_capacity
         self._clock = clock
@@ -247,6 +249,11 @@ class TrackMeter:
         split = self._frame_count % self.gap_capacity
         return times[split:].tolist() + times[:split].tolist()
 
+    def frames_in(self, start: float = -math.inf, end: float = math.inf) -> int:
+        """Frames that arrived in ``[start, end)`` (among those still kept)."""
+        times = self.frame_times()
+        return bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
+
     def gaps(self, start: float = -math.inf, end: float = math.inf) -> list[float]:
         """Inter-frame gaps in seconds, for frames that arrived in ``[start, end)``, in arrival order."""
         times = self.frame_times()
@@ -270,7 +277,11 @@ class TrackMeter:
         return (self._clock() if now is None else now) - last
 
     def rates(self) -> list[RateSample]:
-        """The received-rate time series, one sample per bucket from the first packet's to the last's."""
+        """The received-rate time series, one sample per bucket from the first packet's to the last's.
+
+        Nothing follows the last packet's bucket: a source that stopped shows no trailing zeros, so
+        callers comparing series align them by :attr:`RateSample.start`.
+        """
         return [
             RateSample(
                 start=(self._bucket_base + i) * self.bucket_s,

@@ -107,6 +107,7 @@ def test_gap_statistics_cover_only_gaps_ending_inside_the_window() -> None:
     assert (before.count, round(before.max_ms, 6), round(before.p99_ms, 6)) == (3, 20.0, 20.0)
     assert (around.count, round(around.max_ms, 6)) == (3, 240.0)
     assert meter.gap_stats().count == 6
+    assert (meter.frames_in(0.0, 0.1), meter.frames_in(0.1, 0.4), meter.frames_in()) == (4, 3, 7)
     assert before.complete
     assert around.complete
     assert meter.stalled_for(now=1.34) == pytest.approx(1.0)
