@@ -67,7 +67,7 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "sfu_geofence.cli",
+        "sfu_geofence",
         "serve",
         "--loopback-only",
         "--port",
