@@ -1,0 +1,181 @@
+"""The browser harness, end to end: headless Chromium calls a real aiortc peer, on loopback only.
+
+The server side is not the SFU: one aiortc peer connection answers the page's offer and sends it a
+generated test pattern (encoded by aiortc, never decoding anything), receiving nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from av import VideoFrame
+
+from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.testing.browser import (
+    inbound_video,
+    screenshot,
+    selected_candidate_pairs,
+    video_advances,
+    video_element_tracks,
+)
+from sfu_geofence.testing.netguard import LoopbackGuard
+from sfu_geofence.testing.netns import in_loopback_only_namespace
+from sfu_geofence.testing.pytest_browser import OpenPage
+
+pytestmark = pytest.mark.browser
+
+PAGES = Path(__file__).parent / "pages"
+
+
+class MovingBars(VideoStreamTrack):
+    """320x240 grey bars that move every frame, so that every frame differs from the last."""
+
+    WIDTH, HEIGHT = 320, 240
+    _ROW = bytes((3 * x) % 256 for x in range(3 * WIDTH))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count = 0
+
+    async def recv(self) -> VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = VideoFrame(width=self.WIDTH, height=self.HEIGHT, format="yuv420p")
+        offset = (4 * self._count) % self.WIDTH
+        self._count += 1
+        luma, *chroma = frame.planes
+        luma.update(self._ROW[offset : offset + luma.line_size] * self.HEIGHT)
+        for plane in chroma:
+            plane.update(b"\x80" * plane.buffer_size)
+        frame.pts, frame.time_base = pts, Fraction(time_base)
+        return frame
+
+
+@dataclass
+class CallServer:
+    """What the server saw and made, for the test to inspect."""
+
+    url: str
+    offers: list[str] = field(default_factory=list)
+    peers: list[RTCPeerConnection] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)
+
+
+CALL_SERVER = web.AppKey("call_server", CallServer)
+
+
+async def page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(PAGES / "loopback_call.html")
+
+
+async def offer(request: web.Request) -> web.Response:
+    server = request.app[CALL_SERVER]
+    body: dict[str, Any] = await request.json()
+    server.offers.append(body["sdp"])
+    with use_policy(IcePolicy(bind=("127.0.0.1",))):
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        server.peers.append(pc)
+
+        @pc.on("connectionstatechange")
+        def record_state() -> None:
+            server.states.append(pc.connectionState)
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind == "video":
+                pc.addTrack(MovingBars())
+                transceiver.direction = "sendonly"  # nothing received, so nothing decoded
+            else:
+                transceiver.direction = "inactive"
+        await pc.setLocalDescription(await pc.createAnswer())
+    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type})
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def call_server() -> AsyncIterator[CallServer]:
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_post("/offer", offer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = CallServer(url=f"http://127.0.0.1:{port}/")
+    app[CALL_SERVER] = server
+    try:
+        yield server
+    finally:
+        for pc in server.peers:
+            await pc.close()
+        await runner.cleanup()
+
+
+def _ice_connection(pc: RTCPeerConnection) -> Any:
+    """The aioice connection behind the (bundled) transport: test introspection only."""
+    return pc.getTransceivers()[0].sender.transport.transport.iceGatherer._connection
+
+
+def _is_loopback_literal(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    assert data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loopback(
+    call_server: CallServer, open_page: OpenPage, loopback_guard: LoopbackGuard, tmp_path: Path
+) -> None:
+    assert in_loopback_only_namespace()
+    browser = await open_page(call_server.url)
+    await browser.wait_for_function("window.connectionStates.includes('connected')", timeout=30_000)
+
+    # The remote video keeps decoding: it is the server's 320x240 pattern, shown by #remote.
+    growth = await video_advances(browser, frames=20, within=30)
+    [track] = growth
+    assert await video_element_tracks(browser, "#remote") == [track]
+    [video] = await inbound_video(browser)
+    assert (video.frame_width, video.frame_height) == (MovingBars.WIDTH, MovingBars.HEIGHT)
+
+    # Only loopback candidates were offered (no mDNS name), accepted, and used, on both sides.
+    [sdp] = call_server.offers
+    offered = re.findall(r"a=candidate:\S+ \d+ (\S+) \d+ (\S+) \d+ typ", sdp)
+    assert offered, "the browser offered no candidates"
+    assert all(_is_loopback_literal(host) for _, host in offered), offered
+    [pc] = call_server.peers
+    connection = _ice_connection(pc)
+    assert connection.remote_candidates
+    assert all(_is_loopback_literal(c.host) for c in connection.remote_candidates)
+    nominated = connection._nominated[1]
+    assert nominated.local_candidate.host == "127.0.0.1"
+    assert _is_loopback_literal(nominated.remote_addr[0])
+    pairs = await selected_candidate_pairs(browser)
+    assert pairs
+    assert all(_is_loopback_literal(p.local_address) and p.remote_address == "127.0.0.1" for p in pairs)
+
+    assert call_server.states == ["connecting", "connected"]
+    assert await browser.evaluate("window.connectionStates") == ["connecting", "connected"]
+
+    shot = await screenshot(browser, tmp_path / "shots" / "loopback-call.png")
+    data = shot.read_bytes()
+    assert _png_size(data) == (1024, 640)
+    assert len(data) > 20_000, f"a {len(data)}-byte screenshot of two playing videos is suspiciously small"
+
+    assert loopback_guard.violations == []
