@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Error, Page, Playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Error,
+    Page,
+    Playwright,
+    ViewportSize,
+)
 
 from .netns import in_loopback_only_namespace
 
@@ -50,6 +58,9 @@ CHROMIUM_ARGS: tuple[str, ...] = (
     "--no-default-browser-check",
     "--metrics-recording-only",
 )
+
+VIEWPORT: ViewportSize = {"width": 1024, "height": 640}
+"""Size of every participant's page, hence of its screenshots."""
 
 PEER_CONNECTIONS = "__sfuGeofencePeerConnections"
 """Name of the page global (an array) holding every RTCPeerConnection the page created."""
@@ -139,9 +150,15 @@ async def launch_chromium(playwright: Playwright, executable: str) -> Browser:
     return await playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
 
 
-async def new_participant_context(browser: Browser) -> BrowserContext:
-    """A fresh context (own cookies, own camera grant) whose pages record their peer connections."""
-    context = await browser.new_context(viewport={"width": 1024, "height": 640})
+async def new_participant_context(browser: Browser, *, forwarded_for: str | None = None) -> BrowserContext:
+    """A fresh context (own cookies, own camera grant) whose pages record their peer connections.
+
+    Every tab connects from 127.0.0.1, so a participant "comes from" another address only through a
+    proxy header: ``forwarded_for`` is sent as ``X-Forwarded-For`` on every request, WebSocket
+    handshakes included, for a server that trusts 127.0.0.1 as its proxy (aiohttp-remotes).
+    """
+    headers = {} if forwarded_for is None else {"X-Forwarded-For": forwarded_for}
+    context = await browser.new_context(viewport=VIEWPORT, extra_http_headers=headers)
     await context.grant_permissions(["camera", "microphone"])
     await context.add_init_script(RECORD_PEER_CONNECTIONS)
     context.on("page", _log_page_problems)

@@ -18,6 +18,7 @@ pytest-asyncio's session event loop, where the browser lives; their own async fi
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import json
 import os
@@ -26,10 +27,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import pytest
 import pytest_asyncio
@@ -45,8 +47,13 @@ BROWSER_MARK = "browser"
 RESULTS_ENV = "SFU_GEOFENCE_BROWSER_RESULTS"
 """Set for the child run: the file its reports are appended to, one JSON object per line."""
 
-OpenPage = Callable[[str], Awaitable["Page"]]
-"""``await open_page(url)``: a new participant (own browser context, camera granted) showing ``url``."""
+
+class OpenPage(Protocol):
+    """The ``open_page`` fixture: ``await open_page(url)`` is a new participant showing ``url``."""
+
+    async def __call__(self, url: str, *, forwarded_for: str | None = None) -> Page:
+        """Open ``url`` in a fresh context (camera granted); see ``browser.new_participant_context``."""
+        ...
 
 
 def running_in_ci() -> bool:
@@ -118,6 +125,9 @@ class _ChildRun:
             self.seconds = time.monotonic() - started
             for line in results.read_text().splitlines():
                 data = json.loads(line)
+                if "warning" in data:
+                    _replay_warning(config, data["warning"])
+                    continue
                 if isinstance(
                     data.get("longrepr"), list
                 ):  # a skip's (path, line, reason); JSON has no tuples
@@ -152,6 +162,24 @@ class _ChildRun:
 
 
 _CHILD_RUN = pytest.StashKey[_ChildRun]()
+
+
+def _replay_warning(config: pytest.Config, warning: dict[str, Any]) -> None:
+    """Show a warning of the child run in this run's warnings summary."""
+    category = getattr(builtins, warning["category"], None)
+    message = warning["message"]
+    if not (isinstance(category, type) and issubclass(category, Warning)):
+        category, message = UserWarning, f"{warning['category']}: {message}"
+    config.hook.pytest_warning_recorded.call_historic(
+        kwargs={
+            "warning_message": warnings.WarningMessage(
+                category(message), category, warning["filename"], warning["lineno"]
+            ),
+            "when": warning["when"],
+            "nodeid": warning["nodeid"],
+            "location": None,
+        }
+    )
 
 
 def _text(output: str | bytes | None) -> str:
@@ -232,6 +260,20 @@ class _ReportRecorder:
         if report.failed:
             self._record(report)
 
+    def pytest_warning_recorded(
+        self, warning_message: warnings.WarningMessage, when: str, nodeid: str, location: object
+    ) -> None:
+        warning = {
+            "category": warning_message.category.__name__,
+            "message": str(warning_message.message),
+            "filename": warning_message.filename,
+            "lineno": warning_message.lineno,
+            "when": when,
+            "nodeid": nodeid,
+        }
+        with open(self._path, "a", encoding="utf-8") as results:
+            results.write(json.dumps({"warning": warning}) + "\n")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     path = os.environ.get(RESULTS_ENV)
@@ -285,8 +327,8 @@ async def open_page(chromium: Browser) -> AsyncIterator[OpenPage]:
 
     contexts = []
 
-    async def open_participant(url: str) -> Page:
-        context = await new_participant_context(chromium)
+    async def open_participant(url: str, *, forwarded_for: str | None = None) -> Page:
+        context = await new_participant_context(chromium, forwarded_for=forwarded_for)
         contexts.append(context)
         page = await context.new_page()
         await page.goto(url)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from av import VideoFrame
 
@@ -65,13 +66,21 @@ class MovingBars(VideoStreamTrack):
 class CallServer:
     """What the server saw and made, for the test to inspect."""
 
-    url: str
+    url: str = ""
     offers: list[str] = field(default_factory=list)
+    forwarded_for: list[tuple[str, str | None]] = field(default_factory=list)
+    """(path, X-Forwarded-For) of every request."""
     peers: list[RTCPeerConnection] = field(default_factory=list)
     states: list[str] = field(default_factory=list)
 
 
 CALL_SERVER = web.AppKey("call_server", CallServer)
+
+
+@web.middleware
+async def record_forwarded_for(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request.app[CALL_SERVER].forwarded_for.append((request.path, request.headers.get("X-Forwarded-For")))
+    return await handler(request)
 
 
 async def page(request: web.Request) -> web.FileResponse:
@@ -103,7 +112,9 @@ async def offer(request: web.Request) -> web.Response:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def call_server() -> AsyncIterator[CallServer]:
-    app = web.Application()
+    server = CallServer()
+    app = web.Application(middlewares=[record_forwarded_for])
+    app[CALL_SERVER] = server
     app.router.add_get("/", page)
     app.router.add_post("/offer", offer)
     runner = web.AppRunner(app)
@@ -111,8 +122,7 @@ async def call_server() -> AsyncIterator[CallServer]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
-    server = CallServer(url=f"http://127.0.0.1:{port}/")
-    app[CALL_SERVER] = server
+    server.url = f"http://127.0.0.1:{port}/"
     try:
         yield server
     finally:
@@ -144,7 +154,7 @@ async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loo
     call_server: CallServer, open_page: OpenPage, loopback_guard: LoopbackGuard, tmp_path: Path
 ) -> None:
     assert in_loopback_only_namespace()
-    browser = await open_page(call_server.url)
+    browser = await open_page(call_server.url, forwarded_for="127.86.0.5")
     await browser.wait_for_function("window.connectionStates.includes('connected')", timeout=30_000)
 
     # The remote video keeps decoding: it is the server's 320x240 pattern, shown by #remote.
@@ -178,4 +188,6 @@ async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loo
     assert _png_size(data) == (1024, 640)
     assert len(data) > 20_000, f"a {len(data)}-byte screenshot of two playing videos is suspiciously small"
 
+    # How a tab "comes from" another address: every request carried the header (for aiohttp-remotes).
+    assert call_server.forwarded_for == [("/", "127.86.0.5"), ("/offer", "127.86.0.5")]
     assert loopback_guard.violations == []
