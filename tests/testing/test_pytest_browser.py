@@ -42,7 +42,6 @@ def test_a_skipping_browser_test():
 def session(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A project whose conftest loads the plugin from this checkout, with one module of tests."""
     monkeypatch.setenv("PYTHONPATH", str(REPOSITORY))
-    monkeypatch.delenv("CI", raising=False)
     pytester.makeini("[pytest]\naddopts = --strict-markers -rs\nmarkers =\n    browser: in Chromium\n")
     pytester.makeconftest('pytest_plugins = ["sfu_geofence.testing.pytest_browser"]\n')
     pytester.makepyfile(test_session=SESSION)
@@ -79,7 +78,9 @@ def test_without_a_namespace_browser_tests_skip_with_the_reason_but_fail_under_c
     if in_loopback_only_namespace():
         pytest.skip("already in a namespace with only lo: nothing is handed to a child run")
     monkeypatch.setenv("PATH", str(session.path))  # no unshare, no ip
-    if ci is not None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
         monkeypatch.setenv("CI", ci)
     result = session.runpytest_subprocess()
     result.assert_outcomes(passed=1, **{outcome: 3})
