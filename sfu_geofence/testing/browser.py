@@ -247,14 +247,23 @@ async def video_advances(
 ) -> Mapping[str, int]:
     """Wait until each of ``tracks`` decodes ``frames`` more frames than when called; return the growth.
 
-    Without ``tracks``, every inbound video stream present at the first sample must advance (and there
-    must be at least one). Fails with an AssertionError naming the streams that did not advance.
+    Without ``tracks``: every inbound video stream present at the first sample that has any (right after
+    connecting a page may have none yet). Fails with an AssertionError naming the streams that did not
+    advance, and by how much they did.
     """
-    first = {video.track_identifier: video.frames_decoded for video in await inbound_video(page)}
+
+    async def sample() -> dict[str, int]:
+        return {video.track_identifier: video.frames_decoded for video in await inbound_video(page)}
+
+    first = await sample()
     expected = set(first) if tracks is None else set(tracks)
     deadline = time.monotonic() + within
     while True:
-        now = {video.track_identifier: video.frames_decoded for video in await inbound_video(page)}
+        await asyncio.sleep(0.1)
+        now = await sample()
+        if not expected:  # tracks=None and nothing received yet: the first streams to appear count
+            first = now
+            expected = set(now)
         growth = {track: now[track] - first.get(track, 0) for track in expected if track in now}
         stalled = {track: growth.get(track) for track in expected if growth.get(track, -1) < frames}
         if expected and not stalled:
@@ -270,7 +279,6 @@ async def video_advances(
                 f"not within {within:g} s: remote video on {page.url} did not advance by {frames} frames: "
                 f"{problem}; frames decoded per stream now {now}"
             )
-        await asyncio.sleep(0.1)
 
 
 async def screenshot(page: Page, path: Path | str, *, full_page: bool = True) -> Path:

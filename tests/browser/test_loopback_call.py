@@ -6,6 +6,7 @@ generated test pattern (encoded by aiortc, never decoding anything), receiving n
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import re
 import struct
@@ -21,6 +22,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from av import VideoFrame
+from playwright.async_api import Page
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.testing.browser import (
@@ -150,12 +152,16 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+async def _connected(page: Page) -> None:
+    await page.wait_for_function("window.connectionStates.includes('connected')", timeout=30_000)
+
+
 async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loopback(
     call_server: CallServer, open_page: OpenPage, loopback_guard: LoopbackGuard, tmp_path: Path
 ) -> None:
     assert in_loopback_only_namespace()
     browser = await open_page(call_server.url, forwarded_for="127.86.0.5")
-    await browser.wait_for_function("window.connectionStates.includes('connected')", timeout=30_000)
+    await _connected(browser)
 
     # The remote video keeps decoding: it is the server's 320x240 pattern, shown by #remote.
     growth = await video_advances(browser, frames=20, within=30)
@@ -191,3 +197,34 @@ async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loo
     # How a tab "comes from" another address: every request carried the header (for aiohttp-remotes).
     assert call_server.forwarded_for == [("/", "127.86.0.5"), ("/offer", "127.86.0.5")]
     assert loopback_guard.violations == []
+
+
+async def test_each_participant_is_a_separate_tab_from_its_own_address_and_all_receive_video_at_once(
+    call_server: CallServer, open_page: OpenPage, loopback_guard: LoopbackGuard
+) -> None:
+    addresses = ["127.1.0.1", "127.2.0.1", "127.3.0.1"]  # say US, DE, CN in a test .mmdb
+    tabs = [await open_page(call_server.url, forwarded_for=address) for address in addresses]
+    await asyncio.gather(*(_connected(tab) for tab in tabs))
+
+    growths = await asyncio.gather(*(video_advances(tab, frames=20, within=30) for tab in tabs))
+    tracks = [track for growth in growths for track in growth]
+    assert len(set(tracks)) == 3, f"each tab receives its own stream: {growths}"
+    assert len(call_server.peers) == 3
+    assert sorted(forwarded for path, forwarded in call_server.forwarded_for if path == "/offer") == addresses
+    assert loopback_guard.violations == []
+
+
+async def test_a_remote_video_that_stops_is_reported_as_not_advancing(
+    call_server: CallServer, open_page: OpenPage
+) -> None:
+    browser = await open_page(call_server.url)
+    await _connected(browser)
+    [track] = await video_advances(browser, frames=5, within=30)
+
+    [pc] = call_server.peers
+    [sender] = [sender for sender in pc.getSenders() if sender.track is not None]
+    sender.replaceTrack(None)  # the server stops sending; the connection stays up
+    with pytest.raises(AssertionError, match=r"did not advance by 10 frames: frames decoded grew only by"):
+        await video_advances(browser, tracks=[track], frames=10, within=3)
+    with pytest.raises(AssertionError, match=r"grew only by \{'gone': None\} \(None: no such stream\)"):
+        await video_advances(browser, tracks=["gone"], frames=1, within=0.5)
