@@ -98,53 +98,59 @@ class _ChildRun:
         self.problem = environment_problem()
         if self.problem is not None:
             return
-        per_test = float(config.getini("timeout") or 300)
         with tempfile.TemporaryDirectory(prefix="sfu-geofence-browser-") as scratch:
             results = Path(scratch) / "reports.jsonl"
             results.touch()
-            argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={config.rootpath}"]
-            if config.inipath is not None:
-                argv += ["-c", str(config.inipath)]
             started = time.monotonic()
-            try:
-                child = subprocess.run(
-                    namespace_command([*argv, *self.nodeids]),
-                    cwd=config.rootpath,
-                    env={**os.environ, RESULTS_ENV: str(results)},
-                    capture_output=True,
-                    text=True,
-                    timeout=per_test * len(self.nodeids) + 120,
-                    check=False,
-                )
-                self.returncode, self.output = child.returncode, child.stdout + child.stderr
-            except subprocess.TimeoutExpired as expired:
-                # run() has killed unshare; --kill-child then ends the namespace's every process.
-                self.output = (
-                    f"{_text(expired.stdout)}{_text(expired.stderr)}\n(killed after {expired.timeout:g} s)"
-                )
+            self._run_child(config, results)
             self.seconds = time.monotonic() - started
             for line in results.read_text().splitlines():
-                data = json.loads(line)
-                if "warning" in data:
-                    _replay_warning(config, data["warning"])
-                    continue
-                if isinstance(
-                    data.get("longrepr"), list
-                ):  # a skip's (path, line, reason); JSON has no tuples
-                    data["longrepr"] = tuple(data["longrepr"])
-                report = config.hook.pytest_report_from_serializable(config=config, data=data)
-                if isinstance(report, pytest.TestReport):
-                    self.reports.setdefault(report.nodeid, []).append(report)
-                elif isinstance(report, pytest.CollectReport):
-                    self.collect_errors.append(report)
+                self._replay(config, json.loads(line))
+
+    def _run_child(self, config: pytest.Config, results: Path) -> None:
+        try:
+            per_test = float(config.getini("timeout") or 300)  # pytest-timeout's setting
+        except ValueError:
+            per_test = 300.0
+        argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--rootdir={config.rootpath}"]
+        if config.inipath is not None:
+            argv += ["-c", str(config.inipath)]
+        try:
+            child = subprocess.run(
+                namespace_command([*argv, *self.nodeids]),
+                cwd=config.rootpath,
+                env={**os.environ, RESULTS_ENV: str(results)},
+                capture_output=True,
+                text=True,
+                timeout=per_test * len(self.nodeids) + 120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as expired:
+            # run() has killed unshare; --kill-child then ends every process in the namespace.
+            self.output = (
+                f"{_text(expired.stdout)}{_text(expired.stderr)}\n(killed after {expired.timeout:g} s)"
+            )
+            return
+        self.returncode, self.output = child.returncode, child.stdout + child.stderr
+
+    def _replay(self, config: pytest.Config, data: dict[str, Any]) -> None:
+        if "warning" in data:
+            _replay_warning(config, data["warning"])
+            return
+        if isinstance(data.get("longrepr"), list):  # a skip's (path, line, reason): JSON made it a list
+            data["longrepr"] = tuple(data["longrepr"])
+        report = config.hook.pytest_report_from_serializable(config=config, data=data)
+        if isinstance(report, pytest.TestReport):
+            self.reports.setdefault(report.nodeid, []).append(report)
+        elif isinstance(report, pytest.CollectReport):
+            self.collect_errors.append(report)
 
     def reports_for(self, item: pytest.Item) -> list[pytest.TestReport]:
         if self.problem is not None:
+            reason = f"browser test not run: {self.problem}"
             if running_in_ci():
-                return _failed(
-                    item, f"browser test not run: {self.problem} (CI=true: browser tests must run)"
-                )
-            return _skipped(item, f"browser test not run: {self.problem}")
+                return _failed(item, f"{reason} (CI=true: browser tests must run)")
+            return _skipped(item, reason)
         reports = self.reports.get(item.nodeid)
         if reports:
             return reports

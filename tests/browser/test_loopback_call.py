@@ -7,7 +7,6 @@ generated test pattern (encoded by aiortc, never decoding anything), receiving n
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import struct
 from collections.abc import AsyncIterator
@@ -139,10 +138,8 @@ def _ice_connection(pc: RTCPeerConnection) -> Any:
 
 
 def _is_loopback_literal(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    """An IP literal in 127.0.0.0/8 or ::1; never a name (mDNS ``.local`` or otherwise)."""
+    return IcePolicy().allows_remote(host)
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
