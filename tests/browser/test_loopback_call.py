@@ -1,7 +1,8 @@
 """The browser harness, end to end: headless Chromium calls a real aiortc peer, on loopback only.
 
-The server side is not the SFU: one aiortc peer connection answers the page's offer and sends it a
-generated test pattern (encoded by aiortc, never decoding anything), receiving nothing.
+The server side is not the SFU: one aiortc peer connection per page answers its offer and sends it the
+synthetic camera's pre-encoded VP8 clip (sfu_geofence.synthetic.media), receiving nothing: the server
+neither encodes nor decodes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
-from av import VideoFrame
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from playwright.async_api import Page
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.synthetic.media import VideoClipParams, Vp8Track, encode_vp8_clip, publish
 from sfu_geofence.testing.browser import (
     inbound_video,
     screenshot,
@@ -40,27 +40,8 @@ pytestmark = pytest.mark.browser
 PAGES = Path(__file__).parent / "pages"
 
 
-class MovingBars(VideoStreamTrack):
-    """320x240 grey bars that move every frame, so that every frame differs from the last."""
-
-    WIDTH, HEIGHT = 320, 240
-    _ROW = bytes((3 * x) % 256 for x in range(3 * WIDTH))
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._count = 0
-
-    async def recv(self) -> VideoFrame:
-        pts, time_base = await self.next_timestamp()
-        frame = VideoFrame(width=self.WIDTH, height=self.HEIGHT, format="yuv420p")
-        offset = (4 * self._count) % self.WIDTH
-        self._count += 1
-        luma, *chroma = frame.planes
-        luma.update(self._ROW[offset : offset + luma.line_size] * self.HEIGHT)
-        for plane in chroma:
-            plane.update(b"\x80" * plane.buffer_size)
-        frame.pts, frame.time_base = pts, Fraction(time_base)
-        return frame
+VIDEO = VideoClipParams()
+"""The synthetic camera's clip, encoded once per process: the server encodes and decodes nothing."""
 
 
 @dataclass
@@ -103,7 +84,7 @@ async def offer(request: web.Request) -> web.Response:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=body["sdp"], type=body["type"]))
         for transceiver in pc.getTransceivers():
             if transceiver.kind == "video":
-                pc.addTrack(MovingBars())
+                publish(pc, Vp8Track(VIDEO))
                 transceiver.direction = "sendonly"  # nothing received, so nothing decoded
             else:
                 transceiver.direction = "inactive"
@@ -113,6 +94,7 @@ async def offer(request: web.Request) -> web.Response:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def call_server() -> AsyncIterator[CallServer]:
+    encode_vp8_clip(VIDEO)  # now, rather than inside the first offer
     server = CallServer()
     app = web.Application(middlewares=[record_forwarded_for])
     app[CALL_SERVER] = server
@@ -160,12 +142,12 @@ async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loo
     browser = await open_page(call_server.url, forwarded_for="127.86.0.5")
     await _connected(browser)
 
-    # The remote video keeps decoding: it is the server's 320x240 pattern, shown by #remote.
+    # The remote video keeps decoding: it is the server's clip, shown by #remote.
     growth = await video_advances(browser, frames=20, within=30)
     [track] = growth
     assert await video_element_tracks(browser, "#remote") == [track]
     [video] = await inbound_video(browser)
-    assert (video.frame_width, video.frame_height) == (MovingBars.WIDTH, MovingBars.HEIGHT)
+    assert (video.frame_width, video.frame_height) == (VIDEO.width, VIDEO.height)
 
     # Only loopback candidates were offered (no mDNS name), accepted, and used, on both sides.
     [sdp] = call_server.offers
