@@ -204,6 +204,6 @@ async def test_a_remote_video_that_stops_is_reported_as_not_advancing(
     [sender] = [sender for sender in pc.getSenders() if sender.track is not None]
     sender.replaceTrack(None)  # the server stops sending; the connection stays up
     with pytest.raises(AssertionError, match=r"did not advance by 10 frames: frames decoded grew only by"):
-        await video_advances(browser, tracks=[track], frames=10, within=3)
+        await video_advances(browser, tracks=[track], frames=10, within=2)
     with pytest.raises(AssertionError, match=r"grew only by \{'gone': None\} \(None: no such stream\)"):
         await video_advances(browser, tracks=["gone"], frames=1, within=0.5)
