@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import statistics
 import time
 from dataclasses import asdict
@@ -49,6 +50,34 @@ async def _all_connected(pcs: list[RTCPeerConnection], within: float = 60) -> No
     await eventually(check, within=within, interval=0.1)
 
 
+class _LoopLag:
+    """How late a 10 ms timer fires: a stalled event loop (or a starved process) delays media too.
+
+    The CPU time the process used during the worst lag tells the two apart: close to the lag means
+    this process was busy (its own work blocked the loop), close to zero means it was not scheduled.
+    """
+
+    def __init__(self) -> None:
+        self.lags: list[tuple[float, float]] = []
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, cpu = loop.time() + 0.01, time.process_time()
+            await asyncio.sleep(0.01)
+            self.lags.append((loop.time() - due, time.process_time() - cpu))
+
+    def stop(self) -> dict[str, float]:
+        self._task.cancel()
+        lags = sorted(self.lags) or [(0.0, 0.0)]
+        return {
+            "max_ms": 1000 * lags[-1][0],
+            "max_cpu_ms": 1000 * lags[-1][1],
+            "p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))][0],
+        }
+
+
 async def _recv(conn: Connection) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
 
@@ -78,10 +107,11 @@ async def _publishers(
         conn.send("connected")
         await _recv(conn)  # "start"
         cpu, wall, frames = time.process_time(), time.monotonic(), sum(t.frames_sent for t in tracks)
+        lag = _LoopLag()
         await asyncio.sleep(seconds)
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
         frames = sum(t.frames_sent for t in tracks) - frames
-        conn.send({"cpu_s": cpu, "wall_s": wall, "video_frames_sent": frames})
+        conn.send({"cpu_s": cpu, "wall_s": wall, "video_frames_sent": frames, "loop_lag": lag.stop()})
         await _recv(conn)  # "done"
     finally:
         for pc in pcs:
@@ -112,8 +142,10 @@ async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str
         await asyncio.sleep(1.0)  # let both sides settle before the window
         conn.send("start")
         cpu, start = time.process_time(), time.monotonic()
+        lag = _LoopLag()
         sender: dict[str, Any] = await _recv(conn)
         cpu, end = time.process_time() - cpu, time.monotonic()
+        receiver_lag = lag.stop()
         conn.send("done")
     finally:
         for pc in pcs:
@@ -122,17 +154,23 @@ async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str
     window = end - start
     by_kind: dict[str, list[Any]] = {"video": [], "audio": []}
     for track in meter.tracks:
-        frames = [t for t in track.frame_times() if start <= t < end]
+        frames = track.frames_in(start, end)
         gaps = track.gap_stats(start, end)
         rates = [r for r in track.rates() if start <= r.start and r.start + r.duration <= end]
         packets = sum(r.packets for r in rates) / (len(rates) * track.bucket_s)
-        by_kind[track.kind].append((len(frames) / window, gaps.p99_ms, gaps.max_ms, track.lost, packets))
+        by_kind[track.kind].append((frames / window, gaps.p99_ms, gaps.max_ms, track.lost, packets))
     summary: dict[str, Any] = {
         "receiver_cpu_s": cpu,
         "receiver_window_s": window,
         "sender_cpu_s": sender["cpu_s"],
         "sender_window_s": sender["wall_s"],
         "video_frames_sent_per_s": sender["video_frames_sent"] / sender["wall_s"] / peers,
+        "sender_loop_lag_max_ms": sender["loop_lag"]["max_ms"],
+        "sender_loop_lag_p99_ms": sender["loop_lag"]["p99_ms"],
+        "sender_loop_lag_max_cpu_ms": sender["loop_lag"]["max_cpu_ms"],
+        "receiver_loop_lag_max_ms": receiver_lag["max_ms"],
+        "receiver_loop_lag_p99_ms": receiver_lag["p99_ms"],
+        "receiver_loop_lag_max_cpu_ms": receiver_lag["max_cpu_ms"],
     }
     for kind, rows in by_kind.items():
         summary[f"{kind}_received_fps_mean"] = statistics.fmean(r[0] for r in rows)
@@ -189,6 +227,7 @@ def main() -> None:
         "receiver_process_cpu_pct": round(receiver_pct, 1),
         "cpu_pct_per_received_stream": round(receiver_pct / peers, 2),
         **{k: round(v, 2) for k, v in result.items() if not k.endswith("_s")},
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
     print(f"{peers} publishers -> {peers} metered subscribers, {report['seconds']} s on loopback")
     print(
@@ -203,6 +242,13 @@ def main() -> None:
         f"  received video {report['video_received_fps_mean']} fps (min {report['video_received_fps_min']}), "
         f"gap p99 <= {report['video_gap_p99_ms_max']} ms, lost {report['video_lost']}; "
         f"audio {report['audio_received_fps_mean']} pkt/s, lost {report['audio_lost']}"
+    )
+    print(
+        f"  event-loop lag max (p99, CPU used during the max): "
+        f"sender {report['sender_loop_lag_max_ms']} ({report['sender_loop_lag_p99_ms']}, "
+        f"{report['sender_loop_lag_max_cpu_ms']}) ms, receiver {report['receiver_loop_lag_max_ms']} "
+        f"({report['receiver_loop_lag_p99_ms']}, {report['receiver_loop_lag_max_cpu_ms']}) ms; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(json.dumps(report))
 

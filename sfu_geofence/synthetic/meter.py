@@ -20,6 +20,7 @@ on one event loop; nothing is thread-safe.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import time
@@ -34,6 +35,13 @@ from aiortc.rtp import RtpPacket
 from ..rtc.tap import ReceiverTap, tap_of, tap_receiver
 
 Clock = Callable[[], float]
+
+MAX_DROPOUT = 3000
+"A forward sequence jump this large or larger is believed only when the next packet continues it."
+MAX_MISORDER = 100
+"A packet at most this far behind the highest sequence number is late, not a restart (RFC 3550 A.1)."
+LATE_TIMESTAMP_LIMIT = (1 << 32) - (1 << 20)
+"An RTP timestamp up to 2**20 ticks (11 s of video, 21 s of audio) older than the newest is a late packet."
 
 DEFAULT_BUCKET_S = 0.25
 DEFAULT_GAP_CAPACITY = 1 << 15
@@ -112,6 +120,7 @@ class TrackMeter:
             raise ValueError(f"gap_capacity must be at least 2, got {gap_capacity}")
         self.kind = kind
         self.source = source
+        "The publishing participant's id, as the caller names it (a plain attribute: relabel freely)."
         self.bucket_s = bucket_s
         self.gap_capacity = gap_capacity
         self._clock = clock
@@ -122,13 +131,14 @@ class TrackMeter:
         self.first_arrival: float | None = None
         self.last_arrival: float | None = None
 
-        # Loss, RFC 3550 A.1 without probation: per SSRC, extended sequence numbers.
+        # Loss, RFC 3550 A.1: extended sequence numbers, restarted on a new SSRC or a confirmed jump.
         self._ssrc: int | None = None
         self._max_seq = 0
-        self._extended_max = 0
+        self._extended_max = -1  # nothing expected yet
         self._extended_base = 0
         self._received = 0
-        self._lost_before = 0  # from earlier SSRCs
+        self._bad_seq = -1  # after a very large jump: the sequence number that would confirm it
+        self._lost_before = 0  # from before the last restart
 
         self._last_timestamp = 0
         self._frame_times = array("d")  # ring once full; _frame_count is the next write position
@@ -152,23 +162,40 @@ class TrackMeter:
         self.bytes += size
         self.last_arrival = now
         if ssrc != self._ssrc:
-            new_frame = self._restart(ssrc, sequence_number, timestamp, now)
+            if self._ssrc is None:
+                self.first_arrival = now
+                self._bucket_base = int(now * self._buckets_per_s)
+            self._ssrc = ssrc
+            self._restart_sequence(sequence_number)
+            new_frame = True
         else:
-            self._received += 1
             delta = (sequence_number - self._max_seq) & 0xFFFF
-            if 0 < delta < 0x8000:  # ahead (possibly after a gap); otherwise duplicate or late
-                self._max_seq = sequence_number
-                self._extended_max += delta
-            new_frame = 0 < ((timestamp - self._last_timestamp) & 0xFFFFFFFF) < 0x80000000
-            if new_frame:
-                self._last_timestamp = timestamp
+            if delta < MAX_DROPOUT:  # in order, possibly after a gap (0: duplicate)
+                self._received += 1
+                if delta:
+                    self._max_seq = sequence_number
+                    self._extended_max += delta
+            elif delta <= 0x10000 - MAX_MISORDER:  # a very large jump: believe it once it continues
+                if sequence_number == self._bad_seq:
+                    self._restart_sequence((sequence_number - 1) & 0xFFFF)
+                    self._received = 2
+                    self._max_seq = sequence_number
+                    self._extended_max += 1
+                else:
+                    self._bad_seq = (sequence_number + 1) & 0xFFFF
+            else:  # late (reordered) or duplicate
+                self._received += 1
+            # Newer timestamp: a new frame. Slightly older: a late packet. Much older: a new timeline.
+            new_frame = 0 < ((timestamp - self._last_timestamp) & 0xFFFFFFFF) < LATE_TIMESTAMP_LIMIT
+        if new_frame:
+            self._last_timestamp = timestamp
 
         bucket = int(now * self._buckets_per_s) - self._bucket_base
         if bucket >= len(self._bucket_packets):
             self._grow_buckets(bucket + 1)
         self._bucket_packets[bucket] += 1
         self._bucket_bytes[bucket] += size
-        if new_frame:
+        if new_frame:  # (the timeline bookkeeping above is per packet; this is per frame)
             self.frames += 1
             self._bucket_frames[bucket] += 1
             if self._frame_count < self.gap_capacity:
@@ -177,23 +204,17 @@ class TrackMeter:
                 self._frame_times[self._frame_count % self.gap_capacity] = now
             self._frame_count += 1
 
-    def _restart(self, ssrc: int, sequence_number: int, timestamp: int, now: float) -> bool:
-        """First packet, or a new SSRC on this track: start sequence and timestamp tracking afresh."""
-        if self._ssrc is None:
-            self.first_arrival = now
-            self._bucket_base = int(now * self._buckets_per_s)
-        else:
-            self._lost_before = self.lost
-        self._ssrc = ssrc
+    def _restart_sequence(self, sequence_number: int) -> None:
+        """First packet, a new SSRC or a confirmed jump: count loss afresh from ``sequence_number``."""
+        self._lost_before = self.lost
         self._max_seq = sequence_number
         self._extended_max = self._extended_base = sequence_number
         self._received = 1
-        self._last_timestamp = timestamp
-        return True
+        self._bad_seq = -1
 
     def _grow_buckets(self, length: int) -> None:
         missing = length - len(self._bucket_packets)
-        zeros = array("I", bytes(4 * missing))
+        zeros = array("I", [0]) * missing
         self._bucket_packets.extend(zeros)
         self._bucket_bytes.extend(zeros)
         self._bucket_frames.extend(zeros)
@@ -202,9 +223,8 @@ class TrackMeter:
 
     @property
     def lost(self) -> int:
-        """Packets never received so far (late arrivals are not lost; duplicates do not offset loss)."""
-        if self._ssrc is None:
-            return 0
+        """Packets never received so far: late arrivals are not lost; as in RFC 3550, duplicates count
+        as received, so they can hide loss."""
         expected = self._extended_max - self._extended_base + 1
         return self._lost_before + max(0, expected - self._received)
 
@@ -229,6 +249,11 @@ class TrackMeter:
         split = self._frame_count % self.gap_capacity
         return times[split:].tolist() + times[:split].tolist()
 
+    def frames_in(self, start: float = -math.inf, end: float = math.inf) -> int:
+        """Frames that arrived in ``[start, end)`` (among those still kept)."""
+        times = self.frame_times()
+        return bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
+
     def gaps(self, start: float = -math.inf, end: float = math.inf) -> list[float]:
         """Inter-frame gaps in seconds, for frames that arrived in ``[start, end)``, in arrival order."""
         times = self.frame_times()
@@ -252,7 +277,11 @@ class TrackMeter:
         return (self._clock() if now is None else now) - last
 
     def rates(self) -> list[RateSample]:
-        """The received-rate time series, one sample per bucket from the first packet's to the last's."""
+        """The received-rate time series, one sample per bucket from the first packet's to the last's.
+
+        Nothing follows the last packet's bucket: a source that stopped shows no trailing zeros, so
+        callers comparing series align them by :attr:`RateSample.start`.
+        """
         return [
             RateSample(
                 start=(self._bucket_base + i) * self.bucket_s,
