@@ -272,7 +272,11 @@ class Geofence:
         if session.ejecting:
             raise ParticipantError(f"the ejection of participant {participant!r} is already pending")
         return self._request_ejection(
-            session, session.decision, Trigger.OPERATOR, f"{Trigger.OPERATOR}: {reason}", str(Trigger.OPERATOR)
+            session,
+            session.decision,
+            Trigger.OPERATOR,
+            f"{Trigger.OPERATOR}: {reason}",
+            str(Trigger.OPERATOR),
         )
 
     def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
@@ -393,7 +397,14 @@ class Geofence:
         room, participant = session.room, session.participant
         session.ejecting, session.eject_reason = True, reason
         self._record(
-            EventKind.EJECTION, "requested", room, participant, session.address, decision, detail, reason=reason
+            EventKind.EJECTION,
+            "requested",
+            room,
+            participant,
+            session.address,
+            decision,
+            detail,
+            reason=reason,
         )
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
