@@ -125,6 +125,17 @@ async def test_unknown_endpoints_and_wrong_methods_are_json_errors_after_authent
     assert "GET" in response.headers["Allow"]
 
 
+async def test_answers_are_never_cached_and_a_closed_geofence_is_unavailable(operator: Operator) -> None:
+    response = await operator.client.get("/api/rooms", headers=AUTH)
+    assert response.headers["Cache-Control"] == "no-store"
+    refused = await operator.client.get("/api/rooms")
+    assert refused.headers["Cache-Control"] == "no-store"
+    operator.host.geofence.close()
+    answer = await operator.call("PUT", "/rooms/r/policy", 503, json={"countries": ["CN"]})
+    assert answer["error"] == "unavailable"
+    assert answer["message"].endswith("is closed")
+
+
 def test_the_admin_token_comes_from_the_flag_else_the_environment_and_must_be_long() -> None:
     assert AdminConfig.from_env(None, {}).enabled is False
     assert AdminConfig.from_env(None, {TOKEN_ENV: TOKEN}).token == TOKEN
