@@ -454,9 +454,13 @@ def _int_parameter(query: Mapping[str, str], name: str, low: int, high: int | No
 
 def _event(event: AuditEvent) -> dict[str, Any]:
     fields = asdict(event)
-    fields["kind"] = str(event.kind)
-    fields["time"] = event.time.isoformat() if event.time else None
-    return fields
+    time = fields.pop("time")
+    return {
+        "id": fields.pop("id"),
+        "time": time.isoformat() if time else None,
+        **fields,
+        "kind": str(event.kind),
+    }
 
 
 # -- database --------------------------------------------------------------------------------------
