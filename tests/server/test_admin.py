@@ -177,6 +177,18 @@ async def test_participants_show_operators_address_country_field_database_and_de
     operator.names.names["r"] = {cn: "Alice"}
     body = await operator.call("GET", "/rooms/r/participants", 200)
     label = host.geofence.database.label
+
+    def admitted(country: str) -> dict[str, Any]:
+        return {
+            "country": country,
+            "source": "country_code",
+            "database": label,
+            "outcome": "admitted",
+            "reason": "country_not_restricted",
+            "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
+            "policy_version": 0,
+        }
+
     assert body == {
         "room": "r",
         "participants": [
@@ -185,24 +197,8 @@ async def test_participants_show_operators_address_country_field_database_and_de
                 "name": "Alice",
                 "identity": "alice@example.org",
                 "address": CN,
-                "country": "CN",
-                "source": "country_code",
-                "database": label,
-                "outcome": "admitted",
-                "reason": "country_not_restricted",
-                "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
-                "policy_version": 0,
-                "media": {
-                    "address": TW,
-                    "relayed": False,
-                    "country": "TW",
-                    "source": "country_code",
-                    "database": label,
-                    "outcome": "admitted",
-                    "reason": "country_not_restricted",
-                    "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
-                    "policy_version": 0,
-                },
+                **admitted("CN"),
+                "media": {"address": TW, "relayed": False, **admitted("TW")},
                 "ejecting": False,
             },
             {
@@ -210,13 +206,7 @@ async def test_participants_show_operators_address_country_field_database_and_de
                 "name": None,
                 "identity": None,
                 "address": DE,
-                "country": "DE",
-                "source": "country_code",
-                "database": label,
-                "outcome": "admitted",
-                "reason": "country_not_restricted",
-                "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
-                "policy_version": 0,
+                **admitted("DE"),
                 "media": None,
                 "ejecting": False,
             },
