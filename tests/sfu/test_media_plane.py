@@ -15,12 +15,9 @@ from aiortc.rtp import RtcpSrPacket
 from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
-from sfu_geofence.synthetic.client import SyntheticPeer, TinyVideoTrack, tiny_tracks
+from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, tiny_tracks
 from sfu_geofence.testing.server import Served
 from sfu_geofence.testing.wait import eventually
-
-VIDEO_INTERVAL = 1 / TinyVideoTrack().fps
-AUDIO_INTERVAL = 0.020
 
 
 def _receives_everyone(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> Callable[[], str | None]:
@@ -129,7 +126,7 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     await eventually(
         lambda: None if str(leaver.participant_id) not in served.sfu.participants else "still in", within=5
     )
-    await _advancing(stayers, stayers, frames=2 / VIDEO_INTERVAL)  # ~2 s more of every stream
+    await _advancing(stayers, stayers, frames=int(2 / VIDEO_INTERVAL))  # ~2 s more of every stream
     gaps = _max_gaps(stayers, stayers)
     assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
     assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
@@ -182,7 +179,7 @@ async def test_an_abruptly_killed_participant_is_removed_within_5_s_and_the_othe
             lambda: None if doomed not in served.sfu.participants else "still in the room", within=5
         )
         assert time.monotonic() - killed_at < 5
-        await _advancing(room, room, frames=2 / VIDEO_INTERVAL)
+        await _advancing(room, room, frames=int(2 / VIDEO_INTERVAL))
         gaps = _max_gaps(room, room)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
@@ -230,7 +227,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         await asyncio.wait_for(target.closed.wait(), 5)
         assert target.close_code == 4409
         assert target.messages[-1] == {"type": "ejected", "reason": "not allowed here"}
-        await _advancing(others, others, frames=2 / VIDEO_INTERVAL)
+        await _advancing(others, others, frames=int(2 / VIDEO_INTERVAL))
         gaps = _max_gaps(others, others)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         for other in others:
