@@ -142,8 +142,15 @@ async def test_a_clean_leave_leaves_the_others_media_running(
 
 
 @pytest.mark.slow
-async def test_an_abruptly_killed_participant_is_removed_within_5_s_and_the_others_media_keeps_running(
-    served: Served, room: list[SyntheticPeer]
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(signal.SIGKILL, id="killed (its kernel closes the WebSocket)"),
+        pytest.param(signal.SIGSTOP, id="frozen (only the WebSocket heartbeat notices)"),
+    ],
+)
+async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_media_keeps_running(
+    served: Served, room: list[SyntheticPeer], how: signal.Signals
 ) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -173,7 +180,7 @@ async def test_an_abruptly_killed_participant_is_removed_within_5_s_and_the_othe
 
         await eventually(everyone_receives_the_doomed, within=20)
         _reset_gaps(room)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(how)
         killed_at = time.monotonic()
         await eventually(
             lambda: None if doomed not in served.sfu.participants else "still in the room", within=5
