@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
 from aiortc.rtp import RtcpSrPacket
@@ -16,6 +15,7 @@ from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
 from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, tiny_tracks
+from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
 from sfu_geofence.testing.wait import eventually
 
@@ -81,10 +81,13 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
     await eventually(check, within=15)
 
 
-@pytest.fixture
-async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
+@asynccontextmanager
+async def _full_mesh(
+    served: Served, room: str, network: str, names: str
+) -> AsyncIterator[list[SyntheticPeer]]:
+    """Publishing peers named ``{names}0..2`` from ``{network}.1..3``, each receiving every other."""
     peers = [
-        SyntheticPeer(served.url, "room-a", f"127.0.{10 + i}.{i + 1}", name=f"peer{i}", tracks=tiny_tracks())
+        SyntheticPeer(served.url, room, f"{network}.{i + 1}", name=f"{names}{i}", tracks=tiny_tracks())
         for i in range(3)
     ]
     try:
@@ -95,6 +98,12 @@ async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
     finally:
         for peer in peers:
             await peer.close()
+
+
+@pytest.fixture
+async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
+    async with _full_mesh(served, "room-a", "127.0.10", "peer") as peers:
+        yield peers
 
 
 @pytest.mark.slow
@@ -152,17 +161,8 @@ async def test_a_clean_leave_leaves_the_others_media_running(
 async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_media_keeps_running(
     served: Served, room: list[SyntheticPeer], how: signal.Signals
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence.synthetic.client",
-        served.url,
-        "room-a",
-        "127.0.20.1",
-        "--name",
-        "doomed",
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    process = await spawn_module(
+        "sfu_geofence.synthetic.client", served.url, "room-a", "127.0.20.1", "--name", "doomed"
     )
     try:
         assert process.stdout is not None
@@ -193,9 +193,7 @@ async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_
         for peer in room:
             assert {"type": "participant-left", "participant": doomed, "name": "doomed"} in peer.messages
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        await stop(process)
 
 
 class _Recorder(SfuObserver):
@@ -217,14 +215,7 @@ class _Recorder(SfuObserver):
 async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it_left(served: Served) -> None:
     recorder = _Recorder()
     served.sfu.observer.observers.append(recorder)
-    peers = [
-        SyntheticPeer(served.url, "room-b", f"127.0.30.{i + 1}", name=f"p{i}", tracks=tiny_tracks())
-        for i in range(3)
-    ]
-    try:
-        for peer in peers:
-            await peer.join()
-        await eventually(_receives_everyone(peers), within=20)
+    async with _full_mesh(served, "room-b", "127.0.30", "p") as peers:
         target, others = peers[1], [peers[0], peers[2]]
         _reset_gaps(others)
         assert served.sfu.remove_participant(
@@ -237,6 +228,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         await _advancing(others, others, frames=int(2 / VIDEO_INTERVAL))
         gaps = _max_gaps(others, others)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
+        assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for other in others:
             assert {
                 "type": "participant-left",
@@ -257,9 +249,6 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
             "p2": "127.0.30.3",
         }
         assert all(pair.remote_type == "host" and not pair.relayed for _, pair in recorder.pairs)
-    finally:
-        for peer in peers:
-            await peer.close()
 
 
 def _receiver_for(peer: SyntheticPeer, producer_id: str) -> ForwardingReceiver:
