@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
 
 from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
@@ -117,6 +118,8 @@ async def test_three_participants_each_receive_every_other_participants_audio_an
     # Each producer forwards to the two other participants, through consumers that really sent packets.
     assert all(len(p.consumers) == 2 for p in producers)
     assert all(c.packets_forwarded > 0 for p in producers for c in p.consumers)
+    # Nothing in this process (SFU or peers) ever decoded: aiortc's decoder threads never started.
+    assert [t.name for t in threading.enumerate() if t.name.endswith("-decoder")] == []
     # Each peer is told who the others are, and never anything about their addresses.
     for peer in room:
         joined = next(m for m in peer.messages if m["type"] == "joined")
@@ -218,6 +221,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
     async with _full_mesh(served, "room-b", "127.0.30", "p") as peers:
         target, others = peers[1], [peers[0], peers[2]]
         _reset_gaps(others)
+        removed = served.sfu.participants[str(target.participant_id)]
         assert served.sfu.remove_participant(
             str(target.participant_id), CloseReason.EJECTED, "not allowed here"
         )
@@ -225,6 +229,14 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         await asyncio.wait_for(target.closed.wait(), 5)
         assert target.close_code == 4409
         assert target.messages[-1] == {"type": "ejected", "reason": "not allowed here"}
+        await eventually(
+            lambda: None if removed.pc.connectionState == "closed" else "connection open", within=5
+        )
+        assert all(p.closed for p in removed.producers.values())
+        assert removed.consumers == {}
+        survivors = [served.sfu.participants[str(o.participant_id)] for o in others]
+        assert all(p.id not in s.consumers for s in survivors for p in removed.producers.values())
+        assert all(len(s.consumers) == 2 for s in survivors)  # each other's audio and video, untouched
         await _advancing(others, others, frames=int(2 / VIDEO_INTERVAL))
         gaps = _max_gaps(others, others)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
@@ -292,6 +304,22 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     )
     await asyncio.sleep(1.5)
     assert 1 <= len(keyframe_requests) <= 2  # five requests within the limit's window merge
+
+    # The SFU estimates the bandwidth it receives and tells the publisher (REMB), as aiortc does.
+    publisher_video = next(
+        t.sender for t in publisher.pc.getTransceivers() if t.sender.track is publisher.tracks[1]
+    )
+    estimates: list[int] = []
+    original_feedback = publisher_video._handle_rtcp_packet
+
+    async def record_remb(packet: object) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            estimates.append(unpack_remb_fci(packet.fci)[0])
+        await original_feedback(packet)  # type: ignore[arg-type]
+
+    publisher_video._handle_rtcp_packet = record_remb  # type: ignore[method-assign,assignment]
+    await eventually(lambda: None if estimates else "no REMB reached the publisher", within=10)
+    assert estimates[-1] > 0
 
     # Sender reports from the SFU count what it forwarded to this subscriber.
     reports: list[RtcpSrPacket] = []
