@@ -58,6 +58,9 @@ class ServerConfig:
 CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
+IDENTITY = web.RequestKey("identity", str)
+"""Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
+as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
 
 
 def create_app(
@@ -138,6 +141,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         address=address,
         max_message_bytes=config.max_message_bytes,
         max_errors=config.max_errors,
+        identity=request.get(IDENTITY),
     )
     await session.run()
     return ws

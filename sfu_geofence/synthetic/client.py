@@ -1,7 +1,8 @@
 """A Python client of the signaling protocol (docs/protocol.md): a synthetic participant.
 
 It joins a room from a given loopback address (both its WebSocket's local address and its ICE bind
-address, unless ``media_address`` binds ICE elsewhere), publishes the tracks it is given, and counts what it receives at RTP level, never decoding.
+address, unless ``media_address`` binds ICE elsewhere), publishes the tracks it is given, and
+counts what it receives at RTP level, never decoding.
 ``python -m sfu_geofence.synthetic.client URL ROOM ADDRESS`` runs one that publishes until killed
 (the abrupt-death tests kill it with SIGKILL).
 """

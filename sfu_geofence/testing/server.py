@@ -40,8 +40,8 @@ async def served_on_loopback(
     observers: Iterable[SfuObserver] = (),
 ) -> AsyncIterator[Served]:
     """Run the media plane alone (:func:`create_app`) on 127.0.0.1 and an ephemeral port."""
-    config = _on_loopback(config)
-    async with _running(create_app(config, admission=admission, observers=observers), config) as served:
+    app = create_app(_on_loopback(config), admission=admission, observers=observers)
+    async with app_on_loopback(app) as served:
         yield served
 
 
@@ -50,8 +50,7 @@ async def geofenced_on_loopback(
     config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
 ) -> AsyncIterator[Served]:
     """Run what ``serve`` runs (:func:`create_geofenced_app`) on 127.0.0.1 and an ephemeral port."""
-    config = _on_loopback(config)
-    async with _running(create_geofenced_app(config, observers=observers), config) as served:
+    async with app_on_loopback(create_geofenced_app(_on_loopback(config), observers=observers)) as served:
         yield served
 
 
@@ -60,13 +59,14 @@ def _on_loopback(config: ServerConfig | None) -> ServerConfig:
 
 
 @asynccontextmanager
-async def _running(app: web.Application, config: ServerConfig) -> AsyncIterator[Served]:
+async def app_on_loopback(app: web.Application) -> AsyncIterator[Served]:
+    """Run an application of :func:`create_app` (add middlewares first) on 127.0.0.1, any port."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
     try:
         await site.start()
         port = runner.addresses[0][1]
-        yield Served(url=f"http://{config.host}:{port}/ws", sfu=app[SFU], app=app)
+        yield Served(url=f"http://127.0.0.1:{port}/ws", sfu=app[SFU], app=app)
     finally:
         await runner.cleanup()
