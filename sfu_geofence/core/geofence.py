@@ -49,7 +49,7 @@ class EjectRequest:
     """The core asks the host to remove one participant session.
 
     The host closes exactly ``participant`` in ``room`` (nobody else's media may notice), tells the
-    participant only a generic reason, and then calls :meth:`Geofence.leave`. The decision carries the
+    participant alone why (at most its own country), and then calls :meth:`Geofence.leave`. The decision carries the
     country: operator-only information, never to be shown to other participants.
     """
 
