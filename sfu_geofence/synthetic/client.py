@@ -16,8 +16,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -46,9 +46,11 @@ class FrameCounter:
     Deliberately tiny: sfu_geofence.synthetic.meter is the full, non-decoding meter.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.packets = 0
         self.frames = 0
+        self.clock = clock
+        """Gaps are measured with this (tests pass sfu_geofence.testing.clock.ScheduledClock)."""
         self.max_gap = 0.0
         """Longest time between two consecutive new frames since the last :meth:`reset_gap`."""
         self.last_sequence_number: int | None = None
@@ -59,7 +61,7 @@ class FrameCounter:
         self.packets += 1
         self.last_sequence_number = packet.sequence_number
         if packet.timestamp != self._timestamp:
-            now = time.monotonic()
+            now = self.clock()
             if self._timestamp is not None:
                 self.max_gap = max(self.max_gap, now - self._last_frame_at)
             self._timestamp = packet.timestamp
@@ -78,7 +80,7 @@ class Received:
     participant: str
     kind: str
     producer: str
-    counter: FrameCounter = field(default_factory=FrameCounter)
+    counter: FrameCounter
 
 
 class PacketLoopTrack(MediaStreamTrack):
@@ -165,9 +167,12 @@ class SyntheticPeer:
         address: str,
         name: str = "",
         tracks: Sequence[MediaStreamTrack] = (),
+        clock: Callable[[], float] = time.monotonic,
         media_address: str | None = None,
     ) -> None:
         self.url = url
+        self.clock = clock
+        """What received-frame gaps are measured with."""
         self.room = room
         self.address = address
         self.name = name or address
@@ -256,6 +261,7 @@ class SyntheticPeer:
                     participant=track["participant"],
                     kind=track["kind"],
                     producer=track["producer"],
+                    counter=FrameCounter(self.clock),
                 )
             self._by_mid[track["mid"]] = received
         live = {track["mid"] for track in offer["tracks"]}
