@@ -11,8 +11,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,28 +45,34 @@ class Server:
 
 
 @asynccontextmanager
-async def server_process(state_dir: Path, database: Path, synchronous: str) -> AsyncIterator[Server]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+async def started(*args: str, env: Mapping[str, str], api_of: Callable[[str], str]) -> AsyncIterator[Server]:
+    """Run ``python args...``; ``api_of`` reads the API's URL from its first line of output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(SCRIPT),
-        str(state_dir),
-        str(database),
-        TOKEN,
-        synchronous,
+        *args,
         stdout=asyncio.subprocess.PIPE,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), STARTUP)).decode()
-        assert line.startswith("listening "), f"server did not start: {line!r}"
         async with aiohttp.ClientSession() as session:
-            yield Server(process, f"http://127.0.0.1:{int(line.split()[1])}/api", session)
+            yield Server(process, api_of(line), session)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def admin_server_api(line: str) -> str:
+    assert line.startswith("listening "), f"server did not start: {line!r}"
+    return f"http://127.0.0.1:{int(line.split()[1])}/api"
+
+
+def server_process(state_dir: Path, database: Path, synchronous: str) -> AbstractAsyncContextManager[Server]:
+    """admin_server_process.py: the geofence and its operator API alone."""
+    args = (str(SCRIPT), str(state_dir), str(database), TOKEN, synchronous)
+    return started(*args, env={}, api_of=admin_server_api)
 
 
 @pytest.fixture
@@ -132,36 +138,15 @@ async def test_policies_and_audit_survive_a_clean_restart(tmp_path: Path, databa
         ]
 
 
-@asynccontextmanager
-async def serve_process(state_dir: Path, database: Path) -> AsyncIterator[Server]:
+def serve_api(line: str) -> str:
+    assert line.startswith("listening on http://127.0.0.1:"), f"serve did not start: {line!r}"
+    return line.split()[-1].removesuffix("/ws") + "/api"
+
+
+def serve_process(state_dir: Path, database: Path) -> AbstractAsyncContextManager[Server]:
     """``python -m sfu_geofence serve`` itself, token from the environment, on an ephemeral port."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), TOKEN_ENV: TOKEN}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        "--db",
-        str(database),
-        "--state-dir",
-        str(state_dir),
-        stdout=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), STARTUP)).decode()
-        assert line.startswith("listening on http://127.0.0.1:"), f"serve did not start: {line!r}"
-        base = line.split()[-1].removesuffix("/ws")
-        async with aiohttp.ClientSession() as session:
-            yield Server(process, base + "/api", session)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    args = ("-m", "sfu_geofence", "serve", "--loopback-only", "--port", "0", "--db", str(database))
+    return started(*args, "--state-dir", str(state_dir), env={TOKEN_ENV: TOKEN}, api_of=serve_api)
 
 
 async def join_from(server: Server, address: str) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.remote import ProxyConfig
-from sfu_geofence.sfu import CloseReason, Offer, PeerEvent, Refused
+from sfu_geofence.sfu import CloseReason, Refused
 from sfu_geofence.synthetic.client import (
     AUDIO_INTERVAL,
     VIDEO_INTERVAL,
@@ -34,6 +34,7 @@ from sfu_geofence.synthetic.client import (
     tiny_tracks,
 )
 from sfu_geofence.synthetic.meter import TrackMeter
+from sfu_geofence.testing.channel import RecordingChannel
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
 from sfu_geofence.testing.testdb import build_database
@@ -439,22 +440,6 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
 # -- relayed media: no TURN server on loopback, so the selected pair is handed to the host --------
 
 
-class Channel:
-    """A participant's channel that records what the SFU tells it."""
-
-    def __init__(self) -> None:
-        self.ended: list[tuple[CloseReason, str]] = []
-
-    def send_offer(self, offer: Offer) -> None:
-        pass
-
-    def send_event(self, event: PeerEvent) -> None:
-        pass
-
-    def end(self, reason: CloseReason, detail: str) -> None:
-        self.ended.append((reason, detail))
-
-
 @pytest.mark.parametrize(
     ("rule", "ejected"),
     [(RelayedRule.SIGNALING_COUNTRY, False), (RelayedRule.ADMIT, False), (RelayedRule.REFUSE, True)],
@@ -464,7 +449,7 @@ async def test_media_relayed_through_turn_follows_the_rooms_relayed_rule(
 ) -> None:
     host = served.app[GEOFENCE_HOST]
     served.geofence.set_policy("relay", RoomPolicy.deny("CN", relayed=rule))
-    channel = Channel()
+    channel = RecordingChannel()
     participant = served.sfu.join("relay", "de", address("DE", 30), channel, publish=())
     relay = SelectedPair(("127.0.0.1", 5000), (address("CN", 30), 3478), "relay")
     host.selected_pair_changed(participant, relay)
@@ -487,9 +472,9 @@ async def test_media_relayed_through_turn_follows_the_rooms_relayed_rule(
 async def test_a_full_room_refuses_before_the_geofence_registers_anyone(database: Path) -> None:
     config = ServerConfig(db_path=str(database), max_participants_per_room=1)
     async with geofenced_on_loopback(config) as served:
-        served.sfu.join("small", "us", address("US", 40), Channel(), publish=())
+        served.sfu.join("small", "us", address("US", 40), RecordingChannel(), publish=())
         with pytest.raises(Refused) as refused:
-            served.sfu.join("small", "de", address("DE", 40), Channel(), publish=())
+            served.sfu.join("small", "de", address("DE", 40), RecordingChannel(), publish=())
         assert not refused.value.by_policy
         assert [p.address for p in served.geofence.participants("small")] == [address("US", 40)]
 

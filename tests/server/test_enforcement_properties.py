@@ -24,7 +24,8 @@ import pytest
 
 from sfu_geofence.core.policy import Enforcement, Mode, RoomPolicy, UnknownRule
 from sfu_geofence.server.enforcement import GeofenceHost
-from sfu_geofence.sfu import CloseReason, Offer, PeerEvent, Refused, Sfu
+from sfu_geofence.sfu import CloseReason, Refused, Sfu
+from sfu_geofence.testing.channel import RecordingChannel
 from sfu_geofence.testing.host_contract import CONTRACT_NETWORKS, UNKNOWN_NETWORK, write_contract_database
 
 SCENARIOS = 200
@@ -37,27 +38,13 @@ IDENTITIES = ("alice", "bob", "carol")
 EXEMPT_NETWORKS = ("127.86.0.0/24", "127.85.0.0/16", "127.99.1.0/24")
 
 
-class Channel:
-    def __init__(self) -> None:
-        self.ended: list[tuple[CloseReason, str]] = []
-
-    def send_offer(self, offer: Offer) -> None:
-        pass
-
-    def send_event(self, event: PeerEvent) -> None:
-        pass
-
-    def end(self, reason: CloseReason, detail: str) -> None:
-        self.ended.append((reason, detail))
-
-
 @dataclass
 class Person:
     room: str
     country: str | None
     address: str
     identity: str | None
-    channel: Channel = field(default_factory=Channel)
+    channel: RecordingChannel = field(default_factory=RecordingChannel)
     id: str = ""
     hung_up: bool = False
 
