@@ -197,6 +197,7 @@ async def test_a_policy_applied_live_ejects_cn_alone_while_everyone_elses_media_
 ) -> None:
     async with peers_in(served, "meeting", ["US", "DE", "HK", "CN"]) as peers:
         cn, stayers = peers["CN"], [peers["US"], peers["DE"], peers["HK"]]
+        cn_in_sfu = served.sfu.participants[str(cn.participant_id)]
         meters = meter(stayers, stayers, clock)
         start = clock()
 
@@ -241,6 +242,17 @@ async def test_a_policy_applied_live_ejects_cn_alone_while_everyone_elses_media_
         # HK is not CN: untouched, still connected and receiving.
         assert not peers["HK"].closed.is_set()
         assert str(peers["HK"].participant_id) in served.sfu.participants
+        # Its connection is closed, its producers too, and with them every stayer's consumers of them.
+        await eventually(
+            lambda: None if cn_in_sfu.pc.connectionState == "closed" else "connection still open",
+            within=WITHIN,
+        )
+        assert all(producer.closed for producer in cn_in_sfu.producers.values())
+        for stayer in stayers:
+            consumers = served.sfu.participants[str(stayer.participant_id)].consumers
+            assert {c.producer.participant_id for c in consumers.values()} == {
+                s.participant_id for s in stayers if s is not stayer
+            }
         # The ejected participant's tracks are gone from every stayer's m-lines.
         for stayer in stayers:
             assert cn.participant_id not in {t.participant for t in stayer.live_tracks()}
