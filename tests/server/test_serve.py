@@ -64,7 +64,7 @@ def test_loopback_only_refuses_a_non_loopback_address(
 
 
 async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -> None:
-    process = await spawn_module("sfu_geofence.cli", "serve", "--loopback-only", "--port", "0")
+    process = await spawn_module("sfu_geofence", "serve", "--loopback-only", "--port", "0")
     peer: SyntheticPeer | None = None
     try:
         assert process.stdout is not None

@@ -1,0 +1,161 @@
+"""The operator-only record of every decision and ejection, kept durably in SQLite.
+
+Addresses and countries are sensitive: this log is for operators (admin API, files on the server),
+never for other participants.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from .errors import ClosedError
+from .storage import StorageError, Synchronous, connect
+
+
+class EventKind(StrEnum):
+    ADMISSION = "admission"
+    """A participant asked to join: the decision at signaling time."""
+    MEDIA = "media"
+    """The host reported a participant's media address (selected ICE pair)."""
+    EJECTION = "ejection"
+    """An ejection was requested from the host (or, in monitor mode, would have been), or completed."""
+    DATABASE = "database"
+    """A geolocation database was loaded, or a reload failed."""
+    POLICY = "policy"
+    """A room's policy or the server default changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One line of the audit log."""
+
+    kind: EventKind
+    outcome: str
+    """E.g. ``admitted``, ``refused``, ``would_refuse``, ``requested``, ``would_eject``, ``completed``,
+    ``loaded``, ``reload_failed``, ``changed``."""
+    room: str | None = None
+    participant: str | None = None
+    address: str | None = None
+    country: str | None = None
+    source: str | None = None
+    """Database field that gave the country."""
+    database: str | None = None
+    """Database build label."""
+    rule: str | None = None
+    """The policy in force, as text."""
+    reason: str | None = None
+    policy_version: int | None = None
+    detail: str | None = None
+    """Free text: the trigger of an ejection, an error message."""
+    time: datetime | None = None
+    """When recorded (UTC); filled in by :meth:`AuditLog.record` when None."""
+    id: int | None = None
+    """Row number in the log, once recorded."""
+
+
+_COLUMNS = [f.name for f in fields(AuditEvent) if f.name != "id"]
+_TIME = _COLUMNS.index("time")
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    {", ".join(f"{name} {'INTEGER' if name == 'policy_version' else 'TEXT'}" for name in _COLUMNS)}
+);
+CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
+CREATE INDEX IF NOT EXISTS audit_participant ON audit (participant, id);
+"""
+_INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+
+class AuditLog:
+    """Append-only event log in SQLite (``path``), or in memory only (``:memory:``).
+
+    Each :meth:`record` is committed before it returns; with ``synchronous="FULL"`` (the default)
+    it also survives a power cut, at the price of an fsync per event; ``"NORMAL"`` only survives a
+    crash of the process, and costs microseconds (see bench/decision.py).
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "FULL") -> None:
+        self._db = connect(path, _SCHEMA, synchronous)
+        self._closed = False
+
+    def record(self, event: AuditEvent) -> AuditEvent:
+        """Append ``event`` (stamped with the time now unless it has one); returns it as stored."""
+        if self._closed:
+            raise ClosedError("audit log is closed")
+        time = event.time or datetime.now(UTC)
+        values = [getattr(event, name) for name in _COLUMNS]
+        values[_TIME] = time.isoformat()
+        try:
+            cursor = self._db.execute(_INSERT, values)
+        except sqlite3.Error as exc:
+            raise StorageError(f"audit event not stored: {exc}") from None
+        return replace(event, time=time, id=cursor.lastrowid)
+
+    def events(
+        self,
+        *,
+        room: str | None = None,
+        participant: str | None = None,
+        kind: EventKind | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        after_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[AuditEvent]:
+        """Events matching every filter given, oldest first.
+
+        ``limit`` keeps the newest ``limit`` events, except with ``after_id``: then the *first*
+        ``limit`` events after it, so that a console paging forward (``after_id`` = the last id it
+        has) never skips an event however many arrived meanwhile.
+        """
+        if self._closed:
+            raise ClosedError("audit log is closed")
+        where: list[str] = []
+        parameters: list[object] = []
+        for column, value in (
+            ("room", room),
+            ("participant", participant),
+            ("kind", kind),
+            ("outcome", outcome),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                parameters.append(str(value))
+        if since is not None:
+            where.append("time >= ?")
+            parameters.append(since.astimezone(UTC).isoformat())
+        if after_id is not None:
+            where.append("id > ?")
+            parameters.append(after_id)
+        sql = f"SELECT id, {', '.join(_COLUMNS)} FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        forward = after_id is not None
+        sql += " ORDER BY id" if forward else " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            parameters.append(limit)
+        rows = self._db.execute(sql, parameters).fetchall()
+        return [_from_row(row) for row in (rows if forward else reversed(rows))]
+
+    def close(self) -> None:
+        """Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._db.close()
+
+
+def _from_row(row: tuple[object, ...]) -> AuditEvent:
+    values = dict(zip(_COLUMNS, row[1:], strict=True))
+    return AuditEvent(
+        **{
+            **values,
+            "kind": EventKind(str(values["kind"])),
+            "time": datetime.fromisoformat(str(values["time"])),
+            "id": row[0],
+        }  # type: ignore[arg-type]
+    )

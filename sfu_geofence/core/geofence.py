@@ -1,0 +1,462 @@
+"""The geofence as a host SFU embeds it: admit, leave, media address in; eject requests out.
+
+The contract (see docs/plugin.md):
+
+* the host calls :meth:`Geofence.admit` once per participant session at signaling time, before it
+  allocates anything, and refuses the participant when ``decision.admitted`` is false;
+* the host calls :meth:`Geofence.media_address` when ICE selects (or changes) a candidate pair;
+* the host calls :meth:`Geofence.leave` when a participant session ends, whatever the reason;
+* the core calls the host's ``eject`` callable with an :class:`EjectRequest` when an admitted
+  participant becomes restricted (policy change, database reload, restricted media address) or an
+  operator ejects it by hand (:meth:`Geofence.eject_by_operator`). The host closes that participant
+  only, and afterwards calls :meth:`Geofence.leave`.
+
+Everything is synchronous and meant for one thread, the host's event loop; the eject callable must
+not block (schedule the close, return). Only ids, strings and frozen values cross.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .audit import AuditEvent, AuditLog, EventKind
+from .decision import Decision, Verdict
+from .errors import DatabaseError, GeofenceError, ParticipantError
+from .evaluator import Evaluator
+from .geolocation import DatabaseInfo, Location, Locator, normalise_address
+from .policy import RoomPolicy
+from .policystore import PolicyInForce, PolicyStore
+
+logger = logging.getLogger(__name__)
+
+
+class Trigger(StrEnum):
+    """What made an admitted participant restricted."""
+
+    POLICY_CHANGED = "policy_changed"
+    DATABASE_RELOADED = "database_reloaded"
+    MEDIA_ADDRESS = "media_address"
+    OPERATOR = "operator"
+    """An operator removed the participant by hand (admin API), whatever the policy says."""
+
+
+@dataclass(frozen=True, slots=True)
+class EjectRequest:
+    """The core asks the host to remove one participant session.
+
+    The host closes exactly ``participant`` in ``room`` (nobody else's media may notice), tells the
+    participant only a generic reason, and then calls :meth:`Geofence.leave`. The decision carries the
+    country: operator-only information, never to be shown to other participants.
+    """
+
+    room: str
+    participant: str
+    trigger: Trigger
+    decision: Decision
+
+
+EjectCallback = Callable[[EjectRequest], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantView:
+    """What the core knows of one admitted participant: for operators only."""
+
+    room: str
+    participant: str
+    identity: str | None
+    address: str
+    decision: Decision
+    """Latest decision on the signaling address."""
+    media_address: str | None
+    media_relayed: bool
+    media_decision: Decision | None
+    ejecting: bool
+    """An ejection was requested and the host has not yet called leave()."""
+
+
+class _Session:
+    __slots__ = (
+        "address",
+        "decision",
+        "eject_reason",
+        "ejecting",
+        "identity",
+        "media_address",
+        "media_decision",
+        "media_relayed",
+        "participant",
+        "room",
+    )
+
+    def __init__(
+        self, room: str, participant: str, address: str, identity: str | None, decision: Decision
+    ) -> None:
+        self.room = room
+        self.participant = participant
+        self.address = address
+        self.identity = identity
+        self.decision = decision
+        self.media_address: str | None = None
+        self.media_relayed = False
+        self.media_decision: Decision | None = None
+        self.ejecting = False
+        self.eject_reason: str | None = None
+        """Audited reason of a pending ejection when it is not the decision's (an operator's)."""
+
+    def view(self) -> ParticipantView:
+        return ParticipantView(
+            self.room,
+            self.participant,
+            self.identity,
+            self.address,
+            self.decision,
+            self.media_address,
+            self.media_relayed,
+            self.media_decision,
+            self.ejecting,
+        )
+
+
+class Geofence:
+    """Decides who may be in which room, by country, and asks the host to eject who no longer may."""
+
+    def __init__(
+        self,
+        eject: EjectCallback,
+        *,
+        database: str | Path | None = None,
+        locator: Locator | None = None,
+        policies: PolicyStore | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        """Start deciding. Without ``locator``, open ``database`` (None: the embedded DB-IP file);
+        a missing or corrupt file raises DatabaseError here, at start-up. Without ``policies`` or
+        ``audit``, in-memory ones are used (nothing survives a restart). Objects passed in are
+        closed by :meth:`close` all the same: the geofence owns them from now on."""
+        self._eject = eject
+        self._locator = locator or Locator(database)
+        self._policies = policies or PolicyStore()
+        self._audit = audit or AuditLog()
+        self._sessions: dict[tuple[str, str], _Session] = {}
+        self._closed = False
+        self._rebuild_evaluators()
+        self._database_loaded()
+
+    # -- what operators read -------------------------------------------------------------------
+
+    @property
+    def database(self) -> DatabaseInfo:
+        """The database build now deciding."""
+        return self._locator.database
+
+    @property
+    def audit(self) -> AuditLog:
+        """The operator-only event log."""
+        return self._audit
+
+    @property
+    def policies(self) -> PolicyStore:
+        return self._policies
+
+    def policy(self, room: str) -> PolicyInForce:
+        """The policy in force in ``room``."""
+        return self._policies.get(room)
+
+    def participants(self, room: str | None = None) -> list[ParticipantView]:
+        """Admitted participants (of ``room``, or all), in order of admission."""
+        return [s.view() for s in self._sessions.values() if room is None or s.room == room]
+
+    # -- what the host calls ---------------------------------------------------------------------
+
+    def decide(self, room: str, address: str, identity: str | None = None) -> Decision:
+        """The decision for ``address`` in ``room``, with no side effect (no registration, no audit).
+
+        The hot path of admission: one database lookup and one dictionary lookup. Raises
+        InvalidAddress for text that is not an IP address.
+        """
+        evaluator = self._evaluators.get(room, self._default)
+        try:
+            location = self._locator.locate(address)
+        except DatabaseError as exc:
+            logger.error("%s", exc)
+            return evaluator.lookup_failed(self._locator.unknown)
+        decision = evaluator.cache.get(location.key)
+        if decision is None or evaluator.exempting:
+            return evaluator.decide(location, address, identity)
+        return decision
+
+    def admit(self, room: str, participant: str, address: str, identity: str | None = None) -> Decision:
+        """Called once per participant session at signaling time, before the host allocates anything.
+
+        When ``decision.admitted`` the participant is registered until :meth:`leave`; otherwise the
+        host refuses it. Either way the decision is audited. ``identity`` is what the host vouches
+        for (e.g. a token's subject), used for exemptions. Raises InvalidAddress (audited too) and
+        ParticipantError when ``participant`` is already admitted in ``room``.
+        """
+        self._check_open()
+        if (room, participant) in self._sessions:
+            raise ParticipantError(f"participant {participant!r} is already admitted in room {room!r}")
+        try:
+            normalised = normalise_address(address)
+            decision = self.decide(room, normalised, identity)
+        except GeofenceError as exc:
+            self._record(EventKind.ADMISSION, "error", room, participant, address, detail=str(exc))
+            raise
+        if decision.admitted:
+            self._sessions[(room, participant)] = _Session(room, participant, normalised, identity, decision)
+        self._record(EventKind.ADMISSION, decision.outcome, room, participant, normalised, decision)
+        return decision
+
+    def media_address(self, room: str, participant: str, address: str, relayed: bool) -> Decision:
+        """Called when ICE selects (or changes) the participant's candidate pair.
+
+        ``address`` is the remote address of the selected pair; ``relayed`` says the participant's
+        media comes through a TURN relay (its address then is the relay's). A restricted media address
+        makes the core request an ejection; the decision is returned either way.
+        """
+        self._check_open()
+        session = self._sessions.get((room, participant))
+        if session is None:
+            raise ParticipantError(f"participant {participant!r} is not admitted in room {room!r}")
+        normalised = normalise_address(address)
+        session.media_address, session.media_relayed = normalised, relayed
+        session.media_decision = self._decide_media(session)
+        decision = session.media_decision
+        self._record(
+            EventKind.MEDIA,
+            decision.outcome,
+            room,
+            participant,
+            normalised,
+            decision,
+            detail=_relayed(relayed),
+        )
+        self._act(session, decision, Trigger.MEDIA_ADDRESS)
+        return decision
+
+    def leave(self, room: str, participant: str) -> None:
+        """Called when a participant session ends, for whatever reason; also the answer to an eject
+        request. Unknown (never admitted, or already left) participants are ignored."""
+        session = self._sessions.pop((room, participant), None)
+        if session is not None and session.ejecting:
+            self._record(
+                EventKind.EJECTION,
+                "completed",
+                room,
+                participant,
+                session.address,
+                session.decision,
+                reason=session.eject_reason,
+            )
+
+    # -- what operators change -------------------------------------------------------------------
+
+    def eject_by_operator(self, room: str, participant: str, reason: str) -> bool:
+        """An operator removes one participant by hand, whatever the policy (monitor mode too).
+
+        Audited like every ejection (``requested`` now, ``completed`` at :meth:`leave`), then asked of
+        the host through the same ``eject`` callable, with ``Trigger.OPERATOR``: one path out, so the
+        host closes an operator's ejection exactly as a policy's. Returns False when the host's
+        callable failed (audited as ``eject_failed``). Raises ParticipantError for a participant not
+        admitted in ``room``, or one whose ejection is already pending.
+        """
+        self._check_open()
+        session = self._sessions.get((room, participant))
+        if session is None:
+            raise ParticipantError(f"participant {participant!r} is not admitted in room {room!r}")
+        if session.ejecting:
+            raise ParticipantError(f"the ejection of participant {participant!r} is already pending")
+        return self._request_ejection(
+            session,
+            session.decision,
+            Trigger.OPERATOR,
+            f"{Trigger.OPERATOR}: {reason}",
+            str(Trigger.OPERATOR),
+        )
+
+    def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
+        """Give ``room`` its own policy (None: back to the default), persisted before returning;
+        current participants of the room are re-evaluated. Returns the new policy version."""
+        self._check_open()
+        version = self._policies.set(room, policy)
+        self._rebuild_evaluators()
+        self._record(
+            EventKind.POLICY, "changed", room, rule=self.policy(room).policy.describe(), version=version
+        )
+        self._reevaluate([s for s in self._sessions.values() if s.room == room], Trigger.POLICY_CHANGED)
+        return version
+
+    def set_default_policy(self, policy: RoomPolicy) -> int:
+        """Replace the server default; participants of rooms without a policy of their own are
+        re-evaluated. Returns the new policy version."""
+        self._check_open()
+        version = self._policies.set_default(policy)
+        self._rebuild_evaluators()
+        self._record(EventKind.POLICY, "default_changed", rule=policy.describe(), version=version)
+        self._reevaluate(
+            [s for s in self._sessions.values() if s.room not in self._evaluators], Trigger.POLICY_CHANGED
+        )
+        return version
+
+    def reload_database(self, path: str | Path | None = None) -> DatabaseInfo:
+        """Swap to the database at ``path`` (None: re-read the current file) and re-evaluate everyone.
+
+        A missing or corrupt file raises DatabaseError, is audited, and the current database stays.
+        """
+        self._check_open()
+        try:
+            self._locator.reload(path)
+        except DatabaseError as exc:
+            logger.error("database reload failed, keeping %s: %s", self.database.label, exc)
+            self._record(EventKind.DATABASE, "reload_failed", detail=f"{exc}; kept {self.database.label}")
+            raise
+        self._rebuild_evaluators()
+        self._database_loaded()
+        self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)
+        return self.database
+
+    def close(self) -> None:
+        """Close the database, policy store and audit log. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._locator.close()
+            self._policies.close()
+            self._audit.close()
+
+    # -- inside ----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GeofenceError("the geofence is closed")
+
+    def _rebuild_evaluators(self) -> None:
+        default = self._policies.default
+        self._default = Evaluator(default.policy, default.version)
+        self._evaluators = {
+            room: Evaluator(p.policy, p.version) for room, p in self._policies.rooms().items()
+        }
+
+    def _database_loaded(self) -> None:
+        info = self.database
+        warning = info.staleness_warning()
+        if warning:
+            logger.warning("%s", warning)
+        self._record(EventKind.DATABASE, "loaded", database=info.label, detail=warning or info.path)
+
+    def _decide_media(self, session: _Session) -> Decision:
+        assert session.media_address is not None
+        if not session.media_relayed:
+            return self.decide(session.room, session.media_address, session.identity)
+        evaluator = self._evaluators.get(session.room, self._default)
+        return evaluator.decide_relayed(
+            self._locate(session.media_address),
+            session.media_address,
+            self._locate(session.address),
+            session.address,
+            session.identity,
+        )
+
+    def _locate(self, address: str) -> Location:
+        try:
+            return self._locator.locate(address)
+        except DatabaseError as exc:
+            logger.error("%s", exc)
+            return self._locator.unknown
+
+    def _reevaluate(self, sessions: list[_Session], trigger: Trigger) -> None:
+        for session in sessions:
+            if (session.room, session.participant) not in self._sessions:
+                continue  # left meanwhile (an eject callable may call leave() at once)
+            session.decision = self.decide(session.room, session.address, session.identity)
+            decision = session.decision
+            if session.media_address is not None:
+                session.media_decision = self._decide_media(session)
+                if decision.verdict is Verdict.ADMIT:
+                    decision = session.media_decision
+            self._act(session, decision, trigger)
+
+    def _act(self, session: _Session, decision: Decision, trigger: Trigger) -> None:
+        if decision.verdict is Verdict.ADMIT or session.ejecting:
+            return
+        room, participant = session.room, session.participant
+        if not decision.enforced:
+            self._record(
+                EventKind.EJECTION, "would_eject", room, participant, session.address, decision, trigger
+            )
+            return
+        self._request_ejection(session, decision, trigger, str(trigger))
+
+    def _request_ejection(
+        self, session: _Session, decision: Decision, trigger: Trigger, detail: str, reason: str | None = None
+    ) -> bool:
+        room, participant = session.room, session.participant
+        session.ejecting, session.eject_reason = True, reason
+        self._record(
+            EventKind.EJECTION,
+            "requested",
+            room,
+            participant,
+            session.address,
+            decision,
+            detail,
+            reason=reason,
+        )
+        try:
+            self._eject(EjectRequest(room, participant, trigger, decision))
+        except Exception as exc:
+            # The host failed to take the request: keep the participant, say so, retry on next change.
+            logger.exception("eject callable failed for %s in %s", participant, room)
+            session.ejecting, session.eject_reason = False, None
+            self._record(
+                EventKind.EJECTION,
+                "eject_failed",
+                room,
+                participant,
+                session.address,
+                decision,
+                repr(exc),
+                reason=reason,
+            )
+            return False
+        return True
+
+    def _record(
+        self,
+        kind: EventKind,
+        outcome: str,
+        room: str | None = None,
+        participant: str | None = None,
+        address: str | None = None,
+        decision: Decision | None = None,
+        detail: str | None = None,
+        *,
+        rule: str | None = None,
+        version: int | None = None,
+        database: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._audit.record(
+            AuditEvent(
+                kind=kind,
+                outcome=outcome,
+                room=room,
+                participant=participant,
+                address=address,
+                country=decision.country if decision else None,
+                source=decision.source if decision else None,
+                database=decision.database if decision else database,
+                rule=decision.rule if decision else rule,
+                reason=reason or (str(decision.reason) if decision else None),
+                policy_version=decision.policy_version if decision else version,
+                detail=detail,
+            )
+        )
+
+
+def _relayed(relayed: bool) -> str:
+    return "relayed (TURN)" if relayed else "direct"

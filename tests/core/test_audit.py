@@ -1,0 +1,73 @@
+"""The audit log: every event written durably and readable back with filters."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sfu_geofence import AuditEvent, AuditLog, ClosedError, EventKind
+
+
+def test_events_are_committed_and_read_back_from_a_new_connection(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    log = AuditLog(path)
+    stored = log.record(
+        AuditEvent(
+            EventKind.ADMISSION,
+            "refused",
+            room="r",
+            participant="p1",
+            address="127.86.0.1",
+            country="CN",
+            source="country_code",
+            database="DB-IP Country Lite 2026-06-01",
+            rule="deny CN",
+            reason="country_denied",
+            policy_version=3,
+        )
+    )
+    assert stored.id == 1
+    assert stored.time is not None
+    # Another process (an operator's tool) sees it while the log is still open.
+    with sqlite3.connect(path) as other:
+        assert other.execute("SELECT participant, country, outcome FROM audit").fetchall() == [
+            ("p1", "CN", "refused")
+        ]
+    log.close()
+    reopened = AuditLog(path)
+    assert reopened.events() == [stored]
+    reopened.close()
+
+
+def test_events_are_filtered_by_room_participant_kind_outcome_time_and_limit() -> None:
+    log = AuditLog()
+    t0 = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    for n, (room, outcome) in enumerate(
+        [("a", "admitted"), ("b", "refused"), ("a", "refused"), ("a", "admitted")]
+    ):
+        log.record(
+            AuditEvent(
+                EventKind.ADMISSION, outcome, room=room, participant=f"p{n}", time=t0.replace(minute=n)
+            )
+        )
+    log.record(
+        AuditEvent(EventKind.EJECTION, "requested", room="a", participant="p0", detail="policy_changed")
+    )
+
+    def ids(events: list[AuditEvent]) -> list[int | None]:
+        return [e.id for e in events]
+
+    assert ids(log.events(room="a")) == [1, 3, 4, 5]
+    assert ids(log.events(room="a", kind=EventKind.ADMISSION, outcome="refused")) == [3]
+    assert ids(log.events(participant="p0")) == [1, 5]
+    assert ids(log.events(since=t0.replace(minute=2))) == [3, 4, 5]
+    assert ids(log.events(limit=2)) == [4, 5]
+    assert ids(log.events(after_id=4)) == [5]
+    assert ids(log.events(after_id=1, limit=2)) == [2, 3], "paging forward never skips events"
+    assert ids(log.events(room="a", after_id=1, limit=2)) == [3, 4]
+    log.close()
+    with pytest.raises(ClosedError):
+        log.events()

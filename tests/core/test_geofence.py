@@ -1,0 +1,339 @@
+"""The facade a host calls: admission, media addresses, leaving, live changes, reloads, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sfu_geofence import (
+    AuditLog,
+    DatabaseError,
+    EjectRequest,
+    Enforcement,
+    EventKind,
+    Geofence,
+    InvalidAddress,
+    ParticipantError,
+    PolicyStore,
+    Reason,
+    RelayedRule,
+    RoomPolicy,
+    Trigger,
+    UnknownRule,
+    Verdict,
+)
+from sfu_geofence.testing.testdb import build_database
+
+CN, HK, DE, US, UNKNOWN = "127.86.0.1", "127.85.0.1", "127.49.0.1", "127.1.0.1", "127.99.0.1"
+
+
+class Host:
+    """Records eject requests; answers each with leave() when told to."""
+
+    def __init__(self) -> None:
+        self.requests: list[EjectRequest] = []
+        self.fence: Geofence
+
+    def eject(self, request: EjectRequest) -> None:
+        self.requests.append(request)
+
+    def ejected(self) -> list[tuple[str, str]]:
+        return [(r.participant, r.trigger) for r in self.requests]
+
+
+@pytest.fixture
+def host(loopback_db: Path) -> Iterator[Host]:
+    host = Host()
+    host.fence = Geofence(host.eject, database=loopback_db)
+    yield host
+    host.fence.close()
+
+
+def outcomes(fence: Geofence, kind: EventKind) -> list[tuple[str | None, str]]:
+    return [(e.participant, e.outcome) for e in fence.audit.events(kind=kind)]
+
+
+def test_admission_registers_the_admitted_and_audits_everyone(host: Host) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    refused = fence.admit("r", "p1", CN)
+    assert (refused.verdict, refused.reason, refused.country, refused.admitted) == (
+        Verdict.REFUSE,
+        Reason.COUNTRY_DENIED,
+        "CN",
+        False,
+    )
+    assert fence.admit("r", "p2", "::ffff:" + HK).admitted
+    assert [(p.participant, p.address, p.decision.country) for p in fence.participants()] == [
+        ("p2", HK, "HK")
+    ]
+    events = fence.audit.events(kind=EventKind.ADMISSION)
+    assert [(e.participant, e.address, e.country, e.outcome, e.rule, e.policy_version) for e in events] == [
+        ("p1", CN, "CN", "refused", fence.policy("r").policy.describe(), 1),
+        ("p2", HK, "HK", "admitted", fence.policy("r").policy.describe(), 1),
+    ]
+    assert events[0].database == fence.database.label
+
+
+def test_a_bad_address_is_refused_with_a_specific_error_and_audited(host: Host) -> None:
+    with pytest.raises(InvalidAddress):
+        host.fence.admit("r", "p1", "not-an-address")
+    assert outcomes(host.fence, EventKind.ADMISSION) == [("p1", "error")]
+    assert host.fence.participants() == []
+
+
+def test_a_participant_id_is_admitted_once_until_it_leaves(host: Host) -> None:
+    host.fence.admit("r", "p1", DE)
+    with pytest.raises(ParticipantError):
+        host.fence.admit("r", "p1", DE)
+    host.fence.leave("r", "p1")
+    host.fence.leave("r", "p1")  # leaving twice, or never admitted: ignored
+    host.fence.leave("r", "ghost")
+    assert host.fence.admit("r", "p1", DE).admitted
+
+
+def test_unknown_countries_follow_the_rooms_rule(host: Host) -> None:
+    fence = host.fence
+    assert fence.decide("r", UNKNOWN).reason is Reason.UNKNOWN_ADMITTED
+    fence.set_policy("r", RoomPolicy.deny("CN", unknown=UnknownRule.REFUSE))
+    decision = fence.decide("r", UNKNOWN)
+    assert (decision.verdict, decision.reason, decision.country) == (
+        Verdict.REFUSE,
+        Reason.UNKNOWN_REFUSED,
+        None,
+    )
+
+
+def test_decisions_are_shared_values_per_policy_version_and_location(host: Host) -> None:
+    fence = host.fence
+    first = fence.decide("r", "127.86.0.1")
+    assert fence.decide("r", "127.86.9.9") is first
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    assert fence.decide("r", "127.86.0.1") is not first
+
+
+def test_a_live_policy_change_requests_ejection_of_the_restricted_only_once(host: Host) -> None:
+    fence = host.fence
+    for participant, address in (("cn", CN), ("hk", HK), ("de", DE)):
+        fence.admit("r", participant, address)
+    fence.admit("other", "cn2", CN)
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.set_policy("r", RoomPolicy.deny("CN", "IR"))  # still pending: not requested twice
+    assert host.ejected() == [("cn", Trigger.POLICY_CHANGED)]
+    assert [p.participant for p in fence.participants() if p.ejecting] == ["cn"]
+    fence.leave("r", "cn")
+    assert outcomes(fence, EventKind.EJECTION) == [("cn", "requested"), ("cn", "completed")]
+    assert {p.participant for p in fence.participants()} == {"hk", "de", "cn2"}
+
+
+def test_an_operator_ejects_one_participant_by_hand_audited_through_the_same_eject_path(
+    host: Host,
+) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy(enforcement=Enforcement.MONITOR))  # by hand: monitor mode too
+    fence.admit("r", "de", DE)
+    fence.admit("r", "us", US)
+    assert fence.eject_by_operator("r", "de", "spamming the chat")
+    assert host.ejected() == [("de", Trigger.OPERATOR)]
+    assert host.requests[0].decision.country == "DE"
+    with pytest.raises(ParticipantError, match="already pending"):
+        fence.eject_by_operator("r", "de", "again")
+    with pytest.raises(ParticipantError, match="not admitted"):
+        fence.eject_by_operator("r", "nobody", "typo")
+    with pytest.raises(ParticipantError, match="not admitted"):
+        fence.eject_by_operator("other-room", "us", "wrong room")
+    fence.leave("r", "de")
+    events = fence.audit.events(kind=EventKind.EJECTION)
+    assert [(e.participant, e.outcome, e.reason, e.detail, e.country, e.address) for e in events] == [
+        ("de", "requested", "operator", "operator: spamming the chat", "DE", DE),
+        ("de", "completed", "operator", None, "DE", DE),
+    ]
+    assert [p.participant for p in fence.participants()] == ["us"]
+
+
+def test_an_operator_ejection_the_host_fails_to_take_is_audited_and_reported(loopback_db: Path) -> None:
+    def eject(request: EjectRequest) -> None:
+        raise RuntimeError("host busy")
+
+    fence = Geofence(eject, database=loopback_db)
+    fence.admit("r", "p", DE)
+    assert not fence.eject_by_operator("r", "p", "test")
+    assert [(e.outcome, e.reason) for e in fence.audit.events(kind=EventKind.EJECTION)] == [
+        ("requested", "operator"),
+        ("eject_failed", "operator"),
+    ]
+    assert not fence.participants()[0].ejecting
+    fence.close()
+
+
+def test_the_server_default_applies_where_a_room_has_no_policy_of_its_own(host: Host) -> None:
+    fence = host.fence
+    fence.admit("plain", "a", CN)
+    fence.admit("own", "b", CN)
+    fence.set_policy("own", RoomPolicy())
+    fence.set_default_policy(RoomPolicy.deny("CN"))
+    assert host.ejected() == [("a", Trigger.POLICY_CHANGED)]
+    assert not fence.admit("new-room", "c", CN).admitted
+
+
+def test_monitor_mode_acts_on_nobody_and_audits_who_would_be_refused_or_ejected(host: Host) -> None:
+    fence = host.fence
+    fence.admit("r", "cn", CN)
+    fence.set_policy("r", RoomPolicy.deny("CN", enforcement=Enforcement.MONITOR))
+    late = fence.admit("r", "late", CN)
+    assert (late.verdict, late.enforced, late.admitted, late.outcome) == (
+        Verdict.REFUSE,
+        False,
+        True,
+        "would_refuse",
+    )
+    assert host.requests == []
+    assert outcomes(fence, EventKind.EJECTION) == [("cn", "would_eject")]
+    assert {p.participant for p in fence.participants()} == {"cn", "late"}
+
+
+def test_exemptions_by_identity_and_network_admit_the_restricted(host: Host) -> None:
+    fence = host.fence
+    fence.set_policy(
+        "r",
+        RoomPolicy.deny(
+            "CN", exempt_participants=frozenset({"alice"}), exempt_networks=frozenset({"127.86.7.0/24"})
+        ),
+    )
+    assert fence.admit("r", "a", CN, identity="alice").reason is Reason.EXEMPT_PARTICIPANT
+    assert fence.admit("r", "b", "127.86.7.7").reason is Reason.EXEMPT_NETWORK
+    assert fence.admit("r", "c", CN, identity="bob").reason is Reason.COUNTRY_DENIED
+    assert fence.admit("r", "d", DE, identity="alice").reason is Reason.COUNTRY_NOT_RESTRICTED
+
+
+def test_a_restricted_media_address_requests_ejection(host: Host) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p", DE)
+    assert fence.media_address("r", "p", DE, relayed=False).admitted
+    assert host.requests == []
+    decision = fence.media_address("r", "p", "fd00:86::5", relayed=False)
+    assert (decision.verdict, decision.country) == (Verdict.REFUSE, "CN")
+    assert host.ejected() == [("p", Trigger.MEDIA_ADDRESS)]
+    assert [(e.outcome, e.country, e.detail) for e in fence.audit.events(kind=EventKind.MEDIA)] == [
+        ("admitted", "DE", "direct"),
+        ("refused", "CN", "direct"),
+    ]
+    with pytest.raises(ParticipantError):
+        fence.media_address("r", "never-admitted", DE, relayed=False)
+
+
+@pytest.mark.parametrize(
+    ("rule", "signaling", "ejected", "reason"),
+    [
+        (RelayedRule.SIGNALING_COUNTRY, DE, False, Reason.COUNTRY_NOT_RESTRICTED),
+        (RelayedRule.ADMIT, DE, False, Reason.RELAYED_ADMITTED),
+        (RelayedRule.REFUSE, DE, True, Reason.RELAYED_REFUSED),
+    ],
+)
+def test_relayed_media_follows_the_relayed_rule(
+    host: Host, rule: RelayedRule, signaling: str, ejected: bool, reason: Reason
+) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN", relayed=rule))
+    fence.admit("r", "p", signaling)
+    decision = fence.media_address("r", "p", CN, relayed=True)  # the relay sits in CN
+    assert decision.reason is reason
+    assert bool(host.requests) is ejected
+
+
+def test_a_policy_change_rechecks_the_media_address_too(host: Host) -> None:
+    fence = host.fence
+    fence.admit("r", "p", DE)
+    fence.media_address("r", "p", US, relayed=False)
+    fence.set_policy("r", RoomPolicy.deny("US"))
+    assert host.ejected() == [("p", Trigger.POLICY_CHANGED)]
+
+
+def test_a_database_reload_ejects_who_moved_and_a_corrupt_file_keeps_the_old(
+    host: Host, tmp_path: Path
+) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "de", DE)
+    fence.admit("r", "us", US)
+    broken = tmp_path / "broken.mmdb"
+    broken.write_bytes(b"\xab\xcd\xefMaxMind.com" + b"\x00" * 64)
+    before = fence.database
+    with pytest.raises(DatabaseError):
+        fence.reload_database(broken)
+    assert fence.database == before
+    assert host.requests == []
+    moved = build_database(tmp_path / "moved.mmdb", ["127.49.0.0/16=CN", "127.1.0.0/16=US"])
+    assert fence.reload_database(moved).path == str(moved)
+    assert host.ejected() == [("de", Trigger.DATABASE_RELOADED)]
+    assert [e.outcome for e in fence.audit.events(kind=EventKind.DATABASE)] == [
+        "loaded",
+        "reload_failed",
+        "loaded",
+    ]
+
+
+def test_a_stale_database_is_reported_in_the_log_and_the_audit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = build_database(tmp_path / "old.mmdb", ["127.1.0.0/16=US"], built=datetime(2020, 1, 1, tzinfo=UTC))
+    fence = Geofence(lambda r: None, database=old)
+    assert "days old" in caplog.text
+    [event] = fence.audit.events(kind=EventKind.DATABASE)
+    assert event.detail is not None
+    assert "days old" in event.detail
+    fence.close()
+
+
+def test_corrupt_data_for_an_address_is_decided_as_unknown(maxmind: Path) -> None:
+    fence = Geofence(
+        lambda r: None, database=maxmind / "bad-data" / "MaxMind-DB-test-broken-pointers-24.mmdb"
+    )
+    fence.set_policy("r", RoomPolicy(unknown=UnknownRule.REFUSE))
+    decision = fence.decide("r", "1.1.1.16")
+    assert (decision.verdict, decision.reason) == (Verdict.REFUSE, Reason.LOOKUP_FAILED)
+    fence.close()
+
+
+def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:
+    calls: list[str] = []
+
+    def eject(request: EjectRequest) -> None:
+        calls.append(request.participant)
+        if len(calls) == 1:
+            raise RuntimeError("host busy")
+
+    fence = Geofence(eject, database=loopback_db)
+    fence.admit("r", "p", CN)
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.set_policy("r", RoomPolicy.deny("CN", "IR"))
+    assert calls == ["p", "p"]
+    assert [e.outcome for e in fence.audit.events(kind=EventKind.EJECTION)] == [
+        "requested",
+        "eject_failed",
+        "requested",
+    ]
+    fence.close()
+
+
+def test_policies_and_audit_survive_a_restart_of_the_geofence(loopback_db: Path, tmp_path: Path) -> None:
+    policies, audit = tmp_path / "policies.sqlite", tmp_path / "audit.sqlite"
+    fence = Geofence(
+        lambda r: None, database=loopback_db, policies=PolicyStore(policies), audit=AuditLog(audit)
+    )
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p1", CN)
+    fence.close()
+    fence.close()
+    again = Geofence(
+        lambda r: None, database=loopback_db, policies=PolicyStore(policies), audit=AuditLog(audit)
+    )
+    assert not again.decide("r", CN).admitted
+    assert [(e.participant, e.outcome) for e in again.audit.events(kind=EventKind.ADMISSION)] == [
+        ("p1", "refused")
+    ]
+    again.close()
