@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -17,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiortc.rtp import RtpPacket
 
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import Enforcement, RelayedRule, RoomPolicy
@@ -29,9 +29,8 @@ from sfu_geofence.sfu import CloseReason, Refused
 from sfu_geofence.synthetic.client import (
     AUDIO_INTERVAL,
     VIDEO_INTERVAL,
-    FrameCounter,
     SyntheticPeer,
-    tiny_tracks,
+    synthetic_tracks,
 )
 from sfu_geofence.synthetic.meter import TrackMeter
 from sfu_geofence.testing.channel import RecordingChannel
@@ -102,36 +101,15 @@ class Api:
         return dict(body)
 
 
-class MeteredCounter(FrameCounter):
-    """The client's frame counter, also feeding the full meter (frame arrival times, gap statistics)."""
-
-    def __init__(self, meter: TrackMeter, clock: ScheduledClock) -> None:
-        super().__init__(clock)
-        self.meter = meter
-
-    def __call__(self, packet: RtpPacket) -> None:
-        super().__call__(packet)
-        self.meter.observe(packet)
-
-
-def meter(
-    peers: Sequence[SyntheticPeer], publishers: Sequence[SyntheticPeer], clock: ScheduledClock
-) -> dict[tuple[str, str, str], TrackMeter]:
-    """Meter what each peer receives from ``publishers``, from now on: (receiver, publisher, kind).
-
-    Times are ``clock``'s: a frame that arrived while this process waited for a CPU (the machine is
-    shared) is not counted late; a frame the SFU did not deliver still is.
-    """
-    names = {p.participant_id: p.name for p in publishers}
-    meters = {}
-    for peer in peers:
-        for received in peer.received.values():
-            if received.participant not in names:
-                continue
-            track = TrackMeter(received.kind, received.participant, clock=clock)
-            received.counter = MeteredCounter(track, clock)
-            meters[(peer.name, names.get(received.participant, "?"), received.kind)] = track
-    return meters
+def meters_between(peers: Sequence[SyntheticPeer]) -> dict[tuple[str, str, str], TrackMeter]:
+    """What each peer receives from each other one: (receiver, publisher, kind) -> its meter."""
+    names = {p.participant_id: p.name for p in peers}
+    return {
+        (peer.name, names[received.participant], received.kind): received.meter
+        for peer in peers
+        for received in peer.received.values()
+        if received.participant in names
+    }
 
 
 def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str | None:
@@ -139,20 +117,33 @@ def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str |
         for other in peers:
             if other is not peer:
                 for kind in ("audio", "video"):
-                    counters = peer.counters(str(other.participant_id), kind)
-                    if not counters or counters[0].frames < frames:
+                    meters = peer.meters(str(other.participant_id), kind)
+                    if not meters or meters[0].frames < frames:
                         return f"{peer.name} has no {kind} from {other.name} yet"
     return None
 
 
 @asynccontextmanager
 async def peers_in(
-    served: Served, room: str, countries: Sequence[str], *, media: bool = True
+    served: Served,
+    room: str,
+    countries: Sequence[str],
+    *,
+    media: bool = True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[dict[str, SyntheticPeer]]:
-    """One peer per country (named after it), joined, and with media receiving every other's."""
+    """One peer per country (named after it), joined, and with media receiving every other's.
+
+    Received frames are timed with ``clock``.
+    """
     peers = {
         cc: SyntheticPeer(
-            served.url, room, address(cc, 1), name=cc.lower(), tracks=tiny_tracks() if media else []
+            served.url,
+            room,
+            address(cc, 1),
+            name=cc.lower(),
+            tracks=synthetic_tracks() if media else [],
+            clock=clock,
         )
         for cc in countries
     }
@@ -195,10 +186,12 @@ POLICIES = {
 async def test_a_policy_applied_live_ejects_cn_alone_while_everyone_elses_media_keeps_flowing(
     served: Served, api: Api, policy: str, clock: ScheduledClock
 ) -> None:
-    async with peers_in(served, "meeting", ["US", "DE", "HK", "CN"]) as peers:
+    # Gaps in scheduled time: a frame that arrived while this process waited for a CPU (the machine is
+    # shared) is not counted late; a frame the SFU did not deliver still is.
+    async with peers_in(served, "meeting", ["US", "DE", "HK", "CN"], clock=clock) as peers:
         cn, stayers = peers["CN"], [peers["US"], peers["DE"], peers["HK"]]
         cn_in_sfu = served.sfu.participants[str(cn.participant_id)]
-        meters = meter(stayers, stayers, clock)
+        meters = meters_between(stayers)
         start = clock()
 
         def seconds_since(t: float, seconds: float) -> Callable[[], str | None]:
@@ -374,7 +367,7 @@ async def test_media_from_a_restricted_country_ejects_a_participant_whose_signal
             "split",
             address("US", 7),
             name="sneaky",
-            tracks=tiny_tracks()[:1],
+            tracks=synthetic_tracks()[:1],
             media_address=address("CN", 7),
         )
         try:

@@ -19,7 +19,7 @@ import pytest
 from sfu_geofence.core.countries import country_name
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.server import ServerConfig
-from sfu_geofence.synthetic.client import SyntheticPeer, tiny_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
 from sfu_geofence.testing.testdb import build_database
 from sfu_geofence.testing.wait import eventually
@@ -58,14 +58,14 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
 def join(served: Served, someone: Someone) -> SyntheticPeer:
     someone.peer = SyntheticPeer(
-        served.url, "private", someone.address, name=someone.name, tracks=tiny_tracks()[:1]
+        served.url, "private", someone.address, name=someone.name, tracks=synthetic_tracks()[:1]
     )
     return someone.peer
 
 
 def hears_everyone(peers: list[SyntheticPeer]) -> str | None:
     for peer in peers:
-        heard = {r.participant for r in peer.received.values() if r.counter.frames > 5}
+        heard = {r.participant for r in peer.received.values() if r.meter.frames > 5}
         missing = {p.participant_id for p in peers if p is not peer} - heard
         if missing:
             return f"{peer.name} does not receive audio from {missing} yet"
