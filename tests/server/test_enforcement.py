@@ -502,3 +502,30 @@ def test_monitor_enforcement_is_the_policy_value_the_api_sends() -> None:
     assert RoomPolicy.from_dict(
         {"mode": "deny", "countries": ["CN"], "enforcement": "monitor"}
     ).enforcement is (Enforcement.MONITOR)
+
+
+async def test_a_selected_pair_that_changes_to_a_restricted_country_ejects_then(served: Served) -> None:
+    host = served.app[GEOFENCE_HOST]
+    served.geofence.set_policy("moving-media", RoomPolicy.deny("CN"))
+    channel = RecordingChannel()
+    participant = served.sfu.join("moving-media", "de", address("DE", 31), channel, publish=())
+    host.selected_pair_changed(
+        participant, SelectedPair(("127.0.0.1", 5000), (address("DE", 31), 4000), "host")
+    )
+    await asyncio.sleep(0.1)
+    assert channel.ended == []
+    host.selected_pair_changed(
+        participant, SelectedPair(("127.0.0.1", 5000), (address("CN", 31), 4001), "prflx")
+    )
+    await eventually(lambda: None if channel.ended else "not ejected", within=WITHIN)
+    assert channel.ended == [
+        (
+            CloseReason.EJECTED,
+            "You were removed: your media comes from China (CN), where this meeting is not accessible.",
+        )
+    ]
+    events = served.geofence.audit.events(participant=participant.id, kind=EventKind.MEDIA)
+    assert [(e.address, e.outcome) for e in events] == [
+        (address("DE", 31), "admitted"),
+        (address("CN", 31), "refused"),
+    ]
