@@ -28,8 +28,12 @@ HELP = "run the demo video meeting and operator console on 127.0.0.1 (embedded d
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="loopback address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free)"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -37,7 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="keep room policies and the audit log in DIR (default: in memory, gone at exit)",
     )
     parser.add_argument(
-        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="(default warning)"
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="(default warning)",
     )
 
 

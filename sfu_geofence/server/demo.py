@@ -142,9 +142,7 @@ async def sample_origins(request: web.Request) -> web.Response:
     database = request.app[GEOFENCE].database
     return web.json_response(
         {
-            "origins": [
-                {"country": o.country, "name": o.name, "address": o.address} for o in config.origins
-            ],
+            "origins": [{"country": o.country, "name": o.name, "address": o.address} for o in config.origins],
             "database": database.label,
             "attribution": database.attribution,
         }

@@ -181,6 +181,7 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     # The rooms table and the live audit log show the change without a reload.
     await console.wait_for_selector(f"#rooms tr[data-room='{ROOM}']", timeout=10_000)
     rule = await console.text_content(f"#rooms tr[data-room='{ROOM}'] td:nth-child(3)")
-    assert rule is not None and rule.startswith("deny CN, RU")
+    assert rule is not None
+    assert rule.startswith("deny CN, RU")
     await console.wait_for_selector("#audit tr[data-kind=policy]", timeout=10_000)
     await screenshot(console, DOCS / "demo-console.png")
