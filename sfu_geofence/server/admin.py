@@ -28,8 +28,8 @@ from ..core.audit import AuditEvent, EventKind
 from ..core.countries import country_code
 from ..core.decision import Decision
 from ..core.errors import (
-    ClosedError,
     DatabaseError,
+    GeofenceError,
     InvalidCountryCode,
     InvalidPolicy,
     ParticipantError,
@@ -153,7 +153,13 @@ _GENERIC = {
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal as JSON, aiohttp's own (unknown path, wrong method) and unexpected ones too."""
+    """Every refusal as JSON (aiohttp's own and unexpected ones too); nothing cached on the way."""
+    response = await _json_errors(request, handler)
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"  # addresses and countries: operators only
+    return response
+
+
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ApiError as exc:
@@ -167,11 +173,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             status=exc.status,
             headers=allow,
         )
-    except StorageError as exc:
+    except StorageError as exc:  # not committed, so not acknowledged
         logger.error("operator call %s %s not stored: %s", request.method, request.path, exc)
         return web.json_response({"error": "storage_unavailable", "message": str(exc)}, status=503)
-    except ClosedError as exc:
-        return web.json_response({"error": "shutting_down", "message": str(exc)}, status=503)
+    except GeofenceError as exc:  # closed: the server is shutting down
+        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
     except Exception:
         logger.exception("operator call %s %s failed", request.method, request.path)
         return web.json_response(
@@ -448,9 +454,13 @@ def _int_parameter(query: Mapping[str, str], name: str, low: int, high: int | No
 
 def _event(event: AuditEvent) -> dict[str, Any]:
     fields = asdict(event)
-    fields["kind"] = str(event.kind)
-    fields["time"] = event.time.isoformat() if event.time else None
-    return fields
+    time = fields.pop("time")
+    return {
+        "id": fields.pop("id"),
+        "time": time.isoformat() if time else None,
+        **fields,
+        "kind": str(event.kind),
+    }
 
 
 # -- database --------------------------------------------------------------------------------------

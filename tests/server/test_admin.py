@@ -125,6 +125,17 @@ async def test_unknown_endpoints_and_wrong_methods_are_json_errors_after_authent
     assert "GET" in response.headers["Allow"]
 
 
+async def test_answers_are_never_cached_and_a_closed_geofence_is_unavailable(operator: Operator) -> None:
+    response = await operator.client.get("/api/rooms", headers=AUTH)
+    assert response.headers["Cache-Control"] == "no-store"
+    refused = await operator.client.get("/api/rooms")
+    assert refused.headers["Cache-Control"] == "no-store"
+    operator.host.geofence.close()
+    answer = await operator.call("PUT", "/rooms/r/policy", 503, json={"countries": ["CN"]})
+    assert answer["error"] == "unavailable"
+    assert answer["message"].endswith("is closed")
+
+
 def test_the_admin_token_comes_from_the_flag_else_the_environment_and_must_be_long() -> None:
     assert AdminConfig.from_env(None, {}).enabled is False
     assert AdminConfig.from_env(None, {TOKEN_ENV: TOKEN}).token == TOKEN
@@ -166,6 +177,18 @@ async def test_participants_show_operators_address_country_field_database_and_de
     operator.names.names["r"] = {cn: "Alice"}
     body = await operator.call("GET", "/rooms/r/participants", 200)
     label = host.geofence.database.label
+
+    def admitted(country: str) -> dict[str, Any]:
+        return {
+            "country": country,
+            "source": "country_code",
+            "database": label,
+            "outcome": "admitted",
+            "reason": "country_not_restricted",
+            "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
+            "policy_version": 0,
+        }
+
     assert body == {
         "room": "r",
         "participants": [
@@ -174,24 +197,8 @@ async def test_participants_show_operators_address_country_field_database_and_de
                 "name": "Alice",
                 "identity": "alice@example.org",
                 "address": CN,
-                "country": "CN",
-                "source": "country_code",
-                "database": label,
-                "outcome": "admitted",
-                "reason": "country_not_restricted",
-                "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
-                "policy_version": 0,
-                "media": {
-                    "address": TW,
-                    "relayed": False,
-                    "country": "TW",
-                    "source": "country_code",
-                    "database": label,
-                    "outcome": "admitted",
-                    "reason": "country_not_restricted",
-                    "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
-                    "policy_version": 0,
-                },
+                **admitted("CN"),
+                "media": {"address": TW, "relayed": False, **admitted("TW")},
                 "ejecting": False,
             },
             {
@@ -199,13 +206,7 @@ async def test_participants_show_operators_address_country_field_database_and_de
                 "name": None,
                 "identity": None,
                 "address": DE,
-                "country": "DE",
-                "source": "country_code",
-                "database": label,
-                "outcome": "admitted",
-                "reason": "country_not_restricted",
-                "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
-                "policy_version": 0,
+                **admitted("DE"),
                 "media": None,
                 "ejecting": False,
             },
