@@ -66,6 +66,7 @@ class Session {
     this.leaving = false;
     this.serverReason = null;
     this.peers = new Map(); // participant id -> { name, tile, tracks: Map(kind -> track) }
+    this.gone = new Set(); // ids that left: an offer made before they left must not bring them back
     this.queue = Promise.resolve(); // offers are answered one at a time, in order
     this.local = null;
     this.pc = null;
@@ -167,7 +168,8 @@ class Session {
     for (const info of tracks) {
       const transceiver = byMid.get(info.mid);
       if (!transceiver) continue;
-      if (!this.peers.has(info.participant)) this.addPeer(info.participant, info.name);
+      this.addPeer(info.participant, info.name);
+      if (!this.peers.has(info.participant)) continue;
       if (!wanted.has(info.participant)) wanted.set(info.participant, new Map());
       wanted.get(info.participant).set(info.kind, transceiver.receiver.track);
     }
@@ -175,7 +177,7 @@ class Session {
   }
 
   addPeer(id, name) {
-    if (this.peers.has(id) || id === demo.participant) return;
+    if (this.peers.has(id) || this.gone.has(id) || id === demo.participant) return;
     const tile = $("remote-tile").content.firstElementChild.cloneNode(true);
     tile.dataset.participant = id;
     tile.dataset.name = name || "";
@@ -200,6 +202,7 @@ class Session {
   }
 
   removePeer(id) {
+    this.gone.add(id);
     const peer = this.peers.get(id);
     if (!peer) return;
     this.peers.delete(id);
