@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -18,6 +21,7 @@ from sfu_geofence.core.geolocation import Locator
 from sfu_geofence.server import SFU, ServerConfig, create_app
 from sfu_geofence.server.admin import TOKEN_ENV
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app
+from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.wait import eventually
 
 TOKEN = "demo-test-token-0123456789"
@@ -141,3 +145,26 @@ def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> N
 def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--host", "192.0.2.2"]) == 2
     assert "listens on loopback only" in capsys.readouterr().err
+
+
+async def test_the_readme_command_starts_prints_where_to_go_and_stops_on_sigterm() -> None:
+    process = await spawn_module("sfu_geofence", "demo", "--port", "0", "--log-level", "error")
+    try:
+        assert process.stdout is not None
+        printed = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(6)]
+        assert printed[0].startswith("sfu-geofence demo: video meeting and operator console (DB-IP")
+        [page] = re.findall(r"open (http://127\.0\.0\.1:\d+/) ", printed[1])
+        [console, token] = re.findall(r"operator console: (http://\S+/console)#token=(\S+)", printed[2])[0]
+        assert printed[4].strip() == "IP Geolocation by DB-IP (https://db-ip.com)"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(page) as response:
+                assert response.status == 200
+            async with http.get(console) as response:
+                assert response.status == 200
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.get(page + "api/database", headers=headers) as response:
+                assert (await response.json())["embedded"] is True
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        await stop(process)
