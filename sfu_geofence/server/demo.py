@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..core.geofence import EjectCallback, EjectRequest, Geofence
-from ..sfu import CloseReason, SfuObserver
+from ..sfu import AdmissionHook, CloseReason, SfuObserver
 from .admin import check_token, create_admin_app
 from .app import SFU, ServerConfig, create_app
 from .state import StateConfig
@@ -84,14 +84,16 @@ GEOFENCE = web.AppKey("geofence", Geofence)
 DEMO = web.AppKey("demo", DemoConfig)
 
 
-def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -> web.Application:
+def create_demo_app(
+    config: DemoConfig, admission: AdmissionHook | None = None, observers: Iterable[SfuObserver] = ()
+) -> web.Application:
     """The application of ``create_app`` with the demo pages, ``?from=`` and the API under /api."""
     if not (config.pages / "index.html").is_file():
         raise FileNotFoundError(
             f"the demo pages are not in {config.pages}: run the demo from a source checkout "
             "(pip install -e .)"
         )
-    app = create_app(config.server, observers=observers)
+    app = create_app(config.server, admission=admission, observers=observers)
     app.middlewares.append(pretend_origin({origin.country: origin for origin in config.origins}))
     fence = Geofence(
         _eject_from(app),

@@ -17,9 +17,9 @@ from aiohttp import web
 from playwright.async_api import Page
 
 from sfu_geofence.core.policy import RoomPolicy
-from sfu_geofence.server import ServerConfig
+from sfu_geofence.server import SFU, ServerConfig
 from sfu_geofence.server.demo import GEOFENCE, SAMPLE_ORIGINS, DemoConfig, create_demo_app
-from sfu_geofence.sfu import SfuObserver
+from sfu_geofence.sfu import AdmissionHook, CloseReason, JoinRequest, Refusal, SfuObserver
 from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.testing.browser import screenshot, video_advances, video_element_tracks
 from sfu_geofence.testing.netguard import LoopbackGuard
@@ -49,20 +49,32 @@ class Demo:
     url: str
     app: web.Application
     joins: Joins
+    blocked: dict[str, str]
+    """Signaling address -> reason: refused at join by the SFU's admission hook (the geofence's place)."""
+
+
+def refusing(blocked: dict[str, str]) -> AdmissionHook:
+    def admit(request: JoinRequest) -> Refusal | None:
+        reason = blocked.get(request.address)
+        return None if reason is None else Refusal(reason)
+
+    return admit
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def demo() -> AsyncIterator[Demo]:
     joins = Joins()
+    blocked: dict[str, str] = {}
     server = ServerConfig(host="127.0.0.1", port=0, max_participants_per_room=ROOM_SIZE)
-    config = DemoConfig(server=server, admin_token=TOKEN)
-    app = create_demo_app(config, observers=[joins])
+    app = create_demo_app(
+        DemoConfig(server=server, admin_token=TOKEN), admission=refusing(blocked), observers=[joins]
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        yield Demo(url=f"http://127.0.0.1:{runner.addresses[0][1]}", app=app, joins=joins)
+        yield Demo(f"http://127.0.0.1:{runner.addresses[0][1]}", app, joins, blocked)
     finally:
         await runner.cleanup()
 
@@ -93,16 +105,12 @@ async def wait_for_remote_videos(page: Page, names: list[str]) -> None:
     )
 
 
-async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leaves_disappears(
-    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
-) -> None:
+async def meet(demo: Demo, open_page: OpenPage, room: str) -> dict[str, Page]:
+    """US, DE and CN join ``room``; returns their tabs once each shows the two others' video advancing."""
     countries = ["US", "DE", "CN"]
     tabs = {country: await open_page(f"{demo.url}/") for country in countries}
     for country, tab in tabs.items():
-        await join(tab, country, ROOM, country)
-    # The demo-only origin reached the SFU as the participant's address: what admission will decide on.
-    assert demo.joins.seen == [(c, ADDRESS[c]) for c in countries]
-
+        await join(tab, country, room, country)
     for country, tab in tabs.items():
         await wait_for_remote_videos(tab, [c for c in countries if c != country])
     # Each tile shows its own stream, and every one of them keeps decoding new frames.
@@ -113,6 +121,20 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
     )
     for tab in tabs.values():
         assert await tab.text_content("#status") == "Connected"
+    return tabs
+
+
+async def tile_track(page: Page, name: str) -> str:
+    [track] = await video_element_tracks(page, f".tile.remote[data-name='{name}'] video")
+    return track
+
+
+async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leaves_disappears(
+    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
+) -> None:
+    tabs = await meet(demo, open_page, ROOM)
+    # The demo-only origin reached the SFU as the participant's address: what admission decides on.
+    assert demo.joins.seen == [(c, ADDRESS[c]) for c in ("US", "DE", "CN")]
     await screenshot(tabs["US"], DOCS / "demo-conference.png", full_page=False)
 
     # A fourth is refused at join (the room is full): a full-screen reason, no video, nothing allocated.
@@ -142,6 +164,42 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
         assert await remote_tiles(tab) == [other]
         [track] = await video_element_tracks(tab, ".tile.remote video")
         await video_advances(tab, tracks=[track], frames=10, within=20)
+    assert loopback_guard.violations == []
+
+
+async def test_an_ejected_participant_sees_why_the_others_keep_advancing_and_a_refused_rejoin_sees_why(
+    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
+) -> None:
+    """The SFU's ejection and its admission hook are driven directly here: the geofence drives the same
+    two once it is wired in (issue 4), and the operator's "deny CN" then replaces these two lines."""
+    tabs = await meet(demo, open_page, "press-room")
+    survivors = {"US": await tile_track(tabs["US"], "DE"), "DE": await tile_track(tabs["DE"], "US")}
+    china = tabs["CN"]
+    reason = "This meeting is not accessible from China (CN)"
+
+    assert demo.app[SFU].remove_participant(
+        await china.evaluate("window.demo.participant"), CloseReason.EJECTED, reason
+    )
+    await china.wait_for_selector("body[data-state=ejected]", timeout=10_000)
+    assert await china.text_content("#screen-title") == "You were removed from this meeting"
+    assert await china.text_content("#screen-reason") == reason
+    assert await china.text_content("#screen-detail") == "close code 4409"
+    assert await china.is_hidden("#meeting")
+    assert await video_element_tracks(china, "video") == [], "never a frozen video"
+    await screenshot(china, DOCS / "demo-ejected.png", full_page=False)
+    # Everyone else: the ejected tile goes, and the video they still receive keeps advancing.
+    for country, other in (("US", "DE"), ("DE", "US")):
+        await wait_for_remote_videos(tabs[country], [other])
+        await video_advances(tabs[country], tracks=[survivors[country]], frames=10, within=20)
+
+    demo.blocked[ADDRESS["CN"]] = reason
+    await china.click("#rejoin")
+    await china.wait_for_selector("body[data-state=refused]", timeout=10_000)
+    assert await china.text_content("#screen-title") == "You can't join this meeting"
+    assert await china.text_content("#screen-reason") == reason
+    assert await china.text_content("#screen-detail") == "close code 4403"
+    assert await video_element_tracks(china, "video") == []
+    assert [name for name, _ in demo.joins.seen] == ["US", "DE", "CN"], "the refused rejoin got nothing"
     assert loopback_guard.violations == []
 
 
