@@ -5,6 +5,13 @@
 
 const GATHERING_TIMEOUT_MS = 5000;
 
+// The demo server only talks to 127.0.0.1, and browsers leave loopback out of WebRTC unless told.
+const LOOPBACK_HINT =
+  "This demo server exchanges media over loopback (127.0.0.1) only, and browsers leave loopback out " +
+  "of WebRTC by default: start Chrome or Chromium with --allow-loopback-in-peer-connection, or set " +
+  "media.peerconnection.ice.loopback to true in Firefox's about:config, then reload.";
+const LOOPBACK_CANDIDATE = /^a=candidate:\S+ \d+ \S+ \d+ (127\.\d+\.\d+\.\d+|::1) /m;
+
 const $ = (id) => document.getElementById(id);
 
 // Full-screen endings: the close code decides the title; the server's own words are the reason.
@@ -65,6 +72,7 @@ class Session {
     this.ended = false;
     this.leaving = false;
     this.serverReason = null;
+    this.noLoopback = false;
     this.peers = new Map(); // participant id -> { name, tile, tracks: Map(kind -> track) }
     this.gone = new Set(); // ids that left: an offer made before they left must not bring them back
     this.queue = Promise.resolve(); // offers are answered one at a time, in order
@@ -155,10 +163,21 @@ class Session {
     }
     this.mapRemoteTracks(offer.tracks);
     await pc.setLocalDescription(await pc.createAnswer());
-    await gatheringComplete(pc, GATHERING_TIMEOUT_MS);
+    try {
+      await gatheringComplete(pc, GATHERING_TIMEOUT_MS);
+    } finally {
+      this.checkLoopback(pc.localDescription.sdp);
+    }
     if (this.ended) return;
     this.send({ type: "answer", sdp: pc.localDescription.sdp });
     demo.offers += 1;
+  }
+
+  /** No loopback candidate in our answer: this browser cannot reach the demo server; say how to fix it. */
+  checkLoopback(sdp) {
+    this.noLoopback = !LOOPBACK_CANDIDATE.test(sdp);
+    $("notice").hidden = !this.noLoopback;
+    $("notice").textContent = this.noLoopback ? LOOPBACK_HINT : "";
   }
 
   /** Each offer's "tracks" is the whole current mapping of m-lines to participants. */
@@ -239,7 +258,7 @@ class Session {
     const ending = (left ? ENDINGS[1000] : ENDINGS[code]) || LOST;
     const words = left ? "" : this.serverReason || reason || "";
     this.end();
-    showEnding(ending, words, code);
+    showEnding(ending, words, code, this.noLoopback ? LOOPBACK_HINT : "");
   }
 
   /** Tear everything down: no tile, no track, no connection outlives the session. */
@@ -308,7 +327,7 @@ function showMeeting(room) {
   $("meeting-title").textContent = `Room ${room}`;
 }
 
-function showEnding(ending, reason, code) {
+function showEnding(ending, reason, code, hint) {
   setState(ending.state);
   demo.reason = reason;
   $("meeting").hidden = true;
@@ -323,6 +342,9 @@ function showEnding(ending, reason, code) {
   $("screen-reason").textContent = reason;
   $("screen-reason").hidden = !reason;
   $("screen-detail").textContent = code === 1000 ? "" : `close code ${code}`;
+  $("screen-hint").textContent = hint || "";
+  $("screen-hint").hidden = !hint;
+  $("notice").hidden = true;
   status("");
 }
 

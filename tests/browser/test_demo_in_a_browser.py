@@ -121,6 +121,11 @@ async def meet(demo: Demo, open_page: OpenPage, room: str) -> dict[str, Page]:
     )
     for tab in tabs.values():
         assert await tab.text_content("#status") == "Connected"
+        assert await tab.is_hidden("#notice"), "the page offered loopback candidates: no hint to show"
+    # ...which a browser without the loopback switch would not: then the page explains what to do.
+    assert not await tabs["US"].evaluate(
+        "LOOPBACK_CANDIDATE.test('a=candidate:1 1 udp 2122260223 192.168.1.5 40000 typ host')"
+    )
     return tabs
 
 
