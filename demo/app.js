@@ -84,9 +84,12 @@ class Session {
   async start() {
     setState("joining");
     status("Starting camera and microphone…");
-    this.local = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    this.local = await localMedia();
     if (this.ended) return this.stopLocal();
+    const publish = { audio: this.local.getAudioTracks().length > 0, video: this.local.getVideoTracks().length > 0 };
     $("local-video").srcObject = this.local;
+    $("local-tile").classList.toggle("no-video", !publish.video);
+    $("local-avatar").textContent = initials(this.name);
     $("local-name").textContent = this.name || "(no name)";
     this.pc = new RTCPeerConnection({ iceServers: [] });
     this.pc.addEventListener("connectionstatechange", () => this.showConnection());
@@ -95,7 +98,7 @@ class Session {
     const query = this.from ? `?from=${encodeURIComponent(this.from)}` : "";
     this.ws = new WebSocket(`${scheme}://${location.host}/ws${query}`);
     this.ws.addEventListener("open", () =>
-      this.send({ type: "join", room: this.room, name: this.name, publish: { audio: true, video: true } }),
+      this.send({ type: "join", room: this.room, name: this.name, publish }),
     );
     this.ws.addEventListener("message", (event) => this.receive(event.data));
     this.ws.addEventListener("close", (event) => this.closed(event.code, event.reason));
@@ -274,6 +277,27 @@ class Session {
     for (const track of this.local?.getTracks() || []) track.stop();
     $("local-video").srcObject = null;
   }
+}
+
+/** Camera and microphone; either alone if the other is missing. Errors say what to do. */
+async function localMedia() {
+  if (!navigator.mediaDevices?.getUserMedia) {
+    throw new Error("this browser gives no camera access here: open the page as http://127.0.0.1:PORT/");
+  }
+  let failure;
+  for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+    try {
+      return await navigator.mediaDevices.getUserMedia(constraints);
+    } catch (error) {
+      failure = failure || error;
+      if (error.name === "NotAllowedError" || error.name === "SecurityError") break;
+    }
+  }
+  if (failure.name === "NotAllowedError") {
+    throw new Error("camera and microphone access was refused: allow them for this page and join again");
+  }
+  if (failure.name === "NotFoundError") throw new Error("no camera or microphone was found");
+  throw failure;
 }
 
 function gatheringComplete(pc, ms) {

@@ -248,3 +248,8 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     assert rule.startswith("deny CN, RU")
     await console.wait_for_selector("#audit tr[data-kind=policy]", timeout=10_000)
     await screenshot(console, DOCS / "demo-console.png")
+
+    # The link `sfu-geofence demo` prints carries the token in the fragment, which the page then drops.
+    linked = await open_page(f"{demo.url}/console#token={TOKEN}")
+    await linked.wait_for_selector(f"body[data-state=open] #rooms tr[data-room='{ROOM}']", timeout=10_000)
+    assert linked.url == f"{demo.url}/console"
