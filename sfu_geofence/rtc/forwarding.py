@@ -72,8 +72,6 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.media_ssrc: int | None = None
         """The publisher's media SSRC, once a packet has arrived (keyframe requests name it)."""
         self.packets_received = 0
-        self.last_packet_time = 0.0
-        """``time.monotonic()`` of the last packet: a liveness signal."""
         self._codecs: dict[int, RTCRtpCodecParameters] = {}
         self._rtx_ssrc: dict[int, int] = {}
         self._nack = NackGenerator() if kind == "video" else None
@@ -133,7 +131,6 @@ class ForwardingReceiver(RTCRtpReceiver):
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
         self.media_ssrc = packet.ssrc
         self.packets_received += 1
-        self.last_packet_time = time.monotonic()
         nack = self._nack
         if nack is not None and nack.add(packet):
             await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
@@ -220,11 +217,10 @@ class ForwardingSender(RTCRtpSender):
 class RtpEgress:
     """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
 
-    __slots__ = ("_dtls", "packets", "send_errors")
+    __slots__ = ("_dtls", "send_errors")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
-        self.packets = 0
         self.send_errors = 0
 
     def send(self, data: bytes) -> bool:
@@ -243,7 +239,6 @@ class RtpEgress:
         except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
             self.send_errors += 1
             return False
-        self.packets += 1
         return True
 
 

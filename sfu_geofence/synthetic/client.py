@@ -15,8 +15,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -45,9 +45,11 @@ class FrameCounter:
     Deliberately tiny: sfu_geofence.synthetic.meter is the full, non-decoding meter.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.packets = 0
         self.frames = 0
+        self.clock = clock
+        """Gaps are measured with this (tests pass sfu_geofence.testing.clock.ScheduledClock)."""
         self.max_gap = 0.0
         """Longest time between two consecutive new frames since the last :meth:`reset_gap`."""
         self.last_sequence_number: int | None = None
@@ -58,7 +60,7 @@ class FrameCounter:
         self.packets += 1
         self.last_sequence_number = packet.sequence_number
         if packet.timestamp != self._timestamp:
-            now = time.monotonic()
+            now = self.clock()
             if self._timestamp is not None:
                 self.max_gap = max(self.max_gap, now - self._last_frame_at)
             self._timestamp = packet.timestamp
@@ -77,7 +79,7 @@ class Received:
     participant: str
     kind: str
     producer: str
-    counter: FrameCounter = field(default_factory=FrameCounter)
+    counter: FrameCounter
 
 
 class PacketLoopTrack(MediaStreamTrack):
@@ -164,8 +166,11 @@ class SyntheticPeer:
         address: str,
         name: str = "",
         tracks: Sequence[MediaStreamTrack] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
+        self.clock = clock
+        """What received-frame gaps are measured with."""
         self.room = room
         self.address = address
         self.name = name or address
@@ -249,6 +254,7 @@ class SyntheticPeer:
                     participant=track["participant"],
                     kind=track["kind"],
                     producer=track["producer"],
+                    counter=FrameCounter(self.clock),
                 )
             self._by_mid[track["mid"]] = received
         live = {track["mid"] for track in offer["tracks"]}

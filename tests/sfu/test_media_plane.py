@@ -16,6 +16,7 @@ from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
 from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, tiny_tracks
+from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
 from sfu_geofence.testing.wait import eventually
@@ -82,15 +83,21 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
     await eventually(check, within=15)
 
 
+# Frame gaps are measured in scheduled time: what this test process spent waiting for a CPU on a
+# shared machine is not the SFU's doing (see sfu_geofence.testing.clock).
+CLOCK = ScheduledClock()
+
+
+def _peer(served: Served, room: str, address: str, name: str) -> SyntheticPeer:
+    return SyntheticPeer(served.url, room, address, name=name, tracks=tiny_tracks(), clock=CLOCK)
+
+
 @asynccontextmanager
 async def _full_mesh(
     served: Served, room: str, network: str, names: str
 ) -> AsyncIterator[list[SyntheticPeer]]:
     """Publishing peers named ``{names}0..2`` from ``{network}.1..3``, each receiving every other."""
-    peers = [
-        SyntheticPeer(served.url, room, f"{network}.{i + 1}", name=f"{names}{i}", tracks=tiny_tracks())
-        for i in range(3)
-    ]
+    peers = [_peer(served, room, f"{network}.{i + 1}", f"{names}{i}") for i in range(3)]
     try:
         for peer in peers:
             await peer.join()
@@ -336,3 +343,33 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     assert report.ssrc == consumer.sender._ssrc
     assert 0 < report.sender_info.packet_count <= consumer.sender.packets_sent
     assert report.sender_info.ntp_timestamp > 0
+
+
+@pytest.mark.slow
+async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    leaver, stayers = room[0], room[1:]
+    sfu_side = [served.sfu.participants[str(s.participant_id)] for s in stayers]
+    lines_before = [len(p.pc.getTransceivers()) for p in sfu_side]
+    leaver_mids = [
+        {r.mid for r in s.received.values() if r.participant == leaver.participant_id} for s in stayers
+    ]
+    await leaver.leave()
+
+    def freed() -> str | None:
+        # The m-lines become reusable once an offer showing them inactive has been answered.
+        return None if all(len(p._free) == 2 for p in sfu_side) else "m-lines not freed yet"
+
+    await eventually(freed, within=10)
+    newcomer = _peer(served, "room-a", "127.0.10.9", "newcomer")
+    try:
+        await newcomer.join()
+        await eventually(_receives_everyone([*stayers, newcomer]), within=20)
+        assert [len(p.pc.getTransceivers()) for p in sfu_side] == lines_before
+        newcomer_mids = [
+            {r.mid for r in s.received.values() if r.participant == newcomer.participant_id} for s in stayers
+        ]
+        assert newcomer_mids == leaver_mids
+    finally:
+        await newcomer.close()
