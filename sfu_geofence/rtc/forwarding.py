@@ -64,7 +64,7 @@ def ntp_now() -> int:
 class ForwardingReceiver(RTCRtpReceiver):
     """An RTP receiver that forwards packets to a sink instead of decoding them."""
 
-    def __init__(self, kind: str, transport: RTCDtlsTransport, *, estimate_bitrate: bool = True) -> None:
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
         super().__init__(kind, transport)
         self.kind = kind
         self.sink: PacketSink | None = None
@@ -75,7 +75,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._codecs: dict[int, RTCRtpCodecParameters] = {}
         self._rtx_ssrc: dict[int, int] = {}
         self._nack = NackGenerator() if kind == "video" else None
-        self._bitrate = RemoteBitrateEstimator() if kind == "video" and estimate_bitrate else None
+        self._bitrate = RemoteBitrateEstimator() if kind == "video" else None
         self._streams: dict[int, StreamStatistics] = {}
         # The stock RTCP loop (receiver reports) reads this private dict: share ours with it.
         setattr(self, "_RTCRtpReceiver__remote_streams", self._streams)  # noqa: B010
@@ -257,26 +257,6 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
     setattr(transceiver, "_RTCRtpTransceiver__sender", sender)  # noqa: B010
     setattr(transceiver, "_RTCRtpTransceiver__receiver", receiver)  # noqa: B010
     return transceiver
-
-
-def make_receivers_forward(
-    pc: RTCPeerConnection, sink_for: Callable[[RTCRtpTransceiver], PacketSink]
-) -> None:
-    """Swap the receiver of every not-yet-started transceiver for a :class:`ForwardingReceiver`.
-
-    For a client of the SFU (tests, load generators): call after ``setRemoteDescription(offer)`` so
-    that received media is counted, not decoded.
-    """
-    require_pinned_versions()
-    for transceiver in pc.getTransceivers():
-        current = transceiver.receiver
-        if isinstance(current, ForwardingReceiver) or getattr(current, "_RTCRtpReceiver__started", False):
-            continue
-        receiver = ForwardingReceiver(transceiver.kind, current.transport, estimate_bitrate=False)
-        receiver._set_rtcp_ssrc(transceiver.sender._ssrc)
-        receiver._track = current._track
-        receiver.sink = sink_for(transceiver)
-        setattr(transceiver, "_RTCRtpTransceiver__receiver", receiver)  # noqa: B010
 
 
 def ice_connection_of(pc: RTCPeerConnection) -> Connection | None:

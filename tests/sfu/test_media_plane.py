@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from aiortc import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
 
-from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
+from sfu_geofence.rtc.tap import ReceiverTap, tap_of
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
-from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, tiny_tracks
+from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
@@ -31,7 +32,7 @@ def _receives_everyone(peers: Sequence[SyntheticPeer], minimum_frames: int = 10)
                 if other is peer:
                     continue
                 for kind in ("audio", "video"):
-                    counters = peer.counters(str(other.participant_id), kind)
+                    counters = peer.meters(str(other.participant_id), kind)
                     if not counters or counters[0].frames < minimum_frames:
                         frames = counters[0].frames if counters else "no track"
                         return f"{peer.name} has {frames} {kind} frames from {other.name}"
@@ -44,7 +45,7 @@ def _frames(
     peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer]
 ) -> dict[tuple[str, str, str], int]:
     return {
-        (peer.name, source.name, kind): peer.counters(str(source.participant_id), kind)[0].frames
+        (peer.name, source.name, kind): peer.meters(str(source.participant_id), kind)[0].frames
         for peer in peers
         for source in sources
         if source is not peer
@@ -52,22 +53,18 @@ def _frames(
     }
 
 
-def _reset_gaps(peers: Sequence[SyntheticPeer]) -> None:
-    for peer in peers:
-        for received in peer.received.values():
-            received.counter.reset_gap()
-
-
-def _max_gaps(peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer]) -> dict[str, float]:
-    """Longest gap between frames per kind, over what ``peers`` receive from ``sources``."""
+def _max_gaps(
+    peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer], since: float
+) -> dict[str, float]:
+    """Longest gap (s) between frames that arrived after ``since``, per kind, ``sources`` to ``peers``."""
     gaps = {"audio": 0.0, "video": 0.0}
     for peer in peers:
         for source in sources:
             if source is peer:
                 continue
             for kind in gaps:
-                for counter in peer.counters(str(source.participant_id), kind):
-                    gaps[kind] = max(gaps[kind], counter.max_gap)
+                for meter in peer.meters(str(source.participant_id), kind):
+                    gaps[kind] = max(gaps[kind], meter.gap_stats(since).max_ms / 1000)
     return gaps
 
 
@@ -89,7 +86,7 @@ CLOCK = ScheduledClock()
 
 
 def _peer(served: Served, room: str, address: str, name: str) -> SyntheticPeer:
-    return SyntheticPeer(served.url, room, address, name=name, tracks=tiny_tracks(), clock=CLOCK)
+    return SyntheticPeer(served.url, room, address, name=name, tracks=synthetic_tracks(), clock=CLOCK)
 
 
 @asynccontextmanager
@@ -139,14 +136,14 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     served: Served, room: list[SyntheticPeer]
 ) -> None:
     leaver, stayers = room[0], room[1:]
-    _reset_gaps(stayers)
+    since = CLOCK()
     await leaver.leave()
     assert leaver.close_code == 1000
     await eventually(
         lambda: None if str(leaver.participant_id) not in served.sfu.participants else "still in", within=5
     )
     await _advancing(stayers, stayers, frames=int(2 / VIDEO_INTERVAL))  # ~2 s more of every stream
-    gaps = _max_gaps(stayers, stayers)
+    gaps = _max_gaps(stayers, stayers, since)
     assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
     assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
     for stayer in stayers:
@@ -183,13 +180,13 @@ async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_
         def everyone_receives_the_doomed() -> str | None:
             for peer in room:
                 for kind in ("audio", "video"):
-                    counters = peer.counters(doomed, kind)
+                    counters = peer.meters(doomed, kind)
                     if not counters or counters[0].frames < 10:
                         return f"{peer.name} has not received {kind} from the doomed peer yet"
             return None
 
         await eventually(everyone_receives_the_doomed, within=20)
-        _reset_gaps(room)
+        since = CLOCK()
         process.send_signal(how)
         killed_at = time.monotonic()
         await eventually(
@@ -197,7 +194,7 @@ async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_
         )
         assert time.monotonic() - killed_at < 5
         await _advancing(room, room, frames=int(2 / VIDEO_INTERVAL))
-        gaps = _max_gaps(room, room)
+        gaps = _max_gaps(room, room, since)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for peer in room:
@@ -227,7 +224,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
     served.sfu.observer.observers.append(recorder)
     async with _full_mesh(served, "room-b", "127.0.30", "p") as peers:
         target, others = peers[1], [peers[0], peers[2]]
-        _reset_gaps(others)
+        since = CLOCK()
         removed = served.sfu.participants[str(target.participant_id)]
         assert served.sfu.remove_participant(
             str(target.participant_id), CloseReason.EJECTED, "not allowed here"
@@ -245,7 +242,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         assert all(p.id not in s.consumers for s in survivors for p in removed.producers.values())
         assert all(len(s.consumers) == 2 for s in survivors)  # each other's audio and video, untouched
         await _advancing(others, others, frames=int(2 / VIDEO_INTERVAL))
-        gaps = _max_gaps(others, others)
+        gaps = _max_gaps(others, others, since)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for other in others:
@@ -270,12 +267,13 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         assert all(pair.remote_type == "host" and not pair.relayed for _, pair in recorder.pairs)
 
 
-def _receiver_for(peer: SyntheticPeer, producer_id: str) -> ForwardingReceiver:
+def _receiver_for(peer: SyntheticPeer, producer_id: str) -> tuple[RTCRtpReceiver, ReceiverTap]:
     assert peer.pc is not None
     mid = peer.received[producer_id].mid
     receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.mid == mid)
-    assert isinstance(receiver, ForwardingReceiver)
-    return receiver
+    tap = tap_of(receiver)
+    assert tap is not None
+    return receiver, tap
 
 
 @pytest.mark.slow
@@ -285,17 +283,16 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     publisher, subscriber = room[0], room[1]
     producer = served.sfu.participants[str(publisher.participant_id)].producers["video"]
     consumer = next(c for c in producer.consumers if c.subscriber_id == subscriber.participant_id)
-    receiver = _receiver_for(subscriber, producer.id)
-    assert receiver.media_ssrc is not None
+    receiver, tap = _receiver_for(subscriber, producer.id)
+    assert tap.media_ssrc is not None
 
     # A NACK for a recent packet is answered from the SFU's history, as the subscriber numbered it.
-    counter = subscriber.received[producer.id].counter
-    assert counter.last_sequence_number is not None
-    lost = (counter.last_sequence_number - 5) & 0xFFFF
-    packets_before = counter.packets
-    await receiver._send_rtcp_nack(receiver.media_ssrc, [lost])
+    meter = subscriber.received[producer.id].meter
+    lost = (consumer.sender.next_sequence_number - 5) & 0xFFFF  # as the subscriber numbers them
+    packets_before = meter.packets
+    await receiver._send_rtcp_nack(tap.media_ssrc, [lost])
     await eventually(lambda: None if consumer.retransmissions == 1 else "no retransmission", within=5)
-    await eventually(lambda: None if counter.packets > packets_before else "nothing received", within=5)
+    await eventually(lambda: None if meter.packets > packets_before else "nothing received", within=5)
 
     # A PLI from the subscriber becomes a (rate-limited) PLI to the publisher.
     assert publisher.pc is not None
@@ -305,7 +302,7 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     keyframe_requests: list[float] = []
     publisher_sender._send_keyframe = lambda: keyframe_requests.append(time.monotonic())  # type: ignore[method-assign]
     for _ in range(5):
-        receiver.request_keyframe()
+        await tap.request_keyframe()
     await eventually(
         lambda: None if keyframe_requests else "no keyframe request reached the publisher", within=5
     )
