@@ -339,27 +339,27 @@ function updateAlone(others) {
   $("alone").hidden = others > 0;
 }
 
+/** One view at a time: the lobby form, the meeting, or a full-screen ending card. */
+function showView(view) {
+  for (const id of ["lobby", "meeting", "screen"]) $(id).hidden = id !== view;
+  for (const id of ["leave", "meeting-title", "origin", "notice"]) $(id).hidden = true;
+  if (view !== "meeting") status("");
+}
+
 function showMeeting(room) {
+  showView("meeting");
   const from = $("from").selectedOptions[0];
-  $("origin").hidden = !$("from").value;
-  $("origin").textContent = $("from").value ? `connected as if from ${from.textContent}` : "";
-  $("lobby").hidden = true;
-  $("screen").hidden = true;
-  $("meeting").hidden = false;
   $("leave").hidden = false;
   $("meeting-title").hidden = false;
   $("meeting-title").textContent = `Room ${room}`;
+  $("origin").hidden = !$("from").value;
+  $("origin").textContent = $("from").value ? `connected as if from ${from.textContent}` : "";
 }
 
 function showEnding(ending, reason, code, hint) {
   setState(ending.state);
   demo.reason = reason;
-  $("meeting").hidden = true;
-  $("lobby").hidden = true;
-  $("leave").hidden = true;
-  $("meeting-title").hidden = true;
-  $("origin").hidden = true;
-  $("screen").hidden = false;
+  showView("screen");
   $("screen").dataset.kind = ending.state;
   $("screen-icon").innerHTML = `<svg viewBox="0 0 64 64" width="56" height="56">${ICONS[ending.icon]}</svg>`;
   $("screen-title").textContent = ending.title;
@@ -368,21 +368,13 @@ function showEnding(ending, reason, code, hint) {
   $("screen-detail").textContent = code === 1000 ? "" : `close code ${code}`;
   $("screen-hint").textContent = hint || "";
   $("screen-hint").hidden = !hint;
-  $("notice").hidden = true;
-  status("");
 }
 
 function showLobby(message) {
   setState("idle");
-  $("screen").hidden = true;
-  $("meeting").hidden = true;
-  $("leave").hidden = true;
-  $("meeting-title").hidden = true;
-  $("origin").hidden = true;
-  $("lobby").hidden = false;
+  showView("lobby");
   $("lobby-error").hidden = !message;
   $("lobby-error").textContent = message || "";
-  status("");
 }
 
 async function join() {
