@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..core.geofence import EjectCallback, EjectRequest, Geofence
+from ..core.geofence import EjectCallback, EjectRequest, Geofence, Trigger
 from ..sfu import AdmissionHook, CloseReason, SfuObserver
 from .admin import check_token, create_admin_app
 from .app import SFU, ServerConfig, create_app
@@ -179,7 +179,7 @@ def _eject_from(app: web.Application) -> EjectCallback:
 
 
 def _eject_reason(request: EjectRequest) -> str:
-    if str(request.trigger) == "operator":
+    if request.trigger is Trigger.OPERATOR:
         return "An operator removed you from this meeting."
     country = request.decision.country
     return f"This meeting is not accessible from {country}." if country else "This meeting is not accessible."

@@ -14,13 +14,14 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
 from sfu_geofence.server import SFU, ServerConfig, create_app
 from sfu_geofence.server.admin import TOKEN_ENV
-from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app
+from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.wait import eventually
 
@@ -89,6 +90,37 @@ async def test_an_unknown_origin_is_refused_naming_the_known_ones(demo_url: str)
     async with aiohttp.ClientSession() as http, http.get(demo_url + "/ws?from=XX") as response:
         assert response.status == 400
         assert await response.text() == "?from='XX' is not a sample origin: US, DE, FR, JP, CN, HK, TW"
+
+
+class _Transport:
+    """A TCP transport whose peer is ``peer``: the one thing a test here cannot make for real."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.peer, 40000) if name == "peername" else default
+
+
+async def _remote(request: web.Request) -> web.Response:
+    return web.Response(text=request.remote or "")
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.9.9.9", "::1"])
+async def test_from_makes_a_local_clients_request_come_from_the_sample_address(peer: str) -> None:
+    middleware = pretend_origin({o.country: o for o in SAMPLE_ORIGINS})
+    request = make_mocked_request("GET", "/ws?from=CN", transport=_Transport(peer))
+    response = await middleware(request, _remote)
+    assert isinstance(response, web.Response)
+    assert response.text == "114.114.114.114"
+
+
+async def test_from_is_refused_to_a_client_on_another_machine() -> None:
+    middleware = pretend_origin({o.country: o for o in SAMPLE_ORIGINS})
+    request = make_mocked_request("GET", "/ws?from=CN", transport=_Transport("192.0.2.9"))
+    with pytest.raises(web.HTTPForbidden) as refused:
+        await middleware(request, _remote)
+    assert refused.value.text == "?from= is honoured only for clients on this machine"
 
 
 async def test_serve_has_no_such_mechanism_its_participants_come_from_their_socket() -> None:
