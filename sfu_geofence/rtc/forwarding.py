@@ -29,11 +29,21 @@ from aioice import Connection
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
 from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
 from aiortc.rtcrtpsender import RTCRtpSender
-from aiortc.rtp import AnyRtcpPacket, RtcpSenderInfo, RtcpSrPacket, RtpPacket, unwrap_rtx
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    AnyRtcpPacket,
+    RtcpPsfbPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+    unwrap_rtx,
+)
 
 from . import require_pinned_versions
 
@@ -54,7 +64,7 @@ def ntp_now() -> int:
 class ForwardingReceiver(RTCRtpReceiver):
     """An RTP receiver that forwards packets to a sink instead of decoding them."""
 
-    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
+    def __init__(self, kind: str, transport: RTCDtlsTransport, *, estimate_bitrate: bool = True) -> None:
         super().__init__(kind, transport)
         self.kind = kind
         self.sink: PacketSink | None = None
@@ -67,6 +77,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._codecs: dict[int, RTCRtpCodecParameters] = {}
         self._rtx_ssrc: dict[int, int] = {}
         self._nack = NackGenerator() if kind == "video" else None
+        self._bitrate = RemoteBitrateEstimator() if kind == "video" and estimate_bitrate else None
         self._streams: dict[int, StreamStatistics] = {}
         # The stock RTCP loop (receiver reports) reads this private dict: share ours with it.
         setattr(self, "_RTCRtpReceiver__remote_streams", self._streams)  # noqa: B010
@@ -95,10 +106,21 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._receiving = True
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        """Once per received packet: statistics, RTX unwrap, NACKs, then the sink."""
+        """Once per received packet: statistics, REMB, RTX unwrap, NACKs, then the sink."""
         codec = self._codecs.get(packet.payload_type)
         if codec is None:
             return
+        bitrate = self._bitrate
+        if bitrate is not None and packet.extensions.abs_send_time is not None:
+            # As the stock receiver does: the publisher's congestion control needs REMB (no transport-cc).
+            remb = bitrate.add(
+                abs_send_time=packet.extensions.abs_send_time,
+                arrival_time_ms=arrival_time_ms,
+                payload_size=len(packet.payload) + packet.padding_size,
+                ssrc=packet.ssrc,
+            )
+            if remb is not None:
+                await self._send_remb(*remb)
         stream = self._streams.get(packet.ssrc)
         if stream is None:
             stream = self._streams[packet.ssrc] = StreamStatistics(codec.clockRate)
@@ -118,6 +140,12 @@ class ForwardingReceiver(RTCRtpReceiver):
         sink = self.sink
         if sink is not None:
             sink(packet)
+
+    async def _send_remb(self, bitrate: int, ssrcs: list[int]) -> None:
+        rtcp_ssrc = getattr(self, "_RTCRtpReceiver__rtcp_ssrc", None)
+        if rtcp_ssrc is not None:
+            fci = pack_remb_fci(bitrate, ssrcs)
+            await self._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=rtcp_ssrc, media_ssrc=0, fci=fci))
 
     def request_keyframe(self) -> None:
         """Send a PLI to the publisher (callers rate-limit)."""
@@ -249,7 +277,7 @@ def make_receivers_forward(
         current = transceiver.receiver
         if isinstance(current, ForwardingReceiver) or getattr(current, "_RTCRtpReceiver__started", False):
             continue
-        receiver = ForwardingReceiver(transceiver.kind, current.transport)
+        receiver = ForwardingReceiver(transceiver.kind, current.transport, estimate_bitrate=False)
         receiver._set_rtcp_ssrc(transceiver.sender._ssrc)
         receiver._track = current._track
         receiver.sink = sink_for(transceiver)

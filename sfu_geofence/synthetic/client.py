@@ -11,17 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fractions
+import functools
 import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import aiohttp
+import av
 from aiortc import (
-    AudioStreamTrack,
     MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
@@ -30,7 +31,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtp import RtpPacket
-from av import VideoFrame
+from av import AudioFrame, VideoFrame
 
 from ..rtc.forwarding import PacketSink, make_receivers_forward
 from ..rtc.ice import IcePolicy, use_policy
@@ -79,35 +80,78 @@ class Received:
     counter: FrameCounter = field(default_factory=FrameCounter)
 
 
-class TinyVideoTrack(MediaStreamTrack):
-    """Small raw frames at a fixed rate, for aiortc to encode cheaply (until synthetic.media lands)."""
+class PacketLoopTrack(MediaStreamTrack):
+    """Yields pre-encoded packets in a loop at a fixed rate: aiortc only packetizes them.
 
-    kind = "video"
+    A stand-in until sfu_geofence.synthetic.media (full pre-encoded clips) is merged. Encoding in the
+    sending process would put encoder threads (which hold the GIL) on the measured path.
+    """
 
-    def __init__(self, fps: int = 20, width: int = 64, height: int = 48) -> None:
+    def __init__(self, kind: str, payloads: Sequence[bytes], interval: Fraction, clock_rate: int) -> None:
         super().__init__()
-        self.fps = fps
-        self._size = (width, height)
+        self.kind = kind
+        self.interval = interval
+        self._payloads = payloads
+        self._ticks = int(interval * clock_rate)
+        self._time_base = Fraction(1, clock_rate)
         self._start: float | None = None
         self._count = 0
 
-    async def recv(self) -> VideoFrame:
+    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         if self._start is None:
             self._start = time.monotonic()
-        due = self._start + self._count / self.fps
+        due = self._start + float(self._count * self.interval)
         await asyncio.sleep(max(0.0, due - time.monotonic()))
-        frame = VideoFrame(width=self._size[0], height=self._size[1])
-        for plane in frame.planes:
-            plane.update(bytes([(self._count * 7) % 256]) * plane.buffer_size)
-        frame.pts = self._count * (90000 // self.fps)
-        frame.time_base = fractions.Fraction(1, 90000)
+        packet = av.Packet(self._payloads[self._count % len(self._payloads)])
+        packet.pts = self._count * self._ticks
+        packet.time_base = self._time_base
         self._count += 1
-        return frame
+        return packet
+
+
+VIDEO_INTERVAL = Fraction(1, 20)
+AUDIO_INTERVAL = Fraction(1, 50)
+
+
+@functools.cache
+def _vp8_loop(frames: int = 40, width: int = 64, height: int = 48) -> tuple[bytes, ...]:
+    """Two seconds of small VP8 frames, a keyframe every second (encoded once per process)."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = Fraction(1, 20)
+    codec.options = {"g": "20", "deadline": "realtime", "cpu-used": "8"}
+    payloads: list[bytes] = []
+    for index in range(frames):
+        frame = VideoFrame(width=width, height=height, format="yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes([(index * 5) % 256]) * plane.buffer_size)
+        frame.pts = index
+        payloads += [bytes(p) for p in codec.encode(frame)]
+    payloads += [bytes(p) for p in codec.encode(None)]
+    return tuple(payloads)
+
+
+@functools.cache
+def _opus_loop(frames: int = 50) -> tuple[bytes, ...]:
+    """One second of 20 ms Opus packets of a quiet tone (encoded once per process)."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate, codec.layout, codec.format = 48000, "stereo", "s16"
+    payloads: list[bytes] = []
+    for index in range(frames):
+        frame = AudioFrame(format="s16", layout="stereo", samples=960)
+        frame.planes[0].update(bytes(frame.planes[0].buffer_size))
+        frame.sample_rate = 48000
+        frame.pts = index * 960
+        payloads += [bytes(p) for p in codec.encode(frame)]
+    return tuple(payloads)
 
 
 def tiny_tracks() -> list[MediaStreamTrack]:
-    """Audio (silence, 20 ms) and video (64x48, 20 fps) that aiortc encodes at little cost."""
-    return [AudioStreamTrack(), TinyVideoTrack()]
+    """Pre-encoded Opus (20 ms packets) and VP8 (64x48, 20 fps) that cost aiortc no encoding."""
+    return [
+        PacketLoopTrack("audio", _opus_loop(), AUDIO_INTERVAL, 48000),
+        PacketLoopTrack("video", _vp8_loop(), VIDEO_INTERVAL, 90000),
+    ]
 
 
 class SyntheticPeer:

@@ -9,7 +9,7 @@ import re
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, selected_pair, use_policy
 from sfu_geofence.testing.wait import eventually
 
 
@@ -138,3 +138,23 @@ def test_policy_rejects_a_bind_address_that_is_not_an_ip() -> None:
 )
 def test_allows_remote(host: str, allowed: bool) -> None:
     assert IcePolicy().allows_remote(host) is allowed
+
+
+async def test_the_selected_pair_is_reported_when_nominated_and_to_observers_added_later() -> None:
+    offerer, answerer = await _offer_answer(IcePolicy(bind=("127.86.0.6",)), IcePolicy(bind=("127.0.0.1",)))
+    try:
+        early: list[SelectedPair] = []
+        observe_selected_pair(_connection(offerer), early.append)
+        await _wait_connected(offerer, answerer)
+        late: list[SelectedPair] = []
+        observe_selected_pair(_connection(offerer), late.append)
+        assert len(early) == 1
+        assert late == early
+        pair = early[0]
+        assert pair.local_address[0] == "127.86.0.6"
+        assert pair.remote_address[0] == "127.0.0.1"
+        assert (pair.remote_type, pair.relayed) == ("host", False)
+        assert selected_pair(_connection(offerer)) == pair
+    finally:
+        await offerer.close()
+        await answerer.close()

@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import os
 import signal
-import sys
 
 import pytest
 
@@ -15,6 +14,7 @@ from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.serve import add_arguments, config_from_args
 from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.testing.process import spawn_module, stop
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -64,17 +64,7 @@ def test_loopback_only_refuses_a_non_loopback_address(
 
 
 async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-    )
+    process = await spawn_module("sfu_geofence", "serve", "--loopback-only", "--port", "0")
     peer: SyntheticPeer | None = None
     try:
         assert process.stdout is not None
@@ -90,6 +80,4 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
     finally:
         if peer is not None:
             await peer.close()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await stop(process)

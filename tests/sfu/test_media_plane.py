@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import pytest
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
 
 from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
-from sfu_geofence.synthetic.client import SyntheticPeer, TinyVideoTrack, tiny_tracks
+from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, tiny_tracks
+from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
 from sfu_geofence.testing.wait import eventually
-
-VIDEO_INTERVAL = 1 / TinyVideoTrack().fps
-AUDIO_INTERVAL = 0.020
 
 
 def _receives_everyone(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> Callable[[], str | None]:
@@ -84,10 +82,13 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
     await eventually(check, within=15)
 
 
-@pytest.fixture
-async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
+@asynccontextmanager
+async def _full_mesh(
+    served: Served, room: str, network: str, names: str
+) -> AsyncIterator[list[SyntheticPeer]]:
+    """Publishing peers named ``{names}0..2`` from ``{network}.1..3``, each receiving every other."""
     peers = [
-        SyntheticPeer(served.url, "room-a", f"127.0.{10 + i}.{i + 1}", name=f"peer{i}", tracks=tiny_tracks())
+        SyntheticPeer(served.url, room, f"{network}.{i + 1}", name=f"{names}{i}", tracks=tiny_tracks())
         for i in range(3)
     ]
     try:
@@ -98,6 +99,12 @@ async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
     finally:
         for peer in peers:
             await peer.close()
+
+
+@pytest.fixture
+async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
+    async with _full_mesh(served, "room-a", "127.0.10", "peer") as peers:
+        yield peers
 
 
 @pytest.mark.slow
@@ -111,6 +118,8 @@ async def test_three_participants_each_receive_every_other_participants_audio_an
     # Each producer forwards to the two other participants, through consumers that really sent packets.
     assert all(len(p.consumers) == 2 for p in producers)
     assert all(c.packets_forwarded > 0 for p in producers for c in p.consumers)
+    # Nothing in this process (SFU or peers) ever decoded: aiortc's decoder threads never started.
+    assert [t.name for t in threading.enumerate() if t.name.endswith("-decoder")] == []
     # Each peer is told who the others are, and never anything about their addresses.
     for peer in room:
         joined = next(m for m in peer.messages if m["type"] == "joined")
@@ -129,7 +138,7 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     await eventually(
         lambda: None if str(leaver.participant_id) not in served.sfu.participants else "still in", within=5
     )
-    await _advancing(stayers, stayers, frames=2 / VIDEO_INTERVAL)  # ~2 s more of every stream
+    await _advancing(stayers, stayers, frames=int(2 / VIDEO_INTERVAL))  # ~2 s more of every stream
     gaps = _max_gaps(stayers, stayers)
     assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
     assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
@@ -145,20 +154,18 @@ async def test_a_clean_leave_leaves_the_others_media_running(
 
 
 @pytest.mark.slow
-async def test_an_abruptly_killed_participant_is_removed_within_5_s_and_the_others_media_keeps_running(
-    served: Served, room: list[SyntheticPeer]
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(signal.SIGKILL, id="killed (its kernel closes the WebSocket)"),
+        pytest.param(signal.SIGSTOP, id="frozen (only the WebSocket heartbeat notices)"),
+    ],
+)
+async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_media_keeps_running(
+    served: Served, room: list[SyntheticPeer], how: signal.Signals
 ) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence.synthetic.client",
-        served.url,
-        "room-a",
-        "127.0.20.1",
-        "--name",
-        "doomed",
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    process = await spawn_module(
+        "sfu_geofence.synthetic.client", served.url, "room-a", "127.0.20.1", "--name", "doomed"
     )
     try:
         assert process.stdout is not None
@@ -176,22 +183,20 @@ async def test_an_abruptly_killed_participant_is_removed_within_5_s_and_the_othe
 
         await eventually(everyone_receives_the_doomed, within=20)
         _reset_gaps(room)
-        process.send_signal(signal.SIGKILL)
+        process.send_signal(how)
         killed_at = time.monotonic()
         await eventually(
             lambda: None if doomed not in served.sfu.participants else "still in the room", within=5
         )
         assert time.monotonic() - killed_at < 5
-        await _advancing(room, room, frames=2 / VIDEO_INTERVAL)
+        await _advancing(room, room, frames=int(2 / VIDEO_INTERVAL))
         gaps = _max_gaps(room, room)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for peer in room:
             assert {"type": "participant-left", "participant": doomed, "name": "doomed"} in peer.messages
     finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
+        await stop(process)
 
 
 class _Recorder(SfuObserver):
@@ -213,16 +218,10 @@ class _Recorder(SfuObserver):
 async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it_left(served: Served) -> None:
     recorder = _Recorder()
     served.sfu.observer.observers.append(recorder)
-    peers = [
-        SyntheticPeer(served.url, "room-b", f"127.0.30.{i + 1}", name=f"p{i}", tracks=tiny_tracks())
-        for i in range(3)
-    ]
-    try:
-        for peer in peers:
-            await peer.join()
-        await eventually(_receives_everyone(peers), within=20)
+    async with _full_mesh(served, "room-b", "127.0.30", "p") as peers:
         target, others = peers[1], [peers[0], peers[2]]
         _reset_gaps(others)
+        removed = served.sfu.participants[str(target.participant_id)]
         assert served.sfu.remove_participant(
             str(target.participant_id), CloseReason.EJECTED, "not allowed here"
         )
@@ -230,9 +229,18 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         await asyncio.wait_for(target.closed.wait(), 5)
         assert target.close_code == 4409
         assert target.messages[-1] == {"type": "ejected", "reason": "not allowed here"}
-        await _advancing(others, others, frames=2 / VIDEO_INTERVAL)
+        await eventually(
+            lambda: None if removed.pc.connectionState == "closed" else "connection open", within=5
+        )
+        assert all(p.closed for p in removed.producers.values())
+        assert removed.consumers == {}
+        survivors = [served.sfu.participants[str(o.participant_id)] for o in others]
+        assert all(p.id not in s.consumers for s in survivors for p in removed.producers.values())
+        assert all(len(s.consumers) == 2 for s in survivors)  # each other's audio and video, untouched
+        await _advancing(others, others, frames=int(2 / VIDEO_INTERVAL))
         gaps = _max_gaps(others, others)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
+        assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for other in others:
             assert {
                 "type": "participant-left",
@@ -253,9 +261,6 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
             "p2": "127.0.30.3",
         }
         assert all(pair.remote_type == "host" and not pair.relayed for _, pair in recorder.pairs)
-    finally:
-        for peer in peers:
-            await peer.close()
 
 
 def _receiver_for(peer: SyntheticPeer, producer_id: str) -> ForwardingReceiver:
@@ -299,6 +304,22 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     )
     await asyncio.sleep(1.5)
     assert 1 <= len(keyframe_requests) <= 2  # five requests within the limit's window merge
+
+    # The SFU estimates the bandwidth it receives and tells the publisher (REMB), as aiortc does.
+    publisher_video = next(
+        t.sender for t in publisher.pc.getTransceivers() if t.sender.track is publisher.tracks[1]
+    )
+    estimates: list[int] = []
+    original_feedback = publisher_video._handle_rtcp_packet
+
+    async def record_remb(packet: object) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            estimates.append(unpack_remb_fci(packet.fci)[0])
+        await original_feedback(packet)  # type: ignore[arg-type]
+
+    publisher_video._handle_rtcp_packet = record_remb  # type: ignore[method-assign,assignment]
+    await eventually(lambda: None if estimates else "no REMB reached the publisher", within=10)
+    assert estimates[-1] > 0
 
     # Sender reports from the SFU count what it forwarded to this subscriber.
     reports: list[RtcpSrPacket] = []
