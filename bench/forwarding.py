@@ -140,7 +140,9 @@ async def _answer_snapshots(conn: Connection, counters: Callable[[], dict[str, A
             profile = None
             conn.send(("ok", None))
         else:  # snapshot, taken on the event loop: the counters are not touched meanwhile
-            conn.send(("ok", {"t": time.monotonic(), "cpu_s": time.process_time(), **counters()}))
+            times = os.times()
+            snapshot = {"t": time.monotonic(), "cpu_s": time.process_time(), "sys_s": times.system}
+            conn.send(("ok", {**snapshot, **counters()}))
 
 
 def _sfu_snapshot(sfu: Any) -> dict[str, Any]:
@@ -427,6 +429,8 @@ class Window:
     k: int
     seconds: float
     server_cpu_s: float
+    server_sys_s: float
+    """The part of server_cpu_s spent in the kernel (sendto/recvfrom on loopback, epoll)."""
     forwarded: int | None
     received: int | None
     publisher_video_frames: int
@@ -472,6 +476,7 @@ class Run:
         self.real = self._start(Child(f"{self.target} real subscribers", peers_process))
         self.sinks = self._start(Child(f"{self.target} sinks", peers_process))
         self.url: str = self.server.result()
+        progress(f"{self.target}: server process {self.server.process.pid} at {self.url}")
 
     def _start(self, child: Child) -> Child:
         self.children.append(child)
@@ -584,6 +589,7 @@ class Run:
             k=self.k,
             seconds=wall,
             server_cpu_s=server1["cpu_s"] - server0["cpu_s"],
+            server_sys_s=server1["sys_s"] - server0["sys_s"],
             forwarded=server1["forwarded"] - server0["forwarded"] if "forwarded" in server1 else None,
             received=server1["received"] - server0["received"] if "received" in server1 else None,
             publisher_video_frames=publisher1["publisher"]["video_frames_sent"]
@@ -666,6 +672,7 @@ def report(
         "per_k": {
             str(w.k): {
                 "sfu_cpu_pct": round(w.server_cpu_pct, 1),
+                "sfu_kernel_cpu_pct": round(100 * w.server_sys_s / w.seconds, 1),
                 "forwarded_packets_per_s": round((w.forwarded or 0) / w.seconds, 1),
                 "received_packets_per_s": round((w.received or 0) / w.seconds, 1),
                 "real_subscribers": len(w.real),
@@ -685,6 +692,7 @@ def report(
         else {
             "k": relay.k,
             "cpu_pct": round(relay.server_cpu_pct, 1),
+            "kernel_cpu_pct": round(100 * relay.server_sys_s / relay.seconds, 1),
             "fps_min": round(min(relay.fps.values()), 2),
             "fps_min_real": round(min(relay.fps[n] for n in relay.real), 2),
             "fps_mean": round(sum(relay.fps.values()) / len(relay.fps), 2),
