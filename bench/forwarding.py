@@ -36,6 +36,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -74,6 +75,8 @@ def _child(conn: Connection, main: Callable[[Connection], Any]) -> None:
     from sfu_geofence.testing.netguard import loopback_only
 
     logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(name)s %(message)s")
+    # Ctrl-C reaches the whole process group: the parent alone handles it and stops the children.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with loopback_only():
             asyncio.run(main(conn))
@@ -85,8 +88,20 @@ def _child(conn: Connection, main: Callable[[Connection], Any]) -> None:
 
 
 async def _commands(conn: Connection) -> Any:
-    """The next command from the parent (read in a thread: the event loop keeps running)."""
-    return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+    """The next command from the parent, read in a daemon thread so that the event loop keeps running
+    and the process can exit while the thread still waits (a parent that died reads as "stop")."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def read() -> None:
+        try:
+            command = conn.recv()
+        except (EOFError, OSError):
+            command = ("stop",)
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(command))
+
+    threading.Thread(target=read, daemon=True).start()
+    return await future
 
 
 def server_process(conn: Connection, kind: str) -> None:
@@ -400,12 +415,14 @@ class Child:
         self.send(*command)
         return self.result(timeout)
 
-    def stop(self) -> None:
-        """Ask politely, then terminate, then kill: never leave a process behind."""
-        if self.process.is_alive():
-            with contextlib.suppress(OSError, EOFError, TimeoutError, RuntimeError):
-                self.call("stop", timeout=10)
-        self.process.join(timeout=5)
+    def request_stop(self) -> None:
+        """Ask the child to close its connections and exit (without waiting)."""
+        with contextlib.suppress(OSError):
+            self.send("stop")
+
+    def stop(self, deadline: float) -> None:
+        """Wait for the child until ``deadline`` (monotonic), then terminate, then kill."""
+        self.process.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(timeout=5)
@@ -483,8 +500,14 @@ class Run:
         return child
 
     def close(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
+        """Stop the generators (their peers leave), then the server; never leave a process behind."""
+        generators = [c for c in self.children if c is not self.children[0]]
+        for group in (generators, self.children[:1]):
+            for child in group:
+                child.request_stop()
+            deadline = time.monotonic() + 10
+            for child in group:
+                child.stop(deadline)
 
     def publish(self) -> dict[str, Any]:
         progress(
