@@ -8,6 +8,10 @@ import pytest
 
 from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
 
+# pytest_browser: tests marked `browser` run in a network namespace with only lo, and their fixtures
+# (docs/testing.md); pytester: for testing that plugin.
+pytest_plugins = ["sfu_geofence.testing.pytest_browser", "pytester"]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def loopback_guard() -> Iterator[LoopbackGuard]:

@@ -106,7 +106,12 @@ class AuditLog:
         after_id: int | None = None,
         limit: int | None = None,
     ) -> list[AuditEvent]:
-        """Events matching every filter given, oldest first (the last ``limit`` when limited)."""
+        """Events matching every filter given, oldest first.
+
+        ``limit`` keeps the newest ``limit`` events, except with ``after_id``: then the *first*
+        ``limit`` events after it, so that a console paging forward (``after_id`` = the last id it
+        has) never skips an event however many arrived meanwhile.
+        """
         if self._closed:
             raise ClosedError("audit log is closed")
         where: list[str] = []
@@ -129,12 +134,13 @@ class AuditLog:
         sql = f"SELECT id, {', '.join(_COLUMNS)} FROM audit"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
+        forward = after_id is not None
+        sql += " ORDER BY id" if forward else " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             parameters.append(limit)
         rows = self._db.execute(sql, parameters).fetchall()
-        return [_from_row(row) for row in reversed(rows)]
+        return [_from_row(row) for row in (rows if forward else reversed(rows))]
 
     def close(self) -> None:
         """Safe to call twice."""

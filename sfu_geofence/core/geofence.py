@@ -7,8 +7,9 @@ The contract (see docs/plugin.md):
 * the host calls :meth:`Geofence.media_address` when ICE selects (or changes) a candidate pair;
 * the host calls :meth:`Geofence.leave` when a participant session ends, whatever the reason;
 * the core calls the host's ``eject`` callable with an :class:`EjectRequest` when an admitted
-  participant becomes restricted (policy change, database reload, restricted media address). The host
-  closes that participant only, and afterwards calls :meth:`Geofence.leave`.
+  participant becomes restricted (policy change, database reload, restricted media address) or an
+  operator ejects it by hand (:meth:`Geofence.eject_by_operator`). The host closes that participant
+  only, and afterwards calls :meth:`Geofence.leave`.
 
 Everything is synchronous and meant for one thread, the host's event loop; the eject callable must
 not block (schedule the close, return). Only ids, strings and frozen values cross.
@@ -39,6 +40,8 @@ class Trigger(StrEnum):
     POLICY_CHANGED = "policy_changed"
     DATABASE_RELOADED = "database_reloaded"
     MEDIA_ADDRESS = "media_address"
+    OPERATOR = "operator"
+    """An operator removed the participant by hand (admin API), whatever the policy says."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class _Session:
     __slots__ = (
         "address",
         "decision",
+        "eject_reason",
         "ejecting",
         "identity",
         "media_address",
@@ -101,6 +105,8 @@ class _Session:
         self.media_relayed = False
         self.media_decision: Decision | None = None
         self.ejecting = False
+        self.eject_reason: str | None = None
+        """Audited reason of a pending ejection when it is not the decision's (an operator's)."""
 
     def view(self) -> ParticipantView:
         return ParticipantView(
@@ -239,10 +245,39 @@ class Geofence:
         session = self._sessions.pop((room, participant), None)
         if session is not None and session.ejecting:
             self._record(
-                EventKind.EJECTION, "completed", room, participant, session.address, session.decision
+                EventKind.EJECTION,
+                "completed",
+                room,
+                participant,
+                session.address,
+                session.decision,
+                reason=session.eject_reason,
             )
 
     # -- what operators change -------------------------------------------------------------------
+
+    def eject_by_operator(self, room: str, participant: str, reason: str) -> bool:
+        """An operator removes one participant by hand, whatever the policy (monitor mode too).
+
+        Audited like every ejection (``requested`` now, ``completed`` at :meth:`leave`), then asked of
+        the host through the same ``eject`` callable, with ``Trigger.OPERATOR``: one path out, so the
+        host closes an operator's ejection exactly as a policy's. Returns False when the host's
+        callable failed (audited as ``eject_failed``). Raises ParticipantError for a participant not
+        admitted in ``room``, or one whose ejection is already pending.
+        """
+        self._check_open()
+        session = self._sessions.get((room, participant))
+        if session is None:
+            raise ParticipantError(f"participant {participant!r} is not admitted in room {room!r}")
+        if session.ejecting:
+            raise ParticipantError(f"the ejection of participant {participant!r} is already pending")
+        return self._request_ejection(
+            session,
+            session.decision,
+            Trigger.OPERATOR,
+            f"{Trigger.OPERATOR}: {reason}",
+            str(Trigger.OPERATOR),
+        )
 
     def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
         """Give ``room`` its own policy (None: back to the default), persisted before returning;
@@ -354,17 +389,41 @@ class Geofence:
                 EventKind.EJECTION, "would_eject", room, participant, session.address, decision, trigger
             )
             return
-        session.ejecting = True
-        self._record(EventKind.EJECTION, "requested", room, participant, session.address, decision, trigger)
+        self._request_ejection(session, decision, trigger, str(trigger))
+
+    def _request_ejection(
+        self, session: _Session, decision: Decision, trigger: Trigger, detail: str, reason: str | None = None
+    ) -> bool:
+        room, participant = session.room, session.participant
+        session.ejecting, session.eject_reason = True, reason
+        self._record(
+            EventKind.EJECTION,
+            "requested",
+            room,
+            participant,
+            session.address,
+            decision,
+            detail,
+            reason=reason,
+        )
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
         except Exception as exc:
             # The host failed to take the request: keep the participant, say so, retry on next change.
             logger.exception("eject callable failed for %s in %s", participant, room)
-            session.ejecting = False
+            session.ejecting, session.eject_reason = False, None
             self._record(
-                EventKind.EJECTION, "eject_failed", room, participant, session.address, decision, repr(exc)
+                EventKind.EJECTION,
+                "eject_failed",
+                room,
+                participant,
+                session.address,
+                decision,
+                repr(exc),
+                reason=reason,
             )
+            return False
+        return True
 
     def _record(
         self,
@@ -379,6 +438,7 @@ class Geofence:
         rule: str | None = None,
         version: int | None = None,
         database: str | None = None,
+        reason: str | None = None,
     ) -> None:
         self._audit.record(
             AuditEvent(
@@ -391,7 +451,7 @@ class Geofence:
                 source=decision.source if decision else None,
                 database=decision.database if decision else database,
                 rule=decision.rule if decision else rule,
-                reason=str(decision.reason) if decision else None,
+                reason=reason or (str(decision.reason) if decision else None),
                 policy_version=decision.policy_version if decision else version,
                 detail=detail,
             )

@@ -66,6 +66,8 @@ def test_events_are_filtered_by_room_participant_kind_outcome_time_and_limit() -
     assert ids(log.events(since=t0.replace(minute=2))) == [3, 4, 5]
     assert ids(log.events(limit=2)) == [4, 5]
     assert ids(log.events(after_id=4)) == [5]
+    assert ids(log.events(after_id=1, limit=2)) == [2, 3], "paging forward never skips events"
+    assert ids(log.events(room="a", after_id=1, limit=2)) == [3, 4]
     log.close()
     with pytest.raises(ClosedError):
         log.events()

@@ -129,6 +129,46 @@ def test_a_live_policy_change_requests_ejection_of_the_restricted_only_once(host
     assert {p.participant for p in fence.participants()} == {"hk", "de", "cn2"}
 
 
+def test_an_operator_ejects_one_participant_by_hand_audited_through_the_same_eject_path(
+    host: Host,
+) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy(enforcement=Enforcement.MONITOR))  # by hand: monitor mode too
+    fence.admit("r", "de", DE)
+    fence.admit("r", "us", US)
+    assert fence.eject_by_operator("r", "de", "spamming the chat")
+    assert host.ejected() == [("de", Trigger.OPERATOR)]
+    assert host.requests[0].decision.country == "DE"
+    with pytest.raises(ParticipantError, match="already pending"):
+        fence.eject_by_operator("r", "de", "again")
+    with pytest.raises(ParticipantError, match="not admitted"):
+        fence.eject_by_operator("r", "nobody", "typo")
+    with pytest.raises(ParticipantError, match="not admitted"):
+        fence.eject_by_operator("other-room", "us", "wrong room")
+    fence.leave("r", "de")
+    events = fence.audit.events(kind=EventKind.EJECTION)
+    assert [(e.participant, e.outcome, e.reason, e.detail, e.country, e.address) for e in events] == [
+        ("de", "requested", "operator", "operator: spamming the chat", "DE", DE),
+        ("de", "completed", "operator", None, "DE", DE),
+    ]
+    assert [p.participant for p in fence.participants()] == ["us"]
+
+
+def test_an_operator_ejection_the_host_fails_to_take_is_audited_and_reported(loopback_db: Path) -> None:
+    def eject(request: EjectRequest) -> None:
+        raise RuntimeError("host busy")
+
+    fence = Geofence(eject, database=loopback_db)
+    fence.admit("r", "p", DE)
+    assert not fence.eject_by_operator("r", "p", "test")
+    assert [(e.outcome, e.reason) for e in fence.audit.events(kind=EventKind.EJECTION)] == [
+        ("requested", "operator"),
+        ("eject_failed", "operator"),
+    ]
+    assert not fence.participants()[0].ejecting
+    fence.close()
+
+
 def test_the_server_default_applies_where_a_room_has_no_policy_of_its_own(host: Host) -> None:
     fence = host.fence
     fence.admit("plain", "a", CN)

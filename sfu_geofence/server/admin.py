@@ -1,0 +1,534 @@
+"""The operator API: policies, participants, ejection by hand, the audit log, the database.
+
+JSON over HTTP behind a bearer token, as an aiohttp sub-application the server mounts with
+``app.add_subapp("/api", create_admin_app(...))``. Countries and addresses of participants are shown
+here and nowhere else: this API is the operator's, never a participant's.
+
+Every call that changes something answers only once the change is committed to SQLite by the
+geofence (acknowledged = persisted). Every refusal is a specific status and a JSON body
+``{"error": code, "message": sentence}``; a refused call changes nothing. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn, Protocol
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+from ..core.audit import AuditEvent, EventKind
+from ..core.countries import country_code
+from ..core.decision import Decision
+from ..core.errors import (
+    DatabaseError,
+    GeofenceError,
+    InvalidCountryCode,
+    InvalidPolicy,
+    ParticipantError,
+)
+from ..core.geofence import Geofence, ParticipantView
+from ..core.geolocation import DatabaseInfo
+from ..core.policy import RoomPolicy
+from ..core.policystore import PolicyInForce
+from ..core.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable the serve command reads the token from (preferred to a flag: argv is public).
+TOKEN_ENV = "SFU_GEOFENCE_ADMIN_TOKEN"
+#: Shortest token accepted: a guessable token would expose every participant's country and address.
+MIN_TOKEN_LENGTH = 16
+#: Audit events per page: the default, and the most one request may ask for.
+AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
+#: Largest request body (a policy, a reload request).
+MAX_BODY = 64 * 1024
+#: Longest reason an operator may give for an ejection (it goes into the audit log).
+MAX_REASON = 500
+REALM = "sfu-geofence"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """``--admin-token`` (or :data:`TOKEN_ENV`). Without a token the operator API is not mounted."""
+
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
+
+    @classmethod
+    def from_env(cls, token: str | None = None, environ: Mapping[str, str] = os.environ) -> AdminConfig:
+        """The token given (a flag), else the one in :data:`TOKEN_ENV`, else none (API disabled)."""
+        return cls(token if token is not None else environ.get(TOKEN_ENV) or None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None
+
+
+def check_token(token: str) -> None:
+    """Refuse tokens that are short or cannot travel in an ``Authorization: Bearer`` header."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"the admin token must be at least {MIN_TOKEN_LENGTH} characters long")
+    if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
+        raise ValueError("the admin token must be printable ASCII without spaces")
+
+
+class ParticipantControl(Protocol):
+    """What the operator API asks of the SFU beyond what the geofence knows (ids only).
+
+    Ejection by hand does not go through here: it goes through :meth:`Geofence.eject_by_operator`,
+    which audits it and asks the SFU through the same ``eject`` callable as every other ejection
+    (``Trigger.OPERATOR``), so there is one way out of a room.
+    """
+
+    def display_names(self, room: str) -> Mapping[str, str]:
+        """Names the participants of ``room`` gave themselves, by participant id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Admin:
+    geofence: Geofence
+    control: ParticipantControl | None
+
+
+ADMIN = web.AppKey("admin", _Admin)
+
+
+def create_admin_app(geofence: Geofence, control: ParticipantControl | None, token: str) -> web.Application:
+    """The operator API for ``geofence``; mount it with ``app.add_subapp("/api", ...)``."""
+    check_token(token)
+    app = web.Application(middlewares=[json_errors, bearer_auth(token)])
+    app[ADMIN] = _Admin(geofence, control)
+    app.router.add_get("/rooms", list_rooms)
+    app.router.add_get("/rooms/{room}/participants", list_participants)
+    app.router.add_post("/rooms/{room}/participants/{participant}/eject", eject_participant)
+    app.router.add_get("/rooms/{room}/policy", get_room_policy)
+    app.router.add_put("/rooms/{room}/policy", put_room_policy)
+    app.router.add_delete("/rooms/{room}/policy", delete_room_policy)
+    app.router.add_get("/policy/default", get_default_policy)
+    app.router.add_put("/policy/default", put_default_policy)
+    app.router.add_get("/audit", read_audit)
+    app.router.add_get("/database", get_database)
+    app.router.add_post("/database/reload", reload_database)
+    return app
+
+
+# -- errors and authentication ---------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """A refusal: a specific status and a JSON body ``{"error": code, "message": ...}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+    def response(self) -> web.Response:
+        body = {"error": self.code, "message": self.message, **self.extra}
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+_GENERIC = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as JSON (aiohttp's own and unexpected ones too); nothing cached on the way."""
+    response = await _json_errors(request, handler)
+    response.headers[hdrs.CACHE_CONTROL] = "no-store"  # addresses and countries: operators only
+    return response
+
+
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        allow = {hdrs.ALLOW: exc.headers[hdrs.ALLOW]} if hdrs.ALLOW in exc.headers else None
+        return web.json_response(
+            {"error": _GENERIC.get(exc.status, "http_error"), "message": exc.reason},
+            status=exc.status,
+            headers=allow,
+        )
+    except StorageError as exc:  # not committed, so not acknowledged
+        logger.error("operator call %s %s not stored: %s", request.method, request.path, exc)
+        return web.json_response({"error": "storage_unavailable", "message": str(exc)}, status=503)
+    except GeofenceError as exc:  # closed: the server is shutting down
+        return web.json_response({"error": "unavailable", "message": str(exc)}, status=503)
+    except Exception:
+        logger.exception("operator call %s %s failed", request.method, request.path)
+        return web.json_response(
+            {"error": "internal_error", "message": "the server failed; see its log"}, status=500
+        )
+
+
+def bearer_auth(token: str) -> Middleware:
+    """``Authorization: Bearer <token>``: none -> 401 (with WWW-Authenticate), a wrong one -> 403.
+
+    Both sides are hashed before the constant-time comparison, so neither the token's bytes nor its
+    length leak through timing.
+    """
+    expected = hashlib.sha256(token.encode()).digest()
+
+    @web.middleware
+    async def authorised(request: web.Request, handler: Handler) -> web.StreamResponse:
+        scheme, _, given = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
+        given = given.strip()
+        if scheme.lower() != "bearer" or not given:
+            raise ApiError(
+                401,
+                "unauthorised",
+                "this API needs an operator token: Authorization: Bearer <token>",
+                headers={hdrs.WWW_AUTHENTICATE: f'Bearer realm="{REALM}"'},
+            )
+        digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+        if not hmac.compare_digest(digest, expected):
+            logger.warning("operator call %s %s with a wrong token", request.method, request.path)
+            raise ApiError(403, "forbidden", "the operator token is wrong")
+        return await handler(request)
+
+    return authorised
+
+
+# -- rooms and participants ------------------------------------------------------------------------
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    """Rooms with participants or a policy of their own."""
+    fence = request.app[ADMIN].geofence
+    counts: dict[str, int] = {}
+    for view in fence.participants():
+        counts[view.room] = counts.get(view.room, 0) + 1
+    rooms = sorted(set(counts) | set(fence.policies.rooms()))
+    return web.json_response(
+        {
+            "rooms": [
+                {"room": room, "participants": counts.get(room, 0), **_policy(fence.policy(room))}
+                for room in rooms
+            ]
+        }
+    )
+
+
+async def list_participants(request: web.Request) -> web.Response:
+    """Who is in a room, where the geofence places them, and why they are admitted."""
+    admin = request.app[ADMIN]
+    room = request.match_info["room"]
+    views = admin.geofence.participants(room)
+    if not views:
+        _known_room(admin.geofence, room)
+    names = admin.control.display_names(room) if admin.control is not None else {}
+    return web.json_response(
+        {"room": room, "participants": [_participant(view, names.get(view.participant)) for view in views]}
+    )
+
+
+async def eject_participant(request: web.Request) -> web.Response:
+    """Remove one participant by hand: audited, then closed by the SFU (202: the close follows)."""
+    fence = request.app[ADMIN].geofence
+    room, participant = request.match_info["room"], request.match_info["participant"]
+    body = await _json_object(request, allowed={"reason"}, required=False)
+    reason = body.get("reason", "ejected by an operator")
+    if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
+        raise ApiError(422, "invalid_reason", f"reason must be a string of 1 to {MAX_REASON} characters")
+    views = fence.participants(room)
+    view = next((v for v in views if v.participant == participant), None)
+    if view is None:
+        if not views:
+            _known_room(fence, room)
+        raise ApiError(404, "unknown_participant", f"no participant {participant!r} in room {room!r}")
+    if view.ejecting:
+        raise ApiError(409, "ejection_pending", f"the ejection of {participant!r} is already under way")
+    try:
+        taken = fence.eject_by_operator(room, participant, reason)
+    except ParticipantError as exc:  # left between the check and now
+        raise ApiError(404, "unknown_participant", str(exc)) from None
+    if not taken:
+        raise ApiError(502, "eject_failed", "the SFU did not take the ejection (audited as eject_failed)")
+    return web.json_response({"room": room, "participant": participant, "status": "requested"}, status=202)
+
+
+def _known_room(fence: Geofence, room: str) -> None:
+    if room not in fence.policies.rooms():
+        raise ApiError(404, "unknown_room", f"room {room!r} has no participants and no policy of its own")
+
+
+def _participant(view: ParticipantView, name: str | None) -> dict[str, Any]:
+    media = None
+    if view.media_address is not None:
+        media = {"address": view.media_address, "relayed": view.media_relayed}
+        if view.media_decision is not None:
+            media |= _decision(view.media_decision)
+    return {
+        "participant": view.participant,
+        "name": name,
+        "identity": view.identity,
+        "address": view.address,
+        **_decision(view.decision),
+        "media": media,
+        "ejecting": view.ejecting,
+    }
+
+
+def _decision(decision: Decision) -> dict[str, Any]:
+    return {
+        "country": decision.country,
+        "source": decision.source,
+        "database": decision.database,
+        "outcome": decision.outcome,
+        "reason": str(decision.reason),
+        "rule": decision.rule,
+        "policy_version": decision.policy_version,
+    }
+
+
+# -- policies --------------------------------------------------------------------------------------
+
+
+async def get_room_policy(request: web.Request) -> web.Response:
+    room = request.match_info["room"]
+    return web.json_response({"room": room, **_policy(request.app[ADMIN].geofence.policy(room))})
+
+
+async def put_room_policy(request: web.Request) -> web.Response:
+    """Replace a room's policy; its participants now restricted are ejected (or would be)."""
+    fence = request.app[ADMIN].geofence
+    room = request.match_info["room"]
+    policy = _parse_policy(await _json_object(request))
+    before = _last_event_id(fence)
+    fence.set_policy(room, policy)
+    ejections = _ejections_since(fence, before, room)
+    return web.json_response({"room": room, **_policy(fence.policy(room)), "ejections": ejections})
+
+
+async def delete_room_policy(request: web.Request) -> web.Response:
+    """Return a room to the server default."""
+    fence = request.app[ADMIN].geofence
+    room = request.match_info["room"]
+    if room not in fence.policies.rooms():
+        raise ApiError(
+            404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
+        )
+    before = _last_event_id(fence)
+    fence.set_policy(room, None)
+    ejections = _ejections_since(fence, before, room)
+    return web.json_response({"room": room, **_policy(fence.policy(room)), "ejections": ejections})
+
+
+async def get_default_policy(request: web.Request) -> web.Response:
+    return web.json_response(_policy(request.app[ADMIN].geofence.policies.default))
+
+
+async def put_default_policy(request: web.Request) -> web.Response:
+    """Replace the server default, which every room without a policy of its own follows."""
+    fence = request.app[ADMIN].geofence
+    policy = _parse_policy(await _json_object(request))
+    before = _last_event_id(fence)
+    fence.set_default_policy(policy)
+    ejections = _ejections_since(fence, before)
+    return web.json_response({**_policy(fence.policies.default), "ejections": ejections})
+
+
+def _policy(in_force: PolicyInForce) -> dict[str, Any]:
+    return {
+        "policy": in_force.policy.to_dict(),
+        "rule": in_force.policy.describe(),
+        "version": in_force.version,
+        "inherited": in_force.inherited,
+    }
+
+
+def _parse_policy(body: dict[str, Any]) -> RoomPolicy:
+    countries = body.get("countries")
+    if isinstance(countries, list):
+        for code in countries:
+            if isinstance(code, str):
+                try:
+                    country_code(code)
+                except InvalidCountryCode as exc:
+                    raise ApiError(422, "unknown_country", str(exc), country=code) from None
+    try:
+        return RoomPolicy.from_dict(body)
+    except InvalidPolicy as exc:
+        raise ApiError(422, "invalid_policy", str(exc)) from None
+
+
+def _last_event_id(fence: Geofence) -> int:
+    latest = fence.audit.events(limit=1)
+    return (latest[-1].id or 0) if latest else 0
+
+
+def _ejections_since(fence: Geofence, after_id: int, room: str | None = None) -> list[dict[str, Any]]:
+    """The ejections (requested or, in monitor mode, would_eject) a change just caused."""
+    return [
+        {"room": e.room, "participant": e.participant, "outcome": e.outcome, "country": e.country}
+        for e in fence.audit.events(kind=EventKind.EJECTION, after_id=after_id, room=room)
+    ]
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+_AUDIT_FILTERS = {"room", "participant", "kind", "outcome", "since", "after_id", "limit"}
+
+
+async def read_audit(request: web.Request) -> web.Response:
+    """Audit events, oldest first: the newest page, or (``after_id``) the page after an event."""
+    query = request.query
+    unknown = set(query) - _AUDIT_FILTERS
+    if unknown:
+        raise ApiError(
+            400,
+            "bad_parameter",
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_AUDIT_FILTERS))}",
+        )
+    kind = None
+    if "kind" in query:
+        try:
+            kind = EventKind(query["kind"])
+        except ValueError:
+            kinds = ", ".join(str(k) for k in EventKind)
+            raise ApiError(400, "bad_parameter", f"kind must be one of {kinds}") from None
+    since = None
+    if "since" in query:
+        try:
+            since = datetime.fromisoformat(query["since"])
+        except ValueError:
+            raise ApiError(
+                400, "bad_parameter", "since must be an ISO 8601 time, e.g. 2026-11-25T16:00:00Z"
+            ) from None
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    after_id = _int_parameter(query, "after_id", 0, None)
+    limit = _int_parameter(query, "limit", 1, AUDIT_PAGE_MAX)
+    limit = AUDIT_PAGE if limit is None else limit
+    events = request.app[ADMIN].geofence.audit.events(
+        room=query.get("room"),
+        participant=query.get("participant"),
+        kind=kind,
+        outcome=query.get("outcome"),
+        since=since,
+        after_id=after_id,
+        limit=limit + 1,
+    )
+    more = len(events) > limit
+    if more:  # one beyond the page: there are newer (paging forward) or older (newest page) events
+        events = events[:limit] if after_id is not None else events[1:]
+    last_id = events[-1].id if events else after_id
+    return web.json_response({"events": [_event(e) for e in events], "last_id": last_id, "more": more})
+
+
+def _int_parameter(query: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
+    if name not in query:
+        return None
+    try:
+        value = int(query[name])
+    except ValueError:
+        value = low - 1
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"{low} or more"
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer {bounds}")
+    return value
+
+
+def _event(event: AuditEvent) -> dict[str, Any]:
+    fields = asdict(event)
+    time = fields.pop("time")
+    return {
+        "id": fields.pop("id"),
+        "time": time.isoformat() if time else None,
+        **fields,
+        "kind": str(event.kind),
+    }
+
+
+# -- database --------------------------------------------------------------------------------------
+
+
+async def get_database(request: web.Request) -> web.Response:
+    return web.json_response(_database(request.app[ADMIN].geofence.database))
+
+
+async def reload_database(request: web.Request) -> web.Response:
+    """Swap in a new database file (or re-read the current one); a bad file keeps the old one."""
+    fence = request.app[ADMIN].geofence
+    body = await _json_object(request, allowed={"path"}, required=False)
+    path = body.get("path")
+    if path is not None and (not isinstance(path, str) or not path):
+        raise ApiError(422, "invalid_path", "path must be a non-empty string (a file on the server)")
+    before = _last_event_id(fence)
+    try:
+        info = fence.reload_database(path)
+    except DatabaseError as exc:
+        kept = _database(fence.database)
+        raise ApiError(
+            422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
+        ) from None
+    return web.json_response({**_database(info), "ejections": _ejections_since(fence, before)})
+
+
+def _database(info: DatabaseInfo) -> dict[str, Any]:
+    return {
+        "label": info.label,
+        "path": info.path,
+        "type": info.database_type,
+        "built": info.built.isoformat(),
+        "age_days": round(info.age().total_seconds() / 86400, 1),
+        "stale": info.stale(),
+        "warning": info.staleness_warning(),
+        "embedded": info.embedded,
+        "ip_version": info.ip_version,
+        "attribution": info.attribution,
+    }
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+
+async def _json_object(
+    request: web.Request, *, allowed: set[str] | None = None, required: bool = True
+) -> dict[str, Any]:
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        if required:
+            _malformed("the request body is empty; send a JSON object")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        _malformed(f"the request body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        raise ApiError(
+            422, "invalid_body", f"the request body must be a JSON object, not {type(body).__name__}"
+        )
+    if allowed is not None and set(body) - allowed:
+        extra = ", ".join(sorted(set(body) - allowed))
+        raise ApiError(422, "invalid_body", f"unknown field(s): {extra}; known: {', '.join(sorted(allowed))}")
+    return body
+
+
+def _malformed(message: str) -> NoReturn:
+    raise ApiError(400, "malformed_json", message)

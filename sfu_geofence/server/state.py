@@ -1,0 +1,58 @@
+"""Where the server keeps what must outlive it: room policies and the audit log (``--state-dir``).
+
+Policies are committed with ``synchronous=FULL`` (the core's only setting for them): an operator's
+acknowledged change survives even a power cut, and changes are rare. The audit log takes one commit
+per admission on the event loop that also forwards everyone's media, so the server writes it with
+``synchronous=NORMAL`` in WAL mode by default: a commit then survives the process being killed
+(``kill -9``, a crash), not a power cut of the machine, and costs tens of microseconds instead of an
+fsync (0.2-3.6 ms measured). Operators who need the audit to survive power cuts choose ``FULL``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.audit import AuditLog
+from ..core.policy import RoomPolicy
+from ..core.policystore import PolicyStore
+from ..core.storage import Synchronous
+
+POLICIES_FILE = "policies.sqlite"
+AUDIT_FILE = "audit.sqlite"
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    """``--state-dir`` and how hard the audit log syncs. Without a directory nothing is kept."""
+
+    directory: Path | None = None
+    """Holds ``policies.sqlite`` and ``audit.sqlite`` (created if missing); None: in memory only."""
+    audit_synchronous: Synchronous = "NORMAL"
+
+    def __post_init__(self) -> None:
+        if self.audit_synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"audit_synchronous must be FULL or NORMAL, not {self.audit_synchronous!r}")
+        if self.directory is not None:
+            object.__setattr__(self, "directory", Path(self.directory))
+
+    @property
+    def policies_path(self) -> Path | None:
+        return self.directory / POLICIES_FILE if self.directory else None
+
+    @property
+    def audit_path(self) -> Path | None:
+        return self.directory / AUDIT_FILE if self.directory else None
+
+    def open_policies(self, default: RoomPolicy | None = None) -> PolicyStore:
+        """The policy store (``default`` seeds the server default on first start only)."""
+        self._make_directory()
+        return PolicyStore(self.policies_path or ":memory:", default=default)
+
+    def open_audit(self) -> AuditLog:
+        self._make_directory()
+        return AuditLog(self.audit_path or ":memory:", synchronous=self.audit_synchronous)
+
+    def _make_directory(self) -> None:
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # addresses: operators only

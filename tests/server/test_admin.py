@@ -1,0 +1,552 @@
+"""The operator API, served on 127.0.0.1 over a real geofence, a real .mmdb and the reference host."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from sfu_geofence import AuditLog, EjectRequest, EventKind, Geofence, PolicyStore, Trigger
+from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig, create_admin_app
+from sfu_geofence.testing.host_contract import write_contract_database
+from sfu_geofence.testing.reference_host import ReferenceHost
+from sfu_geofence.testing.wait import eventually
+
+TOKEN = "operator-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CN, CN2, HK, TW, DE, US = "127.86.0.1", "127.86.0.2", "127.85.0.1", "127.88.0.1", "127.49.0.1", "127.1.0.1"
+WITHIN = 20.0
+
+
+class Names:
+    """The SFU's side of the operator API: the names participants gave themselves."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, dict[str, str]] = {}
+
+    def display_names(self, room: str) -> Mapping[str, str]:
+        return self.names.get(room, {})
+
+
+@dataclass
+class Operator:
+    client: TestClient[web.Request, web.Application]
+    host: ReferenceHost
+    names: Names
+    database: Path
+
+    async def call(
+        self, method: str, path: str, status: int, *, json: Any = None, data: str | None = None
+    ) -> Any:
+        """Make an authorised call; assert its status and return its JSON body."""
+        response = await self.client.request(method, "/api" + path, headers=AUTH, json=json, data=data)
+        body = await response.json()
+        assert response.status == status, body
+        assert response.content_type == "application/json"
+        return body
+
+    def audit(self, kind: EventKind) -> list[tuple[str | None, str]]:
+        return [(e.participant, e.outcome) for e in self.host.geofence.audit.events(kind=kind)]
+
+    async def gone(self, room: str, *participants: str | None) -> None:
+        def check() -> str | None:
+            still = set(participants) & self.host.connected(room)
+            return f"{sorted(still)} still connected" if still else None
+
+        await eventually(check, within=WITHIN)
+
+
+@pytest.fixture
+async def operator(tmp_path: Path) -> AsyncIterator[Operator]:
+    database = write_contract_database(tmp_path / "contract.mmdb")
+    host = ReferenceHost(
+        database,
+        policies=PolicyStore(tmp_path / "policies.sqlite"),
+        audit=AuditLog(tmp_path / "audit.sqlite", synchronous="NORMAL"),
+    )
+    names = Names()
+    app = web.Application()
+    app.add_subapp("/api", create_admin_app(host.geofence, names, TOKEN))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield Operator(client, host, names, database)
+    await host.close()
+
+
+# -- authentication --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": ""}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": "Bearer "}],
+    ids=["no header", "empty", "basic scheme", "bearer without token"],
+)
+@pytest.mark.parametrize("path", ["/api/rooms", "/api/audit", "/api/database", "/api/no-such-endpoint"])
+async def test_a_call_without_a_token_is_refused_401_with_a_bearer_challenge(
+    operator: Operator, headers: dict[str, str], path: str
+) -> None:
+    response = await operator.client.get(path, headers=headers)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="sfu-geofence"'
+    assert (await response.json())["error"] == "unauthorised"
+
+
+@pytest.mark.parametrize(
+    "token",
+    [TOKEN[:-1] + "X", TOKEN[:-1], TOKEN + "0", "x", TOKEN.upper()],
+    ids=["same length", "shorter", "longer", "very short", "other case"],
+)
+async def test_a_wrong_token_is_refused_403_and_changes_nothing(operator: Operator, token: str) -> None:
+    fence = operator.host.geofence
+    events = len(fence.audit.events())
+    response = await operator.client.put(
+        "/api/rooms/r/policy", json={"countries": ["CN"]}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (response.status, (await response.json())["error"]) == (403, "forbidden")
+    assert fence.policy("r").inherited
+    assert len(fence.audit.events()) == events
+
+
+async def test_the_bearer_scheme_is_case_insensitive(operator: Operator) -> None:
+    response = await operator.client.get("/api/rooms", headers={"Authorization": f"bearer {TOKEN}"})
+    assert response.status == 200
+
+
+async def test_unknown_endpoints_and_wrong_methods_are_json_errors_after_authentication(
+    operator: Operator,
+) -> None:
+    assert (await operator.call("GET", "/nothing-here", 404))["error"] == "not_found"
+    response = await operator.client.post("/api/rooms", headers=AUTH)
+    assert (response.status, (await response.json())["error"]) == (405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+async def test_answers_are_never_cached_and_a_closed_geofence_is_unavailable(operator: Operator) -> None:
+    response = await operator.client.get("/api/rooms", headers=AUTH)
+    assert response.headers["Cache-Control"] == "no-store"
+    refused = await operator.client.get("/api/rooms")
+    assert refused.headers["Cache-Control"] == "no-store"
+    operator.host.geofence.close()
+    answer = await operator.call("PUT", "/rooms/r/policy", 503, json={"countries": ["CN"]})
+    assert answer["error"] == "unavailable"
+    assert answer["message"].endswith("is closed")
+
+
+def test_the_admin_token_comes_from_the_flag_else_the_environment_and_must_be_long() -> None:
+    assert AdminConfig.from_env(None, {}).enabled is False
+    assert AdminConfig.from_env(None, {TOKEN_ENV: TOKEN}).token == TOKEN
+    assert AdminConfig.from_env("flag-token-0123456789", {TOKEN_ENV: TOKEN}).token == "flag-token-0123456789"
+    with pytest.raises(ValueError, match="at least 16"):
+        AdminConfig("short")
+    with pytest.raises(ValueError, match="without spaces"):
+        AdminConfig("a token with spaces in it")
+    with pytest.raises(ValueError, match="at least 16"):
+        create_admin_app(None, None, "short")  # type: ignore[arg-type]
+
+
+# -- rooms and participants ------------------------------------------------------------------------
+
+
+async def test_rooms_are_listed_with_participant_counts_and_the_policy_in_force(operator: Operator) -> None:
+    host = operator.host
+    await host.join("r", CN)
+    await host.join("r", DE)
+    await host.join("s", US)
+    host.geofence.set_policy("prepared", host.geofence.policy("r").policy)
+    body = await operator.call("GET", "/rooms", 200)
+    assert [(r["room"], r["participants"], r["inherited"], r["version"]) for r in body["rooms"]] == [
+        ("prepared", 0, False, 1),
+        ("r", 2, True, 0),
+        ("s", 1, True, 0),
+    ]
+    assert body["rooms"][1]["policy"]["mode"] == "deny"
+
+
+async def test_participants_show_operators_address_country_field_database_and_decision(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    cn = await host.join("r", CN, identity="alice@example.org", media_address=TW)
+    de = await host.join("r", DE)
+    assert cn is not None
+    assert de is not None
+    operator.names.names["r"] = {cn: "Alice"}
+    body = await operator.call("GET", "/rooms/r/participants", 200)
+    label = host.geofence.database.label
+
+    def admitted(country: str) -> dict[str, Any]:
+        return {
+            "country": country,
+            "source": "country_code",
+            "database": label,
+            "outcome": "admitted",
+            "reason": "country_not_restricted",
+            "rule": "deny (none); unknown admit; relayed use-signaling-country; enforce",
+            "policy_version": 0,
+        }
+
+    assert body == {
+        "room": "r",
+        "participants": [
+            {
+                "participant": cn,
+                "name": "Alice",
+                "identity": "alice@example.org",
+                "address": CN,
+                **admitted("CN"),
+                "media": {"address": TW, "relayed": False, **admitted("TW")},
+                "ejecting": False,
+            },
+            {
+                "participant": de,
+                "name": None,
+                "identity": None,
+                "address": DE,
+                **admitted("DE"),
+                "media": None,
+                "ejecting": False,
+            },
+        ],
+    }
+
+
+async def test_a_room_nobody_is_in_and_without_a_policy_is_unknown(operator: Operator) -> None:
+    body = await operator.call("GET", "/rooms/nowhere/participants", 404)
+    assert body["error"] == "unknown_room"
+    assert "nowhere" in body["message"]
+    operator.host.geofence.set_policy("prepared", None)  # returning to the default: still unknown
+    await operator.call("GET", "/rooms/prepared/participants", 404)
+    await operator.call("PUT", "/rooms/prepared/policy", 200, json={"countries": ["CN"]})
+    assert await operator.call("GET", "/rooms/prepared/participants", 200) == {
+        "room": "prepared",
+        "participants": [],
+    }
+
+
+# -- policies --------------------------------------------------------------------------------------
+
+
+async def test_a_live_deny_policy_ejects_exactly_the_restricted_participants_of_that_room(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    joined = {
+        name: await host.join("r", address)
+        for name, address in (("cn", CN), ("cn2", CN2), ("hk", HK), ("tw", TW), ("de", DE))
+    }
+    elsewhere = await host.join("other", CN)
+    body = await operator.call("PUT", "/rooms/r/policy", 200, json={"mode": "deny", "countries": ["cn"]})
+    assert body["policy"]["countries"] == ["CN"]
+    assert (body["inherited"], body["rule"]) == (
+        False,
+        "deny CN; unknown admit; relayed use-signaling-country; enforce",
+    )
+    assert body["ejections"] == [
+        {"room": "r", "participant": joined["cn"], "outcome": "requested", "country": "CN"},
+        {"room": "r", "participant": joined["cn2"], "outcome": "requested", "country": "CN"},
+    ]
+    await operator.gone("r", joined["cn"], joined["cn2"])
+    assert host.connected("r") == {joined["hk"], joined["tw"], joined["de"]}
+    assert host.connected("other") == {elsewhere}
+    assert sorted(host.closed) == sorted(
+        [("r", joined["cn"], "policy_changed"), ("r", joined["cn2"], "policy_changed")]
+    )
+    assert operator.audit(EventKind.EJECTION) == [
+        (joined["cn"], "requested"),
+        (joined["cn2"], "requested"),
+        (joined["cn"], "completed"),
+        (joined["cn2"], "completed"),
+    ]
+    assert await host.join("r", CN) is None, "a newcomer from CN is refused at join"
+    got = await operator.call("GET", "/rooms/r/policy", 200)
+    assert (got["room"], got["policy"], got["version"]) == ("r", body["policy"], body["version"])
+
+
+async def test_monitor_mode_ejects_nobody_and_the_audit_shows_who_would_be_ejected(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    cn = await host.join("r", CN)
+    de = await host.join("r", DE)
+    body = await operator.call(
+        "PUT", "/rooms/r/policy", 200, json={"countries": ["CN"], "enforcement": "monitor"}
+    )
+    assert body["ejections"] == [{"room": "r", "participant": cn, "outcome": "would_eject", "country": "CN"}]
+    late = await host.join("r", CN2)
+    assert late is not None
+    assert host.connected("r") == {cn, de, late}
+    assert host.closed == []
+    would = await operator.call("GET", "/audit?outcome=would_eject", 200)
+    assert [(e["participant"], e["country"], e["reason"]) for e in would["events"]] == [
+        (cn, "CN", "country_denied")
+    ]
+    refused = await operator.call("GET", "/audit?kind=admission&outcome=would_refuse", 200)
+    assert [e["participant"] for e in refused["events"]] == [late]
+
+
+async def test_deleting_a_room_policy_returns_the_room_to_the_default(operator: Operator) -> None:
+    host = operator.host
+    await operator.call("PUT", "/policy/default", 200, json={"countries": ["DE"]})
+    await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": []})
+    de = await host.join("r", DE)
+    body = await operator.call("DELETE", "/rooms/r/policy", 200)
+    assert (body["inherited"], body["policy"]["countries"]) == (True, ["DE"])
+    assert [e["participant"] for e in body["ejections"]] == [de]
+    await operator.gone("r", de)
+    assert (await operator.call("DELETE", "/rooms/r/policy", 404))["error"] == "no_room_policy"
+
+
+async def test_the_server_default_is_read_and_replaced_and_reaches_rooms_without_their_own(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    assert (await operator.call("GET", "/policy/default", 200))["policy"]["countries"] == []
+    plain = await host.join("plain", CN)
+    await operator.call("PUT", "/rooms/own/policy", 200, json={})
+    own = await host.join("own", CN)
+    body = await operator.call("PUT", "/policy/default", 200, json={"countries": ["CN"], "unknown": "refuse"})
+    assert (body["policy"]["unknown"], body["inherited"], body["version"]) == ("refuse", True, 2)
+    assert [(e["room"], e["participant"]) for e in body["ejections"]] == [("plain", plain)]
+    await operator.gone("plain", plain)
+    assert host.connected("own") == {own}
+    assert (await operator.call("GET", "/policy/default", 200))["policy"] == body["policy"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "error", "says"),
+    [
+        ('{"countries": ["CN"', 400, "malformed_json", "not JSON"),
+        ("", 400, "malformed_json", "empty"),
+        ("[]", 422, "invalid_body", "JSON object"),
+        ('{"countries": ["CN", "XX"]}', 422, "unknown_country", "'XX'"),
+        ('{"countries": ["China"]}', 422, "unknown_country", "'China'"),
+        ('{"countries": "CN"}', 422, "invalid_policy", "'countries' must be a list of strings"),
+        ('{"countries": [86]}', 422, "invalid_policy", "'countries' must be a list of strings"),
+        ('{"mode": "block"}', 422, "invalid_policy", "'block'"),
+        ('{"mode": 1}', 422, "invalid_policy", "'mode' must be a string"),
+        ('{"contries": ["CN"]}', 422, "invalid_policy", "contries"),
+        ('{"exempt_networks": ["10.0.0.0/33"]}', 422, "invalid_policy", "10.0.0.0/33"),
+    ],
+)
+async def test_a_bad_policy_is_refused_with_a_specific_error_and_changes_nothing(
+    operator: Operator, body: str, status: int, error: str, says: str
+) -> None:
+    fence = operator.host.geofence
+    cn = await operator.host.join("r", CN)
+    await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["IR"]})
+    before = (fence.policy("r"), fence.policies.default, len(fence.audit.events()))
+    for path in ("/rooms/r/policy", "/policy/default"):
+        answer = await operator.call("PUT", path, status, data=body)
+        assert answer["error"] == error
+        assert says in answer["message"]
+        if error == "unknown_country":
+            assert answer["country"] in body
+    assert (fence.policy("r"), fence.policies.default, len(fence.audit.events())) == before
+    assert operator.host.connected("r") == {cn}
+
+
+async def test_a_body_larger_than_64_kib_is_refused(operator: Operator) -> None:
+    huge = '{"exempt_participants": ["' + "a" * 70_000 + '"]}'
+    assert (await operator.call("PUT", "/rooms/r/policy", 413, data=huge))["error"] == "body_too_large"
+    assert operator.host.geofence.policy("r").inherited
+
+
+# -- ejection by hand ------------------------------------------------------------------------------
+
+
+async def test_an_operator_ejects_one_participant_by_hand_and_it_is_audited(operator: Operator) -> None:
+    host = operator.host
+    de = await host.join("r", DE)
+    us = await host.join("r", US)
+    assert de is not None
+    assert us is not None
+    body = await operator.call("POST", f"/rooms/r/participants/{de}/eject", 202, json={"reason": "abuse"})
+    assert body == {"room": "r", "participant": de, "status": "requested"}
+    await operator.gone("r", de)
+    assert host.connected("r") == {us}
+    assert host.closed == [("r", de, "operator")]
+    audit = await operator.call("GET", f"/audit?kind=ejection&participant={de}", 200)
+    assert [
+        (e["outcome"], e["reason"], e["detail"], e["country"], e["address"]) for e in audit["events"]
+    ] == [
+        ("requested", "operator", "operator: abuse", "DE", DE),
+        ("completed", "operator", None, "DE", DE),
+    ]
+    assert (await operator.call("POST", f"/rooms/r/participants/{de}/eject", 404))["error"] == (
+        "unknown_participant"
+    )
+
+
+async def test_ejecting_an_unknown_participant_or_room_or_with_a_bad_reason_is_refused(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    us = await host.join("r", US)
+    events = len(host.geofence.audit.events())
+    assert (await operator.call("POST", "/rooms/r/participants/p999/eject", 404))["error"] == (
+        "unknown_participant"
+    )
+    assert (await operator.call("POST", f"/rooms/elsewhere/participants/{us}/eject", 404))["error"] == (
+        "unknown_room"
+    )
+    for reason in (42, "", "x" * 501):
+        answer = await operator.call(
+            "POST", f"/rooms/r/participants/{us}/eject", 422, json={"reason": reason}
+        )
+        assert answer["error"] == "invalid_reason"
+    answer = await operator.call("POST", f"/rooms/r/participants/{us}/eject", 422, json={"why": "x"})
+    assert answer["error"] == "invalid_body"
+    await operator.call("POST", f"/rooms/r/participants/{us}/eject", 400, data="{oops")
+    assert len(host.geofence.audit.events()) == events
+    assert host.connected("r") == {us}
+
+
+async def test_a_second_ejection_while_the_first_is_pending_is_a_conflict(tmp_path: Path) -> None:
+    requests: list[EjectRequest] = []  # a host that has not closed the participant yet
+    fence = Geofence(requests.append, database=write_contract_database(tmp_path / "c.mmdb"))
+    fence.admit("r", "p1", DE)
+    app = web.Application()
+    app.add_subapp("/api", create_admin_app(fence, None, TOKEN))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        first = await client.post("/api/rooms/r/participants/p1/eject", headers=AUTH)
+        second = await client.post("/api/rooms/r/participants/p1/eject", headers=AUTH)
+        assert (first.status, second.status) == (202, 409)
+        assert (await second.json())["error"] == "ejection_pending"
+        listed = await (await client.get("/api/rooms/r/participants", headers=AUTH)).json()
+        assert [(p["participant"], p["ejecting"], p["name"]) for p in listed["participants"]] == [
+            ("p1", True, None)
+        ]
+    assert [(r.participant, r.trigger) for r in requests] == [("p1", Trigger.OPERATOR)]
+    fence.close()
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+
+async def test_the_audit_log_is_read_page_by_page_with_after_id_without_skipping(operator: Operator) -> None:
+    host = operator.host
+    for address in (CN, HK, DE, US, TW):
+        await host.join("r", address)
+    everything = [e.id for e in host.geofence.audit.events()]
+    newest = await operator.call("GET", "/audit?limit=2", 200)
+    assert ([e["id"] for e in newest["events"]], newest["more"]) == (everything[-2:], True)
+    seen: list[int] = []
+    after = 0
+    while True:
+        page = await operator.call("GET", f"/audit?after_id={after}&limit=2", 200)
+        seen += [e["id"] for e in page["events"]]
+        after = page["last_id"]
+        if not page["more"]:
+            break
+    assert seen == everything
+    await host.join("r", CN2)  # a live console polling after the last id sees only what is new
+    page = await operator.call("GET", f"/audit?after_id={after}", 200)
+    assert [(e["kind"], e["address"], e["country"]) for e in page["events"]] == [("admission", CN2, "CN")]
+    event = page["events"][0]
+    assert set(event) == {
+        "id", "time", "kind", "outcome", "room", "participant", "address", "country", "source",
+        "database", "rule", "reason", "policy_version", "detail",
+    }  # fmt: skip
+    empty = await operator.call("GET", f"/audit?after_id={event['id']}", 200)
+    assert empty == {"events": [], "last_id": event["id"], "more": False}
+
+
+async def test_the_audit_log_is_filtered_by_room_participant_kind_outcome_and_time(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["CN"]})
+    await host.join("r", CN)
+    de = await host.join("s", DE)
+    assert [e["participant"] for e in (await operator.call("GET", "/audit?room=s", 200))["events"]] == [de]
+    assert [e["room"] for e in (await operator.call("GET", f"/audit?participant={de}", 200))["events"]] == [
+        "s"
+    ]
+    refused = (await operator.call("GET", "/audit?kind=admission&outcome=refused", 200))["events"]
+    assert [(e["room"], e["country"], e["reason"]) for e in refused] == [("r", "CN", "country_denied")]
+    policy = (await operator.call("GET", "/audit?kind=policy", 200))["events"]
+    assert [(e["room"], e["outcome"], e["policy_version"]) for e in policy] == [("r", "changed", 1)]
+    assert (await operator.call("GET", "/audit?since=2999-01-01T00:00:00Z", 200))["events"] == []
+    assert len((await operator.call("GET", "/audit?since=2000-01-01T00:00:00", 200))["events"]) >= 4
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("kind=nonsense", "kind must be one of admission"),
+        ("limit=0", "limit must be an integer from 1 to 1000"),
+        ("limit=1001", "limit must be an integer from 1 to 1000"),
+        ("limit=ten", "limit must be an integer"),
+        ("after_id=-1", "after_id must be an integer 0 or more"),
+        ("since=yesterday", "since must be an ISO 8601 time"),
+        ("rooom=r", "unknown parameter(s) rooom"),
+    ],
+)
+async def test_bad_audit_parameters_are_refused_with_a_specific_error(
+    operator: Operator, query: str, says: str
+) -> None:
+    answer = await operator.call("GET", f"/audit?{query}", 400)
+    assert answer["error"] == "bad_parameter"
+    assert says in answer["message"]
+
+
+# -- the database ----------------------------------------------------------------------------------
+
+
+async def test_the_database_in_use_is_described_with_its_age_and_attribution(operator: Operator) -> None:
+    body = await operator.call("GET", "/database", 200)
+    info = operator.host.geofence.database
+    assert body | {"age_days": 0.0} == {
+        "label": info.label,
+        "path": str(operator.database),
+        "type": "DBIP-Country-Lite",
+        "built": info.built.isoformat(),
+        "age_days": 0.0,
+        "stale": False,
+        "warning": None,
+        "embedded": False,
+        "ip_version": 6,
+        "attribution": None,
+    }
+
+
+async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_one(
+    operator: Operator, tmp_path: Path
+) -> None:
+    host = operator.host
+    await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["CN"]})
+    de = await host.join("r", DE)
+    us = await host.join("r", US)
+    corrupt = tmp_path / "corrupt.mmdb"
+    corrupt.write_bytes(operator.database.read_bytes()[:200])
+    before = host.geofence.database
+    for path, says in ((str(corrupt), "cannot be read"), (str(tmp_path / "missing.mmdb"), "does not exist")):
+        answer = await operator.call("POST", "/database/reload", 422, json={"path": path})
+        assert answer["error"] == "database_unusable"
+        assert says in answer["message"]
+        assert before.label in answer["message"]
+        assert answer["kept"]["path"] == str(operator.database)
+        assert host.geofence.database == before
+    assert (await operator.call("POST", "/database/reload", 422, json={"path": 7}))["error"] == "invalid_path"
+    assert (await operator.call("POST", "/database/reload", 422, json={"file": "x"}))[
+        "error"
+    ] == "invalid_body"
+    assert host.connected("r") == {de, us}
+    assert operator.audit(EventKind.DATABASE) == [
+        (None, "loaded"),
+        (None, "reload_failed"),
+        (None, "reload_failed"),
+    ]
+
+    moved = write_contract_database(tmp_path / "moved.mmdb", moved={"DE": "CN"})
+    body = await operator.call("POST", "/database/reload", 200, json={"path": str(moved)})
+    assert body["path"] == str(moved)
+    assert [(e["participant"], e["country"]) for e in body["ejections"]] == [(de, "CN")]
+    await operator.gone("r", de)
+    assert host.connected("r") == {us}
+    again = await operator.call("POST", "/database/reload", 200)  # no body: re-read the current file
+    assert (again["path"], again["ejections"]) == (str(moved), [])
