@@ -281,11 +281,9 @@ async def _close_peers(state: _PeersState) -> None:
 async def _publish(
     state: _PeersState, url: str, address: str, video: dict[str, Any], audio: dict[str, Any]
 ) -> dict[str, Any]:
-    from sfu_geofence.rtc.keyframe import on_keyframe_request
     from sfu_geofence.synthetic.client import SyntheticPeer
     from sfu_geofence.synthetic.media import (
         AudioClipParams,
-        ClipTrack,
         OpusTrack,
         VideoClipParams,
         Vp8Track,
@@ -299,11 +297,7 @@ async def _publish(
     await peer.join(within=CONNECT_TIMEOUT)
     if peer.participant_id is None:
         raise RuntimeError(f"the publisher was not admitted: {peer.messages}")
-    await _connected([peer])
-    for transceiver in peer.pc.getTransceivers():
-        track = transceiver.sender.track
-        if isinstance(track, ClipTrack):  # PLI/FIR from the SFU skip ahead to the clip's next keyframe
-            on_keyframe_request(transceiver.sender, track.request_keyframe)
+    await _connected([peer])  # (the client lets PLI/FIR reach the clip: it skips to its next keyframe)
     return {"participant": peer.participant_id, "video_clip_bitrate": round(clip.bitrate)}
 
 
@@ -353,11 +347,13 @@ def _peers_snapshot(state: _PeersState) -> dict[str, Any]:
         }
         if subscriber.sink is None:
             for kind in ("video", "audio"):
-                counters = [r.counter for r in peer.received.values() if r.kind == kind]
-                row[f"{kind}_packets"] = sum(c.packets for c in counters)
-                row[f"{kind}_frames"] = sum(c.frames for c in counters)
-                if kind == "video" and len(counters) == 1:  # FrameCounter keeps the last timestamp privately
-                    row["video_timestamp"] = getattr(counters[0], "_timestamp", None)
+                meters = [r.meter for r in peer.received.values() if r.kind == kind]
+                row[f"{kind}_packets"] = sum(m.packets for m in meters)
+                row[f"{kind}_frames"] = sum(m.frames for m in meters)
+                row[f"{kind}_lost"] = sum(m.lost for m in meters)
+                if kind == "video" and len(meters) == 1 and meters[0].packets:
+                    # the TrackMeter keeps the newest RTP timestamp privately
+                    row["video_timestamp"] = getattr(meters[0], "_last_timestamp", None)
         else:
             video = subscriber.video_payload_types
             sink = subscriber.sink
@@ -458,6 +454,8 @@ class Window:
     frames_missing: dict[str, int]
     """Per subscriber: frames whose RTP timestamp falls between its first and last frame of the window
     but that never arrived (loss, not latency: independent of where the window's edges fall)."""
+    real_packets_lost: int
+    """RTP packets the real subscribers' meters counted as lost during the window (RFC 3550)."""
     real: list[str]
     generator_cpu_pct: float
     participants: int | None = None
@@ -588,6 +586,7 @@ class Run:
         fps: dict[str, float] = {}
         audio_pps: dict[str, float] = {}
         missing: dict[str, int] = {}
+        lost = 0
         ticks_per_frame = 90000 / self.args.fps
         for name in self.names:
             a, b = rows0[name], rows1[name]
@@ -599,6 +598,8 @@ class Run:
                 else (subs1[1]["t"] - subs0[1]["t"])
             )
             frames = b["video_frames"] - a["video_frames"]
+            if "video_lost" in b:
+                lost += b["video_lost"] + b["audio_lost"] - a["video_lost"] - a["audio_lost"]
             fps[name] = frames / span
             if a.get("video_timestamp") is not None and b.get("video_timestamp") is not None:
                 # frames the publisher sent between the two last-received frames, by RTP timestamp
@@ -622,6 +623,7 @@ class Run:
             fps=fps,
             audio_pps=audio_pps,
             frames_missing=missing,
+            real_packets_lost=lost,
             real=list(self.real_names),
             generator_cpu_pct=100 * generator_cpu / wall,
             participants=server1.get("participants"),
@@ -704,6 +706,7 @@ def report(
                 "fps_min_real": round(min(w.fps[n] for n in w.real), 2),
                 "frames_missing": sum(w.frames_missing.values()),
                 "frames_checked_subscribers": len(w.frames_missing),
+                "real_packets_lost": w.real_packets_lost,
                 "audio_packets_per_s_min": round(min(w.audio_pps.values()), 1),
                 "generator_cpu_pct": round(w.generator_cpu_pct, 1),
                 "window_s": round(w.seconds, 2),
