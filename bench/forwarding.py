@@ -443,6 +443,16 @@ class Child:
         self.conn.close()
 
 
+def udp_receive_buffer_errors() -> int:
+    """Linux's UDP RcvbufErrors counter (all processes of the network namespace), 0 if unavailable."""
+    try:
+        with open("/proc/net/snmp") as snmp:
+            rows = [line.split() for line in snmp if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 def snapshot_all(children: Sequence[Child]) -> list[Any]:
     """Snapshot several processes as close together in time as the pipes allow."""
     for child in children:
@@ -470,6 +480,9 @@ class Window:
     """Per subscriber: frames whose RTP timestamp falls between its first and last frame of the window
     but that never arrived (loss, not latency: independent of where the window's edges fall)."""
     real_packets_lost: int
+    udp_receive_buffer_drops: int
+    """Machine-wide UDP datagrams dropped on full receive buffers during the window (/proc/net/snmp):
+    a starved receiving process loses packets there, after the SFU sent them."""
     """RTP packets the real subscribers' meters counted as lost during the window (RFC 3550)."""
     real: list[str]
     generator_cpu_pct: float
@@ -589,9 +602,11 @@ class Run:
         generators = [self.publisher, self.real, self.sinks]
         if profile:
             self.server.call("profile-start")
+        drops = udp_receive_buffer_errors()
         before = snapshot_all([self.server, *generators])
         time.sleep(seconds)
         after = snapshot_all([self.server, *generators])
+        drops = udp_receive_buffer_errors() - drops
         if profile:
             self.server.call("profile-stop", profile)
         server0, publisher0, *subs0 = before
@@ -641,6 +656,7 @@ class Run:
             real_packets_lost=lost,
             real=list(self.real_names),
             generator_cpu_pct=100 * generator_cpu / wall,
+            udp_receive_buffer_drops=drops,
             participants=server1.get("participants"),
         )
         if window.participants is not None and (
@@ -728,6 +744,8 @@ def report(
                 "fps_min": round(min(w.fps.values()), 2),
                 "fps_min_real": round(min(w.fps[n] for n in w.real), 2),
                 "frames_missing": sum(w.frames_missing.values()),
+                "frames_missing_real": sum(w.frames_missing.get(n, 0) for n in w.real),
+                "udp_receive_buffer_drops_machine_wide": w.udp_receive_buffer_drops,
                 "frames_checked_subscribers": len(w.frames_missing),
                 "real_packets_lost": w.real_packets_lost,
                 "audio_packets_per_s_min": round(min(w.audio_pps.values()), 1),
