@@ -27,12 +27,11 @@ from typing import Any
 
 from aioice import Connection
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpTransceiver
-from aiortc.codecs import is_rtx
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
-from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver, StreamStatistics
+from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -42,10 +41,10 @@ from aiortc.rtp import (
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
-    unwrap_rtx,
 )
 
 from . import require_pinned_versions
+from .inbound import InboundStreams
 
 logger = logging.getLogger(__name__)
 
@@ -72,31 +71,23 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.media_ssrc: int | None = None
         """The publisher's media SSRC, once a packet has arrived (keyframe requests name it)."""
         self.packets_received = 0
-        self._codecs: dict[int, RTCRtpCodecParameters] = {}
-        self._rtx_ssrc: dict[int, int] = {}
         self._nack = NackGenerator() if kind == "video" else None
         self._bitrate = RemoteBitrateEstimator() if kind == "video" else None
-        self._streams: dict[int, StreamStatistics] = {}
-        # The stock RTCP loop (receiver reports) reads this private dict: share ours with it.
-        setattr(self, "_RTCRtpReceiver__remote_streams", self._streams)  # noqa: B010
+        # The stock RTCP loop (receiver reports) reads the private statistics dict: share it.
+        self._inbound = InboundStreams({}, {}, getattr(self, "_RTCRtpReceiver__remote_streams"))  # noqa: B009
         self._receiving = False
         self._feedback: set[asyncio.Future[None]] = set()
 
     @property
     def codecs(self) -> dict[int, RTCRtpCodecParameters]:
         """Negotiated codecs by payload type."""
-        return self._codecs
+        return self._inbound.codecs
 
     async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
         """Register in the transport's RTP router and start receiver reports; start no decoder."""
         if self._receiving:
             return
-        for codec in parameters.codecs:
-            if codec.payloadType is not None:
-                self._codecs[codec.payloadType] = codec
-        for encoding in parameters.encodings:
-            if encoding.rtx:
-                self._rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        self._inbound.configure(parameters)
         self.transport._register_rtp_receiver(self, parameters)
         # Let the stock stop() unregister us and cancel the RTCP task.
         setattr(self, "_RTCRtpReceiver__rtcp_task", asyncio.ensure_future(self._run_rtcp()))  # noqa: B010
@@ -104,10 +95,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         self._receiving = True
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        """Once per received packet: statistics, REMB, RTX unwrap, NACKs, then the sink."""
-        codec = self._codecs.get(packet.payload_type)
-        if codec is None:
-            return
+        """Once per received packet: REMB, statistics, RTX unwrap, NACKs, then the sink."""
         bitrate = self._bitrate
         if bitrate is not None and packet.extensions.abs_send_time is not None:
             # As the stock receiver does: the publisher's congestion control needs REMB (no transport-cc).
@@ -119,16 +107,10 @@ class ForwardingReceiver(RTCRtpReceiver):
             )
             if remb is not None:
                 await self._send_remb(*remb)
-        stream = self._streams.get(packet.ssrc)
-        if stream is None:
-            stream = self._streams[packet.ssrc] = StreamStatistics(codec.clockRate)
-        stream.add(packet)
-        if is_rtx(codec):
-            original_ssrc = self._rtx_ssrc.get(packet.ssrc)
-            apt = codec.parameters.get("apt")
-            if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int):
-                return
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        media = self._inbound.accept(packet)
+        if media is None:
+            return
+        packet = media
         self.media_ssrc = packet.ssrc
         self.packets_received += 1
         nack = self._nack

@@ -31,12 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCRtpReceiver
-from aiortc.codecs import is_rtx
-from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
-from aiortc.rtcrtpreceiver import StreamStatistics
-from aiortc.rtp import RtpPacket, unwrap_rtx
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+from aiortc.rtp import RtpPacket
 
 from . import require_pinned_versions
+from .inbound import InboundStreams
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +54,10 @@ class ReceiverTap:
         self.media_ssrc: int | None = None
         """SSRC of the last media packet observed (the target of :meth:`request_keyframe`)."""
 
-        self._codecs: dict[int, RTCRtpCodecParameters] = _private(receiver, "codecs")
-        self._rtx_ssrc: dict[int, int] = _private(receiver, "rtx_ssrc")
-        self._remote_streams: dict[int, StreamStatistics] = _private(receiver, "remote_streams")
-        self._rtx_payload_types: set[int] = set()
+        # The stock receiver's own dicts: its RTCP loop reports these statistics.
+        self._inbound = InboundStreams(
+            _private(receiver, "codecs"), _private(receiver, "rtx_ssrc"), _private(receiver, "remote_streams")
+        )
         self._track_ended = False
 
     @property
@@ -77,15 +76,7 @@ class ReceiverTap:
         receiver = self.receiver
         if self.started:
             return
-        for codec in parameters.codecs:
-            if codec.payloadType is None:  # never for negotiated codecs
-                continue
-            self._codecs[codec.payloadType] = codec
-            if is_rtx(codec):
-                self._rtx_payload_types.add(codec.payloadType)
-        for encoding in parameters.encodings:
-            if encoding.rtx:
-                self._rtx_ssrc[encoding.rtx.ssrc] = encoding.ssrc
+        self._inbound.configure(parameters)
         receiver.transport._register_rtp_receiver(receiver, parameters)
         _set_private(receiver, "rtcp_task", asyncio.ensure_future(receiver._run_rtcp()))
         _set_private(receiver, "started", True)
@@ -94,20 +85,10 @@ class ReceiverTap:
         """Once per incoming RTP packet: RTCP statistics, RTX unwrap, observer. No depayloading."""
         if not self.receiver._enabled:
             return
-        payload_type = packet.payload_type
-        codec = self._codecs.get(payload_type)
-        if codec is None:
+        media = self._inbound.accept(packet)
+        if media is None:
             return
-        stream = self._remote_streams.get(packet.ssrc)
-        if stream is None:
-            stream = self._remote_streams[packet.ssrc] = StreamStatistics(codec.clockRate)
-        stream.add(packet)
-        if payload_type in self._rtx_payload_types:
-            original_ssrc = self._rtx_ssrc.get(packet.ssrc)
-            apt = codec.parameters.get("apt")
-            if original_ssrc is None or len(packet.payload) < 2 or not isinstance(apt, int):
-                return
-            packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
+        packet = media
         self.media_ssrc = packet.ssrc
         self.observer(packet)
 

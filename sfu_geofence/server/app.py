@@ -29,6 +29,9 @@ class ServerConfig:
     heartbeat: float = 2.0
     """WebSocket ping interval; a client silent for 1.5x this long is disconnected."""
     negotiation_timeout: float = 15.0
+    """Seconds a client has to answer an offer (else 4408)."""
+    join_timeout: float = 10.0
+    """Seconds a new WebSocket has to send ``join`` (else 4408)."""
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
@@ -86,6 +89,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         address=request.remote or "",
         max_message_bytes=config.max_message_bytes,
         max_errors=config.max_errors,
+        join_timeout=config.join_timeout,
     )
     await session.run()
     return ws

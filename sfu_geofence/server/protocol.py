@@ -22,8 +22,8 @@ class CloseCode(enum.IntEnum):
     """Too many bad messages, or a negotiation the client broke."""
     REFUSED = 4403
     """Refused by policy at join (a ``refused`` message with the reason precedes the close)."""
-    NEGOTIATION_TIMEOUT = 4408
-    """The client did not answer an offer in time."""
+    TIMEOUT = 4408
+    """The client did not join, or did not answer an offer, in time."""
     EJECTED = 4409
     """Removed by policy or by an operator (an ``ejected`` message with the reason precedes it)."""
     DISCONNECTED = 4410
@@ -43,7 +43,7 @@ CLOSE_CODE_FOR_REASON: dict[CloseReason, CloseCode] = {
     CloseReason.SHUTDOWN: CloseCode.GOING_AWAY,
     CloseReason.DISCONNECTED: CloseCode.DISCONNECTED,
     CloseReason.EJECTED: CloseCode.EJECTED,
-    CloseReason.NEGOTIATION_TIMEOUT: CloseCode.NEGOTIATION_TIMEOUT,
+    CloseReason.NEGOTIATION_TIMEOUT: CloseCode.TIMEOUT,
     CloseReason.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
 }
 

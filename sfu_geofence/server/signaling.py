@@ -104,6 +104,7 @@ class SignalingSession:
         address: str,
         max_message_bytes: int,
         max_errors: int,
+        join_timeout: float,
     ) -> None:
         self.sfu = sfu
         self.ws = ws
@@ -113,8 +114,10 @@ class SignalingSession:
         self._max_message_bytes = max_message_bytes
         self._max_errors = max_errors
         self._errors = 0
+        self._join_timeout = join_timeout
 
     async def run(self) -> None:
+        join_timer = asyncio.get_running_loop().call_later(self._join_timeout, self._join_timed_out)
         try:
             async for message in self.ws:
                 if message.type is WSMsgType.TEXT:
@@ -127,6 +130,7 @@ class SignalingSession:
                 if self.channel.ended:
                     break
         finally:
+            join_timer.cancel()
             self._end(CloseReason.DISCONNECTED, "signaling connection lost")
             await self.channel.wait_closed()
 
@@ -196,6 +200,10 @@ class SignalingSession:
             self.channel.close_code_override = CloseCode.INVALID_SDP
             self._end(CloseReason.PROTOCOL_ERROR, f"invalid SDP answer: {exc}"[:200])
 
+    def _join_timed_out(self) -> None:
+        if self.participant is None and not self.channel.ended:
+            self._fatal(CloseCode.TIMEOUT, f"no join within {self._join_timeout:g} s", "join-timeout")
+
     def _error(self, code: ErrorCode, message: str) -> None:
         self._errors += 1
         if self._errors > self._max_errors:
@@ -203,10 +211,10 @@ class SignalingSession:
             return
         self.channel.send(error_message(code, message))
 
-    def _fatal(self, code: CloseCode, message: str) -> None:
+    def _fatal(self, code: CloseCode, message: str, reason: str = CloseReason.PROTOCOL_ERROR.value) -> None:
         self.channel.close_code_override = code
         if self.participant is None:
-            self.channel.send({"type": "closing", "reason": "protocol-error", "message": message})
+            self.channel.send({"type": "closing", "reason": reason, "message": message})
             self.channel.close(code, message)
         else:
             self._end(CloseReason.PROTOCOL_ERROR, message)

@@ -40,10 +40,11 @@ def codec_key(codec: RTCRtpCodecParameters) -> tuple[str, int, str, str]:
     )
 
 
-class _Extensions:
+class ExtensionBlock:
     """Header-extension bytes for one subscriber: its ``mid``, plus abs-send-time or audio level.
 
-    Precomputed at activation so that the per-packet work is two concatenations.
+    Precomputed at activation (one-byte header form, RFC 8285) so that the per-packet work is two
+    concatenations. ``ids`` maps extension URIs to the ids the subscriber negotiated.
     """
 
     def __init__(self, mid: str, ids: dict[str, int], kind: str) -> None:
@@ -52,6 +53,7 @@ class _Extensions:
         fixed = bytes([(mid_id << 4) | (len(encoded_mid) - 1)]) + encoded_mid if mid_id else b""
         variable_uri, variable_length = (_ABS_SEND_TIME_URI, 3) if kind == "video" else (_AUDIO_LEVEL_URI, 1)
         variable_id = ids.get(variable_uri)
+        self.video = kind == "video"
         self.without = self._block(fixed)
         """The whole block when the variable element is absent (or not negotiated)."""
         self.variable = variable_id is not None
@@ -67,12 +69,35 @@ class _Extensions:
         else:
             self.prefix = self.suffix = b""
 
+    def for_packet(self, packet: RtpPacket, abs_send_time: bytes) -> bytes:
+        """The block for one forwarded packet (``abs_send_time``: 3 bytes, used for video)."""
+        if not self.variable:
+            return self.without
+        if self.video:
+            return self.prefix + abs_send_time + self.suffix
+        level = packet.extensions.audio_level
+        if level is None:
+            return self.without
+        return self.prefix + bytes(((level[0] << 7) | level[1],)) + self.suffix
+
     @staticmethod
     def _block(body: bytes) -> bytes:
         if not body:
             return b""
         pad = (-len(body)) % 4
         return _EXTENSION_HEADER.pack(_ONE_BYTE_PROFILE, (len(body) + pad) // 4) + body + bytes(pad)
+
+
+def rewrite(
+    packet: RtpPacket, pt: int, sequence_number: int, timestamp: int, ssrc: int, block: bytes
+) -> bytes:
+    """Serialize ``packet`` with one subscriber's header fields and extension block; payload, padding kept."""
+    padding = packet.padding_size
+    first = 0x80 | (0x10 if block else 0) | (0x20 if padding else 0)
+    header = _HEADER.pack(first, (packet.marker << 7) | pt, sequence_number, timestamp, ssrc)
+    if padding:
+        return b"".join((header, block, packet.payload, bytes(padding - 1), bytes((padding,))))
+    return b"".join((header, block, packet.payload))
 
 
 class Consumer:
@@ -104,7 +129,7 @@ class Consumer:
         self._pt_map: dict[int, int] = {}
         self._seq_offset: int | None = None
         self._ts_offset = 0
-        self._extensions: _Extensions | None = None
+        self._extensions: ExtensionBlock | None = None
         self._is_video = producer.kind == "video"
 
     @property
@@ -130,7 +155,7 @@ class Consumer:
             logger.debug("consumer %s: no codec in common with the subscriber", self.id)
             return False
         ids = {extension.uri: extension.id for extension in transceiver._headerExtensions}
-        self._extensions = _Extensions(transceiver.mid, ids, self.kind)
+        self._extensions = ExtensionBlock(transceiver.mid, ids, self.kind)
         self._egress = RtpEgress(self.sender.transport)
         self.sender.on_keyframe_request = self.producer.request_keyframe
         self.sender.on_nack = self.retransmit
@@ -164,24 +189,8 @@ class Consumer:
         extensions = self._extensions
         assert extensions is not None
         assert self._egress is not None
-        if not extensions.variable:
-            block = extensions.without
-        elif self._is_video:
-            block = extensions.prefix + abs_send_time + extensions.suffix
-        else:
-            level = packet.extensions.audio_level
-            if level is None:
-                block = extensions.without
-            else:
-                block = extensions.prefix + bytes(((level[0] << 7) | level[1],)) + extensions.suffix
-        padding = packet.padding_size
-        first = 0x80 | (0x10 if block else 0) | (0x20 if padding else 0)
-        data = _HEADER.pack(first, (packet.marker << 7) | pt, sequence_number, timestamp, self._ssrc)
-        if padding:
-            data = b"".join((data, block, packet.payload, bytes(padding - 1), bytes((padding,))))
-        else:
-            data = b"".join((data, block, packet.payload))
-        return self._egress.send(data)
+        block = extensions.for_packet(packet, abs_send_time)
+        return self._egress.send(rewrite(packet, pt, sequence_number, timestamp, self._ssrc, block))
 
     def _start(self, packet: RtpPacket, ntp: int) -> None:
         """Pick offsets so this SSRC's sequence numbers and timestamps continue where they were."""

@@ -86,6 +86,20 @@ async def test_an_oversized_message_closes_with_4413(client: SyntheticPeer) -> N
     assert client.close_code == 4413
 
 
+async def test_a_client_that_never_joins_is_closed_with_4408() -> None:
+    async with served_on_loopback(ServerConfig(join_timeout=0.5)) as served:
+        peer = SyntheticPeer(served.url, "room-t", "127.0.43.1")
+        try:
+            await peer.connect()
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert peer.close_code == 4408
+            assert peer.messages == [
+                {"type": "closing", "reason": "join-timeout", "message": "no join within 0.5 s"}
+            ]
+        finally:
+            await peer.close()
+
+
 async def test_too_many_bad_messages_close_with_4400(served: Served, client: SyntheticPeer) -> None:
     for _ in range(ServerConfig().max_errors + 1):
         await client.send_raw("nonsense")
