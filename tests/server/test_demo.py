@@ -19,10 +19,11 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
-from sfu_geofence.server import SFU, ServerConfig, create_geofenced_app
+from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
 from sfu_geofence.server.remote import ProxyConfig
+from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.wait import eventually
 
@@ -112,6 +113,53 @@ async def test_the_demo_admits_through_the_geofence_a_room_policy_refuses_the_pr
     assert joins == [
         ("admission", "refused", "114.114.114.114", "CN"),
         ("admission", "admitted", "194.25.0.60", "DE"),
+    ]
+
+
+async def test_demo_media_comes_from_loopback_which_a_room_refusing_unknown_countries_ejects(
+    demo_app: web.Application, demo_url: str
+) -> None:
+    """What docs/demo.md says: ``?from=`` moves the signaling address only; the geofence's media check
+    sees every tab's real ICE address (127.0.0.1, in no country). Exempting 127.0.0.0/8 lets a room
+    refuse unknown countries in the demo; without the exemption the tab is ejected."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    room = f"{demo_url}/api/rooms/lab"
+    refuse_unknown: dict[str, Any] = {"mode": "deny", "countries": [], "unknown": "refuse"}
+    ws = demo_url.replace("http", "ws") + "/ws?from=DE"
+    peer = SyntheticPeer(ws, "lab", "127.0.0.1", name="de", tracks=synthetic_tracks())
+    async with aiohttp.ClientSession() as http:
+        exempt = refuse_unknown | {"exempt_networks": ["127.0.0.0/8"]}
+        async with http.put(f"{room}/policy", json=exempt, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        try:
+            await peer.join()
+            assert peer.joined.is_set(), peer.messages
+            fence = demo_app[GEOFENCE_HOST].geofence
+
+            def media_checked() -> str | None:
+                [view] = fence.participants("lab")
+                return None if view.media_decision else "the media address is not reported yet"
+
+            await eventually(media_checked, within=30)
+            async with http.get(f"{room}/participants", headers=headers) as response:
+                [participant] = (await response.json())["participants"]
+            media = participant["media"]
+            assert (participant["address"], participant["country"]) == ("194.25.0.60", "DE")
+            assert (media["address"], media["country"], media["reason"], media["outcome"]) == (
+                "127.0.0.1",
+                None,
+                "exempt_network",
+                "admitted",
+            )
+            async with http.put(f"{room}/policy", json=refuse_unknown, headers=headers) as response:
+                assert response.status == 200, await response.text()
+            await asyncio.wait_for(peer.closed.wait(), 10)
+        finally:
+            await peer.close()
+    assert peer.close_code == 4409
+    assert [m["reason"] for m in peer.messages if m["type"] == "ejected"] == [
+        "You were removed: this meeting is no longer accessible from an unknown location "
+        "(your country could not be determined)."
     ]
 
 
