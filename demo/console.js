@@ -157,22 +157,44 @@ async function refreshParticipants() {
       const eject = element("button", p.ejecting ? "Ejecting…" : "Eject", "small danger eject");
       eject.disabled = p.ejecting;
       eject.addEventListener("click", () => ejectParticipant(room, p));
-      const how = element("span", `${p.reason} (${p.source || "not in database"}, ${p.database})`);
-      how.title = `rule: ${p.rule} (policy version ${p.policy_version})`;
+      const how = decided(p);
       const tr = row([
         p.name ?? p.participant,
         p.country ?? "unknown",
         element("span", p.address, "mono"),
         how,
+        media(p.media),
         pill(p.outcome),
         eject,
       ]);
+      ["name", "country", "address", "how", "media", "outcome", "action"].forEach((name, i) => {
+        tr.cells[i].className = name;
+      });
       tr.dataset.participant = p.participant;
       tr.dataset.name = p.name ?? "";
       return tr;
     }),
   );
   $("no-participants").hidden = participants.length > 0;
+}
+
+/** Where the participant's media really comes from (the selected ICE pair), and that address's country.
+ * In the demo every tab's media comes from 127.0.0.1: whatever origin it pretends, that is "unknown". */
+function media(m) {
+  if (!m) return element("span", "not connected yet", "hint");
+  const span = element("span", m.address, "mono");
+  span.append(" ", element("span", `${m.country ?? "unknown"}${m.relayed ? ", relayed" : ""}`, "hint"));
+  if (m.outcome && m.outcome !== "admitted") span.append(" ", pill(m.outcome));
+  span.title = m.reason ? `${m.reason} (${m.source || "not in database"}, ${m.database})` : "";
+  return span;
+}
+
+/** How the country was decided: the reason, then the database field and build; the rule on hover. */
+function decided(d) {
+  const span = element("span");
+  span.append(element("span", d.reason, "reason"), element("span", `${d.source || "not in database"} · ${d.database}`, "source hint"));
+  span.title = `rule: ${d.rule} (policy version ${d.policy_version})`;
+  return span;
 }
 
 async function ejectParticipant(room, participant) {
@@ -248,8 +270,14 @@ function readPolicy() {
 
 function describeEjections(ejections) {
   if (!ejections || !ejections.length) return "Nobody had to leave.";
-  const words = ejections.map((e) => `${e.participant} (${e.country ?? "unknown"}): ${e.outcome}`);
+  const words = ejections.map((e) => `${nameOf(e.participant)} (${e.country ?? "unknown"}): ${e.outcome}`);
   return `Ejections: ${words.join("; ")}.`;
+}
+
+/** A participant's display name, as the participants table shows it, else its id. */
+function nameOf(participant) {
+  const tr = [...$("participants").tBodies[0].rows].find((r) => r.dataset.participant === participant);
+  return tr?.dataset.name || participant;
 }
 
 async function savePolicy() {

@@ -12,15 +12,14 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
+from collections.abc import Mapping
 from pathlib import Path
 
-from aiohttp import web
-
 from ..rtc.ice import IcePolicy
-from ..server.admin import TOKEN_ENV
-from ..server.app import ServerConfig
-from ..server.demo import GEOFENCE, DemoConfig, create_demo_app
+from ..server.admin import TOKEN_ENV, AdminConfig
+from ..server.app import GEOFENCE_HOST, ServerConfig
+from ..server.demo import DemoConfig, create_demo_app
+from ..server.serve import run_app_until_signalled
 from ..server.state import StateConfig
 
 NAME = "demo"
@@ -48,45 +47,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from_args(args: argparse.Namespace, environ: dict[str, str] | None = None) -> DemoConfig:
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
     """The demo's configuration; the operator token comes from the environment or is made up now."""
-    environ = dict(os.environ) if environ is None else environ
+    environ = os.environ if environ is None else environ
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is out of range")
     host = args.host
     return DemoConfig(
-        server=ServerConfig(host=host, port=args.port, ice=IcePolicy(bind=(host,))),
-        admin_token=environ.get(TOKEN_ENV) or secrets.token_urlsafe(18),
-        state=StateConfig(directory=args.state_dir),
+        ServerConfig(
+            host=host,
+            port=args.port,
+            ice=IcePolicy(bind=(host,)),
+            state=StateConfig(directory=args.state_dir),
+            admin=AdminConfig(environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)),
+        )
     )
 
 
 async def run_demo(config: DemoConfig) -> None:
     """Serve until SIGINT or SIGTERM; print where to go first."""
     app = create_demo_app(config)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    host, port = runner.addresses[0][:2]
-    base = f"http://{host}:{port}"
-    print(
-        f"sfu-geofence demo: video meeting and operator console ({app[GEOFENCE].database.label})\n"
-        f"  open {base}/  (open it in several tabs; pick 'Connect as if from' to play another country)\n"
-        f"  operator console: {base}/console#token={config.admin_token}\n"
-        f"  (token: {config.admin_token}; set ${TOKEN_ENV} to choose it)\n"
-        "  IP Geolocation by DB-IP (https://db-ip.com)\n"
-        "Ctrl-C stops it.",
-        flush=True,
-    )
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    database = app[GEOFENCE_HOST].geofence.database
+    token = config.admin_token
+    credit = f"  {database.attribution}\n" if database.attribution else ""
+
+    def announce(base: str) -> None:
+        print(
+            f"sfu-geofence demo: video meeting and operator console ({database.label})\n"
+            f"  open {base}/  (open it in several tabs; pick 'Connect as if from' to play another country)\n"
+            f"  operator console: {base}/console#token={token}\n"
+            f"  (token: {token}; set ${TOKEN_ENV} to choose it)\n"
+            f"{credit}"
+            "Ctrl-C stops it.",
+            flush=True,
+        )
+
+    await run_app_until_signalled(app, config.server.host, config.server.port, announce)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,11 +1,17 @@
-"""The demo conference server: the SFU's own application plus the pages in demo/ and the operator API.
+"""The demo conference server: ``serve``'s geofenced application plus the pages in demo/.
 
 A browser on this machine always connects from 127.0.0.1, which is in no country. To show the geofence
 at work, the demo lets a tab *pretend* to connect from a sample address of a chosen country: the query
 parameter ``?from=CN`` on any request (the page puts it on its WebSocket URL) makes ``request.remote``
 the sample address for that request, as a trusted proxy's ``X-Forwarded-For`` would (aiohttp-remotes
-clones the request the same way). Everything downstream (signaling, admission, the audit log, the
-operator views) is the code real traffic goes through; only the address differs.
+clones the request the same way). Everything downstream (signaling, the geofence's admission, its
+ejections, the media-address check, the audit log, the operator API) is the code real traffic goes
+through; only the address differs.
+
+Only the signaling address can be pretended: every tab's media still comes from 127.0.0.1, which no
+database places in a country. The media-address check therefore sees an unknown country for everyone;
+rooms admit unknown countries by default, so that changes nothing unless a room refuses them (then
+every tab is ejected once its media connects; exempting 127.0.0.0/8 in that room avoids it).
 
 This is a hole by design, so it exists only here: ``sfu-geofence serve`` never installs it, and the
 demo listens on loopback only and honours ``from`` only from loopback peers.
@@ -15,18 +21,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from ..core.geofence import EjectCallback, EjectRequest, Geofence, Trigger
-from ..sfu import AdmissionHook, CloseReason, SfuObserver
-from .admin import check_token, create_admin_app
-from .app import SFU, ServerConfig, create_app
-from .state import StateConfig
+from ..sfu import SfuObserver
+from .app import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 
 logger = logging.getLogger(__name__)
 
@@ -61,50 +64,52 @@ SAMPLE_ORIGINS: tuple[SampleOrigin, ...] = (
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """What ``sfu-geofence demo`` runs: the server's configuration, the operator token, the pages."""
+    """What ``sfu-geofence demo`` runs: the server ``serve`` would run, plus the pages and the origins."""
 
-    server: ServerConfig = field(default_factory=ServerConfig)
-    admin_token: str = ""
-    """Bearer token of the operator API behind the console (at least 16 characters)."""
-    state: StateConfig = field(default_factory=StateConfig)
-    """Where policies and the audit log are kept; in memory by default."""
+    server: ServerConfig
+    """Must listen on loopback, carry the operator token (the console needs it) and trust no proxy."""
     pages: Path = PAGES
     origins: tuple[SampleOrigin, ...] = SAMPLE_ORIGINS
 
     def __post_init__(self) -> None:
-        check_token(self.admin_token)
         if not ipaddress.ip_address(self.server.host).is_loopback:
             raise ValueError(
                 f"the demo lets any tab pretend to come from another country, so it listens on loopback "
                 f"only, not on {self.server.host}; use `sfu-geofence serve` for anything else"
             )
+        if self.server.admin.token is None:
+            raise ValueError("the demo's operator console needs an operator token (server.admin)")
+        if self.server.proxies.trusted:
+            raise ValueError(
+                "the demo places its tabs with ?from=, not with X-Forwarded-For: it trusts no proxy"
+            )
+
+    @property
+    def admin_token(self) -> str:
+        """The bearer token of the operator API behind the console."""
+        assert self.server.admin.token is not None
+        return self.server.admin.token
 
 
-GEOFENCE = web.AppKey("geofence", Geofence)
 DEMO = web.AppKey("demo", DemoConfig)
 
 
-def create_demo_app(
-    config: DemoConfig, admission: AdmissionHook | None = None, observers: Iterable[SfuObserver] = ()
-) -> web.Application:
-    """The application of ``create_app`` with the demo pages, ``?from=`` and the API under /api."""
+def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -> web.Application:
+    """``serve``'s application (:func:`create_geofenced_app`) plus the pages and ``?from=``.
+
+    Admission, ejection, the media-address check and the operator API under /api are the product's
+    own: the demo adds no hook of its own, only the address a tab pretends to come from.
+    """
     if not (config.pages / "index.html").is_file():
         raise FileNotFoundError(
             f"the demo pages are not in {config.pages}: run the demo from a source checkout "
             "(pip install -e .)"
         )
-    app = create_app(config.server, admission=admission, observers=observers)
+    app = create_geofenced_app(config.server, observers=observers)
+    # Where a trusted-proxy middleware would sit (the demo trusts none): before every handler, the
+    # signaling route's participant_address() and the operator API included.
     app.middlewares.append(pretend_origin({origin.country: origin for origin in config.origins}))
-    fence = Geofence(
-        _eject_from(app),
-        database=config.server.db_path,
-        policies=config.state.open_policies(),
-        audit=config.state.open_audit(),
-    )
-    app[GEOFENCE] = fence
     app[DEMO] = config
-    app.cleanup_ctx.append(_geofence_lifetime)
-    app.add_subapp("/api", create_admin_app(fence, _SfuNames(app), config.admin_token))
     app.router.add_get("/", _page("index.html"))
     app.router.add_get("/console", _page("console.html"))
     app.router.add_get("/origins", sample_origins)
@@ -141,7 +146,7 @@ def _from_loopback(request: web.Request) -> bool:
 async def sample_origins(request: web.Request) -> web.Response:
     """The origins the page offers, with the database that places them (and its attribution)."""
     config = request.app[DEMO]
-    database = request.app[GEOFENCE].database
+    database = request.app[GEOFENCE_HOST].geofence.database
     return web.json_response(
         {
             "origins": [{"country": o.country, "name": o.name, "address": o.address} for o in config.origins],
@@ -156,35 +161,3 @@ def _page(name: str) -> Handler:
         return web.FileResponse(request.app[DEMO].pages / name)
 
     return page
-
-
-class _SfuNames:
-    """The operator API's view of display names, read from the SFU's rooms."""
-
-    def __init__(self, app: web.Application) -> None:
-        self._app = app
-
-    def display_names(self, room: str) -> Mapping[str, str]:
-        found = self._app[SFU].rooms.get(room)
-        return {} if found is None else {pid: p.name for pid, p in found.participants.items()}
-
-
-def _eject_from(app: web.Application) -> EjectCallback:
-    def eject(request: EjectRequest) -> None:
-        # Closing is scheduled by the SFU; the geofence hears leave() at once, as the contract allows.
-        app[SFU].remove_participant(request.participant, CloseReason.EJECTED, _eject_reason(request))
-        app[GEOFENCE].leave(request.room, request.participant)
-
-    return eject
-
-
-def _eject_reason(request: EjectRequest) -> str:
-    if request.trigger is Trigger.OPERATOR:
-        return "An operator removed you from this meeting."
-    country = request.decision.country
-    return f"This meeting is not accessible from {country}." if country else "This meeting is not accessible."
-
-
-async def _geofence_lifetime(app: web.Application) -> AsyncIterator[None]:
-    yield
-    app[GEOFENCE].close()

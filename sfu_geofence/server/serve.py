@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -140,24 +140,43 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 async def serve(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM, then close every participant."""
-    app = create_geofenced_app(config)
+
+    def announce(base: str) -> None:
+        print(f"listening on {base}/ws", flush=True)
+
+    await run_app_until_signalled(create_geofenced_app(config), config.host, config.port, announce)
+
+
+async def run_app_until_signalled(
+    app: web.Application, host: str, port: int, announce: Callable[[str], None]
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, then clean it up (closing everyone).
+
+    ``announce`` is called once listening, with the base URL (``http://host:port``, the port the
+    system picked when ``port`` is 0): what ``serve`` and ``demo`` print.
+    """
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
-    await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    # Everything allocated so far lives as long as the process: keep it out of the cyclic collector's
-    # full collections, which otherwise pause every participant's media while they walk it.
-    gc.freeze()
-    host, port = runner.addresses[0][:2]
-    print(f"listening on http://{host}:{port}/ws", flush=True)
     try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        # Everything allocated so far lives as long as the process: keep it out of the cyclic
+        # collector's full collections, which otherwise pause every participant's media while they
+        # walk it.
+        gc.freeze()
+        bound_host, bound_port = runner.addresses[0][:2]
+        announce(f"http://{_url_host(bound_host)}:{bound_port}")
         await stop.wait()
     finally:
         await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """The demo conference server in headless Chromium: real pages, the real SFU, tabs from three countries.
 
 Each tab is a participant that picks "Connect as if from" in the page's form, exactly as a newcomer
-would. The screenshots in docs/ are taken by these tests.
+would; the operator works in the console page. The server is ``sfu-geofence demo``'s: ``serve``'s
+geofenced application, so admission and ejection are the product's own code. The screenshots in docs/
+are taken by these tests.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from aiohttp import web
 from playwright.async_api import Page
 
 from sfu_geofence.core.policy import RoomPolicy
-from sfu_geofence.server import SFU, ServerConfig
-from sfu_geofence.server.demo import GEOFENCE, SAMPLE_ORIGINS, DemoConfig, create_demo_app
-from sfu_geofence.sfu import AdmissionHook, CloseReason, JoinRequest, Refusal, SfuObserver
+from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
+from sfu_geofence.server.admin import AdminConfig
+from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app
+from sfu_geofence.sfu import SfuObserver
 from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.testing.browser import screenshot, video_advances, video_element_tracks
 from sfu_geofence.testing.netguard import LoopbackGuard
@@ -49,32 +52,21 @@ class Demo:
     url: str
     app: web.Application
     joins: Joins
-    blocked: dict[str, str]
-    """Signaling address -> reason: refused at join by the SFU's admission hook (the geofence's place)."""
-
-
-def refusing(blocked: dict[str, str]) -> AdmissionHook:
-    def admit(request: JoinRequest) -> Refusal | None:
-        reason = blocked.get(request.address)
-        return None if reason is None else Refusal(reason)
-
-    return admit
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def demo() -> AsyncIterator[Demo]:
     joins = Joins()
-    blocked: dict[str, str] = {}
-    server = ServerConfig(host="127.0.0.1", port=0, max_participants_per_room=ROOM_SIZE)
-    app = create_demo_app(
-        DemoConfig(server=server, admin_token=TOKEN), admission=refusing(blocked), observers=[joins]
+    server = ServerConfig(
+        host="127.0.0.1", port=0, max_participants_per_room=ROOM_SIZE, admin=AdminConfig(TOKEN)
     )
+    app = create_demo_app(DemoConfig(server), observers=[joins])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        yield Demo(f"http://127.0.0.1:{runner.addresses[0][1]}", app, joins, blocked)
+        yield Demo(f"http://127.0.0.1:{runner.addresses[0][1]}", app, joins)
     finally:
         await runner.cleanup()
 
@@ -140,7 +132,6 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
     tabs = await meet(demo, open_page, ROOM)
     # The demo-only origin reached the SFU as the participant's address: what admission decides on.
     assert demo.joins.seen == [(c, ADDRESS[c]) for c in ("US", "DE", "CN")]
-    await screenshot(tabs["US"], DOCS / "demo-conference.png", full_page=False)
 
     # A fourth is refused at join (the room is full): a full-screen reason, no video, nothing allocated.
     late = await open_page(f"{demo.url}/")
@@ -172,39 +163,103 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
     assert loopback_guard.violations == []
 
 
-async def test_an_ejected_participant_sees_why_the_others_keep_advancing_and_a_refused_rejoin_sees_why(
+async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_keep_advancing_rejoin_refused(
     demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
 ) -> None:
-    """The SFU's ejection and its admission hook are driven directly here: the geofence drives the same
-    two once it is wired in (issue 4), and the operator's "deny CN" then replaces these two lines."""
-    tabs = await meet(demo, open_page, "press-room")
+    """Issue 5's must-show, through the console and the geofence exactly as an operator would do it."""
+    tabs = await meet(demo, open_page, ROOM)
     survivors = {"US": await tile_track(tabs["US"], "DE"), "DE": await tile_track(tabs["DE"], "US")}
-    china = tabs["CN"]
-    reason = "This meeting is not accessible from China (CN)"
+    await screenshot(tabs["US"], DOCS / "demo-conference.png", full_page=False)
 
-    assert demo.app[SFU].remove_participant(
-        await china.evaluate("window.demo.participant"), CloseReason.EJECTED, reason
+    # The operator sees who is where, and how the server decided it.
+    console = await open_page(f"{demo.url}/console#token={TOKEN}")
+    await console.click(f"#rooms tr[data-room='{ROOM}']", timeout=10_000)
+    china_row = "#participants tr[data-name='CN']"
+    await console.wait_for_selector(china_row, timeout=10_000)
+    assert await console.text_content(f"{china_row} td.country") == "CN"
+    assert await console.text_content(f"{china_row} td.address") == ADDRESS["CN"]
+    assert await console.text_content(f"{china_row} td.how .reason") == "country_not_restricted"
+    source = await console.text_content(f"{china_row} td.how .source") or ""
+    assert source.startswith("country_code · DB-IP Country Lite "), source
+    # Honest about the demo: the pretended origin is the signaling address; media comes from loopback.
+    await console.wait_for_function(
+        f"document.querySelector(\"{china_row} td.media\").textContent === '127.0.0.1 unknown'",
+        timeout=10_000,
     )
+
+    # Deny China in this room, now.
+    await console.select_option("#policy-mode", "deny")
+    await console.fill("#policy-countries", "CN")
+    await console.click("#policy-save")
+    await console.wait_for_function(
+        "document.getElementById('policy-result').textContent.startsWith('Applied')", timeout=10_000
+    )
+    assert "CN (CN): requested" in (await console.text_content("#policy-result") or "")
+
+    china = tabs["CN"]
+    ejected = "You were removed: this meeting is no longer accessible from China (CN)."
     await china.wait_for_selector("body[data-state=ejected]", timeout=10_000)
     assert await china.text_content("#screen-title") == "You were removed from this meeting"
-    assert await china.text_content("#screen-reason") == reason
+    assert await china.text_content("#screen-reason") == ejected
     assert await china.text_content("#screen-detail") == "close code 4409"
     assert await china.is_hidden("#meeting")
     assert await video_element_tracks(china, "video") == [], "never a frozen video"
     await screenshot(china, DOCS / "demo-ejected.png", full_page=False)
+
     # Everyone else: the ejected tile goes, and the video they still receive keeps advancing.
     for country, other in (("US", "DE"), ("DE", "US")):
         await wait_for_remote_videos(tabs[country], [other])
         await video_advances(tabs[country], tracks=[survivors[country]], frames=10, within=20)
+        assert await tabs[country].text_content("#status") == "Connected"
 
-    demo.blocked[ADDRESS["CN"]] = reason
     await china.click("#rejoin")
     await china.wait_for_selector("body[data-state=refused]", timeout=10_000)
     assert await china.text_content("#screen-title") == "You can't join this meeting"
-    assert await china.text_content("#screen-reason") == reason
+    assert await china.text_content("#screen-reason") == "This meeting is not accessible from China (CN)."
     assert await china.text_content("#screen-detail") == "close code 4403"
     assert await video_element_tracks(china, "video") == []
+    await screenshot(china, DOCS / "demo-refused.png", full_page=False)
     assert [name for name, _ in demo.joins.seen] == ["US", "DE", "CN"], "the refused rejoin got nothing"
+
+    # The console shows the policy, who is left, and the ejection in the live audit log.
+    await console.wait_for_selector("#audit tr[data-kind=ejection][data-outcome=completed]", timeout=10_000)
+    await console.wait_for_selector("#audit tr[data-kind=admission][data-outcome=refused]", timeout=10_000)
+    await console.wait_for_function(
+        """() => [...document.querySelectorAll('#participants tbody tr')]
+                   .map(r => r.dataset.name).sort().join() === 'DE,US'""",
+        timeout=10_000,
+    )
+    rule = await console.text_content(f"#rooms tr[data-room='{ROOM}'] td:nth-child(3)")
+    assert rule == "deny CN"
+    await screenshot(console, DOCS / "demo-console.png")
+    assert loopback_guard.violations == []
+
+
+async def test_an_operator_ejects_one_participant_by_hand_from_the_console(
+    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
+) -> None:
+    countries = ["US", "DE"]
+    tabs = {country: await open_page(f"{demo.url}/") for country in countries}
+    for country, tab in tabs.items():
+        await join(tab, country, "back-office", country)
+    await wait_for_remote_videos(tabs["US"], ["DE"])
+
+    console = await open_page(f"{demo.url}/console#token={TOKEN}")
+    await console.click("#rooms tr[data-room='back-office']", timeout=10_000)
+    await console.click("#participants tr[data-name='DE'] button.eject", timeout=10_000)
+
+    germany = tabs["DE"]
+    await germany.wait_for_selector("body[data-state=ejected]", timeout=10_000)
+    assert await germany.text_content("#screen-title") == "You were removed from this meeting"
+    assert await germany.text_content("#screen-reason") == "An operator removed you from this meeting."
+    assert await video_element_tracks(germany, "video") == []
+    # The one left sees only that DE left; the room, with no policy of its own, still admits Germany.
+    await tabs["US"].wait_for_selector("#alone:not([hidden])", timeout=10_000)
+    assert await remote_tiles(tabs["US"]) == []
+    await germany.click("#rejoin")
+    await germany.wait_for_selector("body[data-state=in-meeting]", timeout=15_000)
+    await wait_for_remote_videos(tabs["US"], ["DE"])
+    await console.wait_for_selector("#audit tr[data-kind=ejection][data-outcome=completed]", timeout=10_000)
     assert loopback_guard.violations == []
 
 
@@ -236,7 +291,7 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
         "document.getElementById('policy-result').textContent.startsWith('Applied')", timeout=10_000
     )
 
-    in_force = demo.app[GEOFENCE].policy(ROOM)
+    in_force = demo.app[GEOFENCE_HOST].geofence.policy(ROOM)
     assert not in_force.inherited
     assert in_force.policy == RoomPolicy.from_dict(
         {"mode": "deny", "countries": ["CN", "RU"], "exempt_networks": ["198.51.100.0/24"]}
@@ -247,7 +302,6 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     assert rule is not None
     assert rule.startswith("deny CN, RU")
     await console.wait_for_selector("#audit tr[data-kind=policy]", timeout=10_000)
-    await screenshot(console, DOCS / "demo-console.png")
 
     # The link `sfu-geofence demo` prints carries the token in the fragment, which the page then drops.
     linked = await open_page(f"{demo.url}/console#token={TOKEN}")

@@ -19,9 +19,11 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
-from sfu_geofence.server import SFU, ServerConfig, create_app
-from sfu_geofence.server.admin import TOKEN_ENV
+from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
+from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
+from sfu_geofence.server.remote import ProxyConfig
+from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.wait import eventually
 
@@ -41,7 +43,7 @@ async def _serve(app: web.Application) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def demo_app() -> web.Application:
-    return create_demo_app(DemoConfig(server=ServerConfig(port=0), admin_token=TOKEN))
+    return create_demo_app(DemoConfig(ServerConfig(port=0, admin=AdminConfig(TOKEN))))
 
 
 @pytest.fixture
@@ -86,6 +88,81 @@ async def test_a_websocket_with_from_joins_from_that_countrys_sample_address(
     await eventually(room_empty, within=10)
 
 
+async def test_the_demo_admits_through_the_geofence_a_room_policy_refuses_the_pretended_country(
+    demo_app: web.Application, demo_url: str
+) -> None:
+    """No admission of the demo's own: the operator API's policy is what refuses a ``?from=CN`` tab."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    ws = demo_url.replace("http", "ws") + "/ws"
+    async with aiohttp.ClientSession() as http:
+        policy = {"mode": "deny", "countries": ["CN"]}
+        async with http.put(f"{demo_url}/api/rooms/r1/policy", json=policy, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        async with http.ws_connect(ws + "?from=CN") as refused:
+            await refused.send_str(json.dumps({"type": "join", "room": "r1", "name": "n"}))
+            answer = json.loads((await refused.receive(timeout=10)).data)
+            closed = await refused.receive(timeout=10)
+        assert answer == {"type": "refused", "reason": "This meeting is not accessible from China (CN)."}
+        assert (closed.type, refused.close_code) == (aiohttp.WSMsgType.CLOSE, 4403)
+        assert await _joined_address(demo_app, ws + "?from=DE") == "194.25.0.60"
+        async with http.get(f"{demo_url}/api/audit", headers=headers) as response:
+            events = (await response.json())["events"]
+    joins = [
+        (e["kind"], e["outcome"], e["address"], e["country"]) for e in events if e["kind"] == "admission"
+    ]
+    assert joins == [
+        ("admission", "refused", "114.114.114.114", "CN"),
+        ("admission", "admitted", "194.25.0.60", "DE"),
+    ]
+
+
+async def test_demo_media_comes_from_loopback_which_a_room_refusing_unknown_countries_ejects(
+    demo_app: web.Application, demo_url: str
+) -> None:
+    """What docs/demo.md says: ``?from=`` moves the signaling address only; the geofence's media check
+    sees every tab's real ICE address (127.0.0.1, in no country). Exempting 127.0.0.0/8 lets a room
+    refuse unknown countries in the demo; without the exemption the tab is ejected."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    room = f"{demo_url}/api/rooms/lab"
+    refuse_unknown: dict[str, Any] = {"mode": "deny", "countries": [], "unknown": "refuse"}
+    ws = demo_url.replace("http", "ws") + "/ws?from=DE"
+    peer = SyntheticPeer(ws, "lab", "127.0.0.1", name="de", tracks=synthetic_tracks())
+    async with aiohttp.ClientSession() as http:
+        exempt = refuse_unknown | {"exempt_networks": ["127.0.0.0/8"]}
+        async with http.put(f"{room}/policy", json=exempt, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        try:
+            await peer.join()
+            assert peer.joined.is_set(), peer.messages
+            fence = demo_app[GEOFENCE_HOST].geofence
+
+            def media_checked() -> str | None:
+                [view] = fence.participants("lab")
+                return None if view.media_decision else "the media address is not reported yet"
+
+            await eventually(media_checked, within=30)
+            async with http.get(f"{room}/participants", headers=headers) as response:
+                [participant] = (await response.json())["participants"]
+            media = participant["media"]
+            assert (participant["address"], participant["country"]) == ("194.25.0.60", "DE")
+            assert (media["address"], media["country"], media["reason"], media["outcome"]) == (
+                "127.0.0.1",
+                None,
+                "exempt_network",
+                "admitted",
+            )
+            async with http.put(f"{room}/policy", json=refuse_unknown, headers=headers) as response:
+                assert response.status == 200, await response.text()
+            await asyncio.wait_for(peer.closed.wait(), 10)
+        finally:
+            await peer.close()
+    assert peer.close_code == 4409
+    assert [m["reason"] for m in peer.messages if m["type"] == "ejected"] == [
+        "You were removed: this meeting is no longer accessible from an unknown location "
+        "(your country could not be determined)."
+    ]
+
+
 async def test_an_unknown_origin_is_refused_naming_the_known_ones(demo_url: str) -> None:
     async with aiohttp.ClientSession() as http, http.get(demo_url + "/ws?from=XX") as response:
         assert response.status == 400
@@ -124,7 +201,7 @@ async def test_from_is_refused_to_a_client_on_another_machine() -> None:
 
 
 async def test_serve_has_no_such_mechanism_its_participants_come_from_their_socket() -> None:
-    app = create_app(ServerConfig(port=0))
+    app = create_geofenced_app(ServerConfig(port=0))
     async for url in _serve(app):
         ws = url.replace("http", "ws") + "/ws?from=CN"
         assert await _joined_address(app, ws) == "127.0.0.1"
@@ -154,12 +231,17 @@ async def test_the_pages_the_origins_and_the_operator_api_are_served_by_the_same
             assert (response.status, await response.json()) == (200, {"rooms": []})
 
 
-def test_the_demo_listens_on_loopback_only_and_needs_a_real_token() -> None:
-    config = DemoConfig(admin_token=TOKEN)
+def test_the_demo_listens_on_loopback_only_needs_a_real_token_and_trusts_no_proxy() -> None:
+    server = ServerConfig(admin=AdminConfig(TOKEN))
+    assert DemoConfig(server).admin_token == TOKEN
     with pytest.raises(ValueError, match=r"listens on loopback only, not on 192\.0\.2\.2"):
-        replace(config, server=ServerConfig(host="192.0.2.2"))
+        DemoConfig(replace(server, host="192.0.2.2"))
+    with pytest.raises(ValueError, match="console needs an operator token"):
+        DemoConfig(ServerConfig())
     with pytest.raises(ValueError, match="at least 16 characters"):
-        DemoConfig(admin_token="short")
+        DemoConfig(ServerConfig(admin=AdminConfig("short")))
+    with pytest.raises(ValueError, match="trusts no proxy"):
+        DemoConfig(replace(server, proxies=ProxyConfig(("127.0.0.1",))))
 
 
 def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> None:
