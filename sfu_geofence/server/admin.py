@@ -509,9 +509,7 @@ def _database(info: DatabaseInfo) -> dict[str, Any]:
 async def _json_object(
     request: web.Request, *, allowed: set[str] | None = None, required: bool = True
 ) -> dict[str, Any]:
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
+    raw = await _body(request)
     if not raw.strip():
         if required:
             _malformed("the request body is empty; send a JSON object")
@@ -528,6 +526,26 @@ async def _json_object(
         extra = ", ".join(sorted(set(body) - allowed))
         raise ApiError(422, "invalid_body", f"unknown field(s): {extra}; known: {', '.join(sorted(allowed))}")
     return body
+
+
+async def _body(request: web.Request) -> bytes:
+    """The whole body, however many TCP segments or chunks it came in, refused past MAX_BODY.
+
+    Read here rather than by ``request.read()``: aiohttp takes ``client_max_size`` from the root
+    application, which this sub-application does not own.
+    """
+    if (request.content_length or 0) > MAX_BODY:
+        _too_large()
+    raw = bytearray()
+    async for piece in request.content.iter_any():
+        raw += piece
+        if len(raw) > MAX_BODY:
+            _too_large()
+    return bytes(raw)
+
+
+def _too_large() -> NoReturn:
+    raise ApiError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
 
 
 def _malformed(message: str) -> NoReturn:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,6 +354,51 @@ async def test_a_bad_policy_is_refused_with_a_specific_error_and_changes_nothing
 async def test_a_body_larger_than_64_kib_is_refused(operator: Operator) -> None:
     huge = '{"exempt_participants": ["' + "a" * 70_000 + '"]}'
     assert (await operator.call("PUT", "/rooms/r/policy", 413, data=huge))["error"] == "body_too_large"
+    assert operator.host.geofence.policy("r").inherited
+
+
+async def _raw_put(operator: Operator, path: str, pieces: list[bytes], *, chunked: bool) -> tuple[int, Any]:
+    """PUT ``pieces`` over a raw socket, one write each with a pause between, so that the body
+    arrives at the server in several TCP segments (as from a slow or distant operator)."""
+    server = operator.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    body = b"".join(pieces)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = (
+        f"PUT /api{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode())
+    for piece in pieces:
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # not a wait for a condition: the delay is what is being tested
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=WITHIN)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_policy_arriving_in_several_pieces_is_read_whole(operator: Operator, chunked: bool) -> None:
+    body = json.dumps({"mode": "deny", "countries": ["CN", "IR"], "unknown": "refuse"}).encode()
+    pieces = [body[:10], body[10:25], body[25:]]
+    status, answer = await _raw_put(operator, "/rooms/r/policy", pieces, chunked=chunked)
+    assert status == 200, answer
+    assert answer["policy"]["countries"] == ["CN", "IR"]
+    assert answer["policy"]["unknown"] == "refuse"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_over_64_kib_in_several_pieces_is_refused(operator: Operator, chunked: bool) -> None:
+    huge = ('{"exempt_participants": ["' + "a" * 70_000 + '"]}').encode()
+    status, answer = await _raw_put(
+        operator, "/rooms/r/policy", [huge[:40_000], huge[40_000:]], chunked=chunked
+    )
+    assert (status, answer["error"]) == (413, "body_too_large")
     assert operator.host.geofence.policy("r").inherited
 
 
