@@ -16,6 +16,7 @@ from sfu_geofence import (
     EventKind,
     Geofence,
     InvalidAddress,
+    Mode,
     ParticipantError,
     PolicyStore,
     Reason,
@@ -289,14 +290,33 @@ def test_a_stale_database_is_reported_in_the_log_and_the_audit(
     fence.close()
 
 
-def test_corrupt_data_for_an_address_is_decided_as_unknown(maxmind: Path) -> None:
-    fence = Geofence(
-        lambda r: None, database=maxmind / "bad-data" / "MaxMind-DB-test-broken-pointers-24.mmdb"
-    )
+def test_corrupt_data_for_an_address_is_decided_as_unknown(corrupt_at_lookup: Path) -> None:
+    fence = Geofence(lambda r: None, database=corrupt_at_lookup)
     fence.set_policy("r", RoomPolicy(unknown=UnknownRule.REFUSE))
-    decision = fence.decide("r", "1.1.1.16")
+    decision = fence.decide("r", CN)
     assert (decision.verdict, decision.reason) == (Verdict.REFUSE, Reason.LOOKUP_FAILED)
     fence.close()
+
+
+def test_an_asn_database_is_refused_at_start_up(asn_db: Path) -> None:
+    with pytest.raises(DatabaseError, match="'GeoLite2-ASN' database, not a country one"):
+        Geofence(lambda r: None, database=asn_db)
+
+
+@pytest.mark.parametrize("mode", [Mode.DENY, Mode.ALLOW])
+def test_reloading_an_asn_database_is_refused_audited_and_nobody_moves(
+    host: Host, asn_db: Path, mode: Mode
+) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy(mode=mode, countries=("CN",) if mode is Mode.DENY else ("DE", "US")))
+    admitted = [fence.admit("r", p, a).admitted for p, a in (("de", DE), ("us", US))]
+    assert admitted == [True, True]
+    with pytest.raises(DatabaseError, match="GeoLite2-ASN"):
+        fence.reload_database(asn_db)
+    assert host.requests == []  # an allow list would otherwise have ejected everybody
+    assert outcomes(fence, EventKind.DATABASE) == [(None, "loaded"), (None, "reload_failed")]
+    cn = fence.admit("r", "cn", CN)  # a deny list would otherwise have admitted it as unknown
+    assert (cn.admitted, cn.country) == (False, "CN")
 
 
 def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:

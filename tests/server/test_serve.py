@@ -9,7 +9,9 @@ import os
 import signal
 from pathlib import Path
 
+import netaddr
 import pytest
+from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
@@ -103,6 +105,16 @@ def test_bad_geofence_flags_are_refused_with_the_reason(
 ) -> None:
     assert main(["serve", "--loopback-only", *flags]) == 2
     assert error in capsys.readouterr().err
+
+
+def test_a_database_that_is_not_a_country_database_stops_serve_at_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asn = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN")
+    asn.insert_network(netaddr.IPSet(["114.114.0.0/16"]), {"autonomous_system_number": 21859})
+    asn.to_db_file(str(tmp_path / "GeoLite2-ASN.mmdb"))
+    assert main(["serve", "--loopback-only", "--port", "0", "--db", str(tmp_path / "GeoLite2-ASN.mmdb")]) == 2
+    assert "is a 'GeoLite2-ASN' database, not a country one" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags", [["--host", "192.0.2.2"], ["--ice-address", "192.0.2.2"]])
