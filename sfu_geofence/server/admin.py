@@ -318,10 +318,9 @@ async def put_room_policy(request: web.Request) -> web.Response:
     fence = request.app[ADMIN].geofence
     room = request.match_info["room"]
     policy = _parse_policy(await _json_object(request))
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     fence.set_policy(room, policy)
-    ejections = _ejections_since(fence, before, room)
-    return web.json_response({"room": room, **_policy(fence.policy(room)), "ejections": ejections})
+    return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
 async def delete_room_policy(request: web.Request) -> web.Response:
@@ -332,10 +331,9 @@ async def delete_room_policy(request: web.Request) -> web.Response:
         raise ApiError(
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
         )
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     fence.set_policy(room, None)
-    ejections = _ejections_since(fence, before, room)
-    return web.json_response({"room": room, **_policy(fence.policy(room)), "ejections": ejections})
+    return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
 async def get_default_policy(request: web.Request) -> web.Response:
@@ -346,10 +344,9 @@ async def put_default_policy(request: web.Request) -> web.Response:
     """Replace the server default, which every room without a policy of its own follows."""
     fence = request.app[ADMIN].geofence
     policy = _parse_policy(await _json_object(request))
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     fence.set_default_policy(policy)
-    ejections = _ejections_since(fence, before)
-    return web.json_response({**_policy(fence.policies.default), "ejections": ejections})
+    return web.json_response({**_policy(fence.policies.default), **before.since()})
 
 
 def _policy(in_force: PolicyInForce) -> dict[str, Any]:
@@ -376,17 +373,43 @@ def _parse_policy(body: dict[str, Any]) -> RoomPolicy:
         raise ApiError(422, "invalid_policy", str(exc)) from None
 
 
-def _last_event_id(fence: Geofence) -> int:
-    latest = fence.audit.events(limit=1)
-    return (latest[-1].id or 0) if latest else 0
+@dataclass(frozen=True, slots=True)
+class _Ejections:
+    """Who a change ejected (``requested``) or, in monitor mode, would have (``would_eject``),
+    read back from the audit log events the change wrote.
 
+    The change itself never depends on the audit (the geofence audits best-effort); when events
+    could not be written or read, ``audit_incomplete`` says the list may miss some.
+    """
 
-def _ejections_since(fence: Geofence, after_id: int, room: str | None = None) -> list[dict[str, Any]]:
-    """The ejections (requested or, in monitor mode, would_eject) a change just caused."""
-    return [
-        {"room": e.room, "participant": e.participant, "outcome": e.outcome, "country": e.country}
-        for e in fence.audit.events(kind=EventKind.EJECTION, after_id=after_id, room=room)
-    ]
+    fence: Geofence
+    after_id: int | None
+    failures: int
+
+    @classmethod
+    def before(cls, fence: Geofence) -> _Ejections:
+        failures = fence.audit_failures
+        try:
+            latest = fence.audit.events(limit=1)
+        except StorageError as exc:
+            logger.error("audit log not readable: %s", exc)
+            return cls(fence, None, failures)
+        return cls(fence, (latest[-1].id or 0) if latest else 0, failures)
+
+    def since(self, room: str | None = None) -> dict[str, Any]:
+        ejections: list[dict[str, Any]] = []
+        incomplete = self.after_id is None or self.fence.audit_failures > self.failures
+        if self.after_id is not None:
+            try:
+                events = self.fence.audit.events(kind=EventKind.EJECTION, after_id=self.after_id, room=room)
+            except StorageError as exc:
+                logger.error("audit log not readable: %s", exc)
+                events, incomplete = [], True
+            ejections = [
+                {"room": e.room, "participant": e.participant, "outcome": e.outcome, "country": e.country}
+                for e in events
+            ]
+        return {"ejections": ejections, "audit_incomplete": incomplete}
 
 
 # -- audit -----------------------------------------------------------------------------------------
@@ -436,7 +459,14 @@ async def read_audit(request: web.Request) -> web.Response:
     if more:  # one beyond the page: there are newer (paging forward) or older (newest page) events
         events = events[:limit] if after_id is not None else events[1:]
     last_id = events[-1].id if events else after_id
-    return web.json_response({"events": [_event(e) for e in events], "last_id": last_id, "more": more})
+    return web.json_response(
+        {
+            "events": [_event(e) for e in events],
+            "last_id": last_id,
+            "more": more,
+            "audit_failures": request.app[ADMIN].geofence.audit_failures,
+        }
+    )
 
 
 def _int_parameter(query: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
@@ -477,7 +507,7 @@ async def reload_database(request: web.Request) -> web.Response:
     path = body.get("path")
     if path is not None and (not isinstance(path, str) or not path):
         raise ApiError(422, "invalid_path", "path must be a non-empty string (a file on the server)")
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     try:
         info = fence.reload_database(path)
     except DatabaseError as exc:
@@ -485,7 +515,7 @@ async def reload_database(request: web.Request) -> web.Response:
         raise ApiError(
             422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
         ) from None
-    return web.json_response({**_database(info), "ejections": _ejections_since(fence, before)})
+    return web.json_response({**_database(info), **before.since()})
 
 
 def _database(info: DatabaseInfo) -> dict[str, Any]:

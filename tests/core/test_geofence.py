@@ -340,6 +340,44 @@ def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loop
     fence.close()
 
 
+def _break_audit(audit: AuditLog, how: str) -> None:
+    """Make the audit's SQLite fail underneath the geofence, as a read-only or vanished disk does.
+
+    (Root ignores file permissions, so the connection itself is made read-only, or closed.)
+    """
+    if how == "read-only":
+        audit._db.execute("PRAGMA query_only = ON")  # writes now fail: attempt to write a readonly database
+    else:
+        audit._db.close()
+
+
+@pytest.mark.parametrize("how", ["read-only", "closed"])
+def test_enforcement_does_not_depend_on_the_audit_being_written(
+    loopback_db: Path, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = Host()
+    audit = AuditLog(tmp_path / "audit.sqlite", synchronous="NORMAL")
+    fence = host.fence = Geofence(host.eject, database=loopback_db, audit=audit)
+    for participant, address in (("cn1", CN), ("de", DE), ("cn2", CN), ("hk", HK)):
+        assert fence.admit("r", participant, address).admitted
+    _break_audit(audit, how)
+
+    fence.set_policy("r", RoomPolicy.deny("CN"))  # committed: no StorageError although unaudited
+    assert host.ejected() == [("cn1", "policy_changed"), ("cn2", "policy_changed")]  # everyone checked
+    assert {v.participant for v in fence.participants() if v.ejecting} == {"cn1", "cn2"}
+
+    assert not fence.admit("r", "cn3", CN).admitted  # refused, and no ghost session left behind
+    assert fence.admit("r", "de2", DE).admitted
+    fence.media_address("r", "hk", CN, relayed=False)
+    assert host.ejected()[-1] == ("hk", "media_address")
+    for participant in ("cn1", "cn2", "hk"):
+        fence.leave("r", participant)  # the host's answer to each ejection
+    assert [v.participant for v in fence.participants()] == ["de", "de2"]
+    assert fence.audit_failures == 10  # policy, 2 requested, 2 admissions, media, requested, 3 completed
+    assert "audit event not recorded (10 so far)" in caplog.text
+    fence.close()
+
+
 def test_policies_and_audit_survive_a_restart_of_the_geofence(loopback_db: Path, tmp_path: Path) -> None:
     policies, audit = tmp_path / "policies.sqlite", tmp_path / "audit.sqlite"
     fence = Geofence(

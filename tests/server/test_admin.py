@@ -402,6 +402,20 @@ async def test_a_body_over_64_kib_in_several_pieces_is_refused(operator: Operato
     assert operator.host.geofence.policy("r").inherited
 
 
+async def test_a_policy_change_acts_and_answers_200_even_when_the_audit_cannot_be_written(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    cn, de = await host.join("r", CN), await host.join("r", DE)
+    host.geofence.audit._db.execute("PRAGMA query_only = ON")  # the audit's file turned read-only
+    body = await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["CN"]})
+    assert (body["policy"]["countries"], body["ejections"], body["audit_incomplete"]) == (["CN"], [], True)
+    await operator.gone("r", cn)
+    assert host.connected("r") == {de}
+    audit = await operator.call("GET", "/audit?limit=1", 200)
+    assert audit["audit_failures"] == 3  # policy changed, ejection requested, ejection completed
+
+
 # -- ejection by hand ------------------------------------------------------------------------------
 
 
@@ -499,7 +513,7 @@ async def test_the_audit_log_is_read_page_by_page_with_after_id_without_skipping
         "database", "rule", "reason", "policy_version", "detail",
     }  # fmt: skip
     empty = await operator.call("GET", f"/audit?after_id={event['id']}", 200)
-    assert empty == {"events": [], "last_id": event["id"], "more": False}
+    assert empty == {"events": [], "last_id": event["id"], "more": False, "audit_failures": 0}
 
 
 async def test_the_audit_log_is_filtered_by_room_participant_kind_outcome_and_time(
