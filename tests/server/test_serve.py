@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import os
 import signal
+import sys
 from pathlib import Path
 
 import netaddr
@@ -143,3 +144,45 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
         if peer is not None:
             await peer.close()
         await stop(process)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environment", "logged"),
+    [
+        (["--log-level", "info"], {}, True),
+        ([], {}, True),  # the documented default: info
+        ([], {"SFU_GEOFENCE_LOG_LEVEL": "info"}, True),
+        (["--log-level", "warning"], {}, False),
+        (["--log-level", "warning"], {"SFU_GEOFENCE_LOG_LEVEL": "info"}, False),  # the flag wins
+    ],
+    ids=["flag info", "default", "environment info", "flag warning", "flag over environment"],
+)
+async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_printed(
+    flags: list[str], environment: dict[str, str], logged: bool
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")} | environment
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sfu_geofence",
+        "serve",
+        "--loopback-only",
+        "--port",
+        "0",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        assert line.startswith("listening on http://127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        stderr = (await asyncio.wait_for(process.stderr.read(), 20)).decode()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        await stop(process)
+    assert ("INFO sfu_geofence.server.app geofence: DB-IP Country Lite" in stderr) is logged, stderr
