@@ -39,6 +39,7 @@ from ..core.geolocation import DatabaseInfo
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyInForce
 from ..core.storage import StorageError
+from .protocol import ROOM_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 async def list_participants(request: web.Request) -> web.Response:
     """Who is in a room, where the geofence places them, and why they are admitted."""
     admin = request.app[ADMIN]
-    room = request.match_info["room"]
+    room = _room(request)
     views = admin.geofence.participants(room)
     if not views:
         _known_room(admin.geofence, room)
@@ -249,7 +250,7 @@ async def list_participants(request: web.Request) -> web.Response:
 async def eject_participant(request: web.Request) -> web.Response:
     """Remove one participant by hand: audited, then closed by the SFU (202: the close follows)."""
     fence = request.app[ADMIN].geofence
-    room, participant = request.match_info["room"], request.match_info["participant"]
+    room, participant = _room(request), request.match_info["participant"]
     body = await _json_object(request, allowed={"reason"}, required=False)
     reason = body.get("reason", "ejected by an operator")
     if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
@@ -269,6 +270,19 @@ async def eject_participant(request: web.Request) -> web.Response:
     if not taken:
         raise ApiError(502, "eject_failed", "the SFU did not take the ejection (audited as eject_failed)")
     return web.json_response({"room": room, "participant": participant, "status": "requested"}, status=202)
+
+
+def _room(request: web.Request) -> str:
+    """The ``{room}`` of the path, if signaling could ever join it: a policy set on a name nobody
+    can join (a typo, a trailing space) would silently protect nothing."""
+    room = request.match_info["room"]
+    if not ROOM_PATTERN.fullmatch(room):
+        raise ApiError(
+            422,
+            "invalid_room",
+            f"room {room[:80]!r} can never be joined: a room name is 1-64 characters of A-Z a-z 0-9 _ . -",
+        )
+    return room
 
 
 def _known_room(fence: Geofence, room: str) -> None:
@@ -309,14 +323,14 @@ def _decision(decision: Decision) -> dict[str, Any]:
 
 
 async def get_room_policy(request: web.Request) -> web.Response:
-    room = request.match_info["room"]
+    room = _room(request)
     return web.json_response({"room": room, **_policy(request.app[ADMIN].geofence.policy(room))})
 
 
 async def put_room_policy(request: web.Request) -> web.Response:
     """Replace a room's policy; its participants now restricted are ejected (or would be)."""
     fence = request.app[ADMIN].geofence
-    room = request.match_info["room"]
+    room = _room(request)
     policy = _parse_policy(await _json_object(request))
     before = _Ejections.before(fence)
     fence.set_policy(room, policy)
@@ -326,7 +340,7 @@ async def put_room_policy(request: web.Request) -> web.Response:
 async def delete_room_policy(request: web.Request) -> web.Response:
     """Return a room to the server default."""
     fence = request.app[ADMIN].geofence
-    room = request.match_info["room"]
+    room = _room(request)
     if room not in fence.policies.rooms():
         raise ApiError(
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"

@@ -416,6 +416,40 @@ async def test_a_policy_change_acts_and_answers_200_even_when_the_audit_cannot_b
     assert audit["audit_failures"] == 3  # policy changed, ejection requested, ejection completed
 
 
+@pytest.mark.parametrize(
+    "room",
+    ["Town%20Hall%20", "a" * 5000, "a" * 65, "r%C3%A9union", "town%09hall"],
+    ids=["trailing space", "5000 characters", "65 characters", "non-ascii", "tab"],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/participants"),
+        ("POST", "/participants/p1/eject"),
+        ("GET", "/policy"),
+        ("PUT", "/policy"),
+        ("DELETE", "/policy"),
+    ],
+)
+async def test_a_room_name_signaling_could_never_join_is_refused_422_on_every_room_route(
+    operator: Operator, room: str, method: str, path: str
+) -> None:
+    fence = operator.host.geofence
+    events = len(fence.audit.events())
+    body = {"countries": ["CN"]} if method == "PUT" else None
+    answer = await operator.call(method, f"/rooms/{room}{path}", 422, json=body)
+    assert answer["error"] == "invalid_room"
+    assert "1-64 characters of A-Z a-z 0-9 _ . -" in answer["message"]
+    assert fence.policies.rooms() == {}
+    assert len(fence.audit.events()) == events
+
+
+async def test_every_room_name_signaling_accepts_is_accepted(operator: Operator) -> None:
+    room = "Town_Hall.2026-" + "x" * 49
+    body = await operator.call("PUT", f"/rooms/{room}/policy", 200, json={"countries": ["CN"]})
+    assert body["room"] == room
+
+
 # -- ejection by hand ------------------------------------------------------------------------------
 
 
