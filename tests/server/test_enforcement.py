@@ -497,6 +497,19 @@ async def test_an_unknown_country_refused_by_the_room_is_told_so(served: Served)
     ]
 
 
+async def test_a_geofence_that_cannot_decide_is_an_internal_error_not_a_refusal_by_policy(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    served.geofence.close()  # as while the server shuts down: the geofence cannot decide any more
+    peer = await refused_join(served, "any", address("US", 41))
+    assert peer.close_code == 4500  # not 4403: nobody's country was refused
+    assert [m["type"] for m in peer.messages] == ["closing"]
+    assert peer.messages[0]["message"] == "internal error"  # generic: nothing about the geofence
+    assert "admission of" in caplog.text
+    assert "the geofence is closed" in caplog.text
+    assert served.sfu.rooms == {}  # nothing allocated
+
+
 def test_monitor_enforcement_is_the_policy_value_the_api_sends() -> None:
     # The API's JSON and the core's enum agree on the word (guards the monitor test above).
     assert RoomPolicy.from_dict(
