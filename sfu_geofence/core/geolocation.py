@@ -25,6 +25,7 @@ import ipaddress
 import itertools
 import logging
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -189,6 +190,14 @@ class _Build:
 
 
 def _open(path: Path, *, embedded: bool) -> _Build:
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatabaseError(f"geolocation database {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise DatabaseError(f"geolocation database {str(path)!r} cannot be read: {exc}") from None
+    if not stat.S_ISREG(mode):  # a FIFO would block open() (and the event loop) until a writer came
+        raise DatabaseError(f"geolocation database {str(path)!r} is not a regular file")
     try:
         reader = maxminddb.open_database(str(path))
     except FileNotFoundError:

@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -521,6 +522,7 @@ async def reload_database(request: web.Request) -> web.Response:
     path = body.get("path")
     if path is not None and (not isinstance(path, str) or not path):
         raise ApiError(422, "invalid_path", "path must be a non-empty string (a file on the server)")
+    _regular_file_or_missing(path if path is not None else fence.database.path)
     before = _Ejections.before(fence)
     try:
         info = fence.reload_database(path)
@@ -530,6 +532,18 @@ async def reload_database(request: web.Request) -> web.Response:
             422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
         ) from None
     return web.json_response({**_database(info), **before.since()})
+
+
+def _regular_file_or_missing(path: str) -> None:
+    """Refuse what is there but is not a regular file: open() on a FIFO would block the event loop
+    (every call and everyone's media) until something wrote to it. A missing file is left to the
+    geofence, which audits the failed reload."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise ApiError(422, "invalid_path", f"{path!r} is not a regular file (a .mmdb database file)")
 
 
 def _database(info: DatabaseInfo) -> dict[str, Any]:

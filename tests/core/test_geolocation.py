@@ -108,6 +108,21 @@ def test_an_ipv6_address_is_unknown_in_an_ipv4_only_database(tmp_path: Path) -> 
         locator.locate("bogus")
 
 
+@pytest.mark.timeout(30)  # before the fix, opening the FIFO blocked for ever
+def test_a_database_path_that_is_not_a_regular_file_is_a_clear_error(
+    tmp_path: Path, loopback_db: Path
+) -> None:
+    fifo = tmp_path / "fifo.mmdb"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(DatabaseError, match="is not a regular file"):
+            Locator(path)
+    locator = Locator(loopback_db)
+    with pytest.raises(DatabaseError, match="is not a regular file"):
+        locator.reload(fifo)
+    assert locator.database.path == str(loopback_db)
+
+
 def test_a_missing_database_file_is_a_clear_error_at_start(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="does not exist"):
         Locator(tmp_path / "nope.mmdb")

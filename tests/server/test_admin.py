@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -607,6 +608,23 @@ async def test_the_database_in_use_is_described_with_its_age_and_attribution(ope
         "ip_version": 6,
         "attribution": None,
     }
+
+
+@pytest.mark.timeout(30)  # before the fix, open() on the FIFO blocked the event loop for ever
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+async def test_a_reload_from_a_path_that_is_not_a_regular_file_is_refused_422(
+    operator: Operator, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "not-a-file.mmdb"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    before = operator.host.geofence.database
+    answer = await operator.call("POST", "/database/reload", 422, json={"path": str(path)})
+    assert answer["error"] == "invalid_path"
+    assert "not a regular file" in answer["message"]
+    assert operator.host.geofence.database == before
 
 
 async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_one(
