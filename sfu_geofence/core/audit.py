@@ -139,7 +139,10 @@ class AuditLog:
         if limit is not None:
             sql += " LIMIT ?"
             parameters.append(limit)
-        rows = self._db.execute(sql, parameters).fetchall()
+        try:
+            rows = self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"audit log not readable: {exc}") from None
         return [_from_row(row) for row in (rows if forward else reversed(rows))]
 
     def close(self) -> None:

@@ -41,9 +41,15 @@ def country_code(text: str) -> str:
 
 
 def country_name(code: str) -> str:
-    """The English short name of an accepted code, for operators' eyes only."""
+    """The English name of an accepted code as people say it: pycountry's ``common_name`` when it
+    has one ("Taiwan", "South Korea", "Iran"), else ISO's short name ("China", "Russian Federation").
+
+    A refused or ejected participant reads this about itself: ISO's "Taiwan, Province of China" or
+    "Korea, Republic of" would be needlessly political or stilted there.
+    """
+    code = country_code(code)
     if code == "XK":
         return "Kosovo"
-    country = pycountry.countries.get(alpha_2=country_code(code))
+    country = pycountry.countries.get(alpha_2=code)
     assert country is not None
-    return str(country.name)
+    return str(getattr(country, "common_name", None) or country.name)

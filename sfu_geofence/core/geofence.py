@@ -144,6 +144,7 @@ class Geofence:
         self._audit = audit or AuditLog()
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
+        self._audit_failures = 0
         self._rebuild_evaluators()
         self._database_loaded()
 
@@ -158,6 +159,16 @@ class Geofence:
     def audit(self) -> AuditLog:
         """The operator-only event log."""
         return self._audit
+
+    @property
+    def audit_failures(self) -> int:
+        """Audit events that could not be written since start-up (each is logged as an error).
+
+        Enforcement does not depend on the audit: a decision is acted on whether or not its event
+        was stored, so a non-zero count means the log is missing events, never that someone was
+        let in or kept in because of it.
+        """
+        return self._audit_failures
 
     @property
     def policies(self) -> PolicyStore:
@@ -396,6 +407,8 @@ class Geofence:
     ) -> bool:
         room, participant = session.room, session.participant
         session.ejecting, session.eject_reason = True, reason
+        # Audited before the host is asked (it may call leave(), auditing "completed", from inside
+        # the callable); _record cannot fail, so the request below never depends on the audit.
         self._record(
             EventKind.EJECTION,
             "requested",
@@ -440,22 +453,39 @@ class Geofence:
         database: str | None = None,
         reason: str | None = None,
     ) -> None:
-        self._audit.record(
-            AuditEvent(
-                kind=kind,
-                outcome=outcome,
-                room=room,
-                participant=participant,
-                address=address,
-                country=decision.country if decision else None,
-                source=decision.source if decision else None,
-                database=decision.database if decision else database,
-                rule=decision.rule if decision else rule,
-                reason=reason or (str(decision.reason) if decision else None),
-                policy_version=decision.policy_version if decision else version,
-                detail=detail,
-            )
+        """Audit best-effort: enforcement never fails because the audit's storage does.
+
+        A write that fails is logged and counted (:attr:`Geofence.audit_failures`); the caller goes
+        on acting on its decision, so a full disk cannot keep a restricted participant in a room or
+        leave a refused one registered.
+        """
+        event = AuditEvent(
+            kind=kind,
+            outcome=outcome,
+            room=room,
+            participant=participant,
+            address=address,
+            country=decision.country if decision else None,
+            source=decision.source if decision else None,
+            database=decision.database if decision else database,
+            rule=decision.rule if decision else rule,
+            reason=reason or (str(decision.reason) if decision else None),
+            policy_version=decision.policy_version if decision else version,
+            detail=detail,
         )
+        try:
+            self._audit.record(event)
+        except GeofenceError as exc:  # StorageError (disk full, read-only...), or the log closed
+            self._audit_failures += 1
+            logger.error(
+                "audit event not recorded (%d so far): %s %s room=%s participant=%s: %s",
+                self._audit_failures,
+                kind,
+                outcome,
+                room,
+                participant,
+                exc,
+            )
 
 
 def _relayed(relayed: bool) -> str:

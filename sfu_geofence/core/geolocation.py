@@ -9,7 +9,8 @@ Two record shapes are understood:
 :class:`Location` says which field decided. An address that the database does not contain is *unknown*
 (``country is None``), never an error. Text that is not an IP address raises
 :class:`~.errors.InvalidAddress`; a missing or corrupt file raises :class:`~.errors.DatabaseError` when
-it is opened, so a server fails at start-up rather than at the first participant.
+it is opened, so a server fails at start-up rather than at the first participant; so does a sound file
+of another kind (e.g. GeoLite2-ASN), which would place nobody.
 
 Dual-stack sockets report IPv4 peers as ``::ffff:a.b.c.d``, which databases other than MaxMind's do
 not map: such addresses are looked up as the IPv4 address they carry.
@@ -23,6 +24,8 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import logging
+import re
+import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -52,6 +55,13 @@ EMBEDDED_NAME = "dbip-country-lite.mmdb"
 # these addresses is found at start-up, not at the first participant.
 _PROBES = ("1.1.1.1", "8.8.8.8", "114.114.114.114", "81.2.69.160", "127.0.0.1", "255.255.255.255")
 _PROBES_V6 = ("2001:4860:4860::8888", "2001:2e0::1", "::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")
+
+#: Words of a file's ``database_type`` that say it places addresses in countries: GeoIP2/GeoLite2
+#: Country, City and Enterprise, DB-IP ``country``/``city``/``location`` (the embedded file says
+#: ``country ipvAll``). ASN, ISP, Domain, Connection-Type and Anonymous-IP files place nobody.
+_COUNTRY_TYPE_WORDS = frozenset({"country", "city", "enterprise", "location"})
+#: Record fields a country can come from (see :data:`Source`).
+_COUNTRY_FIELDS = frozenset({"country", "registered_country", "country_code"})
 
 
 def embedded_database_path() -> Path:
@@ -181,6 +191,14 @@ class _Build:
 
 def _open(path: Path, *, embedded: bool) -> _Build:
     try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise DatabaseError(f"geolocation database {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise DatabaseError(f"geolocation database {str(path)!r} cannot be read: {exc}") from None
+    if not stat.S_ISREG(mode):  # a FIFO would block open() (and the event loop) until a writer came
+        raise DatabaseError(f"geolocation database {str(path)!r} is not a regular file")
+    try:
         reader = maxminddb.open_database(str(path))
     except FileNotFoundError:
         raise DatabaseError(f"geolocation database {str(path)!r} does not exist") from None
@@ -195,12 +213,32 @@ def _open(path: Path, *, embedded: bool) -> _Build:
             ip_version=int(meta.ip_version),
             embedded=embedded,
         )
-        for probe in _PROBES + (_PROBES_V6 if info.ip_version == 6 else ()):
-            reader.get(probe)
+        records = [reader.get(probe) for probe in _PROBES + (_PROBES_V6 if info.ip_version == 6 else ())]
     except (InvalidDatabaseError, ValueError, OverflowError, OSError) as exc:
         reader.close()
         raise DatabaseError(f"geolocation database {str(path)!r} is corrupt: {exc}") from None
+    try:
+        _check_country_database(path, info.database_type, [r for r in records if r is not None])
+    except DatabaseError:
+        reader.close()
+        raise
     return _Build(reader, info)
+
+
+def _check_country_database(path: Path, database_type: str, records: list[Any]) -> None:
+    """Refuse a sound file of another kind (ASN, ISP, anonymous IP...): it places nobody, so every
+    participant would be *unknown*, admitted under a deny list and ejected under an allow list."""
+    words = set(re.split(r"[^a-z]+", database_type.lower()))
+    if not words & _COUNTRY_TYPE_WORDS:
+        raise DatabaseError(
+            f"geolocation database {str(path)!r} is a {database_type!r} database, not a country one "
+            "(expected e.g. GeoIP2/GeoLite2 Country or City, or DB-IP country)"
+        )
+    if records and not any(isinstance(r, dict) and _COUNTRY_FIELDS & r.keys() for r in records):
+        raise DatabaseError(
+            f"geolocation database {str(path)!r} ({database_type!r}) has records without any of "
+            f"{', '.join(sorted(_COUNTRY_FIELDS))}: not a country database"
+        )
 
 
 class Locator:

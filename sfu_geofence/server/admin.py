@@ -16,6 +16,7 @@ import hmac
 import json
 import logging
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from ..core.geolocation import DatabaseInfo
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyInForce
 from ..core.storage import StorageError
+from .protocol import ROOM_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +238,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 async def list_participants(request: web.Request) -> web.Response:
     """Who is in a room, where the geofence places them, and why they are admitted."""
     admin = request.app[ADMIN]
-    room = request.match_info["room"]
+    room = _room(request)
     views = admin.geofence.participants(room)
     if not views:
         _known_room(admin.geofence, room)
@@ -249,7 +251,7 @@ async def list_participants(request: web.Request) -> web.Response:
 async def eject_participant(request: web.Request) -> web.Response:
     """Remove one participant by hand: audited, then closed by the SFU (202: the close follows)."""
     fence = request.app[ADMIN].geofence
-    room, participant = request.match_info["room"], request.match_info["participant"]
+    room, participant = _room(request), request.match_info["participant"]
     body = await _json_object(request, allowed={"reason"}, required=False)
     reason = body.get("reason", "ejected by an operator")
     if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
@@ -269,6 +271,19 @@ async def eject_participant(request: web.Request) -> web.Response:
     if not taken:
         raise ApiError(502, "eject_failed", "the SFU did not take the ejection (audited as eject_failed)")
     return web.json_response({"room": room, "participant": participant, "status": "requested"}, status=202)
+
+
+def _room(request: web.Request) -> str:
+    """The ``{room}`` of the path, if signaling could ever join it: a policy set on a name nobody
+    can join (a typo, a trailing space) would silently protect nothing."""
+    room = request.match_info["room"]
+    if not ROOM_PATTERN.fullmatch(room):
+        raise ApiError(
+            422,
+            "invalid_room",
+            f"room {room[:80]!r} can never be joined: a room name is 1-64 characters of A-Z a-z 0-9 _ . -",
+        )
+    return room
 
 
 def _known_room(fence: Geofence, room: str) -> None:
@@ -309,33 +324,31 @@ def _decision(decision: Decision) -> dict[str, Any]:
 
 
 async def get_room_policy(request: web.Request) -> web.Response:
-    room = request.match_info["room"]
+    room = _room(request)
     return web.json_response({"room": room, **_policy(request.app[ADMIN].geofence.policy(room))})
 
 
 async def put_room_policy(request: web.Request) -> web.Response:
     """Replace a room's policy; its participants now restricted are ejected (or would be)."""
     fence = request.app[ADMIN].geofence
-    room = request.match_info["room"]
+    room = _room(request)
     policy = _parse_policy(await _json_object(request))
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     fence.set_policy(room, policy)
-    ejections = _ejections_since(fence, before, room)
-    return web.json_response({"room": room, **_policy(fence.policy(room)), "ejections": ejections})
+    return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
 async def delete_room_policy(request: web.Request) -> web.Response:
     """Return a room to the server default."""
     fence = request.app[ADMIN].geofence
-    room = request.match_info["room"]
+    room = _room(request)
     if room not in fence.policies.rooms():
         raise ApiError(
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
         )
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     fence.set_policy(room, None)
-    ejections = _ejections_since(fence, before, room)
-    return web.json_response({"room": room, **_policy(fence.policy(room)), "ejections": ejections})
+    return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
 async def get_default_policy(request: web.Request) -> web.Response:
@@ -346,10 +359,9 @@ async def put_default_policy(request: web.Request) -> web.Response:
     """Replace the server default, which every room without a policy of its own follows."""
     fence = request.app[ADMIN].geofence
     policy = _parse_policy(await _json_object(request))
-    before = _last_event_id(fence)
+    before = _Ejections.before(fence)
     fence.set_default_policy(policy)
-    ejections = _ejections_since(fence, before)
-    return web.json_response({**_policy(fence.policies.default), "ejections": ejections})
+    return web.json_response({**_policy(fence.policies.default), **before.since()})
 
 
 def _policy(in_force: PolicyInForce) -> dict[str, Any]:
@@ -376,17 +388,43 @@ def _parse_policy(body: dict[str, Any]) -> RoomPolicy:
         raise ApiError(422, "invalid_policy", str(exc)) from None
 
 
-def _last_event_id(fence: Geofence) -> int:
-    latest = fence.audit.events(limit=1)
-    return (latest[-1].id or 0) if latest else 0
+@dataclass(frozen=True, slots=True)
+class _Ejections:
+    """Who a change ejected (``requested``) or, in monitor mode, would have (``would_eject``),
+    read back from the audit log events the change wrote.
 
+    The change itself never depends on the audit (the geofence audits best-effort); when events
+    could not be written or read, ``audit_incomplete`` says the list may miss some.
+    """
 
-def _ejections_since(fence: Geofence, after_id: int, room: str | None = None) -> list[dict[str, Any]]:
-    """The ejections (requested or, in monitor mode, would_eject) a change just caused."""
-    return [
-        {"room": e.room, "participant": e.participant, "outcome": e.outcome, "country": e.country}
-        for e in fence.audit.events(kind=EventKind.EJECTION, after_id=after_id, room=room)
-    ]
+    fence: Geofence
+    after_id: int | None
+    failures: int
+
+    @classmethod
+    def before(cls, fence: Geofence) -> _Ejections:
+        failures = fence.audit_failures
+        try:
+            latest = fence.audit.events(limit=1)
+        except StorageError as exc:
+            logger.error("audit log not readable: %s", exc)
+            return cls(fence, None, failures)
+        return cls(fence, (latest[-1].id or 0) if latest else 0, failures)
+
+    def since(self, room: str | None = None) -> dict[str, Any]:
+        ejections: list[dict[str, Any]] = []
+        incomplete = self.after_id is None or self.fence.audit_failures > self.failures
+        if self.after_id is not None:
+            try:
+                events = self.fence.audit.events(kind=EventKind.EJECTION, after_id=self.after_id, room=room)
+            except StorageError as exc:
+                logger.error("audit log not readable: %s", exc)
+                events, incomplete = [], True
+            ejections = [
+                {"room": e.room, "participant": e.participant, "outcome": e.outcome, "country": e.country}
+                for e in events
+            ]
+        return {"ejections": ejections, "audit_incomplete": incomplete}
 
 
 # -- audit -----------------------------------------------------------------------------------------
@@ -436,7 +474,14 @@ async def read_audit(request: web.Request) -> web.Response:
     if more:  # one beyond the page: there are newer (paging forward) or older (newest page) events
         events = events[:limit] if after_id is not None else events[1:]
     last_id = events[-1].id if events else after_id
-    return web.json_response({"events": [_event(e) for e in events], "last_id": last_id, "more": more})
+    return web.json_response(
+        {
+            "events": [_event(e) for e in events],
+            "last_id": last_id,
+            "more": more,
+            "audit_failures": request.app[ADMIN].geofence.audit_failures,
+        }
+    )
 
 
 def _int_parameter(query: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
@@ -477,7 +522,8 @@ async def reload_database(request: web.Request) -> web.Response:
     path = body.get("path")
     if path is not None and (not isinstance(path, str) or not path):
         raise ApiError(422, "invalid_path", "path must be a non-empty string (a file on the server)")
-    before = _last_event_id(fence)
+    _regular_file_or_missing(path if path is not None else fence.database.path)
+    before = _Ejections.before(fence)
     try:
         info = fence.reload_database(path)
     except DatabaseError as exc:
@@ -485,7 +531,19 @@ async def reload_database(request: web.Request) -> web.Response:
         raise ApiError(
             422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
         ) from None
-    return web.json_response({**_database(info), "ejections": _ejections_since(fence, before)})
+    return web.json_response({**_database(info), **before.since()})
+
+
+def _regular_file_or_missing(path: str) -> None:
+    """Refuse what is there but is not a regular file: open() on a FIFO would block the event loop
+    (every call and everyone's media) until something wrote to it. A missing file is left to the
+    geofence, which audits the failed reload."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise ApiError(422, "invalid_path", f"{path!r} is not a regular file (a .mmdb database file)")
 
 
 def _database(info: DatabaseInfo) -> dict[str, Any]:
@@ -509,9 +567,7 @@ def _database(info: DatabaseInfo) -> dict[str, Any]:
 async def _json_object(
     request: web.Request, *, allowed: set[str] | None = None, required: bool = True
 ) -> dict[str, Any]:
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
+    raw = await _body(request)
     if not raw.strip():
         if required:
             _malformed("the request body is empty; send a JSON object")
@@ -528,6 +584,26 @@ async def _json_object(
         extra = ", ".join(sorted(set(body) - allowed))
         raise ApiError(422, "invalid_body", f"unknown field(s): {extra}; known: {', '.join(sorted(allowed))}")
     return body
+
+
+async def _body(request: web.Request) -> bytes:
+    """The whole body, however many TCP segments or chunks it came in, refused past MAX_BODY.
+
+    Read here rather than by ``request.read()``: aiohttp takes ``client_max_size`` from the root
+    application, which this sub-application does not own.
+    """
+    if (request.content_length or 0) > MAX_BODY:
+        _too_large()
+    raw = bytearray()
+    async for piece in request.content.iter_any():
+        raw += piece
+        if len(raw) > MAX_BODY:
+            _too_large()
+    return bytes(raw)
+
+
+def _too_large() -> NoReturn:
+    raise ApiError(413, "body_too_large", f"the request body is larger than {MAX_BODY} bytes")
 
 
 def _malformed(message: str) -> NoReturn:

@@ -33,6 +33,10 @@ from ..sfu import CloseReason, JoinRequest, Participant, Refusal, Sfu, SfuObserv
 logger = logging.getLogger(__name__)
 
 
+class AdmissionFailed(RuntimeError):
+    """The geofence could not decide on a join: an internal error of the server, not a refusal."""
+
+
 class GeofenceHost(SfuObserver):
     """Makes ``sfu`` enforce a :class:`Geofence` it creates (and owns: :meth:`close` closes it).
 
@@ -65,16 +69,23 @@ class GeofenceHost(SfuObserver):
     # -- the SFU's admission hook ------------------------------------------------------------------
 
     def admit(self, request: JoinRequest) -> Refusal | None:
-        """Once per join, before the SFU allocates anything: None admits, a Refusal refuses."""
+        """Once per join, before the SFU allocates anything: None admits, a Refusal refuses.
+
+        Raises AdmissionFailed when the geofence cannot decide (see :class:`AdmissionFailed`).
+        """
         try:
             decision = self.geofence.admit(
                 request.room, request.participant_id, request.address, request.identity
             )
         except InvalidAddress:
             return Refusal("Your network address could not be read, so this meeting cannot admit you.")
-        except GeofenceError:  # closed: the server is shutting down
-            logger.exception("admission of %s failed", request.participant_id)
-            return Refusal("The server cannot admit anyone right now.")
+        except GeofenceError as exc:
+            # The server failed (the geofence closed under a shutdown, a store error): nobody's country
+            # was refused, so this must not look like a refusal by policy (4403). Raised out of the
+            # hook before the SFU allocates anything, it closes the session as an internal error
+            # (4500, "internal error"); the geofence has audited what it could, the log says why.
+            logger.error("admission of %s in %s failed: %s", request.participant_id, request.room, exc)
+            raise AdmissionFailed(f"the geofence could not decide on {request.participant_id}") from exc
         if decision.admitted:
             return None
         logger.debug("refused %s in %s: %s", request.participant_id, request.room, decision.reason)

@@ -182,7 +182,10 @@ def _url_host(host: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Run ``serve``; returns the exit status."""
     config = config_from_args(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # force: the top-level command has configured logging already (-v or warnings only), which would
+    # make this call a no-op; -v still means debug.
+    level = "DEBUG" if getattr(args, "verbose", False) else args.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0

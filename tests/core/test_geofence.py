@@ -16,6 +16,7 @@ from sfu_geofence import (
     EventKind,
     Geofence,
     InvalidAddress,
+    Mode,
     ParticipantError,
     PolicyStore,
     Reason,
@@ -289,14 +290,33 @@ def test_a_stale_database_is_reported_in_the_log_and_the_audit(
     fence.close()
 
 
-def test_corrupt_data_for_an_address_is_decided_as_unknown(maxmind: Path) -> None:
-    fence = Geofence(
-        lambda r: None, database=maxmind / "bad-data" / "MaxMind-DB-test-broken-pointers-24.mmdb"
-    )
+def test_corrupt_data_for_an_address_is_decided_as_unknown(corrupt_at_lookup: Path) -> None:
+    fence = Geofence(lambda r: None, database=corrupt_at_lookup)
     fence.set_policy("r", RoomPolicy(unknown=UnknownRule.REFUSE))
-    decision = fence.decide("r", "1.1.1.16")
+    decision = fence.decide("r", CN)
     assert (decision.verdict, decision.reason) == (Verdict.REFUSE, Reason.LOOKUP_FAILED)
     fence.close()
+
+
+def test_an_asn_database_is_refused_at_start_up(asn_db: Path) -> None:
+    with pytest.raises(DatabaseError, match="'GeoLite2-ASN' database, not a country one"):
+        Geofence(lambda r: None, database=asn_db)
+
+
+@pytest.mark.parametrize("mode", [Mode.DENY, Mode.ALLOW])
+def test_reloading_an_asn_database_is_refused_audited_and_nobody_moves(
+    host: Host, asn_db: Path, mode: Mode
+) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy(mode=mode, countries=("CN",) if mode is Mode.DENY else ("DE", "US")))
+    admitted = [fence.admit("r", p, a).admitted for p, a in (("de", DE), ("us", US))]
+    assert admitted == [True, True]
+    with pytest.raises(DatabaseError, match="GeoLite2-ASN"):
+        fence.reload_database(asn_db)
+    assert host.requests == []  # an allow list would otherwise have ejected everybody
+    assert outcomes(fence, EventKind.DATABASE) == [(None, "loaded"), (None, "reload_failed")]
+    cn = fence.admit("r", "cn", CN)  # a deny list would otherwise have admitted it as unknown
+    assert (cn.admitted, cn.country) == (False, "CN")
 
 
 def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:
@@ -317,6 +337,44 @@ def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loop
         "eject_failed",
         "requested",
     ]
+    fence.close()
+
+
+def _break_audit(audit: AuditLog, how: str) -> None:
+    """Make the audit's SQLite fail underneath the geofence, as a read-only or vanished disk does.
+
+    (Root ignores file permissions, so the connection itself is made read-only, or closed.)
+    """
+    if how == "read-only":
+        audit._db.execute("PRAGMA query_only = ON")  # writes now fail: attempt to write a readonly database
+    else:
+        audit._db.close()
+
+
+@pytest.mark.parametrize("how", ["read-only", "closed"])
+def test_enforcement_does_not_depend_on_the_audit_being_written(
+    loopback_db: Path, tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    host = Host()
+    audit = AuditLog(tmp_path / "audit.sqlite", synchronous="NORMAL")
+    fence = host.fence = Geofence(host.eject, database=loopback_db, audit=audit)
+    for participant, address in (("cn1", CN), ("de", DE), ("cn2", CN), ("hk", HK)):
+        assert fence.admit("r", participant, address).admitted
+    _break_audit(audit, how)
+
+    fence.set_policy("r", RoomPolicy.deny("CN"))  # committed: no StorageError although unaudited
+    assert host.ejected() == [("cn1", "policy_changed"), ("cn2", "policy_changed")]  # everyone checked
+    assert {v.participant for v in fence.participants() if v.ejecting} == {"cn1", "cn2"}
+
+    assert not fence.admit("r", "cn3", CN).admitted  # refused, and no ghost session left behind
+    assert fence.admit("r", "de2", DE).admitted
+    fence.media_address("r", "hk", CN, relayed=False)
+    assert host.ejected()[-1] == ("hk", "media_address")
+    for participant in ("cn1", "cn2", "hk"):
+        fence.leave("r", participant)  # the host's answer to each ejection
+    assert [v.participant for v in fence.participants()] == ["de", "de2"]
+    assert fence.audit_failures == 10  # policy, 2 requested, 2 admissions, media, requested, 3 completed
+    assert "audit event not recorded (10 so far)" in caplog.text
     fence.close()
 
 

@@ -108,6 +108,21 @@ def test_an_ipv6_address_is_unknown_in_an_ipv4_only_database(tmp_path: Path) -> 
         locator.locate("bogus")
 
 
+@pytest.mark.timeout(30)  # before the fix, opening the FIFO blocked for ever
+def test_a_database_path_that_is_not_a_regular_file_is_a_clear_error(
+    tmp_path: Path, loopback_db: Path
+) -> None:
+    fifo = tmp_path / "fifo.mmdb"
+    os.mkfifo(fifo)
+    for path in (fifo, tmp_path):
+        with pytest.raises(DatabaseError, match="is not a regular file"):
+            Locator(path)
+    locator = Locator(loopback_db)
+    with pytest.raises(DatabaseError, match="is not a regular file"):
+        locator.reload(fifo)
+    assert locator.database.path == str(loopback_db)
+
+
 def test_a_missing_database_file_is_a_clear_error_at_start(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="does not exist"):
         Locator(tmp_path / "nope.mmdb")
@@ -128,12 +143,45 @@ def test_a_corrupt_database_file_is_a_clear_error_at_start(maxmind: Path, name: 
         Locator(maxmind / name)
 
 
-def test_corrupt_data_met_at_lookup_raises_a_database_error(maxmind: Path) -> None:
-    locator = Locator(maxmind / "bad-data" / "MaxMind-DB-test-broken-pointers-24.mmdb")
-    assert located(locator, "1.1.1.1") == (None, None)
-    for address in ("1.1.1.16", "1.1.1.32"):
+def test_corrupt_data_met_at_lookup_raises_a_database_error(corrupt_at_lookup: Path) -> None:
+    locator = Locator(corrupt_at_lookup)
+    assert located(locator, "127.49.0.1") == ("DE", "country_code")
+    for address in ("127.86.0.1", "127.86.255.255"):
         with pytest.raises(DatabaseError, match="corrupt data"):
             locator.locate(address)
+
+
+def test_a_sound_file_that_is_not_a_country_database_is_refused_naming_its_type(asn_db: Path) -> None:
+    with pytest.raises(DatabaseError, match="'GeoLite2-ASN' database, not a country one"):
+        Locator(asn_db)
+
+
+def test_a_file_claiming_to_be_a_country_database_without_countries_in_its_records_is_refused(
+    country_typed_asn_db: Path,
+) -> None:
+    liar = country_typed_asn_db
+    with pytest.raises(
+        DatabaseError, match="records without any of country, country_code, registered_country"
+    ):
+        Locator(liar)
+
+
+def test_a_database_of_another_kind_is_refused_on_reload_and_the_old_one_keeps_answering(
+    loopback_db: Path, asn_db: Path
+) -> None:
+    locator = Locator(loopback_db)
+    with pytest.raises(DatabaseError, match="GeoLite2-ASN"):
+        locator.reload(asn_db)
+    assert locator.database.path == str(loopback_db)
+    assert located(locator, "127.86.0.1") == ("CN", "country_code")
+
+
+@pytest.mark.parametrize(
+    "name", ["GeoIP2-City-Test.mmdb", "GeoIP2-Country-Test.mmdb", "GeoLite2-Country-Test.mmdb"]
+)
+def test_country_and_city_databases_of_every_supported_kind_are_accepted(maxmind: Path, name: str) -> None:
+    assert Locator(maxmind / name).database.database_type == name.removesuffix("-Test.mmdb")
+    assert Locator().database.database_type == "country ipvAll"  # the embedded DB-IP file
 
 
 def test_reload_swaps_to_a_new_database_and_a_corrupt_one_keeps_the_old(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,6 +358,99 @@ async def test_a_body_larger_than_64_kib_is_refused(operator: Operator) -> None:
     assert operator.host.geofence.policy("r").inherited
 
 
+async def _raw_put(operator: Operator, path: str, pieces: list[bytes], *, chunked: bool) -> tuple[int, Any]:
+    """PUT ``pieces`` over a raw socket, one write each with a pause between, so that the body
+    arrives at the server in several TCP segments (as from a slow or distant operator)."""
+    server = operator.client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    body = b"".join(pieces)
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}"
+    head = (
+        f"PUT /api{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\n{framing}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode())
+    for piece in pieces:
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # not a wait for a condition: the delay is what is being tested
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=WITHIN)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_policy_arriving_in_several_pieces_is_read_whole(operator: Operator, chunked: bool) -> None:
+    body = json.dumps({"mode": "deny", "countries": ["CN", "IR"], "unknown": "refuse"}).encode()
+    pieces = [body[:10], body[10:25], body[25:]]
+    status, answer = await _raw_put(operator, "/rooms/r/policy", pieces, chunked=chunked)
+    assert status == 200, answer
+    assert answer["policy"]["countries"] == ["CN", "IR"]
+    assert answer["policy"]["unknown"] == "refuse"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_over_64_kib_in_several_pieces_is_refused(operator: Operator, chunked: bool) -> None:
+    huge = ('{"exempt_participants": ["' + "a" * 70_000 + '"]}').encode()
+    status, answer = await _raw_put(
+        operator, "/rooms/r/policy", [huge[:40_000], huge[40_000:]], chunked=chunked
+    )
+    assert (status, answer["error"]) == (413, "body_too_large")
+    assert operator.host.geofence.policy("r").inherited
+
+
+async def test_a_policy_change_acts_and_answers_200_even_when_the_audit_cannot_be_written(
+    operator: Operator,
+) -> None:
+    host = operator.host
+    cn, de = await host.join("r", CN), await host.join("r", DE)
+    host.geofence.audit._db.execute("PRAGMA query_only = ON")  # the audit's file turned read-only
+    body = await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["CN"]})
+    assert (body["policy"]["countries"], body["ejections"], body["audit_incomplete"]) == (["CN"], [], True)
+    await operator.gone("r", cn)
+    assert host.connected("r") == {de}
+    audit = await operator.call("GET", "/audit?limit=1", 200)
+    assert audit["audit_failures"] == 3  # policy changed, ejection requested, ejection completed
+
+
+@pytest.mark.parametrize(
+    "room",
+    ["Town%20Hall%20", "a" * 5000, "a" * 65, "r%C3%A9union", "town%09hall"],
+    ids=["trailing space", "5000 characters", "65 characters", "non-ascii", "tab"],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/participants"),
+        ("POST", "/participants/p1/eject"),
+        ("GET", "/policy"),
+        ("PUT", "/policy"),
+        ("DELETE", "/policy"),
+    ],
+)
+async def test_a_room_name_signaling_could_never_join_is_refused_422_on_every_room_route(
+    operator: Operator, room: str, method: str, path: str
+) -> None:
+    fence = operator.host.geofence
+    events = len(fence.audit.events())
+    body = {"countries": ["CN"]} if method == "PUT" else None
+    answer = await operator.call(method, f"/rooms/{room}{path}", 422, json=body)
+    assert answer["error"] == "invalid_room"
+    assert "1-64 characters of A-Z a-z 0-9 _ . -" in answer["message"]
+    assert fence.policies.rooms() == {}
+    assert len(fence.audit.events()) == events
+
+
+async def test_every_room_name_signaling_accepts_is_accepted(operator: Operator) -> None:
+    room = "Town_Hall.2026-" + "x" * 49
+    body = await operator.call("PUT", f"/rooms/{room}/policy", 200, json={"countries": ["CN"]})
+    assert body["room"] == room
+
+
 # -- ejection by hand ------------------------------------------------------------------------------
 
 
@@ -452,7 +548,7 @@ async def test_the_audit_log_is_read_page_by_page_with_after_id_without_skipping
         "database", "rule", "reason", "policy_version", "detail",
     }  # fmt: skip
     empty = await operator.call("GET", f"/audit?after_id={event['id']}", 200)
-    assert empty == {"events": [], "last_id": event["id"], "more": False}
+    assert empty == {"events": [], "last_id": event["id"], "more": False, "audit_failures": 0}
 
 
 async def test_the_audit_log_is_filtered_by_room_participant_kind_outcome_and_time(
@@ -512,6 +608,23 @@ async def test_the_database_in_use_is_described_with_its_age_and_attribution(ope
         "ip_version": 6,
         "attribution": None,
     }
+
+
+@pytest.mark.timeout(30)  # before the fix, open() on the FIFO blocked the event loop for ever
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+async def test_a_reload_from_a_path_that_is_not_a_regular_file_is_refused_422(
+    operator: Operator, tmp_path: Path, kind: str
+) -> None:
+    path = tmp_path / "not-a-file.mmdb"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    before = operator.host.geofence.database
+    answer = await operator.call("POST", "/database/reload", 422, json={"path": str(path)})
+    assert answer["error"] == "invalid_path"
+    assert "not a regular file" in answer["message"]
+    assert operator.host.geofence.database == before
 
 
 async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_one(

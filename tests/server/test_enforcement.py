@@ -20,10 +20,12 @@ import aiohttp
 import pytest
 
 from sfu_geofence.core.audit import EventKind
+from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.core.policy import Enforcement, RelayedRule, RoomPolicy
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
+from sfu_geofence.server.enforcement import refusal_reason
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.sfu import CloseReason, Refused
 from sfu_geofence.synthetic.client import (
@@ -495,6 +497,31 @@ async def test_an_unknown_country_refused_by_the_room_is_told_so(served: Served)
             "(your country could not be determined).",
         }
     ]
+
+
+async def test_a_geofence_that_cannot_decide_is_an_internal_error_not_a_refusal_by_policy(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    served.geofence.close()  # as while the server shuts down: the geofence cannot decide any more
+    peer = await refused_join(served, "any", address("US", 41))
+    assert peer.close_code == 4500  # not 4403: nobody's country was refused
+    assert [m["type"] for m in peer.messages] == ["closing"]
+    assert peer.messages[0]["message"] == "internal error"  # generic: nothing about the geofence
+    assert "admission of" in caplog.text
+    assert "the geofence is closed" in caplog.text
+    assert served.sfu.rooms == {}  # nothing allocated
+
+
+def test_a_refused_participant_reads_its_country_by_its_common_name(tmp_path: Path) -> None:
+    database = build_database(tmp_path / "tw.mmdb", ["127.88.0.0/16=TW", "127.86.0.0/16=CN"])
+    fence = Geofence(lambda request: None, database=database)
+    fence.set_policy("r", RoomPolicy.deny("TW", "CN"))
+    texts = [refusal_reason(fence.decide("r", a)) for a in ("127.88.0.1", "127.86.0.1")]
+    assert texts == [
+        "This meeting is not accessible from Taiwan (TW).",
+        "This meeting is not accessible from China (CN).",
+    ]
+    fence.close()
 
 
 def test_monitor_enforcement_is_the_policy_value_the_api_sends() -> None:

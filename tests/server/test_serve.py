@@ -7,9 +7,12 @@ import asyncio
 import ipaddress
 import os
 import signal
+import sys
 from pathlib import Path
 
+import netaddr
 import pytest
+from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
@@ -105,6 +108,16 @@ def test_bad_geofence_flags_are_refused_with_the_reason(
     assert error in capsys.readouterr().err
 
 
+def test_a_database_that_is_not_a_country_database_stops_serve_at_start_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asn = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-ASN")
+    asn.insert_network(netaddr.IPSet(["114.114.0.0/16"]), {"autonomous_system_number": 21859})
+    asn.to_db_file(str(tmp_path / "GeoLite2-ASN.mmdb"))
+    assert main(["serve", "--loopback-only", "--port", "0", "--db", str(tmp_path / "GeoLite2-ASN.mmdb")]) == 2
+    assert "is a 'GeoLite2-ASN' database, not a country one" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("flags", [["--host", "192.0.2.2"], ["--ice-address", "192.0.2.2"]])
 def test_loopback_only_refuses_a_non_loopback_address(
     flags: list[str], capsys: pytest.CaptureFixture[str]
@@ -131,3 +144,45 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
         if peer is not None:
             await peer.close()
         await stop(process)
+
+
+@pytest.mark.parametrize(
+    ("flags", "environment", "logged"),
+    [
+        (["--log-level", "info"], {}, True),
+        ([], {}, True),  # the documented default: info
+        ([], {"SFU_GEOFENCE_LOG_LEVEL": "info"}, True),
+        (["--log-level", "warning"], {}, False),
+        (["--log-level", "warning"], {"SFU_GEOFENCE_LOG_LEVEL": "info"}, False),  # the flag wins
+    ],
+    ids=["flag info", "default", "environment info", "flag warning", "flag over environment"],
+)
+async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_printed(
+    flags: list[str], environment: dict[str, str], logged: bool
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")} | environment
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sfu_geofence",
+        "serve",
+        "--loopback-only",
+        "--port",
+        "0",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        assert line.startswith("listening on http://127.0.0.1:")
+        process.send_signal(signal.SIGTERM)
+        stderr = (await asyncio.wait_for(process.stderr.read(), 20)).decode()
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        await stop(process)
+    assert ("INFO sfu_geofence.server.app geofence: DB-IP Country Lite" in stderr) is logged, stderr
