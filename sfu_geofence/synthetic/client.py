@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -166,6 +166,7 @@ class SyntheticPeer:
         name: str = "",
         tracks: Sequence[MediaStreamTrack] = (),
         media_address: str | None = None,
+        on_packet: Callable[[Received, RtpPacket], None] | None = None,
     ) -> None:
         self.url = url
         self.room = room
@@ -194,6 +195,8 @@ class SyntheticPeer:
         self.media_address = media_address or address
         """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
         self._policy = IcePolicy(bind=(self.media_address,))
+        self.on_packet = on_packet
+        """Also called with every received packet (the load tester meters with it), on the event loop."""
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -296,6 +299,8 @@ class SyntheticPeer:
             received = self._by_mid.get(mid) if mid is not None else None
             if received is not None:
                 received.counter(packet)
+                if self.on_packet is not None:
+                    self.on_packet(received, packet)
 
         return sink
 
