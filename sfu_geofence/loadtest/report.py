@@ -383,7 +383,8 @@ def _timeline(plan: Plan, run: RunRecord) -> dict[str, Any]:
     starts = [t.first_arrival for t in run.tracks if t.first_arrival is not None]
     if not starts:
         return {"bucket_s": TIMELINE_BUCKET_S, "start_s": 0.0, "peers": {}}
-    origin = math.floor((min(starts) - run.t0) / TIMELINE_BUCKET_S) * TIMELINE_BUCKET_S + run.t0
+    # on the meters' bucket grid (multiples of the bucket length in monotonic time): no aliasing
+    origin = math.floor(min(starts) / TIMELINE_BUCKET_S) * TIMELINE_BUCKET_S
     count = max(1, math.ceil((run.t_end - origin) / TIMELINE_BUCKET_S))
     series: dict[str, list[float]] = {}
     for track in run.tracks:
@@ -476,10 +477,13 @@ def write_plot(report: dict[str, Any], path: Path) -> bool:
     for start, end in continuity["event_windows_s"]:
         axes.axvspan(start, end, color="tab:orange", alpha=0.08)
     top = max((max(p["kbps"], default=0) for p in timeline["peers"].values()), default=1) or 1
+    labels: dict[float, list[str]] = defaultdict(list)
     for step in report["steps"]:
-        axes.axvline(step["t_s"], color="black", linewidth=1, linestyle="--")
-        axes.text(step["t_s"], top * 1.02, f" {step['at']}", rotation=0, fontsize=9, va="bottom")
-    axes.set_ylim(0, top * 1.12)
+        labels[step["t_s"]].append(step["at"])
+    for t_s, texts in labels.items():
+        axes.axvline(t_s, color="black", linewidth=1, linestyle="--")
+        axes.text(t_s, top * 1.02, " " + "\n ".join(texts), fontsize=8, va="bottom")
+    axes.set_ylim(0, top * (1.1 + 0.06 * max((len(t) for t in labels.values()), default=1)))
     axes.set_xlabel("seconds from the scenario's start (participants joined before 0)")
     axes.set_ylabel("received media, kbit/s (RTP payload)")
     latency = report["ejection_latency_ms"]
