@@ -323,11 +323,15 @@ class LoadRunner:
         config = self.config
         shared: list[list[PeerSpec]] = [[] for _ in range(max(1, config.workers))]
         dedicated: list[PeerSpec] = []
-        for i, peer in enumerate(plan.initial_peers):
+        seats: dict[str, int] = {}
+        for peer in plan.initial_peers:
             if peer.name in plan.kill_targets:
                 dedicated.append(peer)
-            else:
-                shared[i % len(shared)].append(peer)
+                continue
+            # alternate within each room: every room spans the workers, so one busy worker
+            # process cannot pass for a glitch of a whole room
+            seat = seats[peer.room] = seats.get(peer.room, -1) + 1
+            shared[(seat + plan.rooms.index(peer.room)) % len(shared)].append(peer)
         for peers in shared:
             self._spawn_worker(url, peers, dedicated=False)
         for peer in dedicated:

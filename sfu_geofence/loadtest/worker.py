@@ -47,6 +47,8 @@ from .scenario import PeerSpec
 
 logger = logging.getLogger(__name__)
 
+LAG_TICK_S = 0.02
+
 EventKind = Literal["joined", "refused", "ejected", "closed", "failed"]
 
 
@@ -129,6 +131,7 @@ class WorkerResult:
     tracks: tuple[TrackRecord, ...]
     cpu_s: float
     loop_lag_max_ms: float
+    """The longest this worker's event loop stalled (a 20 ms timer fired this much late)."""
 
 
 @dataclass
@@ -256,11 +259,16 @@ class Worker:
 
     async def _progress(self) -> None:
         loop = asyncio.get_running_loop()
+        next_report = loop.time() + self.config.progress_interval
         while True:
-            due = loop.time() + self.config.progress_interval
-            await asyncio.sleep(self.config.progress_interval)
-            self._loop_lag = max(self._loop_lag, loop.time() - due)
-            self._send(Progress(time.monotonic(), self._peer_progress(), time.process_time()))
+            # a 20 ms ticker: how late it fires is how long this process's event loop stalled
+            due = loop.time() + LAG_TICK_S
+            await asyncio.sleep(LAG_TICK_S)
+            now = loop.time()
+            self._loop_lag = max(self._loop_lag, now - due)
+            if now >= next_report:
+                next_report = now + self.config.progress_interval
+                self._send(Progress(time.monotonic(), self._peer_progress(), time.process_time()))
 
     def _peer_progress(self) -> dict[str, PeerProgress]:
         result: dict[str, PeerProgress] = {}
