@@ -93,6 +93,8 @@ class RunRecord:
     killed: dict[str, float] = field(default_factory=dict)
     """Participant name -> when its worker was SIGKILLed."""
     loop_lag_max_ms: float = 0.0
+    stalls: list[tuple[float, float]] = field(default_factory=list)
+    """The workers' event-loop stalls: (monotonic start, seconds)."""
 
 
 def nearest_rank(values: Sequence[float], q: float) -> float | None:
@@ -115,6 +117,10 @@ def _merge(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
         elif end > start:
             merged.append((start, end))
     return merged
+
+
+def _inside(t: float, windows: Sequence[tuple[float, float]]) -> bool:
+    return any(start <= t < end for start, end in windows)
 
 
 def _gaps_in(times: Sequence[float], windows: Sequence[tuple[float, float]]) -> list[float]:
@@ -382,6 +388,10 @@ def _continuity(
         "baseline_window_s": [[round(a - run.t0, 3), round(b - run.t0, 3)] for a, b in baseline],
         "event_windows_s": [[round(a - run.t0, 3), round(b - run.t0, 3)] for a, b in events],
         "by_kind": by_kind,
+        "generator_stall_max_ms": {
+            "baseline": _ms(max((d for t, d in run.stalls if _inside(t, baseline)), default=0.0)),
+            "event": _ms(max((d for t, d in run.stalls if _inside(t, events)), default=0.0)),
+        },
         "worst_kind_ratio": max(
             (
                 round(k["event_gap_p99_ms"] / k["baseline_gap_p99_ms"], 3)

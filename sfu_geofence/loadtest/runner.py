@@ -242,6 +242,7 @@ class LoadRunner:
             load_average={"start": load_start, "end": list(os.getloadavg())},
             killed=dict(self.killed),
             loop_lag_max_ms=max((h.result.loop_lag_max_ms for h in self.workers if h.result), default=0.0),
+            stalls=[stall for h in self.workers if h.result for stall in h.result.stalls],
         )
         return plan, record
 

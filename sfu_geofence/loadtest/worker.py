@@ -48,6 +48,9 @@ from .scenario import PeerSpec
 logger = logging.getLogger(__name__)
 
 LAG_TICK_S = 0.02
+LAG_RECORDED_S = 0.005
+"Event-loop stalls at least this long are kept (start, length), to be set beside the gaps measured."
+MAX_STALLS = 10_000
 
 EventKind = Literal["joined", "refused", "ejected", "closed", "failed"]
 
@@ -132,6 +135,8 @@ class WorkerResult:
     cpu_s: float
     loop_lag_max_ms: float
     """The longest this worker's event loop stalled (a 20 ms timer fired this much late)."""
+    stalls: tuple[tuple[float, float], ...] = ()
+    """(monotonic start, seconds) of every stall of at least :data:`LAG_RECORDED_S`."""
 
 
 @dataclass
@@ -154,6 +159,7 @@ class Worker:
         self._finish = asyncio.Event()
         self._loop_lag = 0.0
         self._stopping = False
+        self._stalls: list[tuple[float, float]] = []
 
     async def run(self) -> None:
         encode_vp8_clip(self.config.video)  # once per process, before anybody joins
@@ -166,7 +172,11 @@ class Worker:
             progress = asyncio.ensure_future(self._progress())
             await self._finish.wait()
             progress.cancel()
-            self._send(WorkerResult(tuple(self._records()), time.process_time(), self._loop_lag * 1000))
+            self._send(
+                WorkerResult(
+                    tuple(self._records()), time.process_time(), self._loop_lag * 1000, tuple(self._stalls)
+                )
+            )
         finally:
             loop.remove_reader(self.conn.fileno())
             await self._close_all()
@@ -265,7 +275,10 @@ class Worker:
             due = loop.time() + LAG_TICK_S
             await asyncio.sleep(LAG_TICK_S)
             now = loop.time()
-            self._loop_lag = max(self._loop_lag, now - due)
+            lag = now - due
+            self._loop_lag = max(self._loop_lag, lag)
+            if lag >= LAG_RECORDED_S and len(self._stalls) < MAX_STALLS:
+                self._stalls.append((time.monotonic() - lag, lag))
             if now >= next_report:
                 next_report = now + self.config.progress_interval
                 self._send(Progress(time.monotonic(), self._peer_progress(), time.process_time()))
