@@ -93,8 +93,8 @@ class RunRecord:
     killed: dict[str, float] = field(default_factory=dict)
     """Participant name -> when its worker was SIGKILLed."""
     loop_lag_max_ms: float = 0.0
-    stalls: list[tuple[float, float]] = field(default_factory=list)
-    """The workers' event-loop stalls: (monotonic start, seconds)."""
+    stalls: list[tuple[float, float, float]] = field(default_factory=list)
+    """The workers' event-loop stalls: (monotonic start, seconds, CPU seconds the worker used meanwhile)."""
 
 
 def nearest_rank(values: Sequence[float], q: float) -> float | None:
@@ -117,6 +117,15 @@ def _merge(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
         elif end > start:
             merged.append((start, end))
     return merged
+
+
+def _worst_stall(
+    stalls: list[tuple[float, float, float]], windows: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """The longest worker stall in the windows, and the CPU the worker used during it."""
+    inside = [(length, cpu) for start, length, cpu in stalls if _inside(start, windows)]
+    length, cpu = max(inside, default=(0.0, 0.0))
+    return {"ms": _ms(length), "cpu_ms": _ms(cpu)}
 
 
 def _inside(t: float, windows: Sequence[tuple[float, float]]) -> bool:
@@ -389,8 +398,8 @@ def _continuity(
         "event_windows_s": [[round(a - run.t0, 3), round(b - run.t0, 3)] for a, b in events],
         "by_kind": by_kind,
         "generator_stall_max_ms": {
-            "baseline": _ms(max((d for t, d in run.stalls if _inside(t, baseline)), default=0.0)),
-            "event": _ms(max((d for t, d in run.stalls if _inside(t, events)), default=0.0)),
+            name: _worst_stall(run.stalls, windows)
+            for name, windows in (("baseline", baseline), ("event", events))
         },
         "worst_kind_ratio": max(
             (

@@ -135,8 +135,8 @@ class WorkerResult:
     cpu_s: float
     loop_lag_max_ms: float
     """The longest this worker's event loop stalled (a 20 ms timer fired this much late)."""
-    stalls: tuple[tuple[float, float], ...] = ()
-    """(monotonic start, seconds) of every stall of at least :data:`LAG_RECORDED_S`."""
+    stalls: tuple[tuple[float, float, float], ...] = ()
+    """(monotonic start, seconds, CPU seconds used meanwhile) of each stall >= :data:`LAG_RECORDED_S`."""
 
 
 @dataclass
@@ -159,7 +159,7 @@ class Worker:
         self._finish = asyncio.Event()
         self._loop_lag = 0.0
         self._stopping = False
-        self._stalls: list[tuple[float, float]] = []
+        self._stalls: list[tuple[float, float, float]] = []
 
     async def run(self) -> None:
         encode_vp8_clip(self.config.video)  # once per process, before anybody joins
@@ -272,13 +272,15 @@ class Worker:
         next_report = loop.time() + self.config.progress_interval
         while True:
             # a 20 ms ticker: how late it fires is how long this process's event loop stalled
-            due = loop.time() + LAG_TICK_S
+            due, cpu = loop.time() + LAG_TICK_S, time.process_time()
             await asyncio.sleep(LAG_TICK_S)
             now = loop.time()
             lag = now - due
             self._loop_lag = max(self._loop_lag, lag)
             if lag >= LAG_RECORDED_S and len(self._stalls) < MAX_STALLS:
-                self._stalls.append((time.monotonic() - lag, lag))
+                # the CPU this process used meanwhile tells a busy worker (close to the stall) from a
+                # machine that did not run it (close to 0)
+                self._stalls.append((time.monotonic() - lag, lag, time.process_time() - cpu))
             if now >= next_report:
                 next_report = now + self.config.progress_interval
                 self._send(Progress(time.monotonic(), self._peer_progress(), time.process_time()))
