@@ -37,6 +37,7 @@ EVENT_WINDOW_AFTER_S = 3.0
 BASELINE_WARMUP_S = 1.0
 UNHEARD_AFTER_S = 5.0
 LARGEST_GAPS = 12
+LONG_STALL_S = 0.1
 SETTLE_S = 5.0
 
 
@@ -267,6 +268,11 @@ def build_report(plan: Plan, run: RunRecord, thresholds: Thresholds = Thresholds
         "sfu_cpu_pct": None if run.sfu_cpu_s is None else round(100 * run.sfu_cpu_s / measured, 1),
         "generator_cpu_pct": round(100 * run.generator_cpu_s / measured, 1),
         "generator_loop_lag_max_ms": round(run.loop_lag_max_ms, 1),
+        "generator_long_stalls": [
+            {"at_s": round(start - run.t0, 3), "ms": _ms(length), "cpu_ms": _ms(cpu)}
+            for start, length, cpu in sorted(run.stalls)
+            if length >= LONG_STALL_S
+        ],
         "forwarded_pps": round(forwarded / measured, 1),
         "forwarded_kbps": round(forwarded_bytes * 8 / measured / 1000, 1),
         "load_average": run.load_average,
