@@ -1,8 +1,7 @@
-"""Run the SFU: WebSocket signaling on /ws, forwarding media between the participants of each room."""
+"""``sfu-geofence serve``: run the SFU with WebSocket signaling (see :mod:`sfu_geofence.server.serve`)."""
 
 from __future__ import annotations
 
-from ..server.serve import HELP, NAME, run
-from ..server.serve import add_arguments as configure
+from ..server.serve import HELP, NAME, configure, run
 
 __all__ = ["HELP", "NAME", "configure", "run"]

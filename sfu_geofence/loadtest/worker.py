@@ -30,9 +30,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal
 
-from aiortc.rtp import RtpPacket
-
-from ..synthetic.client import Received, SyntheticPeer
+from ..synthetic.client import SyntheticPeer
 from ..synthetic.media import (
     AudioClipParams,
     OpusTrack,
@@ -143,9 +141,14 @@ class WorkerResult:
 class _Metered:
     spec: PeerSpec
     peer: SyntheticPeer
-    meters: dict[str, TrackMeter] = field(default_factory=dict)
-    """By producer id."""
     lost_at_mark: dict[str, int] = field(default_factory=dict)
+    """Loss counters by producer id when the scenario clock started."""
+
+    @property
+    def meters(self) -> dict[str, TrackMeter]:
+        """The peer's meter of each received track, by producer id (an m-line recycled for another
+        producer gets a meter of its own)."""
+        return {producer: received.meter for producer, received in self.peer.received.items()}
 
 
 class Worker:
@@ -207,19 +210,8 @@ class Worker:
 
     async def _run_peer(self, spec: PeerSpec) -> None:
         tracks = [Vp8Track(self.config.video), OpusTrack(self.config.audio)]
-        metered: _Metered | None = None
-
-        def on_packet(received: Received, packet: RtpPacket) -> None:
-            assert metered is not None
-            meter = metered.meters.get(received.producer)
-            if meter is None:
-                meter = metered.meters[received.producer] = TrackMeter(received.kind, received.participant)
-            meter.observe(packet)
-
-        peer = SyntheticPeer(
-            self.config.url, spec.room, spec.address, name=spec.name, tracks=tracks, on_packet=on_packet
-        )
-        metered = self.peers[spec.name] = _Metered(spec, peer)
+        peer = SyntheticPeer(self.config.url, spec.room, spec.address, name=spec.name, tracks=tracks)
+        self.peers[spec.name] = _Metered(spec, peer)
         started = time.monotonic()
         try:
             await peer.join(within=self.config.join_timeout)

@@ -64,7 +64,7 @@ def ntp_now() -> int:
 class ForwardingReceiver(RTCRtpReceiver):
     """An RTP receiver that forwards packets to a sink instead of decoding them."""
 
-    def __init__(self, kind: str, transport: RTCDtlsTransport, *, estimate_bitrate: bool = True) -> None:
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
         super().__init__(kind, transport)
         self.kind = kind
         self.sink: PacketSink | None = None
@@ -72,12 +72,10 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.media_ssrc: int | None = None
         """The publisher's media SSRC, once a packet has arrived (keyframe requests name it)."""
         self.packets_received = 0
-        self.last_packet_time = 0.0
-        """``time.monotonic()`` of the last packet: a liveness signal."""
         self._codecs: dict[int, RTCRtpCodecParameters] = {}
         self._rtx_ssrc: dict[int, int] = {}
         self._nack = NackGenerator() if kind == "video" else None
-        self._bitrate = RemoteBitrateEstimator() if kind == "video" and estimate_bitrate else None
+        self._bitrate = RemoteBitrateEstimator() if kind == "video" else None
         self._streams: dict[int, StreamStatistics] = {}
         # The stock RTCP loop (receiver reports) reads this private dict: share ours with it.
         setattr(self, "_RTCRtpReceiver__remote_streams", self._streams)  # noqa: B010
@@ -133,7 +131,6 @@ class ForwardingReceiver(RTCRtpReceiver):
             packet = unwrap_rtx(packet, payload_type=apt, ssrc=original_ssrc)
         self.media_ssrc = packet.ssrc
         self.packets_received += 1
-        self.last_packet_time = time.monotonic()
         nack = self._nack
         if nack is not None and nack.add(packet):
             await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
@@ -220,11 +217,10 @@ class ForwardingSender(RTCRtpSender):
 class RtpEgress:
     """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
 
-    __slots__ = ("_dtls", "packets", "send_errors")
+    __slots__ = ("_dtls", "send_errors")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
-        self.packets = 0
         self.send_errors = 0
 
     def send(self, data: bytes) -> bool:
@@ -243,7 +239,6 @@ class RtpEgress:
         except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
             self.send_errors += 1
             return False
-        self.packets += 1
         return True
 
 
@@ -262,26 +257,6 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
     setattr(transceiver, "_RTCRtpTransceiver__sender", sender)  # noqa: B010
     setattr(transceiver, "_RTCRtpTransceiver__receiver", receiver)  # noqa: B010
     return transceiver
-
-
-def make_receivers_forward(
-    pc: RTCPeerConnection, sink_for: Callable[[RTCRtpTransceiver], PacketSink]
-) -> None:
-    """Swap the receiver of every not-yet-started transceiver for a :class:`ForwardingReceiver`.
-
-    For a client of the SFU (tests, load generators): call after ``setRemoteDescription(offer)`` so
-    that received media is counted, not decoded.
-    """
-    require_pinned_versions()
-    for transceiver in pc.getTransceivers():
-        current = transceiver.receiver
-        if isinstance(current, ForwardingReceiver) or getattr(current, "_RTCRtpReceiver__started", False):
-            continue
-        receiver = ForwardingReceiver(transceiver.kind, current.transport, estimate_bitrate=False)
-        receiver._set_rtcp_ssrc(transceiver.sender._ssrc)
-        receiver._track = current._track
-        receiver.sink = sink_for(transceiver)
-        setattr(transceiver, "_RTCRtpTransceiver__receiver", receiver)  # noqa: B010
 
 
 def ice_connection_of(pc: RTCPeerConnection) -> Connection | None:

@@ -77,6 +77,7 @@ class GeofenceHost(SfuObserver):
             return Refusal("The server cannot admit anyone right now.")
         if decision.admitted:
             return None
+        logger.debug("refused %s in %s: %s", request.participant_id, request.room, decision.reason)
         return Refusal(refusal_reason(decision))
 
     # -- the geofence's eject callable ---------------------------------------------------------------
@@ -86,6 +87,7 @@ class GeofenceHost(SfuObserver):
         asyncio.get_running_loop().call_soon(self._remove, request)
 
     def _remove(self, request: EjectRequest) -> None:
+        logger.info("ejecting %s from %s (%s)", request.participant, request.room, request.trigger)
         removed = self.sfu.remove_participant(
             request.participant, CloseReason.EJECTED, ejection_reason(request)
         )

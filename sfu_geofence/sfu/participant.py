@@ -113,7 +113,12 @@ class Participant:
         """Start receiving ``producer`` (from the next negotiation on)."""
         if self.closed or producer.closed or producer.id in self.consumers:
             return None
-        consumer = Consumer(producer, self.id, self._take_slot(producer.kind))
+        transceiver = self._take_slot(producer.kind)
+        # One remote stream per publisher, one track id per producer: a browser groups the tracks by
+        # publisher and sees a recycled m-line carry a new track (``a=msid``).
+        transceiver.sender._stream_id = producer.participant_id
+        transceiver.sender._track_id = producer.id
+        consumer = Consumer(producer, self.id, transceiver)
         self.consumers[producer.id] = consumer
         self._pending.append((consumer, self._offers_made))
         self._observer.consumer_added(consumer)

@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import aiohttp
-import av
 from aiortc import (
     MediaStreamTrack,
     RTCBundlePolicy,
@@ -31,43 +29,14 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtp import RtpPacket
-from av import AudioFrame, VideoFrame
 
-from ..rtc.forwarding import PacketSink, make_receivers_forward
 from ..rtc.ice import IcePolicy, use_policy
+from ..rtc.keyframe import on_keyframe_request
+from ..rtc.tap import tap_of
+from .media import AudioClipParams, ClipTrack, OpusTrack, VideoClipParams, Vp8Track
+from .meter import ReceiveMeter, TrackMeter
 
 logger = logging.getLogger(__name__)
-
-
-class FrameCounter:
-    """Counts packets and frames (a new RTP timestamp is a new frame) and the longest gap between frames.
-
-    Deliberately tiny: sfu_geofence.synthetic.meter is the full, non-decoding meter.
-    """
-
-    def __init__(self) -> None:
-        self.packets = 0
-        self.frames = 0
-        self.max_gap = 0.0
-        """Longest time between two consecutive new frames since the last :meth:`reset_gap`."""
-        self.last_sequence_number: int | None = None
-        self._timestamp: int | None = None
-        self._last_frame_at = 0.0
-
-    def __call__(self, packet: RtpPacket) -> None:
-        self.packets += 1
-        self.last_sequence_number = packet.sequence_number
-        if packet.timestamp != self._timestamp:
-            now = time.monotonic()
-            if self._timestamp is not None:
-                self.max_gap = max(self.max_gap, now - self._last_frame_at)
-            self._timestamp = packet.timestamp
-            self._last_frame_at = now
-            self.frames += 1
-
-    def reset_gap(self) -> None:
-        self.max_gap = 0.0
 
 
 @dataclass
@@ -78,81 +47,20 @@ class Received:
     participant: str
     kind: str
     producer: str
-    counter: FrameCounter = field(default_factory=FrameCounter)
+    meter: TrackMeter
+    """Counts what arrives, without decoding (frames, gaps, loss)."""
 
 
-class PacketLoopTrack(MediaStreamTrack):
-    """Yields pre-encoded packets in a loop at a fixed rate: aiortc only packetizes them.
-
-    A stand-in until sfu_geofence.synthetic.media (full pre-encoded clips) is merged. Encoding in the
-    sending process would put encoder threads (which hold the GIL) on the measured path.
-    """
-
-    def __init__(self, kind: str, payloads: Sequence[bytes], interval: Fraction, clock_rate: int) -> None:
-        super().__init__()
-        self.kind = kind
-        self.interval = interval
-        self._payloads = payloads
-        self._ticks = int(interval * clock_rate)
-        self._time_base = Fraction(1, clock_rate)
-        self._start: float | None = None
-        self._count = 0
-
-    async def recv(self) -> av.Packet:  # type: ignore[type-arg]
-        if self._start is None:
-            self._start = time.monotonic()
-        due = self._start + float(self._count * self.interval)
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        packet = av.Packet(self._payloads[self._count % len(self._payloads)])
-        packet.pts = self._count * self._ticks
-        packet.time_base = self._time_base
-        self._count += 1
-        return packet
+VIDEO = VideoClipParams(width=160, height=120, fps=20, bitrate=100_000)
+"""Small and cheap: many peers fit in one test process."""
+VIDEO_INTERVAL = Fraction(1, VIDEO.fps)
+AUDIO = AudioClipParams()
+AUDIO_INTERVAL = Fraction(AUDIO.frame_ms, 1000)
 
 
-VIDEO_INTERVAL = Fraction(1, 20)
-AUDIO_INTERVAL = Fraction(1, 50)
-
-
-@functools.cache
-def _vp8_loop(frames: int = 40, width: int = 64, height: int = 48) -> tuple[bytes, ...]:
-    """Two seconds of small VP8 frames, a keyframe every second (encoded once per process)."""
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.time_base = Fraction(1, 20)
-    codec.options = {"g": "20", "deadline": "realtime", "cpu-used": "8"}
-    payloads: list[bytes] = []
-    for index in range(frames):
-        frame = VideoFrame(width=width, height=height, format="yuv420p")
-        for plane in frame.planes:
-            plane.update(bytes([(index * 5) % 256]) * plane.buffer_size)
-        frame.pts = index
-        payloads += [bytes(p) for p in codec.encode(frame)]
-    payloads += [bytes(p) for p in codec.encode(None)]
-    return tuple(payloads)
-
-
-@functools.cache
-def _opus_loop(frames: int = 50) -> tuple[bytes, ...]:
-    """One second of 20 ms Opus packets of a quiet tone (encoded once per process)."""
-    codec = av.CodecContext.create("libopus", "w")
-    codec.sample_rate, codec.layout, codec.format = 48000, "stereo", "s16"
-    payloads: list[bytes] = []
-    for index in range(frames):
-        frame = AudioFrame(format="s16", layout="stereo", samples=960)
-        frame.planes[0].update(bytes(frame.planes[0].buffer_size))
-        frame.sample_rate = 48000
-        frame.pts = index * 960
-        payloads += [bytes(p) for p in codec.encode(frame)]
-    return tuple(payloads)
-
-
-def tiny_tracks() -> list[MediaStreamTrack]:
-    """Pre-encoded Opus (20 ms packets) and VP8 (64x48, 20 fps) that cost aiortc no encoding."""
-    return [
-        PacketLoopTrack("audio", _opus_loop(), AUDIO_INTERVAL, 48000),
-        PacketLoopTrack("video", _vp8_loop(), VIDEO_INTERVAL, 90000),
-    ]
+def synthetic_tracks() -> list[ClipTrack]:
+    """Pre-encoded Opus (20 ms packets) and VP8 (160x120, 20 fps) clips: aiortc only packetizes them."""
+    return [OpusTrack(AUDIO), Vp8Track(VIDEO)]
 
 
 class SyntheticPeer:
@@ -165,10 +73,12 @@ class SyntheticPeer:
         address: str,
         name: str = "",
         tracks: Sequence[MediaStreamTrack] = (),
+        clock: Callable[[], float] = time.monotonic,
         media_address: str | None = None,
-        on_packet: Callable[[Received, RtpPacket], None] | None = None,
     ) -> None:
         self.url = url
+        self.meter = ReceiveMeter(clock=clock)
+        """Meters every received track; ``clock`` is what arrival times and gaps are measured with."""
         self.room = room
         self.address = address
         self.name = name or address
@@ -186,7 +96,7 @@ class SyntheticPeer:
         self.close_code: int | None = None
         self.joined = asyncio.Event()
         self.closed = asyncio.Event()
-        self._by_mid: dict[str, Received] = {}
+        self._live: set[str] = set()
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -195,8 +105,6 @@ class SyntheticPeer:
         self.media_address = media_address or address
         """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
         self._policy = IcePolicy(bind=(self.media_address,))
-        self.on_packet = on_packet
-        """Also called with every received packet (the load tester meters with it), on the event loop."""
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -251,20 +159,11 @@ class SyntheticPeer:
         self.offers += 1
         if self._closing:
             return
+        self._live = {track["producer"] for track in offer["tracks"]}
+        new: list[dict[str, str]] = []
         for track in offer["tracks"]:
-            received = self.received.get(track["producer"])
-            if received is None:
-                received = self.received[track["producer"]] = Received(
-                    mid=track["mid"],
-                    participant=track["participant"],
-                    kind=track["kind"],
-                    producer=track["producer"],
-                )
-            self._by_mid[track["mid"]] = received
-        live = {track["mid"] for track in offer["tracks"]}
-        for mid in list(self._by_mid):
-            if mid not in live:
-                del self._by_mid[mid]
+            if track["producer"] not in self.received:
+                new.append(track)
         with use_policy(self._policy):
             if self.pc is None:
                 self.pc = RTCPeerConnection(
@@ -272,7 +171,8 @@ class SyntheticPeer:
                 )
             pc = self.pc
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
-            make_receivers_forward(pc, self._sink_for)
+            # Before aiortc starts the receivers (it does once this coroutine yields): no decoder.
+            self._meter_new_tracks(pc, new, {slot["mid"] for slot in offer["publish"]})
             if not self._published:
                 self._published = True
                 self._attach_tracks(pc, offer["publish"])
@@ -291,18 +191,23 @@ class SyntheticPeer:
             tracks.remove(track)
             transceiver.sender.replaceTrack(track)
             transceiver.direction = "sendonly"
+            if isinstance(track, ClipTrack):
+                on_keyframe_request(transceiver.sender, track.request_keyframe)
 
-    def _sink_for(self, transceiver: RTCRtpTransceiver) -> PacketSink:
-        mid = transceiver.mid
-
-        def sink(packet: RtpPacket) -> None:
-            received = self._by_mid.get(mid) if mid is not None else None
-            if received is not None:
-                received.counter(packet)
-                if self.on_packet is not None:
-                    self.on_packet(received, packet)
-
-        return sink
+    def _meter_new_tracks(self, pc: RTCPeerConnection, new: list[dict[str, str]], publish: set[str]) -> None:
+        by_mid = {t.mid: t for t in pc.getTransceivers()}
+        for track in new:
+            transceiver = by_mid[track["mid"]]
+            self.received[track["producer"]] = Received(
+                mid=track["mid"],
+                participant=track["participant"],
+                kind=track["kind"],
+                producer=track["producer"],
+                meter=self.meter.attach(transceiver, track["participant"]),
+            )
+        for transceiver in by_mid.values():
+            if transceiver.mid not in publish and tap_of(transceiver.receiver) is None:
+                self.meter.attach(transceiver, "")  # not announced: still never decoded
 
     # leaving ------------------------------------------------------------------------------------
 
@@ -330,17 +235,17 @@ class SyntheticPeer:
         if self._session is not None:
             await self._session.close()
 
-    def counters(self, participant: str, kind: str) -> list[FrameCounter]:
-        """Counters of the tracks of ``kind`` received from ``participant``."""
-        return [r.counter for r in self.received.values() if r.participant == participant and r.kind == kind]
+    def meters(self, participant: str, kind: str) -> list[TrackMeter]:
+        """Meters of the tracks of ``kind`` received from ``participant``."""
+        return [r.meter for r in self.received.values() if r.participant == participant and r.kind == kind]
 
     def live_tracks(self) -> list[Received]:
-        """Tracks currently mapped to an m-line (producers still in the room)."""
-        return list(self._by_mid.values())
+        """Tracks on the m-lines of the last offer (producers still in the room)."""
+        return [r for r in self.received.values() if r.producer in self._live]
 
 
 async def _run_forever(url: str, room: str, address: str, name: str) -> None:
-    peer = SyntheticPeer(url, room, address, name=name, tracks=tiny_tracks())
+    peer = SyntheticPeer(url, room, address, name=name, tracks=synthetic_tracks())
     await peer.join()
     print("joined" if peer.participant_id else "not-joined", peer.participant_id, flush=True)
     await peer.closed.wait()

@@ -11,7 +11,7 @@ import pytest
 
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.sfu import JoinRequest, Refusal
-from sfu_geofence.synthetic.client import SyntheticPeer, tiny_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.server import Served, served_on_loopback
 from sfu_geofence.testing.wait import eventually
 
@@ -98,7 +98,9 @@ async def test_too_many_bad_messages_close_with_4400(served: Served, client: Syn
 async def test_an_invalid_sdp_answer_closes_that_session_with_4415_and_the_others_media_keeps_running(
     served: Served,
 ) -> None:
-    peers = [SyntheticPeer(served.url, "room-y", f"127.0.41.{i + 1}", tracks=tiny_tracks()) for i in range(2)]
+    peers = [
+        SyntheticPeer(served.url, "room-y", f"127.0.41.{i + 1}", tracks=synthetic_tracks()) for i in range(2)
+    ]
     bad = SyntheticPeer(served.url, "room-y", "127.0.41.9", name="bad")
     try:
         for peer in peers:
@@ -106,7 +108,7 @@ async def test_an_invalid_sdp_answer_closes_that_session_with_4415_and_the_other
 
         def media_flows() -> str | None:
             for peer, other in ((peers[0], peers[1]), (peers[1], peers[0])):
-                counters = peer.counters(str(other.participant_id), "video")
+                counters = peer.meters(str(other.participant_id), "video")
                 if not counters or counters[0].frames < 10:
                     return f"{peer.name} receives no video yet"
             return None
@@ -122,7 +124,7 @@ async def test_an_invalid_sdp_answer_closes_that_session_with_4415_and_the_other
         assert closing["type"] == "closing"
         assert closing["message"].startswith("invalid SDP answer")
         assert str(bad.participant_id) not in served.sfu.participants
-        frames = [peers[0].counters(str(peers[1].participant_id), "video")[0].frames]
+        frames = [peers[0].meters(str(peers[1].participant_id), "video")[0].frames]
         await eventually(
             lambda: None if _video_frames(peers) > frames[0] + 20 else "video stalled", within=10
         )
@@ -133,7 +135,7 @@ async def test_an_invalid_sdp_answer_closes_that_session_with_4415_and_the_other
 
 
 def _video_frames(peers: list[SyntheticPeer]) -> int:
-    return peers[0].counters(str(peers[1].participant_id), "video")[0].frames
+    return peers[0].meters(str(peers[1].participant_id), "video")[0].frames
 
 
 def _answer_garbage(peer: SyntheticPeer) -> Any:
@@ -151,7 +153,7 @@ async def test_a_refused_join_gets_the_reason_and_4403_and_nothing_is_allocated(
         return Refusal("not in this room") if request.name == "blocked" else None
 
     async with served_on_loopback(admission=admission) as served:
-        peer = SyntheticPeer(served.url, "room-z", "127.0.42.1", name="blocked", tracks=tiny_tracks())
+        peer = SyntheticPeer(served.url, "room-z", "127.0.42.1", name="blocked", tracks=synthetic_tracks())
         try:
             await peer.join()
             await asyncio.wait_for(peer.closed.wait(), 5)

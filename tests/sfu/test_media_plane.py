@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import pytest
+from aiortc import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
 
-from sfu_geofence.rtc.forwarding import ForwardingReceiver
 from sfu_geofence.rtc.ice import SelectedPair
+from sfu_geofence.rtc.tap import ReceiverTap, tap_of
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
-from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, tiny_tracks
+from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
+from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
 from sfu_geofence.testing.wait import eventually
@@ -30,7 +32,7 @@ def _receives_everyone(peers: Sequence[SyntheticPeer], minimum_frames: int = 10)
                 if other is peer:
                     continue
                 for kind in ("audio", "video"):
-                    counters = peer.counters(str(other.participant_id), kind)
+                    counters = peer.meters(str(other.participant_id), kind)
                     if not counters or counters[0].frames < minimum_frames:
                         frames = counters[0].frames if counters else "no track"
                         return f"{peer.name} has {frames} {kind} frames from {other.name}"
@@ -43,7 +45,7 @@ def _frames(
     peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer]
 ) -> dict[tuple[str, str, str], int]:
     return {
-        (peer.name, source.name, kind): peer.counters(str(source.participant_id), kind)[0].frames
+        (peer.name, source.name, kind): peer.meters(str(source.participant_id), kind)[0].frames
         for peer in peers
         for source in sources
         if source is not peer
@@ -51,22 +53,18 @@ def _frames(
     }
 
 
-def _reset_gaps(peers: Sequence[SyntheticPeer]) -> None:
-    for peer in peers:
-        for received in peer.received.values():
-            received.counter.reset_gap()
-
-
-def _max_gaps(peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer]) -> dict[str, float]:
-    """Longest gap between frames per kind, over what ``peers`` receive from ``sources``."""
+def _max_gaps(
+    peers: Sequence[SyntheticPeer], sources: Sequence[SyntheticPeer], since: float
+) -> dict[str, float]:
+    """Longest gap (s) between frames that arrived after ``since``, per kind, ``sources`` to ``peers``."""
     gaps = {"audio": 0.0, "video": 0.0}
     for peer in peers:
         for source in sources:
             if source is peer:
                 continue
             for kind in gaps:
-                for counter in peer.counters(str(source.participant_id), kind):
-                    gaps[kind] = max(gaps[kind], counter.max_gap)
+                for meter in peer.meters(str(source.participant_id), kind):
+                    gaps[kind] = max(gaps[kind], meter.gap_stats(since).max_ms / 1000)
     return gaps
 
 
@@ -82,15 +80,21 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
     await eventually(check, within=15)
 
 
+# Frame gaps are measured in scheduled time: what this test process spent waiting for a CPU on a
+# shared machine is not the SFU's doing (see sfu_geofence.testing.clock).
+CLOCK = ScheduledClock()
+
+
+def _peer(served: Served, room: str, address: str, name: str) -> SyntheticPeer:
+    return SyntheticPeer(served.url, room, address, name=name, tracks=synthetic_tracks(), clock=CLOCK)
+
+
 @asynccontextmanager
 async def _full_mesh(
     served: Served, room: str, network: str, names: str
 ) -> AsyncIterator[list[SyntheticPeer]]:
     """Publishing peers named ``{names}0..2`` from ``{network}.1..3``, each receiving every other."""
-    peers = [
-        SyntheticPeer(served.url, room, f"{network}.{i + 1}", name=f"{names}{i}", tracks=tiny_tracks())
-        for i in range(3)
-    ]
+    peers = [_peer(served, room, f"{network}.{i + 1}", f"{names}{i}") for i in range(3)]
     try:
         for peer in peers:
             await peer.join()
@@ -132,14 +136,14 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     served: Served, room: list[SyntheticPeer]
 ) -> None:
     leaver, stayers = room[0], room[1:]
-    _reset_gaps(stayers)
+    since = CLOCK()
     await leaver.leave()
     assert leaver.close_code == 1000
     await eventually(
         lambda: None if str(leaver.participant_id) not in served.sfu.participants else "still in", within=5
     )
     await _advancing(stayers, stayers, frames=int(2 / VIDEO_INTERVAL))  # ~2 s more of every stream
-    gaps = _max_gaps(stayers, stayers)
+    gaps = _max_gaps(stayers, stayers, since)
     assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
     assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
     for stayer in stayers:
@@ -176,13 +180,13 @@ async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_
         def everyone_receives_the_doomed() -> str | None:
             for peer in room:
                 for kind in ("audio", "video"):
-                    counters = peer.counters(doomed, kind)
+                    counters = peer.meters(doomed, kind)
                     if not counters or counters[0].frames < 10:
                         return f"{peer.name} has not received {kind} from the doomed peer yet"
             return None
 
         await eventually(everyone_receives_the_doomed, within=20)
-        _reset_gaps(room)
+        since = CLOCK()
         process.send_signal(how)
         killed_at = time.monotonic()
         await eventually(
@@ -190,7 +194,7 @@ async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_
         )
         assert time.monotonic() - killed_at < 5
         await _advancing(room, room, frames=int(2 / VIDEO_INTERVAL))
-        gaps = _max_gaps(room, room)
+        gaps = _max_gaps(room, room, since)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for peer in room:
@@ -220,7 +224,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
     served.sfu.observer.observers.append(recorder)
     async with _full_mesh(served, "room-b", "127.0.30", "p") as peers:
         target, others = peers[1], [peers[0], peers[2]]
-        _reset_gaps(others)
+        since = CLOCK()
         removed = served.sfu.participants[str(target.participant_id)]
         assert served.sfu.remove_participant(
             str(target.participant_id), CloseReason.EJECTED, "not allowed here"
@@ -238,7 +242,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         assert all(p.id not in s.consumers for s in survivors for p in removed.producers.values())
         assert all(len(s.consumers) == 2 for s in survivors)  # each other's audio and video, untouched
         await _advancing(others, others, frames=int(2 / VIDEO_INTERVAL))
-        gaps = _max_gaps(others, others)
+        gaps = _max_gaps(others, others, since)
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for other in others:
@@ -263,12 +267,13 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         assert all(pair.remote_type == "host" and not pair.relayed for _, pair in recorder.pairs)
 
 
-def _receiver_for(peer: SyntheticPeer, producer_id: str) -> ForwardingReceiver:
+def _receiver_for(peer: SyntheticPeer, producer_id: str) -> tuple[RTCRtpReceiver, ReceiverTap]:
     assert peer.pc is not None
     mid = peer.received[producer_id].mid
     receiver = next(t.receiver for t in peer.pc.getTransceivers() if t.mid == mid)
-    assert isinstance(receiver, ForwardingReceiver)
-    return receiver
+    tap = tap_of(receiver)
+    assert tap is not None
+    return receiver, tap
 
 
 @pytest.mark.slow
@@ -278,17 +283,16 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     publisher, subscriber = room[0], room[1]
     producer = served.sfu.participants[str(publisher.participant_id)].producers["video"]
     consumer = next(c for c in producer.consumers if c.subscriber_id == subscriber.participant_id)
-    receiver = _receiver_for(subscriber, producer.id)
-    assert receiver.media_ssrc is not None
+    receiver, tap = _receiver_for(subscriber, producer.id)
+    assert tap.media_ssrc is not None
 
     # A NACK for a recent packet is answered from the SFU's history, as the subscriber numbered it.
-    counter = subscriber.received[producer.id].counter
-    assert counter.last_sequence_number is not None
-    lost = (counter.last_sequence_number - 5) & 0xFFFF
-    packets_before = counter.packets
-    await receiver._send_rtcp_nack(receiver.media_ssrc, [lost])
+    meter = subscriber.received[producer.id].meter
+    lost = (consumer.sender.next_sequence_number - 5) & 0xFFFF  # as the subscriber numbers them
+    packets_before = meter.packets
+    await receiver._send_rtcp_nack(tap.media_ssrc, [lost])
     await eventually(lambda: None if consumer.retransmissions == 1 else "no retransmission", within=5)
-    await eventually(lambda: None if counter.packets > packets_before else "nothing received", within=5)
+    await eventually(lambda: None if meter.packets > packets_before else "nothing received", within=5)
 
     # A PLI from the subscriber becomes a (rate-limited) PLI to the publisher.
     assert publisher.pc is not None
@@ -298,7 +302,7 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     keyframe_requests: list[float] = []
     publisher_sender._send_keyframe = lambda: keyframe_requests.append(time.monotonic())  # type: ignore[method-assign]
     for _ in range(5):
-        receiver.request_keyframe()
+        await tap.request_keyframe()
     await eventually(
         lambda: None if keyframe_requests else "no keyframe request reached the publisher", within=5
     )
@@ -336,3 +340,33 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     assert report.ssrc == consumer.sender._ssrc
     assert 0 < report.sender_info.packet_count <= consumer.sender.packets_sent
     assert report.sender_info.ntp_timestamp > 0
+
+
+@pytest.mark.slow
+async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    leaver, stayers = room[0], room[1:]
+    sfu_side = [served.sfu.participants[str(s.participant_id)] for s in stayers]
+    lines_before = [len(p.pc.getTransceivers()) for p in sfu_side]
+    leaver_mids = [
+        {r.mid for r in s.received.values() if r.participant == leaver.participant_id} for s in stayers
+    ]
+    await leaver.leave()
+
+    def freed() -> str | None:
+        # The m-lines become reusable once an offer showing them inactive has been answered.
+        return None if all(len(p._free) == 2 for p in sfu_side) else "m-lines not freed yet"
+
+    await eventually(freed, within=10)
+    newcomer = _peer(served, "room-a", "127.0.10.9", "newcomer")
+    try:
+        await newcomer.join()
+        await eventually(_receives_everyone([*stayers, newcomer]), within=20)
+        assert [len(p.pc.getTransceivers()) for p in sfu_side] == lines_before
+        newcomer_mids = [
+            {r.mid for r in s.received.values() if r.participant == newcomer.participant_id} for s in stayers
+        ]
+        assert newcomer_mids == leaver_mids
+    finally:
+        await newcomer.close()

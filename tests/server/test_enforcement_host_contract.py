@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.server import IDENTITY, ServerConfig, create_geofenced_app
-from sfu_geofence.synthetic.client import SyntheticPeer, tiny_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.host_contract import WITHIN, HostContract
 from sfu_geofence.testing.server import Served, app_on_loopback
 from sfu_geofence.testing.wait import eventually
@@ -52,7 +52,7 @@ class SfuHarness:
         assert not relayed, "this harness cannot relay media"
         if identity is not None:
             self._identities[address] = identity
-        tracks = tiny_tracks()[:1] if media_address is not None else []
+        tracks = synthetic_tracks()[:1] if media_address is not None else []
         peer = SyntheticPeer(self.served.url, room, address, tracks=tracks, media_address=media_address)
         await peer.join(within=WITHIN)
         if peer.participant_id is None:
