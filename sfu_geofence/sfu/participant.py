@@ -168,14 +168,18 @@ class Participant:
                 self._dirty = False
                 if not self.pc.getTransceivers():
                     return  # nothing to negotiate yet (no publication, nobody to receive)
+                # Number the offer before awaiting anything: a subscription made while this offer is
+                # created (the first setLocalDescription gathers ICE, and yields) may be missing from
+                # it, so it must wait for the answer to the next offer, not to this one.
+                self._offers_made += 1
+                offer_number = self._offers_made
                 offer = await self.pc.createOffer()
                 await self.pc.setLocalDescription(offer)
                 if self.closed:
                     return
-                self._offers_made += 1
                 self._observe_ice()
                 answer = self._answer = asyncio.get_running_loop().create_future()
-                self._answering_offer = self._offers_made
+                self._answering_offer = offer_number
                 self.channel.send_offer(self._describe(self.pc.localDescription.sdp))
                 try:
                     await asyncio.wait_for(asyncio.shield(answer), self._negotiation_timeout)
