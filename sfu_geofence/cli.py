@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .core.errors import GeofenceError
 
 #: Subcommand modules under sfu_geofence.commands, in the order --help lists them.
-COMMANDS = ("lookup", "mkdb", "serve")
+COMMANDS = ("demo", "serve", "lookup", "mkdb")
 
 
 def parser() -> argparse.ArgumentParser:

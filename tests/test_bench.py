@@ -7,22 +7,63 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 
 
-def test_the_decision_bench_prints_its_figures_as_the_last_json_line() -> None:
+def run_bench(*command: str, timeout: float) -> dict[str, Any]:
+    """Run a bench from the repository root; return the JSON object it prints last."""
     result = subprocess.run(
-        [sys.executable, "bench/decision.py", "--json", "--addresses", "300", "--rounds", "1"],
+        [sys.executable, *command],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout.splitlines()[-1])
+    figures: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return figures
+
+
+def test_the_decision_bench_prints_its_figures_as_the_last_json_line() -> None:
+    figures = run_bench("bench/decision.py", "--json", "--addresses", "300", "--rounds", "1", timeout=120)
     for key in ("admit_ns", "lookup_ns", "geoip2_country_ns", "admit_recorded_ns"):
         assert figures[key] > 0, key
     assert figures["geoip2_file_agrees"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_forwarding_bench_delivers_media_to_real_subscribers_and_sinks_and_prints_its_figures() -> None:
+    # K=1 and 2 (one real subscriber and one sink), a small clip, 2 s windows: ~20-40 s
+    figures = run_bench(
+        *("-m", "bench.forwarding", "--json", "--k", "1,2", "--real", "1", "--relay-k", "2"),
+        *("--window", "2", "--settle", "0.5"),
+        *("--width", "320", "--height", "240", "--fps", "15", "--bitrate", "250000"),
+        timeout=170,
+    )
+    assert set(figures["us_per_forwarded_packet"]) == {"1", "2"}
+    assert all(us > 0 for us in figures["us_per_forwarded_packet"].values())
+    assert figures["packet_count_source"].startswith("SFU consumers' packets_forwarded")
+    k2 = figures["per_k"]["2"]
+    assert (k2["real_subscribers"], k2["sink_subscribers"]) == (1, 1)
+    # at K=2 the SFU forwarded each of the publisher's packets twice
+    assert k2["forwarded_packets_per_s"] > 1.5 * k2["received_packets_per_s"] > 0
+    # the real subscriber and the sink both received video, and every frame was accounted for
+    assert k2["fps_min_real"] > 0
+    assert k2["fps_min"] > 0
+    assert k2["frames_checked_subscribers"] == 2
+    assert figures["relay"]["k"] == 2
+    assert figures["relay"]["fps_min"] > 0
+    assert figures["relay_cpu_ratio_k20"] > 0
+    assert set(figures["goals"]) == {
+        "us_per_forwarded_packet_k50_le_40",
+        "relay_cpu_ratio_k20_ge_10",
+        "fps_min_k20_equals_source",
+    }
+    assert figures["goals"]["us_per_forwarded_packet_k50_le_40"] is None  # K=50 was not run

@@ -48,9 +48,9 @@ class Trigger(StrEnum):
 class EjectRequest:
     """The core asks the host to remove one participant session.
 
-    The host closes exactly ``participant`` in ``room`` (nobody else's media may notice), tells the
-    participant only a generic reason, and then calls :meth:`Geofence.leave`. The decision carries the
-    country: operator-only information, never to be shown to other participants.
+    The host closes exactly ``participant`` in ``room`` (nobody else's media may notice), tells that
+    participant alone why (at most its own country), and then calls :meth:`Geofence.leave`. The
+    decision carries the country: operator-only information, never to be shown to other participants.
     """
 
     room: str

@@ -1,5 +1,15 @@
-"""The edge: aiohttp application factory and WebSocket signaling."""
+"""The edge: aiohttp application factory, WebSocket signaling, the geofence's wiring, the operator API."""
 
-from .app import CONFIG, SFU, ServerConfig, create_app
+from .app import CONFIG, GEOFENCE_HOST, IDENTITY, SFU, ServerConfig, create_app, create_geofenced_app
+from .enforcement import GeofenceHost
 
-__all__ = ["CONFIG", "SFU", "ServerConfig", "create_app"]
+__all__ = [
+    "CONFIG",
+    "GEOFENCE_HOST",
+    "IDENTITY",
+    "SFU",
+    "GeofenceHost",
+    "ServerConfig",
+    "create_app",
+    "create_geofenced_app",
+]

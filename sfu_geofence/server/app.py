@@ -1,8 +1,14 @@
-"""The aiohttp application: configuration, the SFU it hosts, and the signaling route."""
+"""The aiohttp application: configuration, the SFU it hosts, the signaling route, the geofence.
+
+:func:`create_app` is the media plane alone (what the SFU's own tests serve); :func:`create_geofenced_app`
+is the product: the same application with a :class:`GeofenceHost` enforcing room policies and, when a
+token is configured, the operator API under ``/api``.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
@@ -10,7 +16,13 @@ from aiohttp import web
 
 from ..rtc.ice import IcePolicy
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
+from .admin import AdminConfig, create_admin_app
+from .enforcement import GeofenceHost
+from .remote import ProxyConfig, install_trusted_proxies, participant_address
 from .signaling import SignalingSession
+from .state import StateConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,7 +35,13 @@ class ServerConfig:
     ice: IcePolicy = field(default_factory=IcePolicy)
     """ICE bind addresses and the remote ranges media may come from."""
     db_path: str | None = None
-    """Geolocation database (used by the geofence once it is wired in)."""
+    """Geolocation database of the geofence; None: the embedded DB-IP Country Lite file."""
+    proxies: ProxyConfig = field(default_factory=ProxyConfig)
+    """Reverse proxies whose X-Forwarded-For is believed when placing a participant."""
+    state: StateConfig = field(default_factory=StateConfig)
+    """Where the geofence keeps policies and the audit log (None: in memory, lost at exit)."""
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    """The operator API's token; without one the API is not mounted."""
     max_message_bytes: int = 256 * 1024
     """Largest signaling message accepted; larger ones close the session with 4413."""
     heartbeat: float = 2.0
@@ -42,6 +60,10 @@ class ServerConfig:
 
 CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
+GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
+IDENTITY = web.RequestKey("identity", str)
+"""Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
+as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
 
 
 def create_app(
@@ -62,10 +84,42 @@ def create_app(
         admission=admission,
         observers=observers,
     )
+    install_trusted_proxies(app, config.proxies)
     app.router.add_get("/ws", websocket_handler)
     app.cleanup_ctx.append(_sfu_lifetime)
     app.on_shutdown.append(_close_participants)
     return app
+
+
+def create_geofenced_app(
+    config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
+) -> web.Application:
+    """:func:`create_app` with the geofence enforcing every room, and the operator API if configured.
+
+    Opens the database and the state directory now: a missing or corrupt file fails here, at start-up.
+    """
+    config = config or ServerConfig()
+    app = create_app(config, observers=observers)
+    host = GeofenceHost(
+        app[SFU],
+        database=config.db_path,
+        policies=config.state.open_policies(),
+        audit=config.state.open_audit(),
+    )
+    app[GEOFENCE_HOST] = host
+    app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
+    if config.admin.token is not None:
+        app.add_subapp("/api", create_admin_app(host.geofence, host, config.admin.token))
+    else:
+        logger.info("no operator token configured: the operator API (/api) is not mounted")
+    logger.info(
+        "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
+    )
+    return app
+
+
+async def _close_geofence(app: web.Application) -> None:
+    app[GEOFENCE_HOST].close()
 
 
 async def _sfu_lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -81,14 +135,16 @@ async def _close_participants(app: web.Application) -> None:
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: one signaling session (docs/protocol.md)."""
     config = request.app[CONFIG]
+    address = participant_address(request)  # before the handshake: a bad one is an HTTP 400
     ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=2 * config.max_message_bytes)
     await ws.prepare(request)
     session = SignalingSession(
         request.app[SFU],
         ws,
-        address=request.remote or "",
+        address=address,
         max_message_bytes=config.max_message_bytes,
         max_errors=config.max_errors,
+        identity=request.get(IDENTITY),
         join_timeout=config.join_timeout,
     )
     await session.run()

@@ -1,4 +1,4 @@
-"""``sfu-geofence serve``: run the SFU with WebSocket signaling.
+"""``sfu-geofence serve``: run the SFU with WebSocket signaling, the geofence and the operator API.
 
 Every flag has an environment variable (the flag wins). Defaults keep everything on 127.0.0.1.
 """
@@ -14,14 +14,18 @@ import logging
 import os
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy
-from .app import ServerConfig, create_app
+from .admin import TOKEN_ENV, AdminConfig
+from .app import ServerConfig, create_geofenced_app
+from .remote import ProxyConfig
+from .state import StateConfig
 
 NAME = "serve"
-HELP = "run the SFU (WebSocket signaling on /ws)"
+HELP = "run the geofenced SFU (WebSocket signaling on /ws, operator API on /api)"
 
 ENV_HOST = "SFU_GEOFENCE_HOST"
 ENV_PORT = "SFU_GEOFENCE_PORT"
@@ -30,6 +34,10 @@ ENV_ALLOW_REMOTE = "SFU_GEOFENCE_ALLOW_REMOTE"
 ENV_DB = "SFU_GEOFENCE_DB"
 ENV_LOG_LEVEL = "SFU_GEOFENCE_LOG_LEVEL"
 ENV_LOOPBACK_ONLY = "SFU_GEOFENCE_LOOPBACK_ONLY"
+ENV_ADMIN_TOKEN = TOKEN_ENV
+ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
+ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
+ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -64,6 +72,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
     parser.add_argument(
+        "--admin-token",
+        help=f"bearer token of the operator API under /api; prefer ${ENV_ADMIN_TOKEN} (argv is public). "
+        "Without one the API is not mounted",
+    )
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        dest="trusted_proxies",
+        metavar="ADDRESS_OR_NETWORK",
+        help=f"reverse proxy whose X-Forwarded-For is believed; repeatable (${ENV_TRUSTED_PROXIES}, "
+        "comma-separated; default: trust nobody)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get(ENV_STATE_DIR),
+        help=f"directory of policies.sqlite and audit.sqlite (${ENV_STATE_DIR}; default: in memory, "
+        "lost at exit)",
+    )
+    parser.add_argument(
+        "--audit-sync",
+        default=os.environ.get(ENV_AUDIT_SYNC, "NORMAL").upper(),
+        type=str.upper,
+        choices=["FULL", "NORMAL"],
+        help=f"SQLite synchronous setting of the audit log (${ENV_AUDIT_SYNC}; default NORMAL: survives "
+        "a crash, FULL: also a power cut)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -95,12 +130,17 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         ice=IcePolicy.from_strings(ice_addresses, allow_remote),
         db_path=args.db,
+        proxies=ProxyConfig(tuple(args.trusted_proxies or _listed(ENV_TRUSTED_PROXIES) or ())),
+        state=StateConfig(
+            Path(args.state_dir) if args.state_dir else None, audit_synchronous=args.audit_sync
+        ),
+        admin=AdminConfig.from_env(args.admin_token),
     )
 
 
 async def serve(config: ServerConfig) -> None:
     """Serve until SIGINT or SIGTERM, then close every participant."""
-    app = create_app(config)
+    app = create_geofenced_app(config)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

@@ -105,10 +105,13 @@ class SignalingSession:
         max_message_bytes: int,
         max_errors: int,
         join_timeout: float,
+        identity: str | None = None,
     ) -> None:
         self.sfu = sfu
         self.ws = ws
         self.address = address
+        self.identity = identity
+        """Who the edge vouches the client is (an authentication middleware's verdict), if anyone."""
         self.channel = WebSocketChannel(ws)
         self.participant: Participant | None = None
         self._max_message_bytes = max_message_bytes
@@ -166,6 +169,7 @@ class SignalingSession:
                 address=self.address,
                 channel=self.channel,
                 publish=join.publish,
+                identity=self.identity,
             )
         except Refused as refused:
             self.channel.send({"type": "refused", "reason": refused.reason})

@@ -78,13 +78,15 @@ class Sfu:
         request = JoinRequest(
             room=room, participant_id=self.new_participant_id(), address=address, name=name, identity=identity
         )
+        existing = self.rooms.get(room)
+        # The limit first: an admitted participant must be one the SFU really allocates (the hook
+        # may register it, e.g. the geofence until it leaves).
+        if existing is not None and len(existing.participants) >= self.config.max_participants_per_room:
+            raise Refused("the room is full", by_policy=False)
         if self.admission is not None:
             refusal = self.admission(request)
             if refusal is not None:
                 raise Refused(refusal.reason, by_policy=True)
-        existing = self.rooms.get(room)
-        if existing is not None and len(existing.participants) >= self.config.max_participants_per_room:
-            raise Refused("the room is full", by_policy=False)
         the_room = existing or self.rooms.setdefault(room, Room(room, self.observer))
         participant = Participant(
             request,

@@ -1,7 +1,8 @@
 """A Python client of the signaling protocol (docs/protocol.md): a synthetic participant.
 
 It joins a room from a given loopback address (both its WebSocket's local address and its ICE bind
-address), publishes the tracks it is given, and counts what it receives at RTP level, never decoding.
+address, unless ``media_address`` binds ICE elsewhere), publishes the tracks it is given, and
+counts what it receives at RTP level, never decoding.
 ``python -m sfu_geofence.synthetic.client URL ROOM ADDRESS`` runs one that publishes until killed
 (the abrupt-death tests kill it with SIGKILL).
 """
@@ -73,6 +74,7 @@ class SyntheticPeer:
         name: str = "",
         tracks: Sequence[MediaStreamTrack] = (),
         clock: Callable[[], float] = time.monotonic,
+        media_address: str | None = None,
     ) -> None:
         self.url = url
         self.meter = ReceiveMeter(clock=clock)
@@ -87,6 +89,8 @@ class SyntheticPeer:
         """What this peer receives, by producer id."""
         self.messages: list[dict[str, Any]] = []
         """Every message from the server except offers, in order."""
+        self.transcript: list[str] = []
+        """Every text frame from the server, offers included, as received (for privacy checks)."""
         self.offers = 0
         self.answers = 0
         self.close_code: int | None = None
@@ -98,7 +102,9 @@ class SyntheticPeer:
         self._reader: asyncio.Task[None] | None = None
         self._published = False
         self._closing = False
-        self._policy = IcePolicy(bind=(address,))
+        self.media_address = media_address or address
+        """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
+        self._policy = IcePolicy(bind=(self.media_address,))
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -134,6 +140,7 @@ class SyntheticPeer:
             async for message in self._ws:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue
+                self.transcript.append(message.data)
                 data = json.loads(message.data)
                 if data.get("type") == "offer":
                     await self._answer(data)

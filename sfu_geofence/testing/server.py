@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from ..server import SFU, ServerConfig, create_app
+from ..core.geofence import Geofence
+from ..server import GEOFENCE_HOST, SFU, ServerConfig, create_app, create_geofenced_app
 from ..sfu import AdmissionHook, Sfu, SfuObserver
 
 
@@ -21,6 +22,16 @@ class Served:
     sfu: Sfu
     app: web.Application
 
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:PORT`` (the operator API is under ``/api``)."""
+        return self.url.removesuffix("/ws")
+
+    @property
+    def geofence(self) -> Geofence:
+        """The geofence of a server started with :func:`geofenced_on_loopback`."""
+        return self.app[GEOFENCE_HOST].geofence
+
 
 @asynccontextmanager
 async def served_on_loopback(
@@ -28,15 +39,34 @@ async def served_on_loopback(
     admission: AdmissionHook | None = None,
     observers: Iterable[SfuObserver] = (),
 ) -> AsyncIterator[Served]:
-    """Run the application in this event loop on 127.0.0.1 and an ephemeral port; clean up after."""
-    config = replace(config or ServerConfig(), host="127.0.0.1", port=0)
-    app = create_app(config, admission=admission, observers=observers)
+    """Run the media plane alone (:func:`create_app`) on 127.0.0.1 and an ephemeral port."""
+    app = create_app(_on_loopback(config), admission=admission, observers=observers)
+    async with app_on_loopback(app) as served:
+        yield served
+
+
+@asynccontextmanager
+async def geofenced_on_loopback(
+    config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
+) -> AsyncIterator[Served]:
+    """Run what ``serve`` runs (:func:`create_geofenced_app`) on 127.0.0.1 and an ephemeral port."""
+    async with app_on_loopback(create_geofenced_app(_on_loopback(config), observers=observers)) as served:
+        yield served
+
+
+def _on_loopback(config: ServerConfig | None) -> ServerConfig:
+    return replace(config or ServerConfig(), host="127.0.0.1", port=0)
+
+
+@asynccontextmanager
+async def app_on_loopback(app: web.Application) -> AsyncIterator[Served]:
+    """Run an application of :func:`create_app` (add middlewares first) on 127.0.0.1, any port."""
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
     try:
         await site.start()
         port = runner.addresses[0][1]
-        yield Served(url=f"http://{config.host}:{port}/ws", sfu=app[SFU], app=app)
+        yield Served(url=f"http://127.0.0.1:{port}/ws", sfu=app[SFU], app=app)
     finally:
         await runner.cleanup()

@@ -1,7 +1,8 @@
 """Acknowledged = persisted: what the operator API answered 200 to survives kill -9 and a restart.
 
-The server runs in a process of its own (admin_server_process.py) with its state directory on disk;
-the test kills it the moment it has the answer and reads the SQLite files itself.
+The server runs in a process of its own (admin_server_process.py, or ``sfu-geofence serve`` itself)
+with its state directory on disk; the test kills it the moment it has the answer and reads the SQLite
+files itself, or restarts it on the same directory.
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ import aiohttp
 import pytest
 
 from sfu_geofence import AuditLog, EventKind, PolicyStore, RoomPolicy
+from sfu_geofence.server.admin import TOKEN_ENV
 from sfu_geofence.server.state import AUDIT_FILE, POLICIES_FILE
-from sfu_geofence.testing.host_contract import write_contract_database
+from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.testing.host_contract import HostContract, write_contract_database
 
 TOKEN = "durability-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,28 +45,34 @@ class Server:
 
 
 @asynccontextmanager
-async def server_process(state_dir: Path, database: Path, synchronous: str) -> AsyncIterator[Server]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+async def started(*args: str, env: Mapping[str, str], api_of: Callable[[str], str]) -> AsyncIterator[Server]:
+    """Run ``python args...``; ``api_of`` reads the API's URL from its first line of output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(SCRIPT),
-        str(state_dir),
-        str(database),
-        TOKEN,
-        synchronous,
+        *args,
         stdout=asyncio.subprocess.PIPE,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
     )
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), STARTUP)).decode()
-        assert line.startswith("listening "), f"server did not start: {line!r}"
         async with aiohttp.ClientSession() as session:
-            yield Server(process, f"http://127.0.0.1:{int(line.split()[1])}/api", session)
+            yield Server(process, api_of(line), session)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def admin_server_api(line: str) -> str:
+    assert line.startswith("listening "), f"server did not start: {line!r}"
+    return f"http://127.0.0.1:{int(line.split()[1])}/api"
+
+
+def server_process(state_dir: Path, database: Path, synchronous: str) -> AbstractAsyncContextManager[Server]:
+    """admin_server_process.py: the geofence and its operator API alone."""
+    args = (str(SCRIPT), str(state_dir), str(database), TOKEN, synchronous)
+    return started(*args, env={}, api_of=admin_server_api)
 
 
 @pytest.fixture
@@ -127,3 +136,51 @@ async def test_policies_and_audit_survive_a_clean_restart(tmp_path: Path, databa
             ("policy", "changed"),
             ("database", "loaded"),
         ]
+
+
+def serve_api(line: str) -> str:
+    assert line.startswith("listening on http://127.0.0.1:"), f"serve did not start: {line!r}"
+    return line.split()[-1].removesuffix("/ws") + "/api"
+
+
+def serve_process(state_dir: Path, database: Path) -> AbstractAsyncContextManager[Server]:
+    """``python -m sfu_geofence serve`` itself, token from the environment, on an ephemeral port."""
+    args = ("-m", "sfu_geofence", "serve", "--loopback-only", "--port", "0", "--db", str(database))
+    return started(*args, "--state-dir", str(state_dir), env={TOKEN_ENV: TOKEN}, api_of=serve_api)
+
+
+async def join_from(server: Server, address: str) -> list[dict[str, Any]]:
+    peer = SyntheticPeer(server.url.removesuffix("/api") + "/ws", "room", address, name="x")
+    try:
+        await peer.join(publish={}, within=STARTUP)
+        return peer.messages
+    finally:
+        await peer.close()
+
+
+async def test_serve_keeps_acknowledged_policies_and_audit_through_kill_9(
+    tmp_path: Path, database: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    cn = HostContract.address("CN")
+    async with serve_process(state_dir, database) as server:
+        status, body = await server.call("PUT", "/rooms/room/policy", json={"countries": ["CN"]})
+        assert status == 200, body
+        assert [m["type"] for m in await join_from(server, cn)] == ["refused"]
+        server.process.send_signal(signal.SIGKILL)
+        assert await asyncio.wait_for(server.process.wait(), STARTUP) == -signal.SIGKILL
+
+    async with serve_process(state_dir, database) as server:
+        status, again = await server.call("GET", "/rooms/room/policy")
+        assert status == 200
+        assert (again["policy"], again["version"], again["inherited"]) == (
+            body["policy"],
+            body["version"],
+            False,
+        )
+        status, audit = await server.call("GET", "/audit?room=room")
+        assert [(e["kind"], e["outcome"], e["address"]) for e in audit["events"]] == [
+            ("policy", "changed", None),
+            ("admission", "refused", cn),
+        ]
+        assert [m["type"] for m in await join_from(server, cn)] == ["refused"]  # still enforced

@@ -7,6 +7,7 @@ import asyncio
 import ipaddress
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -53,6 +54,55 @@ def test_environment_variables_set_defaults_and_flags_win(monkeypatch: pytest.Mo
     assert config.ice.allowed_remote == (ipaddress.ip_network("127.0.0.0/16"),)
     assert config.db_path == "/tmp/geo.mmdb"
     assert _config(["--ice-address", "127.0.0.9"]).ice.bind == ("127.0.0.9",)
+
+
+def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    plain = _config([])
+    assert (plain.admin.token, plain.proxies.trusted, plain.state.directory) == (None, (), None)
+    assert plain.state.audit_synchronous == "NORMAL"
+    config = _config(
+        [
+            "--admin-token",
+            "flag-token-0123456789",
+            "--trusted-proxy",
+            "127.0.0.5",
+            "--trusted-proxy",
+            "10.0.0.0/24",
+            "--state-dir",
+            str(tmp_path),
+            "--audit-sync",
+            "full",
+        ]
+    )
+    assert config.admin.token == "flag-token-0123456789"
+    assert config.proxies.trusted == ("127.0.0.5/32", "10.0.0.0/24")
+    assert (config.state.directory, config.state.audit_synchronous) == (tmp_path, "FULL")
+    monkeypatch.setenv("SFU_GEOFENCE_ADMIN_TOKEN", "env-token-0123456789")
+    monkeypatch.setenv("SFU_GEOFENCE_TRUSTED_PROXIES", "127.0.0.6, 127.0.0.7")
+    monkeypatch.setenv("SFU_GEOFENCE_STATE_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("SFU_GEOFENCE_AUDIT_SYNC", "FULL")
+    config = _config([])
+    assert config.admin.token == "env-token-0123456789"
+    assert config.proxies.trusted == ("127.0.0.6/32", "127.0.0.7/32")
+    assert (config.state.directory, config.state.audit_synchronous) == (tmp_path / "env", "FULL")
+    assert _config(["--admin-token", "flag-token-0123456789"]).admin.token == "flag-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (["--admin-token", "short"], "at least 16 characters"),
+        (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
+    ],
+)
+def test_bad_geofence_flags_are_refused_with_the_reason(
+    flags: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["serve", "--loopback-only", *flags]) == 2
+    assert error in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags", [["--host", "192.0.2.2"], ["--ice-address", "192.0.2.2"]])

@@ -1,0 +1,202 @@
+"""The demo server: its pages, its operator API, and the demo-only way a tab "comes from" a country."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from sfu_geofence.cli import main
+from sfu_geofence.commands import demo as demo_command
+from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.server import SFU, ServerConfig, create_app
+from sfu_geofence.server.admin import TOKEN_ENV
+from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
+from sfu_geofence.testing.process import spawn_module, stop
+from sfu_geofence.testing.wait import eventually
+
+TOKEN = "demo-test-token-0123456789"
+
+
+async def _serve(app: web.Application) -> AsyncIterator[str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def demo_app() -> web.Application:
+    return create_demo_app(DemoConfig(server=ServerConfig(port=0), admin_token=TOKEN))
+
+
+@pytest.fixture
+async def demo_url(demo_app: web.Application) -> AsyncIterator[str]:
+    async for url in _serve(demo_app):
+        yield url
+
+
+async def _joined_address(app: web.Application, ws_url: str, room: str = "r1") -> str:
+    """Join over a real WebSocket and return the address the SFU admitted the participant with."""
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        await ws.send_str(json.dumps({"type": "join", "room": room, "name": "n"}))
+        joined: dict[str, Any] = json.loads((await ws.receive(timeout=10)).data)
+        assert joined["type"] == "joined", joined
+        address = app[SFU].participants[joined["participant"]].address
+        await ws.send_str(json.dumps({"type": "leave"}))
+        await ws.receive(timeout=10)
+        return address
+
+
+def test_every_sample_origin_is_placed_in_its_country_by_the_embedded_database() -> None:
+    locator = Locator()
+    try:
+        placed = {o.country: locator.locate(o.address).country for o in SAMPLE_ORIGINS}
+    finally:
+        locator.close()
+    assert placed == {o.country: o.country for o in SAMPLE_ORIGINS}
+    assert {"US", "DE", "CN", "HK", "TW"} <= set(placed)
+
+
+async def test_a_websocket_with_from_joins_from_that_countrys_sample_address(
+    demo_app: web.Application, demo_url: str
+) -> None:
+    ws = demo_url.replace("http", "ws") + "/ws"
+    assert await _joined_address(demo_app, ws + "?from=CN") == "114.114.114.114"
+    assert await _joined_address(demo_app, ws + "?from=de") == "194.25.0.60"
+    assert await _joined_address(demo_app, ws) == "127.0.0.1"
+
+    def room_empty() -> str | None:
+        return None if not demo_app[SFU].participants else f"still there: {demo_app[SFU].participants}"
+
+    await eventually(room_empty, within=10)
+
+
+async def test_an_unknown_origin_is_refused_naming_the_known_ones(demo_url: str) -> None:
+    async with aiohttp.ClientSession() as http, http.get(demo_url + "/ws?from=XX") as response:
+        assert response.status == 400
+        assert await response.text() == "?from='XX' is not a sample origin: US, DE, FR, JP, CN, HK, TW"
+
+
+class _Transport:
+    """A TCP transport whose peer is ``peer``: the one thing a test here cannot make for real."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return (self.peer, 40000) if name == "peername" else default
+
+
+async def _remote(request: web.Request) -> web.Response:
+    return web.Response(text=request.remote or "")
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.9.9.9", "::1"])
+async def test_from_makes_a_local_clients_request_come_from_the_sample_address(peer: str) -> None:
+    middleware = pretend_origin({o.country: o for o in SAMPLE_ORIGINS})
+    request = make_mocked_request("GET", "/ws?from=CN", transport=_Transport(peer))
+    response = await middleware(request, _remote)
+    assert isinstance(response, web.Response)
+    assert response.text == "114.114.114.114"
+
+
+async def test_from_is_refused_to_a_client_on_another_machine() -> None:
+    middleware = pretend_origin({o.country: o for o in SAMPLE_ORIGINS})
+    request = make_mocked_request("GET", "/ws?from=CN", transport=_Transport("192.0.2.9"))
+    with pytest.raises(web.HTTPForbidden) as refused:
+        await middleware(request, _remote)
+    assert refused.value.text == "?from= is honoured only for clients on this machine"
+
+
+async def test_serve_has_no_such_mechanism_its_participants_come_from_their_socket() -> None:
+    app = create_app(ServerConfig(port=0))
+    async for url in _serve(app):
+        ws = url.replace("http", "ws") + "/ws?from=CN"
+        assert await _joined_address(app, ws) == "127.0.0.1"
+
+
+async def test_the_pages_the_origins_and_the_operator_api_are_served_by_the_same_app(demo_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(demo_url + "/") as page:
+            assert page.status == 200
+            text = await page.text()
+            assert "Join a meeting" in text
+            assert '<a href="https://db-ip.com"' in text
+        async with http.get(demo_url + "/console") as console:
+            assert "Operator token" in await console.text()
+        for asset, kind in [("app.js", "javascript"), ("console.js", "javascript"), ("style.css", "css")]:
+            async with http.get(f"{demo_url}/demo/{asset}") as response:
+                assert response.status == 200
+                assert kind in response.headers["Content-Type"]
+        async with http.get(demo_url + "/origins") as response:
+            origins = await response.json()
+            assert origins["attribution"] == "IP Geolocation by DB-IP (https://db-ip.com)"
+            assert {"country": "CN", "name": "China", "address": "114.114.114.114"} in origins["origins"]
+        async with http.get(demo_url + "/api/rooms") as response:
+            assert response.status == 401
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with http.get(demo_url + "/api/rooms", headers=headers) as response:
+            assert (response.status, await response.json()) == (200, {"rooms": []})
+
+
+def test_the_demo_listens_on_loopback_only_and_needs_a_real_token() -> None:
+    config = DemoConfig(admin_token=TOKEN)
+    with pytest.raises(ValueError, match=r"listens on loopback only, not on 192\.0\.2\.2"):
+        replace(config, server=ServerConfig(host="192.0.2.2"))
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        DemoConfig(admin_token="short")
+
+
+def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> None:
+    parser = argparse.ArgumentParser()
+    demo_command.configure(parser)
+    args = parser.parse_args(["--port", "0"])
+    given = demo_command.config_from_args(args, {TOKEN_ENV: TOKEN})
+    assert given.admin_token == TOKEN
+    made = {demo_command.config_from_args(args, {}).admin_token for _ in range(2)}
+    assert len(made) == 2
+    assert all(len(token) >= 16 for token in made)
+    assert given.server.ice.bind == ("127.0.0.1",)
+
+
+def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--host", "192.0.2.2"]) == 2
+    assert "listens on loopback only" in capsys.readouterr().err
+
+
+async def test_the_readme_command_starts_prints_where_to_go_and_stops_on_sigterm() -> None:
+    process = await spawn_module("sfu_geofence", "demo", "--port", "0", "--log-level", "error")
+    try:
+        assert process.stdout is not None
+        printed = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(6)]
+        assert printed[0].startswith("sfu-geofence demo: video meeting and operator console (DB-IP")
+        [page] = re.findall(r"open (http://127\.0\.0\.1:\d+/) ", printed[1])
+        [console, token] = re.findall(r"operator console: (http://\S+/console)#token=(\S+)", printed[2])[0]
+        assert printed[4].strip() == "IP Geolocation by DB-IP (https://db-ip.com)"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(page) as response:
+                assert response.status == 200
+            async with http.get(console) as response:
+                assert response.status == 200
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.get(page + "api/database", headers=headers) as response:
+                assert (await response.json())["embedded"] is True
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        await stop(process)
