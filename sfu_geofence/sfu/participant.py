@@ -25,6 +25,7 @@ from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
 from .consumer import Consumer
 from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver, TrackInfo
+from .negotiation import NegotiationScheduler
 from .producer import Producer
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Participant:
         observer: SfuObserver,
         request_close: CloseRequest,
         announce: Callable[[Producer], None],
+        scheduler: NegotiationScheduler,
         negotiation_timeout: float,
     ) -> None:
         self.id = request.participant_id
@@ -79,6 +81,7 @@ class Participant:
         """Announces a negotiated producer to the room so that others subscribe to it."""
         self._closing: asyncio.Future[None] | None = None
         self._negotiation_timeout = negotiation_timeout
+        self._scheduler = scheduler
         self._ice_policy = ice_policy
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._publications: list[RTCRtpTransceiver] = []
@@ -94,8 +97,8 @@ class Participant:
         self._retiring: list[tuple[RTCRtpTransceiver, int]] = []
         self._pending: list[tuple[Consumer, int]] = []
         self._dirty = False
-        self._negotiation: asyncio.Task[None] | None = None
         self._answer: asyncio.Future[None] | None = None
+        self._answer_timer: asyncio.TimerHandle | None = None
         self._answering_offer = 0
         self._observing_ice = False
         self.pc.on("connectionstatechange", self._connection_state_changed)
@@ -159,43 +162,44 @@ class Participant:
         if self.closed:
             return
         self._dirty = True
-        if self._negotiation is None or self._negotiation.done():
-            self._negotiation = asyncio.ensure_future(self._negotiate())
+        if not self.awaiting_answer:
+            self._scheduler.schedule(self)
 
-    async def _negotiate(self) -> None:
+    async def make_offer(self) -> None:
+        """Called by the scheduler: create, apply and send an offer if one is due."""
+        if self.closed or not self._dirty or self.awaiting_answer:
+            return
+        self._dirty = False
+        if not self.pc.getTransceivers():
+            return  # nothing to negotiate yet (no publication, nobody to receive)
+        # Number the offer before awaiting anything: a subscription made while this offer is created
+        # (the first setLocalDescription gathers ICE, and yields) may be missing from it, so it must
+        # wait for the answer to the next offer, not to this one.
+        self._offers_made += 1
+        offer_number = self._offers_made
         try:
-            while self._dirty and not self.closed:
-                self._dirty = False
-                if not self.pc.getTransceivers():
-                    return  # nothing to negotiate yet (no publication, nobody to receive)
-                # Number the offer before awaiting anything: a subscription made while this offer is
-                # created (the first setLocalDescription gathers ICE, and yields) may be missing from
-                # it, so it must wait for the answer to the next offer, not to this one.
-                self._offers_made += 1
-                offer_number = self._offers_made
-                offer = await self.pc.createOffer()
-                await self.pc.setLocalDescription(offer)
-                if self.closed:
-                    return
-                self._observe_ice()
-                answer = self._answer = asyncio.get_running_loop().create_future()
-                self._answering_offer = offer_number
-                self.channel.send_offer(self._describe(self.pc.localDescription.sdp))
-                try:
-                    await asyncio.wait_for(asyncio.shield(answer), self._negotiation_timeout)
-                except TimeoutError:
-                    self._request_close(
-                        self,
-                        CloseReason.NEGOTIATION_TIMEOUT,
-                        f"no answer to the offer within {self._negotiation_timeout:g} s",
-                    )
-                    return
-        except asyncio.CancelledError:
-            raise
+            await self.pc.setLocalDescription(await self.pc.createOffer())
         except Exception as exc:
             if not self.closed:
-                logger.exception("negotiation failed for %s", self.id)
+                logger.exception("creating an offer failed for %s", self.id)
                 self._request_close(self, CloseReason.PROTOCOL_ERROR, f"negotiation failed: {exc}")
+            return
+        if self.closed:
+            return
+        self._observe_ice()
+        loop = asyncio.get_running_loop()
+        self._answer = loop.create_future()
+        self._answering_offer = offer_number
+        self._answer_timer = loop.call_later(self._negotiation_timeout, self._answer_timed_out)
+        self.channel.send_offer(self._describe(self.pc.localDescription.sdp))
+
+    def _answer_timed_out(self) -> None:
+        if self.awaiting_answer and not self.closed:
+            self._request_close(
+                self,
+                CloseReason.NEGOTIATION_TIMEOUT,
+                f"no answer to the offer within {self._negotiation_timeout:g} s",
+            )
 
     def _describe(self, sdp: str) -> Offer:
         tracks = tuple(
@@ -227,9 +231,13 @@ class Participant:
             raise InvalidAnswer(str(exc) or type(exc).__name__) from exc
         if self.closed:
             return
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
         self._after_answer(self._answering_offer)
         if not answer.done():
             answer.set_result(None)
+        if self._dirty:
+            self._scheduler.schedule(self)
 
     def _after_answer(self, offer_number: int) -> None:
         for transceiver, retired_at in list(self._retiring):
@@ -281,8 +289,8 @@ class Participant:
         if self._closing is not None:
             return self._closing
         self.closed = True
-        if self._negotiation is not None and not self._negotiation.done():
-            self._negotiation.cancel()
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()
         for producer_id in list(self.consumers):

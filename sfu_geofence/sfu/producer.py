@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ HISTORY_SIZE = 2048
 
 KEYFRAME_REQUEST_INTERVAL = 0.5
 """At most one PLI per producer per this many seconds; requests in between are merged into one."""
+
+logger = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
@@ -48,6 +51,7 @@ class Producer:
         self.closed = False
         self.packets_received = 0
         self.keyframe_requests_sent = 0
+        self.forwarding_errors = 0
         self._history: list[RtpPacket | None] = [None] * HISTORY_SIZE
         self._consumers: dict[str, Consumer] = {}
         self._fanout: tuple[Consumer, ...] = ()
@@ -73,7 +77,12 @@ class Producer:
         ntp = ntp_now()
         abs_send_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
         for consumer in self._fanout:
-            consumer.forward(packet, abs_send_time, ntp)
+            try:  # free unless raised (Python 3.11): one broken forwarding must not stop the others
+                consumer.forward(packet, abs_send_time, ntp)
+            except Exception:
+                self.forwarding_errors += 1
+                if self.forwarding_errors == 1:
+                    logger.exception("forwarding %s to %s failed", self.id, consumer.subscriber_id)
 
     def from_history(self, sequence_number: int) -> RtpPacket | None:
         """The packet with this (publisher-side) sequence number, if still remembered."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from ..rtc.ice import IcePolicy
 from .events import AdmissionHook, CloseReason, JoinRequest, Observers, ParticipantChannel, SfuObserver
+from .negotiation import NegotiationScheduler
 from .participant import Participant
 from .room import Room
 
@@ -56,6 +57,7 @@ class Sfu:
         self.rooms: dict[str, Room] = {}
         self.participants: dict[str, Participant] = {}
         self._closing: set[asyncio.Future[None]] = set()
+        self._negotiations = NegotiationScheduler()
         self._prefix = secrets.token_hex(3)
         self._ids = itertools.count(1)
 
@@ -96,6 +98,7 @@ class Sfu:
             observer=self.observer,
             request_close=self._close_requested,
             announce=the_room.announce,
+            scheduler=self._negotiations,
             negotiation_timeout=self.config.negotiation_timeout,
         )
         self.participants[participant.id] = participant
@@ -133,6 +136,7 @@ class Sfu:
         """Close every participant and wait for their connections to close."""
         for participant_id in list(self.participants):
             self.remove_participant(participant_id, CloseReason.SHUTDOWN, "the server is shutting down")
+        await self._negotiations.close()
         await self.drain()
 
     async def drain(self) -> None:

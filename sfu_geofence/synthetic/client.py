@@ -58,9 +58,9 @@ AUDIO = AudioClipParams()
 AUDIO_INTERVAL = Fraction(AUDIO.frame_ms, 1000)
 
 
-def synthetic_tracks() -> list[ClipTrack]:
+def synthetic_tracks(audio: AudioClipParams = AUDIO, video: VideoClipParams = VIDEO) -> list[ClipTrack]:
     """Pre-encoded Opus (20 ms packets) and VP8 (160x120, 20 fps) clips: aiortc only packetizes them."""
-    return [OpusTrack(AUDIO), Vp8Track(VIDEO)]
+    return [OpusTrack(audio), Vp8Track(video)]
 
 
 class SyntheticPeer:

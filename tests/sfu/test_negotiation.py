@@ -1,0 +1,45 @@
+"""Offers are made one participant at a time, with the event loop served in between."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from sfu_geofence.sfu.negotiation import NegotiationScheduler
+
+
+class _Recorder:
+    def __init__(self, id: str, history: list[str], fail: bool = False) -> None:
+        self.id = id
+        self._history = history
+        self._fail = fail
+
+    async def make_offer(self) -> None:
+        self._history.append(f"offer {self.id}")
+        if self._fail:
+            raise RuntimeError("broken")
+
+
+async def test_offers_are_made_in_turn_once_each_and_other_tasks_run_between_them() -> None:
+    history: list[str] = []
+    scheduler = NegotiationScheduler()
+    participants = [_Recorder(name, history, fail=name == "b") for name in "abc"]
+    for participant in [*participants, participants[0]]:  # asked twice, offered once
+        scheduler.schedule(participant)
+
+    async def other_work() -> None:
+        for _ in range(3):
+            history.append("packets")
+            await asyncio.sleep(0)
+
+    await asyncio.gather(other_work(), _drained(scheduler))
+    assert [h for h in history if h.startswith("offer")] == ["offer a", "offer b", "offer c"]
+    # Never two offers in a row: the loop (and so the sockets) is served between them.
+    assert all(not (x.startswith("offer") and y.startswith("offer")) for x, y in itertools.pairwise(history))
+    assert scheduler.offers_made == 3  # a failing offer does not stop the others
+    await scheduler.close()
+
+
+async def _drained(scheduler: NegotiationScheduler) -> None:
+    while scheduler.offers_made < 3:
+        await asyncio.sleep(0)
