@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 from collections.abc import Mapping
@@ -19,7 +18,7 @@ from ..rtc.ice import IcePolicy
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
 from ..server.demo import DemoConfig, create_demo_app
-from ..server.serve import run_app_until_signalled
+from ..server.serve import configure_logging, run_app_until_signalled
 from ..server.state import StateConfig
 
 NAME = "demo"
@@ -87,7 +86,7 @@ async def run_demo(config: DemoConfig) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_demo(config))
     return 0

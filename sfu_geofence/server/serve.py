@@ -179,13 +179,18 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def configure_logging(args: argparse.Namespace) -> None:
+    """Log at ``--log-level`` (``-v``: debug) with timestamps, for the commands that run a server."""
+    # force: the top-level command has configured logging already (-v or warnings only), which would
+    # make this call a no-op.
+    level = "DEBUG" if getattr(args, "verbose", False) else args.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``serve``; returns the exit status."""
     config = config_from_args(args)
-    # force: the top-level command has configured logging already (-v or warnings only), which would
-    # make this call a no-op; -v still means debug.
-    level = "DEBUG" if getattr(args, "verbose", False) else args.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
+    configure_logging(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config))
     return 0
