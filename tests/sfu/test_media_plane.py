@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from fractions import Fraction
 
 import pytest
 from aiortc import RTCRtpReceiver
@@ -17,8 +16,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
 from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
-from sfu_geofence.synthetic.client import VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
-from sfu_geofence.synthetic.media import AudioClipParams
+from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
@@ -67,6 +65,7 @@ def _max_gaps(
             for kind in gaps:
                 for meter in peer.meters(str(source.participant_id), kind):
                     gaps[kind] = max(gaps[kind], meter.gap_stats(since).max_ms / 1000)
+    print(f"max gaps (ms): audio {gaps['audio'] * 1000:.1f}, video {gaps['video'] * 1000:.1f}")
     return gaps
 
 
@@ -87,15 +86,8 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
 CLOCK = ScheduledClock()
 
 
-# 60 ms Opus packets (as the synthetic clip allows): a 20 ms audio frame interval would make "3x the
-# frame interval" 60 ms, less than the CPU that the test's own in-process client peers spend
-# renegotiating at once on a loaded 2-core machine; the SFU's side is the same either way.
-AUDIO = AudioClipParams(frame_ms=60)
-AUDIO_INTERVAL = Fraction(AUDIO.frame_ms, 1000)
-
-
 def _peer(served: Served, room: str, address: str, name: str) -> SyntheticPeer:
-    return SyntheticPeer(served.url, room, address, name=name, tracks=synthetic_tracks(AUDIO), clock=CLOCK)
+    return SyntheticPeer(served.url, room, address, name=name, tracks=synthetic_tracks(), clock=CLOCK)
 
 
 @asynccontextmanager
