@@ -15,7 +15,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_
 
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
-from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
+from sfu_geofence.sfu import CloseReason, Consumer, Participant, SfuObserver
 from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
@@ -371,3 +371,44 @@ async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
         assert newcomer_mids == leaver_mids
     finally:
         await newcomer.close()
+
+
+class _Raising(SfuObserver):
+    """An application's observer with a bug: it raises while the SFU removes someone."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def consumer_closed(self, consumer: Consumer) -> None:
+        self.calls.append("consumer_closed")
+        raise RuntimeError("observer bug")
+
+    def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        self.calls.append("participant_left")
+        raise RuntimeError("observer bug")
+
+
+@pytest.mark.slow
+async def test_an_observer_that_raises_disturbs_neither_a_removal_nor_the_others_media_nor_close(
+    served: Served, room: list[SyntheticPeer], caplog: pytest.LogCaptureFixture
+) -> None:
+    raising, recorder = _Raising(), _Recorder()
+    served.sfu.observer.observers.extend([raising, recorder])  # the recorder comes after the bug
+    target, others = room[0], room[1:]
+    removed = served.sfu.participants[str(target.participant_id)]
+    assert served.sfu.remove_participant(str(target.participant_id), CloseReason.EJECTED, "go")
+    # Fully removed: out of the SFU and its room, its producers closed, nobody consuming them.
+    assert str(target.participant_id) not in served.sfu.rooms["room-a"].participants
+    assert all(p.closed and p.consumers == () for p in removed.producers.values())
+    survivors = [served.sfu.participants[str(o.participant_id)] for o in others]
+    assert all(len(s.consumers) == 2 for s in survivors)
+    assert "participant_left" in raising.calls
+    assert "consumer_closed" in raising.calls
+    assert recorder.history == [("left", "peer0 ejected go")]  # later observers still hear of it
+    assert "observer bug" in caplog.text
+    await asyncio.wait_for(target.closed.wait(), 5)
+    assert target.close_code == 4409
+    await _advancing(others, others, frames=10)
+    await served.sfu.close()  # every removal calls the raising observer again: close completes
+    assert served.sfu.participants == {}
+    assert served.sfu.rooms == {}
