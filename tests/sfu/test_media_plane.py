@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 from aiortc import RTCRtpReceiver
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
@@ -412,3 +412,35 @@ async def test_an_observer_that_raises_disturbs_neither_a_removal_nor_the_others
     await served.sfu.close()  # every removal calls the raising observer again: close completes
     assert served.sfu.participants == {}
     assert served.sfu.rooms == {}
+
+
+@pytest.mark.slow
+async def test_packets_on_ssrcs_the_publisher_did_not_signal_are_dropped_and_remembered_nowhere(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    publisher, subscriber = room[0], room[1]
+    producer = served.sfu.participants[str(publisher.participant_id)].producers["audio"]
+    receiver = producer.receiver
+    signalled = set(receiver._inbound.ssrcs)
+    media_ssrc = receiver.media_ssrc
+    assert media_ssrc in signalled
+    router = receiver.transport._rtp_router
+    table_size = len(router.ssrc_table)
+    assert publisher.pc is not None
+    sender = next(t.sender for t in publisher.pc.getTransceivers() if t.sender.track is publisher.tracks[0])
+    payload_type = next(pt for pt, c in producer.codecs.items() if c.mimeType == "audio/opus")
+    # The publisher's own DTLS transport sends, SRTP-protected, 100 packets on as many new SSRCs.
+    foreign = [0x10000000 + i for i in range(100)]
+    for i, ssrc in enumerate(foreign):
+        packet = RtpPacket(payload_type=payload_type, sequence_number=i, timestamp=960 * i, ssrc=ssrc)
+        packet.payload = b"\xfc" + bytes(40)
+        await sender.transport._send_rtp(packet.serialize())
+    await eventually(
+        lambda: None if receiver.foreign_packets == len(foreign) else f"{receiver.foreign_packets} dropped",
+        within=10,
+    )
+    assert receiver._inbound.ssrcs == signalled
+    assert set(receiver._inbound.streams) <= signalled
+    assert len(router.ssrc_table) == table_size
+    assert receiver.media_ssrc == media_ssrc
+    await _advancing([subscriber], [publisher], frames=10)  # the real stream goes on
