@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -19,3 +20,20 @@ def loopback_guard() -> Iterator[LoopbackGuard]:
     with loopback_only() as guard:
         yield guard
     assert not guard.violations, f"traffic to non-loopback destinations: {guard.violations}"
+
+
+@pytest.fixture
+def frozen_heap() -> Iterator[None]:
+    """The test's SFU process starts like serve's: what exists before it is frozen out of the collector.
+
+    ``sfu-geofence serve`` calls ``gc.freeze()`` once started. A test process instead holds everything
+    earlier tests left, and a full collection walking it stalls the one event loop that runs the SFU
+    and the test's peers (53-118 ms measured in a whole-suite run), longer than the 60 ms that "three
+    20 ms audio packets" allows. Media tests that bound frame gaps use this fixture.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()

@@ -71,6 +71,8 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.media_ssrc: int | None = None
         """The publisher's media SSRC, once a packet has arrived (keyframe requests name it)."""
         self.packets_received = 0
+        self.foreign_packets = 0
+        """Packets dropped because their SSRC is not the publisher's (see :class:`InboundStreams`)."""
         self._nack = NackGenerator() if kind == "video" else None
         self._bitrate = RemoteBitrateEstimator() if kind == "video" else None
         # The stock RTCP loop (receiver reports) reads the private statistics dict: share it.
@@ -96,6 +98,13 @@ class ForwardingReceiver(RTCRtpReceiver):
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
         """Once per received packet: REMB, statistics, RTX unwrap, NACKs, then the sink."""
+        if not self._inbound.admits(packet):
+            self.foreign_packets += 1
+            # The router learnt this SSRC for us on the way in: forget it, or its table grows unbounded.
+            ssrc_table = self.transport._rtp_router.ssrc_table
+            if ssrc_table.get(packet.ssrc) is self:
+                del ssrc_table[packet.ssrc]
+            return
         bitrate = self._bitrate
         if bitrate is not None and packet.extensions.abs_send_time is not None:
             # As the stock receiver does: the publisher's congestion control needs REMB (no transport-cc).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
     from .consumer import Consumer
     from .participant import Participant
     from .producer import Producer
+
+logger = logging.getLogger(__name__)
 
 
 class CloseReason(enum.Enum):
@@ -138,34 +141,39 @@ class SfuObserver:
 
 @dataclass
 class Observers(SfuObserver):
-    """Fans every observer call out to a list of observers."""
+    """Fans every observer call out to a list of observers, each isolated from the others.
+
+    Observers are called in the middle of the SFU's bookkeeping (a removal calls ``consumer_closed``
+    and ``participant_left`` while it works): one that raises is logged and must not leave a
+    participant half-removed, nor stop the other observers from hearing the event.
+    """
 
     observers: list[SfuObserver] = field(default_factory=list)
 
+    def _notify(self, event: str, call: Callable[[SfuObserver], None]) -> None:
+        for o in list(self.observers):
+            try:
+                call(o)
+            except Exception:
+                logger.exception("observer %r failed on %s", o, event)
+
     def participant_joined(self, participant: Participant) -> None:
-        for o in self.observers:
-            o.participant_joined(participant)
+        self._notify("participant_joined", lambda o: o.participant_joined(participant))
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
-        for o in self.observers:
-            o.participant_left(participant, reason, detail)
+        self._notify("participant_left", lambda o: o.participant_left(participant, reason, detail))
 
     def producer_added(self, producer: Producer) -> None:
-        for o in self.observers:
-            o.producer_added(producer)
+        self._notify("producer_added", lambda o: o.producer_added(producer))
 
     def producer_closed(self, producer: Producer) -> None:
-        for o in self.observers:
-            o.producer_closed(producer)
+        self._notify("producer_closed", lambda o: o.producer_closed(producer))
 
     def consumer_added(self, consumer: Consumer) -> None:
-        for o in self.observers:
-            o.consumer_added(consumer)
+        self._notify("consumer_added", lambda o: o.consumer_added(consumer))
 
     def consumer_closed(self, consumer: Consumer) -> None:
-        for o in self.observers:
-            o.consumer_closed(consumer)
+        self._notify("consumer_closed", lambda o: o.consumer_closed(consumer))
 
     def selected_pair_changed(self, participant: Participant, pair: SelectedPair) -> None:
-        for o in self.observers:
-            o.selected_pair_changed(participant, pair)
+        self._notify("selected_pair_changed", lambda o: o.selected_pair_changed(participant, pair))

@@ -184,6 +184,7 @@ POLICIES = {
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("frozen_heap")
 @pytest.mark.parametrize("policy", list(POLICIES), ids=list(POLICIES))
 async def test_a_policy_applied_live_ejects_cn_alone_while_everyone_elses_media_keeps_flowing(
     served: Served, api: Api, policy: str, clock: ScheduledClock

@@ -13,3 +13,8 @@ from sfu_geofence.testing.server import Served, served_on_loopback
 async def served() -> AsyncIterator[Served]:
     async with served_on_loopback() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _starts_like_serve(frozen_heap: None) -> None:
+    """Every SFU test's process starts like serve's (see ``frozen_heap``)."""

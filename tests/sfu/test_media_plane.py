@@ -8,17 +8,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from fractions import Fraction
 
 import pytest
 from aiortc import RTCRtpReceiver
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, unpack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
-from sfu_geofence.sfu import CloseReason, Participant, SfuObserver
-from sfu_geofence.synthetic.client import VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
-from sfu_geofence.synthetic.media import AudioClipParams
+from sfu_geofence.sfu import CloseReason, Consumer, Participant, SfuObserver
+from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.server import Served
@@ -67,6 +65,7 @@ def _max_gaps(
             for kind in gaps:
                 for meter in peer.meters(str(source.participant_id), kind):
                     gaps[kind] = max(gaps[kind], meter.gap_stats(since).max_ms / 1000)
+    print(f"max gaps (ms): audio {gaps['audio'] * 1000:.1f}, video {gaps['video'] * 1000:.1f}")
     return gaps
 
 
@@ -87,15 +86,8 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
 CLOCK = ScheduledClock()
 
 
-# 60 ms Opus packets (as the synthetic clip allows): a 20 ms audio frame interval would make "3x the
-# frame interval" 60 ms, less than the CPU that the test's own in-process client peers spend
-# renegotiating at once on a loaded 2-core machine; the SFU's side is the same either way.
-AUDIO = AudioClipParams(frame_ms=60)
-AUDIO_INTERVAL = Fraction(AUDIO.frame_ms, 1000)
-
-
 def _peer(served: Served, room: str, address: str, name: str) -> SyntheticPeer:
-    return SyntheticPeer(served.url, room, address, name=name, tracks=synthetic_tracks(AUDIO), clock=CLOCK)
+    return SyntheticPeer(served.url, room, address, name=name, tracks=synthetic_tracks(), clock=CLOCK)
 
 
 @asynccontextmanager
@@ -379,3 +371,76 @@ async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
         assert newcomer_mids == leaver_mids
     finally:
         await newcomer.close()
+
+
+class _Raising(SfuObserver):
+    """An application's observer with a bug: it raises while the SFU removes someone."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def consumer_closed(self, consumer: Consumer) -> None:
+        self.calls.append("consumer_closed")
+        raise RuntimeError("observer bug")
+
+    def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        self.calls.append("participant_left")
+        raise RuntimeError("observer bug")
+
+
+@pytest.mark.slow
+async def test_an_observer_that_raises_disturbs_neither_a_removal_nor_the_others_media_nor_close(
+    served: Served, room: list[SyntheticPeer], caplog: pytest.LogCaptureFixture
+) -> None:
+    raising, recorder = _Raising(), _Recorder()
+    served.sfu.observer.observers.extend([raising, recorder])  # the recorder comes after the bug
+    target, others = room[0], room[1:]
+    removed = served.sfu.participants[str(target.participant_id)]
+    assert served.sfu.remove_participant(str(target.participant_id), CloseReason.EJECTED, "go")
+    # Fully removed: out of the SFU and its room, its producers closed, nobody consuming them.
+    assert str(target.participant_id) not in served.sfu.rooms["room-a"].participants
+    assert all(p.closed and p.consumers == () for p in removed.producers.values())
+    survivors = [served.sfu.participants[str(o.participant_id)] for o in others]
+    assert all(len(s.consumers) == 2 for s in survivors)
+    assert "participant_left" in raising.calls
+    assert "consumer_closed" in raising.calls
+    assert recorder.history == [("left", "peer0 ejected go")]  # later observers still hear of it
+    assert "observer bug" in caplog.text
+    await asyncio.wait_for(target.closed.wait(), 5)
+    assert target.close_code == 4409
+    await _advancing(others, others, frames=10)
+    await served.sfu.close()  # every removal calls the raising observer again: close completes
+    assert served.sfu.participants == {}
+    assert served.sfu.rooms == {}
+
+
+@pytest.mark.slow
+async def test_packets_on_ssrcs_the_publisher_did_not_signal_are_dropped_and_remembered_nowhere(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    publisher, subscriber = room[0], room[1]
+    producer = served.sfu.participants[str(publisher.participant_id)].producers["audio"]
+    receiver = producer.receiver
+    signalled = set(receiver._inbound.ssrcs)
+    media_ssrc = receiver.media_ssrc
+    assert media_ssrc in signalled
+    router = receiver.transport._rtp_router
+    table_size = len(router.ssrc_table)
+    assert publisher.pc is not None
+    sender = next(t.sender for t in publisher.pc.getTransceivers() if t.sender.track is publisher.tracks[0])
+    payload_type = next(pt for pt, c in producer.codecs.items() if c.mimeType == "audio/opus")
+    # The publisher's own DTLS transport sends, SRTP-protected, 100 packets on as many new SSRCs.
+    foreign = [0x10000000 + i for i in range(100)]
+    for i, ssrc in enumerate(foreign):
+        packet = RtpPacket(payload_type=payload_type, sequence_number=i, timestamp=960 * i, ssrc=ssrc)
+        packet.payload = b"\xfc" + bytes(40)
+        await sender.transport._send_rtp(packet.serialize())
+    await eventually(
+        lambda: None if receiver.foreign_packets == len(foreign) else f"{receiver.foreign_packets} dropped",
+        within=10,
+    )
+    assert receiver._inbound.ssrcs == signalled
+    assert set(receiver._inbound.streams) <= signalled
+    assert len(router.ssrc_table) == table_size
+    assert receiver.media_ssrc == media_ssrc
+    await _advancing([subscriber], [publisher], frames=10)  # the real stream goes on

@@ -1,0 +1,94 @@
+"""A participant's negotiations with a real aiortc client answering the SFU's offers (no signaling)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.sfu import Participant, Sfu, SfuConfig
+from sfu_geofence.testing.channel import RecordingChannel
+from sfu_geofence.testing.wait import eventually
+
+SFU_ICE = IcePolicy(bind=("127.0.0.1",))
+
+
+class Client:
+    """An aiortc peer connection that answers each offer its channel receives, when told to."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = RecordingChannel()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.answered = 0
+
+    async def answer(self, participant: Participant) -> None:
+        """Answer the next unanswered offer (waiting for it)."""
+        await eventually(
+            lambda: None if len(self.channel.offers) > self.answered else "no offer to answer", within=15
+        )
+        offer = self.channel.offers[self.answered]
+        with use_policy(IcePolicy(bind=(self.address,))):
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.answered += 1
+        await participant.handle_answer(self.pc.localDescription.sdp)
+
+
+@pytest.fixture
+async def sfu() -> AsyncIterator[Sfu]:
+    the_sfu = Sfu(SfuConfig(ice=SFU_ICE))
+    try:
+        yield the_sfu
+    finally:
+        await the_sfu.close()
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[[str], Client]]:
+    made: list[Client] = []
+
+    def make(address: str) -> Client:
+        made.append(Client(address))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for client in made:
+            await client.pc.close()
+
+
+async def test_a_subscription_made_while_an_offer_is_being_applied_is_negotiated_by_the_next_offer(
+    sfu: Sfu, clients: Callable[[str], Client]
+) -> None:
+    a_client, b_client = clients("127.0.50.1"), clients("127.0.50.2")
+    a = sfu.join("r", "a", a_client.address, a_client.channel, publish=("audio",))
+    await a_client.answer(a)
+    assert a.published
+    producer = a.producers["audio"]
+
+    b = sfu.join("r", "b", b_client.address, b_client.channel, publish=("audio",))
+    # Room.add subscribed B to A at once; undo that to make the subscription happen, as an
+    # announcement can, while B's first offer is in setLocalDescription (which gathers ICE, and yields).
+    b.unsubscribe(producer.id)
+    set_local_description: Callable[[RTCSessionDescription], Awaitable[None]] = b.pc.setLocalDescription
+    subscribed = []
+
+    async def subscribe_meanwhile(description: RTCSessionDescription) -> None:
+        await set_local_description(description)
+        if not subscribed:
+            subscribed.append(b.subscribe(producer))
+
+    b.pc.setLocalDescription = subscribe_meanwhile  # type: ignore[method-assign]
+    await b_client.answer(b)
+    consumer = subscribed[0]
+    assert consumer is not None
+    # Its m-line was created after the first offer: the answer to that offer cannot activate it.
+    assert not consumer.active
+    await b_client.answer(b)
+    assert consumer.active, "the subscription was never negotiated"
+    assert consumer.mid is not None
+    assert [t.producer for t in b_client.channel.offers[-1].tracks] == [producer.id]
