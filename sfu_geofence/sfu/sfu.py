@@ -28,6 +28,11 @@ class SfuConfig:
     negotiation_timeout: float = 15.0
     """Seconds a client has to answer an offer before it is removed."""
 
+    connect_timeout: float = 15.0
+    """Seconds from the first answer to a connected ICE/DTLS connection before the client is removed:
+    a connection that never comes up (no usable candidate, a DTLS handshake that cannot complete)
+    does not always fail in aiortc, and would leave a ghost participant."""
+
     max_participants_per_room: int = 64
 
 
@@ -100,6 +105,7 @@ class Sfu:
             announce=the_room.announce,
             scheduler=self._negotiations,
             negotiation_timeout=self.config.negotiation_timeout,
+            connect_timeout=self.config.connect_timeout,
         )
         self.participants[participant.id] = participant
         self.observer.participant_joined(participant)
