@@ -27,6 +27,8 @@ from .protocol import (
 
 logger = logging.getLogger(__name__)
 
+INTERNAL_ERROR = CloseReason.INTERNAL_ERROR.value
+
 
 @dataclass(frozen=True)
 class _Close:
@@ -155,7 +157,7 @@ class SignalingSession:
             self._error(exc.code, exc.message)
         except Exception:
             logger.exception("signaling session failed")
-            self._fatal(CloseCode.INTERNAL_ERROR, "internal error")
+            self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
             return False
         return not self.channel.ended
 
@@ -172,6 +174,10 @@ class SignalingSession:
                 identity=self.identity,
             )
         except Refused as refused:
+            if refused.internal:
+                logger.error("join of %s refused: the server could not decide", self.address)
+                self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
+                return
             self.channel.send({"type": "refused", "reason": refused.reason})
             code = CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL
             self.channel.close(code, refused.reason)
@@ -221,7 +227,8 @@ class SignalingSession:
             self.channel.send({"type": "closing", "reason": reason, "message": message})
             self.channel.close(code, message)
         else:
-            self._end(CloseReason.PROTOCOL_ERROR, message)
+            internal = code is CloseCode.INTERNAL_ERROR
+            self._end(CloseReason.INTERNAL_ERROR if internal else CloseReason.PROTOCOL_ERROR, message)
 
     def _end(self, reason: CloseReason, detail: str) -> None:
         participant = self.participant

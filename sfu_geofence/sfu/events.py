@@ -32,6 +32,8 @@ class CloseReason(enum.Enum):
     """The client did not answer an offer in time."""
     SHUTDOWN = "shutdown"
     """The server is stopping."""
+    INTERNAL_ERROR = "internal-error"
+    """A server fault ended the session (a bug, or a join the server could not decide on)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class Refusal:
     """An admission hook's "no"; ``reason`` is sent to the refused client only."""
 
     reason: str
+    internal: bool = False
+    """The hook could not decide (a server fault), so this is no refusal by policy: the client is told
+    of an internal error (4500) instead."""
 
 
 AdmissionHook = Callable[[JoinRequest], Refusal | None]

@@ -39,10 +39,12 @@ class SfuConfig:
 class Refused(Exception):
     """The join was refused (by the admission hook or a limit); ``reason`` goes to that client only."""
 
-    def __init__(self, reason: str, *, by_policy: bool) -> None:
+    def __init__(self, reason: str, *, by_policy: bool, internal: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.by_policy = by_policy
+        self.internal = internal
+        """The admission hook could not decide: a server fault, not a refusal."""
 
 
 class Sfu:
@@ -93,7 +95,7 @@ class Sfu:
         if self.admission is not None:
             refusal = self.admission(request)
             if refusal is not None:
-                raise Refused(refusal.reason, by_policy=True)
+                raise Refused(refusal.reason, by_policy=not refusal.internal, internal=refusal.internal)
         the_room = existing or self.rooms.setdefault(room, Room(room, self.observer))
         participant = Participant(
             request,
