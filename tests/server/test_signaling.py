@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.signaling import close_reason_bytes
 from sfu_geofence.sfu import JoinRequest, Refusal
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.server import Served, served_on_loopback
@@ -234,5 +235,24 @@ async def test_a_media_connection_that_never_comes_up_is_closed_with_4410() -> N
                 "message": "no media connection within 1 s of the answer",
             }
             assert served.sfu.participants == {}
+        finally:
+            await peer.close()
+
+
+def test_a_close_reason_is_cut_to_123_bytes_on_a_character_boundary() -> None:
+    reason = close_reason_bytes("é" * 100)  # 200 bytes of UTF-8
+    assert len(reason) == 122
+    assert reason.decode() == "é" * 61
+
+
+async def test_the_message_limit_counts_utf8_bytes_not_characters() -> None:
+    async with served_on_loopback(ServerConfig(max_message_bytes=1000)) as served:
+        peer = SyntheticPeer(served.url, "room-u", "127.0.44.1")
+        try:
+            await peer.connect()
+            # 700 characters, over 1000 bytes.
+            await peer.send_raw(json.dumps({"type": "answer", "sdp": "é" * 600}, ensure_ascii=False))
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert peer.close_code == 4413
         finally:
             await peer.close()
