@@ -92,3 +92,17 @@ async def test_a_subscription_made_while_an_offer_is_being_applied_is_negotiated
     assert consumer.active, "the subscription was never negotiated"
     assert consumer.mid is not None
     assert [t.producer for t in b_client.channel.offers[-1].tracks] == [producer.id]
+
+
+async def test_offers_carry_only_opus_for_audio_and_vp8_or_h264_for_video(
+    sfu: Sfu, clients: Callable[[str], Client]
+) -> None:
+    client = clients("127.0.50.3")
+    sfu.join("r", "c", client.address, client.channel, publish=("audio", "video"))
+    await eventually(lambda: None if client.channel.offers else "no offer", within=15)
+    rtpmaps = {
+        line.split(" ", 1)[1].split("/")[0].lower()
+        for line in client.channel.offers[0].sdp.splitlines()
+        if line.startswith("a=rtpmap:")
+    }
+    assert rtpmaps == {"opus", "vp8", "h264", "rtx"}
