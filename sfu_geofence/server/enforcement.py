@@ -106,6 +106,9 @@ class GeofenceHost(SfuObserver):
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         self.geofence.leave(participant.room_name, participant.id)
 
+    def join_abandoned(self, request: JoinRequest) -> None:
+        self.geofence.leave(request.room, request.participant_id)
+
     def selected_pair_changed(self, participant: Participant, pair: SelectedPair) -> None:
         try:
             self.geofence.media_address(

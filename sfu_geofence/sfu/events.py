@@ -124,6 +124,9 @@ class SfuObserver:
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         """Gone, for whatever reason, with everything it owned."""
 
+    def join_abandoned(self, request: JoinRequest) -> None:
+        """Admitted, but allocating the participant failed: it never joined (forget what admission kept)."""
+
     def producer_added(self, producer: Producer) -> None:
         """A publication was negotiated; subscriptions to it follow."""
 
@@ -167,6 +170,9 @@ class Observers(SfuObserver):
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         self._notify("participant_left", lambda o: o.participant_left(participant, reason, detail))
+
+    def join_abandoned(self, request: JoinRequest) -> None:
+        self._notify("join_abandoned", lambda o: o.join_abandoned(request))
 
     def producer_added(self, producer: Producer) -> None:
         self._notify("producer_added", lambda o: o.producer_added(producer))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 from collections.abc import Iterable
@@ -65,11 +64,16 @@ class Sfu:
         self.participants: dict[str, Participant] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._negotiations = NegotiationScheduler()
-        self._prefix = secrets.token_hex(3)
-        self._ids = itertools.count(1)
+        self._issued: set[str] = set()
 
     def new_participant_id(self) -> str:
-        return f"p{self._prefix}{next(self._ids)}"
+        """A random id, never issued before by this SFU: sequential ids would let a participant count
+        the joins (refused ones included) between its own and another's."""
+        while True:
+            participant_id = f"p{secrets.token_urlsafe(8)}"
+            if participant_id not in self._issued:
+                self._issued.add(participant_id)
+                return participant_id
 
     def join(
         self,
@@ -97,7 +101,24 @@ class Sfu:
             if refusal is not None:
                 raise Refused(refusal.reason, by_policy=not refusal.internal, internal=refusal.internal)
         the_room = existing or self.rooms.setdefault(room, Room(room, self.observer))
-        participant = Participant(
+        try:
+            participant = self._allocate(request, publish, channel, the_room)
+        except Exception:
+            # Admitted but not allocated: the admission hook registered it (the geofence does), so it
+            # must hear that it left; a room created for it must not stay behind.
+            if the_room.empty and self.rooms.get(room) is the_room:
+                del self.rooms[room]
+            self.observer.join_abandoned(request)
+            raise
+        self.participants[participant.id] = participant
+        self.observer.participant_joined(participant)
+        the_room.add(participant)
+        return participant
+
+    def _allocate(
+        self, request: JoinRequest, publish: Iterable[str], channel: ParticipantChannel, the_room: Room
+    ) -> Participant:
+        return Participant(
             request,
             publish=frozenset(publish),
             channel=channel,
@@ -109,10 +130,6 @@ class Sfu:
             negotiation_timeout=self.config.negotiation_timeout,
             connect_timeout=self.config.connect_timeout,
         )
-        self.participants[participant.id] = participant
-        self.observer.participant_joined(participant)
-        the_room.add(participant)
-        return participant
 
     def remove_participant(self, participant_id: str, reason: CloseReason, detail: str = "") -> bool:
         """Remove one participant, and nothing else; idempotent (False if it is already gone).

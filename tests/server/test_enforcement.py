@@ -558,3 +558,16 @@ async def test_a_selected_pair_that_changes_to_a_restricted_country_ejects_then(
         (address("DE", 31), "admitted"),
         (address("CN", 31), "refused"),
     ]
+
+
+async def test_a_participant_admitted_but_never_allocated_leaves_no_session_and_no_room(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object) -> None:  # fault injection: allocation fails after admission
+        raise RuntimeError("allocation failed")
+
+    monkeypatch.setattr(served.sfu, "_allocate", fail)
+    peer = await refused_join(served, "broken", address("US", 42))
+    assert peer.close_code == 4500
+    assert served.sfu.rooms == {}
+    assert served.geofence.participants("broken") == []  # the admitted session was left

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -106,3 +107,14 @@ async def test_offers_carry_only_opus_for_audio_and_vp8_or_h264_for_video(
         if line.startswith("a=rtpmap:")
     }
     assert rtpmaps == {"opus", "vp8", "h264", "rtx"}
+
+
+async def test_participant_ids_are_random_and_unique(sfu: Sfu) -> None:
+    ids = [sfu.new_participant_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    # Not a counter: consecutive ids share no long common prefix (sequential ids would reveal joins).
+    shared = [
+        next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+        for a, b in itertools.pairwise(ids)
+    ]
+    assert max(shared) < 6
