@@ -143,7 +143,7 @@ class SfuObserver:
         """ICE nominated a pair for the participant's media, or switched to another one.
 
         The remote address here is where media really comes from (a relay's if ``pair.relayed``);
-        issue 4 re-checks it against the room's policy.
+        the geofence (``server.enforcement.GeofenceHost``) re-checks it against the room's policy.
         """
 
 
