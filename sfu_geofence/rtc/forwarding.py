@@ -51,6 +51,10 @@ logger = logging.getLogger(__name__)
 NTP_UNIX_OFFSET = 2208988800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
 
+FORWARDED_CODECS = frozenset({"audio/opus", "video/vp8", "video/h264", "video/rtx"})
+"""What the SFU offers: WebRTC's mandatory codecs (RTX for video retransmissions). aiortc would also
+offer PCMU/PCMA, which a publisher could pick and every subscriber would then have to accept."""
+
 PacketSink = Callable[[RtpPacket], None]
 """Called once per received (and RTX-unwrapped) RTP packet, synchronously, on the event loop."""
 
@@ -240,6 +244,9 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
     """
     require_pinned_versions()
     transceiver = pc.addTransceiver(kind, direction=direction)
+    transceiver.setCodecPreferences(
+        [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in FORWARDED_CODECS]
+    )
     transport = transceiver.receiver.transport
     sender = ForwardingSender(kind, transport)
     sender._stream_id = transceiver.sender._stream_id

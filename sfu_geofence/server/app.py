@@ -48,6 +48,8 @@ class ServerConfig:
     """WebSocket ping interval; a client silent for 1.5x this long is disconnected."""
     negotiation_timeout: float = 15.0
     """Seconds a client has to answer an offer (else 4408)."""
+    connect_timeout: float = 15.0
+    """Seconds from a client's first answer to its media connection being up (else 4410)."""
     join_timeout: float = 10.0
     """Seconds a new WebSocket has to send ``join`` (else 4408)."""
     max_errors: int = 10
@@ -79,6 +81,7 @@ def create_app(
         SfuConfig(
             ice=config.ice,
             negotiation_timeout=config.negotiation_timeout,
+            connect_timeout=config.connect_timeout,
             max_participants_per_room=config.max_participants_per_room,
         ),
         admission=admission,

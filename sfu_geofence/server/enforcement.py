@@ -33,10 +33,6 @@ from ..sfu import CloseReason, JoinRequest, Participant, Refusal, Sfu, SfuObserv
 logger = logging.getLogger(__name__)
 
 
-class AdmissionFailed(RuntimeError):
-    """The geofence could not decide on a join: an internal error of the server, not a refusal."""
-
-
 class GeofenceHost(SfuObserver):
     """Makes ``sfu`` enforce a :class:`Geofence` it creates (and owns: :meth:`close` closes it).
 
@@ -71,7 +67,7 @@ class GeofenceHost(SfuObserver):
     def admit(self, request: JoinRequest) -> Refusal | None:
         """Once per join, before the SFU allocates anything: None admits, a Refusal refuses.
 
-        Raises AdmissionFailed when the geofence cannot decide (see :class:`AdmissionFailed`).
+        When the geofence cannot decide, the refusal is ``internal``: the client sees an internal error.
         """
         try:
             decision = self.geofence.admit(
@@ -81,11 +77,11 @@ class GeofenceHost(SfuObserver):
             return Refusal("Your network address could not be read, so this meeting cannot admit you.")
         except GeofenceError as exc:
             # The server failed (the geofence closed under a shutdown, a store error): nobody's country
-            # was refused, so this must not look like a refusal by policy (4403). Raised out of the
-            # hook before the SFU allocates anything, it closes the session as an internal error
-            # (4500, "internal error"); the geofence has audited what it could, the log says why.
+            # was refused, so this must not look like a refusal by policy (4403): an internal refusal
+            # closes the session as an internal error (4500); the geofence has audited what it could,
+            # the log says why.
             logger.error("admission of %s in %s failed: %s", request.participant_id, request.room, exc)
-            raise AdmissionFailed(f"the geofence could not decide on {request.participant_id}") from exc
+            return Refusal("The server cannot admit anyone right now.", internal=True)
         if decision.admitted:
             return None
         logger.debug("refused %s in %s: %s", request.participant_id, request.room, decision.reason)
@@ -109,6 +105,9 @@ class GeofenceHost(SfuObserver):
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         self.geofence.leave(participant.room_name, participant.id)
+
+    def join_abandoned(self, request: JoinRequest) -> None:
+        self.geofence.leave(request.room, request.participant_id)
 
     def selected_pair_changed(self, participant: Participant, pair: SelectedPair) -> None:
         try:

@@ -45,6 +45,7 @@ CLOSE_CODE_FOR_REASON: dict[CloseReason, CloseCode] = {
     CloseReason.EJECTED: CloseCode.EJECTED,
     CloseReason.NEGOTIATION_TIMEOUT: CloseCode.TIMEOUT,
     CloseReason.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
+    CloseReason.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
 }
 
 

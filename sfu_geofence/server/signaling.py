@@ -27,6 +27,20 @@ from .protocol import (
 
 logger = logging.getLogger(__name__)
 
+INTERNAL_ERROR = CloseReason.INTERNAL_ERROR.value
+
+
+MAX_CLOSE_REASON_BYTES = 123
+"""A close frame's reason is at most 123 bytes of UTF-8 (RFC 6455, 5.5)."""
+
+
+def close_reason_bytes(message: str) -> bytes:
+    """``message`` as a close reason: cut to 123 bytes on a character boundary.
+
+    A reason cut inside a multi-byte character is invalid UTF-8, and browsers then fail the close (1006).
+    """
+    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode()
+
 
 @dataclass(frozen=True)
 class _Close:
@@ -80,8 +94,7 @@ class WebSocketChannel:
             while True:
                 item = await self._queue.get()
                 if isinstance(item, _Close):
-                    # A close frame's reason is limited to 123 bytes.
-                    await ws.close(code=item.code, message=item.message.encode()[:123])
+                    await ws.close(code=item.code, message=close_reason_bytes(item.message))
                     return
                 await ws.send_str(json.dumps(item))
         except (ConnectionError, RuntimeError):
@@ -139,7 +152,7 @@ class SignalingSession:
 
     async def _handle_text(self, text: str) -> bool:
         """Handle one message; False when the session is over."""
-        if len(text) > self._max_message_bytes:
+        if len(text) > self._max_message_bytes or len(text.encode()) > self._max_message_bytes:
             self._fatal(CloseCode.MESSAGE_TOO_LARGE, f"message larger than {self._max_message_bytes} bytes")
             return False
         try:
@@ -155,7 +168,7 @@ class SignalingSession:
             self._error(exc.code, exc.message)
         except Exception:
             logger.exception("signaling session failed")
-            self._fatal(CloseCode.INTERNAL_ERROR, "internal error")
+            self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
             return False
         return not self.channel.ended
 
@@ -172,6 +185,10 @@ class SignalingSession:
                 identity=self.identity,
             )
         except Refused as refused:
+            if refused.internal:
+                logger.error("join of %s refused: the server could not decide", self.address)
+                self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
+                return
             self.channel.send({"type": "refused", "reason": refused.reason})
             code = CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL
             self.channel.close(code, refused.reason)
@@ -221,7 +238,8 @@ class SignalingSession:
             self.channel.send({"type": "closing", "reason": reason, "message": message})
             self.channel.close(code, message)
         else:
-            self._end(CloseReason.PROTOCOL_ERROR, message)
+            internal = code is CloseCode.INTERNAL_ERROR
+            self._end(CloseReason.INTERNAL_ERROR if internal else CloseReason.PROTOCOL_ERROR, message)
 
     def _end(self, reason: CloseReason, detail: str) -> None:
         participant = self.participant

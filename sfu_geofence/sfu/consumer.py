@@ -130,7 +130,9 @@ class Consumer:
         self._seq_offset: int | None = None
         self._ts_offset = 0
         self._extensions: ExtensionBlock | None = None
-        self._is_video = producer.kind == "video"
+        self._first_sequence_number = 0
+        """The first sequence number this consumer sent (as the subscriber numbers them)."""
+        self._keyframe_due = False
 
     @property
     def mid(self) -> str | None:
@@ -160,8 +162,10 @@ class Consumer:
         self.sender.on_keyframe_request = self.producer.request_keyframe
         self.sender.on_nack = self.retransmit
         self.active = True
+        # Asked for on the first packet really sent: before the subscriber's DTLS is up, the keyframe
+        # would be dropped and the request limiter would then delay the subscriber's own PLI.
+        self._keyframe_due = True
         self.producer.add_consumer(self)
-        self.producer.request_keyframe()
         return True
 
     def forward(self, packet: RtpPacket, abs_send_time: bytes, ntp: int) -> None:
@@ -182,6 +186,9 @@ class Consumer:
             sender.last_ntp_timestamp = ntp
             if (sequence_number - sender.next_sequence_number) & 0xFFFF < 0x8000:
                 sender.next_sequence_number = (sequence_number + 1) & 0xFFFF
+            if self._keyframe_due:
+                self._keyframe_due = False
+                self.producer.request_keyframe()
 
     def _send(
         self, packet: RtpPacket, pt: int, sequence_number: int, timestamp: int, abs_send_time: bytes
@@ -195,7 +202,8 @@ class Consumer:
     def _start(self, packet: RtpPacket, ntp: int) -> None:
         """Pick offsets so this SSRC's sequence numbers and timestamps continue where they were."""
         sender = self.sender
-        clock_rate = 90000 if self._is_video else 48000
+        codec = self.producer.codecs.get(packet.payload_type)
+        clock_rate = codec.clockRate if codec is not None else (90000 if self.kind == "video" else 48000)
         if sender.used:
             elapsed = max(0.0, (ntp - sender.last_ntp_timestamp) / 4294967296.0)
             next_timestamp = sender.last_rtp_timestamp + max(1, int(elapsed * clock_rate))
@@ -203,11 +211,16 @@ class Consumer:
             next_timestamp = sender.next_timestamp
             sender.used = True
         self._seq_offset = (sender.next_sequence_number - packet.sequence_number) & 0xFFFF
+        self._first_sequence_number = sender.next_sequence_number
         self._ts_offset = (next_timestamp - packet.timestamp) & 0xFFFFFFFF
 
     def retransmit(self, sequence_number: int) -> None:
         """Answer one NACKed sequence number (as this subscriber saw it) from the producer's history."""
         if not self.active or self._seq_offset is None:
+            return
+        if (sequence_number - self._first_sequence_number) & 0xFFFF >= 0x8000:
+            # Sent before this consumer started (a recycled m-line's previous producer): not ours.
+            self.nacks_unanswerable += 1
             return
         original = self.producer.from_history((sequence_number - self._seq_offset) & 0xFFFF)
         pt = None if original is None else self._pt_map.get(original.payload_type)

@@ -32,6 +32,8 @@ class CloseReason(enum.Enum):
     """The client did not answer an offer in time."""
     SHUTDOWN = "shutdown"
     """The server is stopping."""
+    INTERNAL_ERROR = "internal-error"
+    """A server fault ended the session (a bug, or a join the server could not decide on)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,9 @@ class Refusal:
     """An admission hook's "no"; ``reason`` is sent to the refused client only."""
 
     reason: str
+    internal: bool = False
+    """The hook could not decide (a server fault), so this is no refusal by policy: the client is told
+    of an internal error (4500) instead."""
 
 
 AdmissionHook = Callable[[JoinRequest], Refusal | None]
@@ -119,6 +124,9 @@ class SfuObserver:
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         """Gone, for whatever reason, with everything it owned."""
 
+    def join_abandoned(self, request: JoinRequest) -> None:
+        """Admitted, but allocating the participant failed: it never joined (forget what admission kept)."""
+
     def producer_added(self, producer: Producer) -> None:
         """A publication was negotiated; subscriptions to it follow."""
 
@@ -135,7 +143,7 @@ class SfuObserver:
         """ICE nominated a pair for the participant's media, or switched to another one.
 
         The remote address here is where media really comes from (a relay's if ``pair.relayed``);
-        issue 4 re-checks it against the room's policy.
+        the geofence (``server.enforcement.GeofenceHost``) re-checks it against the room's policy.
         """
 
 
@@ -162,6 +170,9 @@ class Observers(SfuObserver):
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         self._notify("participant_left", lambda o: o.participant_left(participant, reason, detail))
+
+    def join_abandoned(self, request: JoinRequest) -> None:
+        self._notify("join_abandoned", lambda o: o.join_abandoned(request))
 
     def producer_added(self, producer: Producer) -> None:
         self._notify("producer_added", lambda o: o.producer_added(producer))

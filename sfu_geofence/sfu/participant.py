@@ -20,6 +20,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
@@ -59,6 +60,7 @@ class Participant:
         announce: Callable[[Producer], None],
         scheduler: NegotiationScheduler,
         negotiation_timeout: float,
+        connect_timeout: float = 15.0,
     ) -> None:
         self.id = request.participant_id
         self.room_name = request.room
@@ -81,6 +83,8 @@ class Participant:
         """Announces a negotiated producer to the room so that others subscribe to it."""
         self._closing: asyncio.Future[None] | None = None
         self._negotiation_timeout = negotiation_timeout
+        self._connect_timeout = connect_timeout
+        self._connect_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
         self._ice_policy = ice_policy
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
@@ -225,6 +229,7 @@ class Participant:
         answer = self._answer
         if self.closed or answer is None or answer.done():
             raise WrongState("no offer is awaiting an answer")
+        _require_fingerprints(sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
         except Exception as exc:
@@ -233,6 +238,10 @@ class Participant:
             return
         if self._answer_timer is not None:
             self._answer_timer.cancel()
+        if self._connect_timer is None and self.pc.connectionState != "connected":
+            self._connect_timer = asyncio.get_running_loop().call_later(
+                self._connect_timeout, self._connect_timed_out
+            )
         self._after_answer(self._answering_offer)
         if not answer.done():
             answer.set_result(None)
@@ -270,7 +279,17 @@ class Participant:
         self.selected_pair = pair
         self._observer.selected_pair_changed(self, pair)
 
+    def _connect_timed_out(self) -> None:
+        if not self.closed and self.pc.connectionState != "connected":
+            self._request_close(
+                self,
+                CloseReason.DISCONNECTED,
+                f"no media connection within {self._connect_timeout:g} s of the answer",
+            )
+
     def _connection_state_changed(self) -> None:
+        if self.pc.connectionState == "connected" and self._connect_timer is not None:
+            self._connect_timer.cancel()
         if not self.closed and self.pc.connectionState == "failed":
             self._request_close(self, CloseReason.DISCONNECTED, "media connection failed")
 
@@ -291,6 +310,8 @@ class Participant:
         self.closed = True
         if self._answer_timer is not None:
             self._answer_timer.cancel()
+        if self._connect_timer is not None:
+            self._connect_timer.cancel()
         if self._answer is not None and not self._answer.done():
             self._answer.cancel()
         for producer_id in list(self.consumers):
@@ -298,3 +319,20 @@ class Participant:
         self.channel.end(reason, detail)
         self._closing = asyncio.ensure_future(self.pc.close())
         return self._closing
+
+
+def _require_fingerprints(sdp: str) -> None:
+    """Refuse an answer whose media has no DTLS fingerprint.
+
+    aiortc accepts it, then its connection task fails an assertion and the connection never reaches
+    "failed": the participant would stay, connected to nothing, until it leaves.
+    """
+    try:
+        description = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception:
+        return  # not SDP: setRemoteDescription says what is wrong with it
+    for media in description.media:
+        if media.port != 0 and (media.dtls is None or not media.dtls.fingerprints):
+            raise InvalidAnswer(
+                f"m-line {media.rtp.muxId or media.kind} has no DTLS fingerprint (a=fingerprint)"
+            )

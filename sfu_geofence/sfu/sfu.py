@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
 from collections.abc import Iterable
@@ -28,16 +27,23 @@ class SfuConfig:
     negotiation_timeout: float = 15.0
     """Seconds a client has to answer an offer before it is removed."""
 
+    connect_timeout: float = 15.0
+    """Seconds from the first answer to a connected ICE/DTLS connection before the client is removed:
+    a connection that never comes up (no usable candidate, a DTLS handshake that cannot complete)
+    does not always fail in aiortc, and would leave a ghost participant."""
+
     max_participants_per_room: int = 64
 
 
 class Refused(Exception):
     """The join was refused (by the admission hook or a limit); ``reason`` goes to that client only."""
 
-    def __init__(self, reason: str, *, by_policy: bool) -> None:
+    def __init__(self, reason: str, *, by_policy: bool, internal: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.by_policy = by_policy
+        self.internal = internal
+        """The admission hook could not decide: a server fault, not a refusal."""
 
 
 class Sfu:
@@ -58,11 +64,16 @@ class Sfu:
         self.participants: dict[str, Participant] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._negotiations = NegotiationScheduler()
-        self._prefix = secrets.token_hex(3)
-        self._ids = itertools.count(1)
+        self._issued: set[str] = set()
 
     def new_participant_id(self) -> str:
-        return f"p{self._prefix}{next(self._ids)}"
+        """A random id, never issued before by this SFU: sequential ids would let a participant count
+        the joins (refused ones included) between its own and another's."""
+        while True:
+            participant_id = f"p{secrets.token_urlsafe(8)}"
+            if participant_id not in self._issued:
+                self._issued.add(participant_id)
+                return participant_id
 
     def join(
         self,
@@ -88,9 +99,26 @@ class Sfu:
         if self.admission is not None:
             refusal = self.admission(request)
             if refusal is not None:
-                raise Refused(refusal.reason, by_policy=True)
+                raise Refused(refusal.reason, by_policy=not refusal.internal, internal=refusal.internal)
         the_room = existing or self.rooms.setdefault(room, Room(room, self.observer))
-        participant = Participant(
+        try:
+            participant = self._allocate(request, publish, channel, the_room)
+        except Exception:
+            # Admitted but not allocated: the admission hook registered it (the geofence does), so it
+            # must hear that it left; a room created for it must not stay behind.
+            if the_room.empty and self.rooms.get(room) is the_room:
+                del self.rooms[room]
+            self.observer.join_abandoned(request)
+            raise
+        self.participants[participant.id] = participant
+        self.observer.participant_joined(participant)
+        the_room.add(participant)
+        return participant
+
+    def _allocate(
+        self, request: JoinRequest, publish: Iterable[str], channel: ParticipantChannel, the_room: Room
+    ) -> Participant:
+        return Participant(
             request,
             publish=frozenset(publish),
             channel=channel,
@@ -100,11 +128,8 @@ class Sfu:
             announce=the_room.announce,
             scheduler=self._negotiations,
             negotiation_timeout=self.config.negotiation_timeout,
+            connect_timeout=self.config.connect_timeout,
         )
-        self.participants[participant.id] = participant
-        self.observer.participant_joined(participant)
-        the_room.add(participant)
-        return participant
 
     def remove_participant(self, participant_id: str, reason: CloseReason, detail: str = "") -> bool:
         """Remove one participant, and nothing else; idempotent (False if it is already gone).

@@ -506,10 +506,11 @@ async def test_a_geofence_that_cannot_decide_is_an_internal_error_not_a_refusal_
     served.geofence.close()  # as while the server shuts down: the geofence cannot decide any more
     peer = await refused_join(served, "any", address("US", 41))
     assert peer.close_code == 4500  # not 4403: nobody's country was refused
-    assert [m["type"] for m in peer.messages] == ["closing"]
-    assert peer.messages[0]["message"] == "internal error"  # generic: nothing about the geofence
+    # Generic: nothing about the geofence, and no "refused" (nobody was).
+    assert peer.messages == [{"type": "closing", "reason": "internal-error", "message": "internal error"}]
     assert "admission of" in caplog.text
     assert "the geofence is closed" in caplog.text
+    assert "Traceback" not in caplog.text  # an expected fault, logged once at error level, not a crash
     assert served.sfu.rooms == {}  # nothing allocated
 
 
@@ -557,3 +558,16 @@ async def test_a_selected_pair_that_changes_to_a_restricted_country_ejects_then(
         (address("DE", 31), "admitted"),
         (address("CN", 31), "refused"),
     ]
+
+
+async def test_a_participant_admitted_but_never_allocated_leaves_no_session_and_no_room(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(*args: object) -> None:  # fault injection: allocation fails after admission
+        raise RuntimeError("allocation failed")
+
+    monkeypatch.setattr(served.sfu, "_allocate", fail)
+    peer = await refused_join(served, "broken", address("US", 42))
+    assert peer.close_code == 4500
+    assert served.sfu.rooms == {}
+    assert served.geofence.participants("broken") == []  # the admitted session was left

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.signaling import close_reason_bytes
 from sfu_geofence.sfu import JoinRequest, Refusal
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.server import Served, served_on_loopback
@@ -177,5 +178,81 @@ async def test_a_refused_join_gets_the_reason_and_4403_and_nothing_is_allocated(
             assert served.sfu.participants == {}
             assert served.sfu.rooms == {}
             assert [(r.room, r.name, r.address) for r in seen] == [("room-z", "blocked", "127.0.42.1")]
+        finally:
+            await peer.close()
+
+
+def _answer_then(peer: SyntheticPeer, alter: Callable[[str], str], close_pc: bool = False) -> Any:
+    """Answer like the peer does, but send ``alter(answer)``; ``close_pc``: nobody answers ICE checks."""
+    answer_for_real = peer._answer
+
+    async def answer(offer: dict[str, Any]) -> None:
+        sent: list[dict[str, Any]] = []
+        send = peer.send
+
+        async def keep(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        peer.send = keep  # type: ignore[method-assign]
+        try:
+            await answer_for_real(offer)
+        finally:
+            peer.send = send  # type: ignore[method-assign]
+        if close_pc and peer.pc is not None:
+            await peer.pc.close()  # its candidates now point at loopback ports nobody listens on
+        for message in sent:
+            await peer.send({**message, "sdp": alter(message["sdp"])})
+
+    return answer
+
+
+async def test_an_answer_without_a_dtls_fingerprint_closes_with_4415_and_says_so(
+    served: Served, client: SyntheticPeer
+) -> None:
+    client._answer = _answer_then(  # type: ignore[method-assign]
+        client,
+        lambda sdp: "".join(line for line in sdp.splitlines(True) if not line.startswith("a=fingerprint")),
+    )
+    await client.join(publish={"audio": True})  # something to negotiate
+    await asyncio.wait_for(client.closed.wait(), 10)
+    assert client.close_code == 4415
+    assert client.messages[-1]["type"] == "closing"
+    assert "no DTLS fingerprint" in client.messages[-1]["message"]
+    assert served.sfu.participants == {}
+
+
+async def test_a_media_connection_that_never_comes_up_is_closed_with_4410() -> None:
+    async with served_on_loopback(ServerConfig(connect_timeout=1.0)) as served:
+        peer = SyntheticPeer(served.url, "room-c", "127.0.43.1", name="ghost")
+        peer._answer = _answer_then(peer, lambda sdp: sdp, close_pc=True)  # type: ignore[method-assign]
+        try:
+            await peer.join(publish={"audio": True})
+            await asyncio.wait_for(peer.closed.wait(), 10)
+            assert peer.close_code == 4410
+            assert peer.messages[-1] == {
+                "type": "closing",
+                "reason": "disconnected",
+                "message": "no media connection within 1 s of the answer",
+            }
+            assert served.sfu.participants == {}
+        finally:
+            await peer.close()
+
+
+def test_a_close_reason_is_cut_to_123_bytes_on_a_character_boundary() -> None:
+    reason = close_reason_bytes("é" * 100)  # 200 bytes of UTF-8
+    assert len(reason) == 122
+    assert reason.decode() == "é" * 61
+
+
+async def test_the_message_limit_counts_utf8_bytes_not_characters() -> None:
+    async with served_on_loopback(ServerConfig(max_message_bytes=1000)) as served:
+        peer = SyntheticPeer(served.url, "room-u", "127.0.44.1")
+        try:
+            await peer.connect()
+            # 700 characters, over 1000 bytes.
+            await peer.send_raw(json.dumps({"type": "answer", "sdp": "é" * 600}, ensure_ascii=False))
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert peer.close_code == 4413
         finally:
             await peer.close()

@@ -444,3 +444,28 @@ async def test_packets_on_ssrcs_the_publisher_did_not_signal_are_dropped_and_rem
     assert len(router.ssrc_table) == table_size
     assert receiver.media_ssrc == media_ssrc
     await _advancing([subscriber], [publisher], frames=10)  # the real stream goes on
+
+
+@pytest.mark.slow
+async def test_a_nack_for_a_packet_sent_before_the_consumer_started_is_not_answered(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    publisher = room[0]
+    audio = served.sfu.participants[str(publisher.participant_id)].producers["audio"]
+    newcomer = _peer(served, "room-a", "127.0.10.8", "newcomer")
+    try:
+        await newcomer.join()
+        await eventually(_receives_everyone([*room, newcomer]), within=20)
+        consumer = next(c for c in audio.consumers if c.subscriber_id == newcomer.participant_id)
+        receiver, tap = _receiver_for(newcomer, audio.id)
+        assert tap.media_ssrc is not None
+        # As the subscriber numbers them, the sequence number just before its first packet: on a
+        # recycled m-line it is the previous producer's packet; the history holds another packet there.
+        before_start = (consumer._first_sequence_number - 1) & 0xFFFF
+        assert consumer._seq_offset is not None
+        assert audio.from_history((before_start - consumer._seq_offset) & 0xFFFF) is not None
+        await receiver._send_rtcp_nack(tap.media_ssrc, [before_start])
+        await eventually(lambda: None if consumer.nacks_unanswerable else "NACK not handled", within=5)
+        assert consumer.retransmissions == 0
+    finally:
+        await newcomer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -92,3 +93,28 @@ async def test_a_subscription_made_while_an_offer_is_being_applied_is_negotiated
     assert consumer.active, "the subscription was never negotiated"
     assert consumer.mid is not None
     assert [t.producer for t in b_client.channel.offers[-1].tracks] == [producer.id]
+
+
+async def test_offers_carry_only_opus_for_audio_and_vp8_or_h264_for_video(
+    sfu: Sfu, clients: Callable[[str], Client]
+) -> None:
+    client = clients("127.0.50.3")
+    sfu.join("r", "c", client.address, client.channel, publish=("audio", "video"))
+    await eventually(lambda: None if client.channel.offers else "no offer", within=15)
+    rtpmaps = {
+        line.split(" ", 1)[1].split("/")[0].lower()
+        for line in client.channel.offers[0].sdp.splitlines()
+        if line.startswith("a=rtpmap:")
+    }
+    assert rtpmaps == {"opus", "vp8", "h264", "rtx"}
+
+
+async def test_participant_ids_are_random_and_unique(sfu: Sfu) -> None:
+    ids = [sfu.new_participant_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    # Not a counter: consecutive ids share no long common prefix (sequential ids would reveal joins).
+    shared = [
+        next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+        for a, b in itertools.pairwise(ids)
+    ]
+    assert max(shared) < 6
