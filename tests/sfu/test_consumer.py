@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
+from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpParameters,
+)
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
-from sfu_geofence.sfu.consumer import ExtensionBlock, rewrite
+from sfu_geofence.rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver
+from sfu_geofence.sfu.consumer import Consumer, ExtensionBlock, rewrite
+from sfu_geofence.sfu.producer import Producer
 
 IDS = {
     "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
@@ -89,3 +96,28 @@ def test_padding_is_kept_and_a_subscriber_without_extensions_gets_none() -> None
     assert sent[0] == 0x80 | 0x20  # version 2, padding, no extension
     parsed = RtpPacket.parse(sent, _subscriber_map({}))
     assert (parsed.payload, parsed.padding_size) == (b"data", 5)
+
+
+async def test_a_recycled_line_advances_its_timestamp_by_the_gap_at_the_codec_clock_rate() -> None:
+    # The timestamp gap only arises on a recycled m-line, where the SSRC's last packet was sent a while
+    # ago; PCMU (8 kHz) is not offered by the SFU today, so the negotiated codec is set as
+    # setRemoteDescription would set it, and _start is what computes the gap.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        published = add_forwarding_transceiver(pc, "audio", "recvonly")
+        published._codecs = [RTCRtpCodecParameters(mimeType="audio/PCMU", clockRate=8000, payloadType=0)]
+        receiver = published.receiver
+        assert isinstance(receiver, ForwardingReceiver)
+        producer = Producer("p", "publisher", "audio", published, receiver)
+        consumer = Consumer(producer, "s", add_forwarding_transceiver(pc, "audio", "sendonly"))
+        sender = consumer.sender
+        sender.used = True  # a previous consumer sent on this SSRC ...
+        sender.last_rtp_timestamp = 1_000_000
+        sender.last_ntp_timestamp = 3_900_000_000 << 32  # ... 2.5 s before this packet arrives
+        packet = RtpPacket(payload_type=0, sequence_number=10, timestamp=777, ssrc=0xDEAD)
+        consumer._start(packet, sender.last_ntp_timestamp + int(2.5 * 4294967296))
+        first_timestamp = (packet.timestamp + consumer._ts_offset) & 0xFFFFFFFF
+        # 2.5 s at 8 kHz; at the 48 kHz once assumed for all audio it would be 120_000.
+        assert first_timestamp - sender.last_rtp_timestamp == 20_000
+    finally:
+        await pc.close()
