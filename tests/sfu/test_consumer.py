@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpHeaderExtensionParameters,
@@ -12,8 +14,12 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu_geofence.rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver
+from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.sfu import Participant, Sfu, SfuConfig
 from sfu_geofence.sfu.consumer import Consumer, ExtensionBlock, rewrite
 from sfu_geofence.sfu.producer import Producer
+from sfu_geofence.testing.channel import RecordingChannel
+from sfu_geofence.testing.wait import eventually
 
 IDS = {
     "urn:ietf:params:rtp-hdrext:sdes:mid": 1,
@@ -121,3 +127,74 @@ async def test_a_recycled_line_advances_its_timestamp_by_the_gap_at_the_codec_cl
         assert first_timestamp - sender.last_rtp_timestamp == 20_000
     finally:
         await pc.close()
+
+
+SFU_ICE = IcePolicy(bind=("127.0.0.1",))
+
+
+class Client:
+    """An aiortc peer connection answering the SFU's offers from its own loopback address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = RecordingChannel()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.answered = 0
+
+    async def answer(self, participant: Participant) -> None:
+        await eventually(
+            lambda: None if len(self.channel.offers) > self.answered else "no offer to answer", within=15
+        )
+        offer = self.channel.offers[self.answered]
+        with use_policy(IcePolicy(bind=(self.address,))):
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.answered += 1
+        await participant.handle_answer(self.pc.localDescription.sdp)
+
+
+@pytest.fixture
+async def sfu() -> AsyncIterator[Sfu]:
+    the_sfu = Sfu(SfuConfig(ice=SFU_ICE))
+    try:
+        yield the_sfu
+    finally:
+        await the_sfu.close()
+
+
+async def test_the_keyframe_is_requested_on_the_first_packet_sent_not_at_activation(sfu: Sfu) -> None:
+    # At activation the subscriber's DTLS is not up: a keyframe asked for then is lost, and the
+    # producer's request limiter would delay the subscriber's own PLI. The real SFU, a real subscriber
+    # connection; the publisher's packets are handed to its real Producer as its receiver would.
+    publisher, subscriber = Client("127.0.51.1"), Client("127.0.51.2")
+    try:
+        a = sfu.join("r", "a", publisher.address, publisher.channel, publish=("video",))
+        await publisher.answer(a)
+        producer = a.producers["video"]
+        requests: list[str] = []
+        request_keyframe = producer.request_keyframe
+
+        def recording_request_keyframe() -> None:
+            requests.append("keyframe")
+            request_keyframe()
+
+        producer.request_keyframe = recording_request_keyframe  # type: ignore[method-assign]
+
+        b = sfu.join("r", "b", subscriber.address, subscriber.channel, publish=())
+        await subscriber.answer(b)
+        consumer = b.consumers[producer.id]
+        assert consumer.active
+        dtls = consumer.sender.transport
+        await eventually(lambda: None if dtls.state == "connected" else f"DTLS {dtls.state}", within=15)
+        assert requests == []  # activation alone asks for nothing
+
+        payload_type = next(pt for pt, c in producer.codecs.items() if c.mimeType == "video/VP8")
+        for sequence_number in (100, 101):
+            packet = RtpPacket(payload_type=payload_type, sequence_number=sequence_number, ssrc=0xBEEF)
+            packet.payload = b"\x10" + bytes(30)
+            producer.on_packet(packet)  # the publisher's packet, as its receiver hands it over
+            assert (consumer.packets_forwarded, requests) == (sequence_number - 99, ["keyframe"])
+        assert producer.keyframe_requests_sent == 1
+    finally:
+        await publisher.pc.close()
+        await subscriber.pc.close()
