@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from ..sfu import CloseReason, Offer, PeerEvent
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from ..rtc.ice import IcePolicy, use_policy
+from ..sfu import CloseReason, Offer, Participant, PeerEvent
+from .wait import eventually
 
 
 class RecordingChannel:
@@ -22,3 +26,25 @@ class RecordingChannel:
 
     def end(self, reason: CloseReason, detail: str) -> None:
         self.ended.append((reason, detail))
+
+
+class AnsweringClient:
+    """An aiortc peer connection answering, when told to, the SFU's offers from its own loopback address."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = RecordingChannel()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.answered = 0
+
+    async def answer(self, participant: Participant) -> None:
+        """Answer the next unanswered offer (waiting for it)."""
+        await eventually(
+            lambda: None if len(self.channel.offers) > self.answered else "no offer to answer", within=15
+        )
+        offer = self.channel.offers[self.answered]
+        with use_policy(IcePolicy(bind=(self.address,))):
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.answered += 1
+        await participant.handle_answer(self.pc.localDescription.sdp)

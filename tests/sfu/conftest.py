@@ -6,7 +6,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from sfu_geofence.rtc.ice import IcePolicy
+from sfu_geofence.sfu import Sfu, SfuConfig
 from sfu_geofence.testing.server import Served, served_on_loopback
+
+
+@pytest.fixture
+async def sfu() -> AsyncIterator[Sfu]:
+    """An SFU with no signaling in front, ICE on 127.0.0.1: tests join through its API."""
+    the_sfu = Sfu(SfuConfig(ice=IcePolicy(bind=("127.0.0.1",))))
+    try:
+        yield the_sfu
+    finally:
+        await the_sfu.close()
 
 
 @pytest.fixture

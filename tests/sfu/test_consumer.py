@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpHeaderExtensionParameters,
@@ -14,11 +12,10 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
 
 from sfu_geofence.rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver
-from sfu_geofence.rtc.ice import IcePolicy, use_policy
-from sfu_geofence.sfu import Participant, Sfu, SfuConfig
+from sfu_geofence.sfu import Sfu
 from sfu_geofence.sfu.consumer import Consumer, ExtensionBlock, rewrite
 from sfu_geofence.sfu.producer import Producer
-from sfu_geofence.testing.channel import RecordingChannel
+from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
 IDS = {
@@ -129,44 +126,11 @@ async def test_a_recycled_line_advances_its_timestamp_by_the_gap_at_the_codec_cl
         await pc.close()
 
 
-SFU_ICE = IcePolicy(bind=("127.0.0.1",))
-
-
-class Client:
-    """An aiortc peer connection answering the SFU's offers from its own loopback address."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.channel = RecordingChannel()
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        self.answered = 0
-
-    async def answer(self, participant: Participant) -> None:
-        await eventually(
-            lambda: None if len(self.channel.offers) > self.answered else "no offer to answer", within=15
-        )
-        offer = self.channel.offers[self.answered]
-        with use_policy(IcePolicy(bind=(self.address,))):
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self.answered += 1
-        await participant.handle_answer(self.pc.localDescription.sdp)
-
-
-@pytest.fixture
-async def sfu() -> AsyncIterator[Sfu]:
-    the_sfu = Sfu(SfuConfig(ice=SFU_ICE))
-    try:
-        yield the_sfu
-    finally:
-        await the_sfu.close()
-
-
 async def test_the_keyframe_is_requested_on_the_first_packet_sent_not_at_activation(sfu: Sfu) -> None:
     # At activation the subscriber's DTLS is not up: a keyframe asked for then is lost, and the
     # producer's request limiter would delay the subscriber's own PLI. The real SFU, a real subscriber
     # connection; the publisher's packets are handed to its real Producer as its receiver would.
-    publisher, subscriber = Client("127.0.51.1"), Client("127.0.51.2")
+    publisher, subscriber = AnsweringClient("127.0.51.1"), AnsweringClient("127.0.51.2")
     try:
         a = sfu.join("r", "a", publisher.address, publisher.channel, publish=("video",))
         await publisher.answer(a)

@@ -6,53 +6,19 @@ import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
-from sfu_geofence.rtc.ice import IcePolicy, use_policy
-from sfu_geofence.sfu import Participant, Sfu, SfuConfig
-from sfu_geofence.testing.channel import RecordingChannel
+from sfu_geofence.sfu import Sfu
+from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
-SFU_ICE = IcePolicy(bind=("127.0.0.1",))
-
-
-class Client:
-    """An aiortc peer connection that answers each offer its channel receives, when told to."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.channel = RecordingChannel()
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        self.answered = 0
-
-    async def answer(self, participant: Participant) -> None:
-        """Answer the next unanswered offer (waiting for it)."""
-        await eventually(
-            lambda: None if len(self.channel.offers) > self.answered else "no offer to answer", within=15
-        )
-        offer = self.channel.offers[self.answered]
-        with use_policy(IcePolicy(bind=(self.address,))):
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-        self.answered += 1
-        await participant.handle_answer(self.pc.localDescription.sdp)
-
 
 @pytest.fixture
-async def sfu() -> AsyncIterator[Sfu]:
-    the_sfu = Sfu(SfuConfig(ice=SFU_ICE))
-    try:
-        yield the_sfu
-    finally:
-        await the_sfu.close()
+async def clients() -> AsyncIterator[Callable[[str], AnsweringClient]]:
+    made: list[AnsweringClient] = []
 
-
-@pytest.fixture
-async def clients() -> AsyncIterator[Callable[[str], Client]]:
-    made: list[Client] = []
-
-    def make(address: str) -> Client:
-        made.append(Client(address))
+    def make(address: str) -> AnsweringClient:
+        made.append(AnsweringClient(address))
         return made[-1]
 
     try:
@@ -63,7 +29,7 @@ async def clients() -> AsyncIterator[Callable[[str], Client]]:
 
 
 async def test_a_subscription_made_while_an_offer_is_being_applied_is_negotiated_by_the_next_offer(
-    sfu: Sfu, clients: Callable[[str], Client]
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
 ) -> None:
     a_client, b_client = clients("127.0.50.1"), clients("127.0.50.2")
     a = sfu.join("r", "a", a_client.address, a_client.channel, publish=("audio",))
@@ -96,7 +62,7 @@ async def test_a_subscription_made_while_an_offer_is_being_applied_is_negotiated
 
 
 async def test_offers_carry_only_opus_for_audio_and_vp8_or_h264_for_video(
-    sfu: Sfu, clients: Callable[[str], Client]
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
 ) -> None:
     client = clients("127.0.50.3")
     sfu.join("r", "c", client.address, client.channel, publish=("audio", "video"))
