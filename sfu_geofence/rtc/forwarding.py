@@ -31,12 +31,14 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters, RTCRtpReceiveParameters
-from aiortc.rtcrtpreceiver import NackGenerator, RTCRtpReceiver
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import (
     RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
     AnyRtcpPacket,
     RtcpPsfbPacket,
+    RtcpRtpfbPacket,
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
@@ -45,6 +47,8 @@ from aiortc.rtp import (
 
 from . import require_pinned_versions
 from .inbound import InboundStreams
+from .nack import NackTracker
+from .rtcp import limit_rtcp
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.packets_received = 0
         self.foreign_packets = 0
         """Packets dropped because their SSRC is not the publisher's (see :class:`InboundStreams`)."""
-        self._nack = NackGenerator() if kind == "video" else None
+        self._nack = NackTracker() if kind == "video" else None
         self._bitrate = RemoteBitrateEstimator() if kind == "video" else None
         # The stock RTCP loop (receiver reports) reads the private statistics dict: share it.
         self._inbound = InboundStreams({}, {}, getattr(self, "_RTCRtpReceiver__remote_streams"))  # noqa: B009
@@ -127,7 +131,7 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.media_ssrc = packet.ssrc
         self.packets_received += 1
         nack = self._nack
-        if nack is not None and nack.add(packet):
+        if nack is not None and nack.add(packet.sequence_number):
             await self._send_rtcp_nack(packet.ssrc, sorted(nack.missing))
         sink = self.sink
         if sink is not None:
@@ -172,8 +176,9 @@ class ForwardingSender(RTCRtpSender):
         super().__init__(ParkedTrack(kind), transport)
         self.on_keyframe_request: Callable[[], None] | None = None
         """Called when the subscriber sends PLI or FIR."""
-        self.on_nack: Callable[[int], None] | None = None
-        """Called with each sequence number (as sent) that the subscriber reports lost."""
+        self.on_nack: Callable[[list[int]], None] | None = None
+        """Called once per NACK with the sequence numbers (as sent) it names, as parsed: duplicates and
+        all (the callee bounds the work, see :mod:`sfu_geofence.sfu.retransmission`)."""
         # Sender-report state, kept by the forwarder (the stock fields are only fed by the encoder).
         self.packets_sent = 0
         self.octets_sent = 0
@@ -190,10 +195,14 @@ class ForwardingSender(RTCRtpSender):
         if callback is not None:
             callback()
 
-    async def _retransmit(self, sequence_number: int) -> None:
-        callback = self.on_nack
-        if callback is not None:
-            callback(sequence_number)
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        # The stock sender awaits one retransmission per entry of a NACK, duplicates included.
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            callback = self.on_nack
+            if callback is not None:
+                callback(packet.lost)
+            return
+        await super()._handle_rtcp_packet(packet)
 
     async def _send_rtcp(self, packets: list[AnyRtcpPacket]) -> None:
         for packet in packets:
@@ -248,6 +257,7 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
         [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in FORWARDED_CODECS]
     )
     transport = transceiver.receiver.transport
+    limit_rtcp(transport)
     sender = ForwardingSender(kind, transport)
     sender._stream_id = transceiver.sender._stream_id
     receiver = ForwardingReceiver(kind, transport)

@@ -13,6 +13,8 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from ..rtc.forwarding import ForwardingSender, RtpEgress, ntp_now
+from .history import StoredPacket
+from .retransmission import RetransmissionBudget, requested
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -80,6 +82,12 @@ class ExtensionBlock:
             return self.without
         return self.prefix + bytes(((level[0] << 7) | level[1],)) + self.suffix
 
+    def for_retransmission(self, abs_send_time: bytes) -> bytes:
+        """The block for a packet sent again from the history (which keeps no audio level)."""
+        if self.variable and self.video:
+            return self.prefix + abs_send_time + self.suffix
+        return self.without
+
     @staticmethod
     def _block(body: bytes) -> bytes:
         if not body:
@@ -89,7 +97,7 @@ class ExtensionBlock:
 
 
 def rewrite(
-    packet: RtpPacket, pt: int, sequence_number: int, timestamp: int, ssrc: int, block: bytes
+    packet: RtpPacket | StoredPacket, pt: int, sequence_number: int, timestamp: int, ssrc: int, block: bytes
 ) -> bytes:
     """Serialize ``packet`` with one subscriber's header fields and extension block; payload, padding kept."""
     padding = packet.padding_size
@@ -124,6 +132,10 @@ class Consumer:
         """Packets handed to the subscriber's socket (a bench reads this)."""
         self.retransmissions = 0
         self.nacks_unanswerable = 0
+        """NACKed numbers not answered: not ours, or no longer (or never) in the producer's history."""
+        self.nacks_over_budget = 0
+        """NACKed numbers not answered because of the caps of :mod:`~sfu_geofence.sfu.retransmission`."""
+        self._budget = RetransmissionBudget()
         self._egress: RtpEgress | None = None
         self._ssrc = sender._ssrc
         self._pt_map: dict[int, int] = {}
@@ -214,23 +226,43 @@ class Consumer:
         self._first_sequence_number = sender.next_sequence_number
         self._ts_offset = (next_timestamp - packet.timestamp) & 0xFFFFFFFF
 
-    def retransmit(self, sequence_number: int) -> None:
-        """Answer one NACKed sequence number (as this subscriber saw it) from the producer's history."""
+    def restart(self) -> None:
+        """The producer's stream was reset: number its next packet as the continuation of ours."""
+        self._seq_offset = None
+
+    def retransmit(self, lost: list[int]) -> None:
+        """Answer one NACK (sequence numbers as this subscriber saw them) from the producer's history.
+
+        Each number once, at most ``MAX_NACK_ENTRIES`` of them, within this consumer's budget.
+        """
         if not self.active or self._seq_offset is None:
             return
-        if (sequence_number - self._first_sequence_number) & 0xFFFF >= 0x8000:
-            # Sent before this consumer started (a recycled m-line's previous producer): not ours.
-            self.nacks_unanswerable += 1
-            return
-        original = self.producer.from_history((sequence_number - self._seq_offset) & 0xFFFF)
-        pt = None if original is None else self._pt_map.get(original.payload_type)
-        if original is None or pt is None:
-            self.nacks_unanswerable += 1
-            return
-        timestamp = (original.timestamp + self._ts_offset) & 0xFFFFFFFF
-        abs_send_time = ((ntp_now() >> 14) & 0x00FFFFFF).to_bytes(3, "big")
-        if self._send(original, pt, sequence_number, timestamp, abs_send_time):
-            self.retransmissions += 1
+        wanted = requested(lost)
+        granted = self._budget.take(len(wanted))
+        self.nacks_over_budget += len(lost) - granted
+        seq_offset = self._seq_offset
+        first = self._first_sequence_number
+        extensions = self._extensions
+        egress = self._egress
+        assert extensions is not None
+        assert egress is not None
+        block = extensions.for_retransmission(((ntp_now() >> 14) & 0x00FFFFFF).to_bytes(3, "big"))
+        unanswered = 0
+        for sequence_number in wanted[:granted]:
+            original = None
+            # Numbers from before this consumer started are a recycled m-line's previous producer's.
+            if (sequence_number - first) & 0xFFFF < 0x8000:
+                original = self.producer.from_history((sequence_number - seq_offset) & 0xFFFF)
+            pt = None if original is None else self._pt_map.get(original.payload_type)
+            if original is None or pt is None:
+                unanswered += 1
+                continue
+            timestamp = (original.timestamp + self._ts_offset) & 0xFFFFFFFF
+            data = rewrite(original, pt, sequence_number, timestamp, self._ssrc, block)
+            if egress.send(data):
+                self.retransmissions += 1
+        self.nacks_unanswerable += unanswered
+        self._budget.refund(unanswered)
 
     def close(self) -> None:
         """Leave the producer's fan-out and stop answering feedback (idempotent)."""

@@ -13,13 +13,11 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from ..rtc.forwarding import ForwardingReceiver, ntp_now
+from ..rtc.nack import STREAM_RESET_DISTANCE
+from .history import PacketHistory, StoredPacket
 
 if TYPE_CHECKING:
     from .consumer import Consumer
-
-HISTORY_SIZE = 2048
-"""Packets kept per producer for answering NACKs: a power of two. At 5 Mbit/s of 1200-byte packets
-(~520 packets/s) this holds ~3.9 s, far more than a 300 ms round trip needs."""
 
 KEYFRAME_REQUEST_INTERVAL = 0.5
 """At most one PLI per producer per this many seconds; requests in between are merged into one."""
@@ -52,7 +50,10 @@ class Producer:
         self.packets_received = 0
         self.keyframe_requests_sent = 0
         self.forwarding_errors = 0
-        self._history: list[RtpPacket | None] = [None] * HISTORY_SIZE
+        self.stream_resets = 0
+        """Sequence-number jumps taken as a new stream (farther than ``STREAM_RESET_DISTANCE``)."""
+        self._history = PacketHistory()
+        self._highest: int | None = None
         self._consumers: dict[str, Consumer] = {}
         self._fanout: tuple[Consumer, ...] = ()
         self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
@@ -71,7 +72,17 @@ class Producer:
     def on_packet(self, packet: RtpPacket) -> None:
         """Once per received packet: remember it, then hand it to every consumer."""
         self.packets_received += 1
-        self._history[packet.sequence_number & (HISTORY_SIZE - 1)] = packet
+        sequence_number = packet.sequence_number
+        highest = self._highest
+        if highest is None:
+            self._highest = sequence_number
+        else:
+            distance = (sequence_number - highest) & 0xFFFF
+            if distance <= STREAM_RESET_DISTANCE:
+                self._highest = sequence_number
+            elif distance < 0x10000 - STREAM_RESET_DISTANCE:
+                self._reset(sequence_number)
+        self._history.add(packet)
         if not self._fanout:
             return
         ntp = ntp_now()
@@ -84,12 +95,19 @@ class Producer:
                 if self.forwarding_errors == 1:
                     logger.exception("forwarding %s to %s failed", self.id, consumer.subscriber_id)
 
-    def from_history(self, sequence_number: int) -> RtpPacket | None:
+    def _reset(self, sequence_number: int) -> None:
+        """A jump too far to be loss: a new stream. Subscribers see it continue their numbering, and
+        get a keyframe; old numbers are forgotten, so no NACK can fetch a packet of the old stream."""
+        self.stream_resets += 1
+        self._highest = sequence_number
+        self._history.clear()
+        for consumer in self._fanout:
+            consumer.restart()
+        self.request_keyframe()
+
+    def from_history(self, sequence_number: int) -> StoredPacket | None:
         """The packet with this (publisher-side) sequence number, if still remembered."""
-        packet = self._history[sequence_number & (HISTORY_SIZE - 1)]
-        if packet is None or packet.sequence_number != sequence_number:
-            return None
-        return packet
+        return self._history.get(sequence_number)
 
     def request_keyframe(self) -> None:
         """Ask the publisher for a keyframe, merging requests that come faster than the limit."""
@@ -129,5 +147,5 @@ class Producer:
         consumers = list(self._fanout)
         self._consumers.clear()
         self._fanout = ()
-        self._history = [None] * HISTORY_SIZE
+        self._history.clear()
         return consumers
