@@ -48,7 +48,6 @@ from aiortc.rtp import (
 from . import require_pinned_versions
 from .inbound import InboundStreams
 from .nack import NackTracker
-from .rtcp import limit_rtcp
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +256,6 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
         [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in FORWARDED_CODECS]
     )
     transport = transceiver.receiver.transport
-    limit_rtcp(transport)
     sender = ForwardingSender(kind, transport)
     sender._stream_id = transceiver.sender._stream_id
     receiver = ForwardingReceiver(kind, transport)
