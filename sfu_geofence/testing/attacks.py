@@ -7,9 +7,11 @@ are for (what fails authentication never reaches the RTP/RTCP parsers).
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Iterable
 
+from aiortc import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RTCP_RTPFB, RTCP_RTPFB_NACK, is_rtcp, pack_rtcp_packet
 
@@ -54,6 +56,20 @@ class OutgoingRtp:
             await send(data)
 
         transport._send_rtp = recording  # type: ignore[method-assign]
+
+
+def silence(track: MediaStreamTrack) -> None:
+    """Make the attacker's own encoder-side track stop yielding: from now on it sends only crafted packets.
+
+    Its SRTP session would otherwise refuse to protect the real numbering after a forward jump (libsrtp's
+    replay check), as a hostile client's own SRTP would not have to.
+    """
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def recv() -> None:
+        await never
+
+    track.recv = recv  # type: ignore[method-assign,assignment]
 
 
 async def send_protected(transport: RTCDtlsTransport, data: bytes) -> None:

@@ -22,6 +22,10 @@ class Call:
     viewer: SyntheticPeer
     attacker: SyntheticPeer
 
+    @property
+    def honest(self) -> tuple[SyntheticPeer, SyntheticPeer]:
+        return (self.publisher, self.viewer)
+
     def producer(self, peer: SyntheticPeer, kind: str) -> Producer:
         return self.served.sfu.participants[str(peer.participant_id)].producers[kind]
 
@@ -40,20 +44,23 @@ class Call:
         assert tap is not None
         return tap
 
-    async def advancing(self, frames: int = 10) -> None:
-        """Every honest stream (publisher <-> viewer, attacker -> both) moves on by ``frames`` frames."""
-        pairs = [
-            (self.viewer, self.publisher),
-            (self.publisher, self.viewer),
-            (self.viewer, self.attacker),
-            (self.publisher, self.attacker),
+    async def advancing(self, frames: int = 10, attacker_kinds: tuple[str, ...] = ("audio", "video")) -> None:
+        """Every honest stream (publisher <-> viewer, and the attacker's ``attacker_kinds`` to both)
+        moves on by ``frames`` frames."""
+        streams = [
+            *((self.viewer, self.publisher, kind) for kind in ("audio", "video")),
+            *((self.publisher, self.viewer, kind) for kind in ("audio", "video")),
+            *(
+                (peer, self.attacker, kind)
+                for peer in (self.viewer, self.publisher)
+                for kind in attacker_kinds
+            ),
         ]
 
         def counts() -> dict[tuple[str, str, str], int]:
             return {
                 (peer.name, source.name, kind): peer.meters(str(source.participant_id), kind)[0].frames
-                for peer, source in pairs
-                for kind in ("audio", "video")
+                for peer, source, kind in streams
             }
 
         before = counts()
