@@ -67,3 +67,27 @@ def test_the_forwarding_bench_delivers_media_to_real_subscribers_and_sinks_and_p
         "fps_min_k20_equals_source",
     }
     assert figures["goals"]["us_per_forwarded_packet_k50_le_40"] is None  # K=50 was not run
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_hostile_bench_runs_every_attack_against_a_live_call_and_prints_its_figures() -> None:
+    # 1 s per attack, 20 bombing candidates: ~30-50 s
+    figures = run_bench(
+        *("-m", "bench.hostile", "--json", "--duration", "1", "--baseline", "1", "--bomb-candidates", "20"),
+        timeout=170,
+    )
+    attacks = figures["attacks"]
+    assert list(attacks) == [
+        "nack-storm",
+        "sequence-jumps",
+        "candidate-bomb",
+        "prflx-churn",
+        "junk-datagrams",
+    ]
+    for name, attack in attacks.items():
+        assert attack["sent_packets"] > 0, name
+        assert attack["gap_ms"] > 0, name  # the honest participants' media was measured
+        assert attack["loop_stall_ms"] >= 0, name
+    assert figures["worst_gap_ms"] == max(a["gap_ms"] for a in attacks.values())
+    assert figures["worst_loop_stall_ms"] == max(a["loop_stall_ms"] for a in attacks.values())
