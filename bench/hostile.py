@@ -15,17 +15,21 @@ First a baseline window with no attack, then each attack for ``--duration`` seco
   attacker's consumers of the others' audio and video, in turn;
 * ``sequence-jumps``: the attacker's video stops and tiny RTP packets on its SSRC each jump 30 000
   sequence numbers ahead of the one before (accepted by SRTP);
-* ``candidate-bomb``: a participant joins from the attacker's address and answers with
-  ``--bomb-candidates`` extra host candidates (loopback, allowed) in its SDP, again when the budget
-  allows another answer of that size;
 * ``prflx-churn``: authenticated STUN binding requests for the attacker's ICE session, each from a new
   source port of the attacker's address (each one a would-be peer-reflexive candidate);
 * ``junk-datagrams``: 60-byte random datagrams that look like DTLS, SRTP or nothing, to the port the
-  SFU uses for the attacker, from new source ports of the attacker's address.
+  SFU uses for the attacker, from new source ports of the attacker's address;
+* ``candidate-bomb``: a participant joins from the attacker's address and answers with
+  ``--bomb-candidates`` extra host candidates (loopback, allowed) in its SDP, again when the budget
+  allows another answer of that size; last, as it disturbs the attacker's own ICE most.
 
 Per attack (and for the baseline): ``gap_ms``, the largest gap between two frames of any stream between
 the three honest participants (audio and video, measured in scheduled time by each receiver), and
-``loop_stall_ms``, the SFU loop's longest lateness. The last line (``--json``) holds ``worst_gap_ms``
+``loop_stall_ms``, the SFU loop's longest stall: the longest time the probe was kept waiting *while the
+loop's thread was busy* (the smaller of its lateness and the CPU time the thread used meanwhile, so that
+the time the process waited for a CPU on a loaded machine is not counted; ``loop_lateness_ms`` is the
+raw lateness, ``gc_pause_ms`` the longest garbage collection). ``sent_*`` is what the attacker sent; an
+attack that could not go on has an ``error``. The last line (``--json``) holds ``worst_gap_ms``
 and ``worst_loop_stall_ms`` over the attacks, and ``attacks`` with each one's figures. Progress goes to
 stderr. Goal (issue 9): gap <= 150 ms and stall <= 20 ms under every attack.
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -52,7 +57,8 @@ from typing import Any
 
 from bench.forwarding import Child, _child, _commands
 
-ATTACKS = ("nack-storm", "sequence-jumps", "candidate-bomb", "prflx-churn", "junk-datagrams")
+ATTACKS = ("nack-storm", "sequence-jumps", "prflx-churn", "junk-datagrams", "candidate-bomb")
+"""In this order: the candidate bomb, which disturbs the attacker's own ICE most, last."""
 GOAL_GAP_MS = 150.0
 GOAL_STALL_MS = 20.0
 PROBE_INTERVAL = 0.005
@@ -84,7 +90,16 @@ class StallProbe:
     def __init__(self) -> None:
         self.worst = 0.0
         self.worst_lateness = 0.0
+        self.worst_gc = 0.0
+        self._gc_started = 0.0
         self._task = asyncio.ensure_future(self._run())
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.worst_gc = max(self.worst_gc, time.perf_counter() - self._gc_started)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -97,18 +112,21 @@ class StallProbe:
             self.worst_lateness = max(self.worst_lateness, late)
 
     def take(self) -> dict[str, float]:
-        """The longest stall and lateness since the last call, in ms."""
-        taken = {"stall_ms": round(self.worst * 1000, 1), "lateness_ms": round(self.worst_lateness * 1000, 1)}
-        self.worst = self.worst_lateness = 0.0
+        """The longest stall, lateness and garbage-collection pause since the last call, in ms."""
+        taken = {
+            "stall_ms": round(self.worst * 1000, 1),
+            "lateness_ms": round(self.worst_lateness * 1000, 1),
+            "gc_pause_ms": round(self.worst_gc * 1000, 1),
+        }
+        self.worst = self.worst_lateness = self.worst_gc = 0.0
         return taken
 
     def close(self) -> None:
         self._task.cancel()
+        gc.callbacks.remove(self._on_gc)
 
 
 async def _sfu(conn: Connection, database: str) -> None:
-    import gc
-
     from sfu_geofence.rtc.ice import IcePolicy
     from sfu_geofence.server import ServerConfig
     from sfu_geofence.testing.server import geofenced_on_loopback
@@ -411,11 +429,16 @@ async def run_call(url: str, sfu: Child, args: argparse.Namespace) -> dict[str, 
             attack.sent = Sent()
             sfu.call("stall")
             start, wall_start = clock(), time.monotonic()
+            error = None
             if name == "baseline":
                 await asyncio.sleep(args.baseline)
             else:
                 progress(f"{name}: {args.duration:g} s at <= {args.pps:g} packets/s, <= {args.kbps:g} kbit/s")
-                await RUN[name](attack)
+                try:
+                    await RUN[name](attack)
+                except Exception as exc:  # the attack could not go on (e.g. the attacker lost its ICE)
+                    error = f"{type(exc).__name__}: {exc}"
+                    progress(f"{name}: stopped early: {error}")
                 await asyncio.sleep(0.3)  # what the attack delayed lands
             end, wall = clock(), time.monotonic() - wall_start
             probe = sfu.call("stall")
@@ -426,10 +449,13 @@ async def run_call(url: str, sfu: Child, args: argparse.Namespace) -> dict[str, 
                 "gap_stream": where,
                 "loop_stall_ms": stall,
                 "loop_lateness_ms": probe["lateness_ms"],
+                "gc_pause_ms": probe["gc_pause_ms"],
                 "seconds": round(wall, 2),
                 "sent_packets": attack.sent.packets,
                 "sent_kbit_per_s": round(attack.sent.bytes * 8 / 1000 / wall, 1),
             }
+            if error is not None:
+                results[name]["error"] = error
             progress(
                 f"{name}: largest gap {gap} ms ({where}), "
                 f"SFU loop stall {stall} ms (late {probe['lateness_ms']} ms)"
