@@ -14,6 +14,12 @@ It also makes the nominated (selected) candidate pair observable, which aioice h
 :func:`observe_selected_pair` calls back when a connection's pair is first nominated and whenever it
 changes, which is when a media-address check must run again.
 
+Whether a pair is *relayed* is the server's judgement, never the client's: a remote candidate's ``typ``
+is whatever the client wrote in its SDP (``typ relay raddr 0.0.0.0 rport 0`` costs one word), so a pair
+is relayed only when its remote address lies in one of the policy's ``relay_networks`` (the TURN servers
+the operator declared, ``--turn-relay``). Every other pair, whatever its candidate type, is decided on
+its address like a host candidate.
+
 The policy is read from a :class:`contextvars.ContextVar` when the :class:`aioice.Connection` is built
 (inside ``RTCPeerConnection.addTransceiver`` / ``setRemoteDescription``), so many peers in one process
 can each bind a different loopback address by setting the variable in their own task. Connections
@@ -53,7 +59,13 @@ class IcePolicy:
     """Local addresses to create host candidates on (the SFU's announced addresses)."""
 
     allowed_remote: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
-    """Remote candidates and STUN sources outside these networks are ignored."""
+    """Remote candidates and STUN sources outside these networks (and ``relay_networks``) are ignored."""
+
+    relay_networks: tuple[IPNetwork, ...] = ()
+    """Relay addresses of the TURN servers the operator declared: media from these is relayed media.
+
+    A candidate's ``typ relay`` counts for nothing: only a remote address inside these networks does.
+    They are also allowed remotes (a declared relay is where relayed media comes from)."""
 
     def __post_init__(self) -> None:
         if not self.bind:
@@ -62,22 +74,47 @@ class IcePolicy:
             ipaddress.ip_address(address)  # raises ValueError naming the bad address
 
     @classmethod
-    def from_strings(cls, bind: Iterable[str], allowed_remote: Iterable[str]) -> IcePolicy:
+    def from_strings(
+        cls, bind: Iterable[str], allowed_remote: Iterable[str], relay_networks: Iterable[str] = ()
+    ) -> IcePolicy:
         """Build a policy from command-line style strings (``"127.0.0.1"``, ``"127.0.0.0/8"``)."""
         return cls(
             bind=tuple(bind),
-            allowed_remote=tuple(ipaddress.ip_network(n, strict=False) for n in allowed_remote),
+            allowed_remote=networks(allowed_remote),
+            relay_networks=networks(relay_networks),
         )
 
     def allows_remote(self, host: str) -> bool:
-        """True if ``host`` is an IP literal inside ``allowed_remote`` (names never are)."""
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowed_remote)
+        """True if ``host`` is an IP literal in ``allowed_remote`` or ``relay_networks`` (names never are)."""
+        address = _address(host)
+        return address is not None and (
+            _inside(address, self.allowed_remote) or _inside(address, self.relay_networks)
+        )
+
+    def is_relay(self, host: str) -> bool:
+        """True if ``host`` is an IP literal inside ``relay_networks``: a declared TURN relay's address."""
+        address = _address(host)
+        return address is not None and _inside(address, self.relay_networks)
+
+
+def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Parse ``"127.0.0.0/8"``-style strings (host bits allowed); raises ValueError naming a bad one."""
+    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address (a zone id dropped, ``::ffff:a.b.c.d`` as IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _inside(address: ipaddress.IPv4Address | ipaddress.IPv6Address, within: tuple[IPNetwork, ...]) -> bool:
+    return any(address in network for network in within)
 
 
 _current: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
@@ -120,19 +157,22 @@ class SelectedPair:
     """The peer's transport address as we send to it (a relay's address if the peer is relayed)."""
 
     remote_type: str
-    """Remote candidate type: ``host``, ``srflx``, ``prflx`` or ``relay``."""
+    """Remote candidate type as the peer labelled it (``host``, ``srflx``, ``prflx``, ``relay``):
+    information only, never a reason to trust anything."""
 
-    @property
-    def relayed(self) -> bool:
-        """True when the remote address is a TURN relay's, not the peer's own."""
-        return self.remote_type == "relay"
+    relayed: bool = False
+    """True when the remote address is a declared TURN relay's (the policy's ``relay_networks``),
+    whatever the candidate's type says."""
 
     @classmethod
-    def of(cls, pair: CandidatePair) -> SelectedPair:
+    def of(cls, pair: CandidatePair, policy: IcePolicy | None) -> SelectedPair:
+        """The pair as the server judges it: relayed only through a relay ``policy`` declares."""
+        remote_address: tuple[str, int] = pair.remote_addr
         return cls(
             local_address=pair.local_addr,
-            remote_address=pair.remote_addr,
+            remote_address=remote_address,
             remote_type=pair.remote_candidate.type,
+            relayed=policy is not None and policy.is_relay(remote_address[0]),
         )
 
 
@@ -145,8 +185,9 @@ class _ObservedNominations(dict[int, CandidatePair]):
     Only item assignment is intercepted, so the per-packet ``get`` stays the C dict's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: IcePolicy | None) -> None:
         super().__init__()
+        self.policy = policy
         self.observers: list[SelectedPairObserver] = []
 
     def __setitem__(self, component: int, pair: CandidatePair) -> None:
@@ -154,7 +195,7 @@ class _ObservedNominations(dict[int, CandidatePair]):
         super().__setitem__(component, pair)
         if component != 1 or previous is pair:
             return
-        selected = SelectedPair.of(pair)
+        selected = SelectedPair.of(pair, self.policy)
         for observer in list(self.observers):
             try:
                 observer(selected)
@@ -173,13 +214,13 @@ def observe_selected_pair(connection: Connection, observer: SelectedPairObserver
     nominations.observers.append(observer)
     pair = nominations.get(1)
     if pair is not None:
-        observer(SelectedPair.of(pair))
+        observer(SelectedPair.of(pair, policy_of(connection)))
 
 
 def selected_pair(connection: Connection) -> SelectedPair | None:
     """The connection's selected pair, or None before ICE has nominated one."""
     pair = connection._nominated.get(1)
-    return None if pair is None else SelectedPair.of(pair)
+    return None if pair is None else SelectedPair.of(pair, policy_of(connection))
 
 
 _installed = False
@@ -199,8 +240,9 @@ def install() -> None:
 
     def __init__(self: Connection, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        setattr(self, _POLICY_ATTRIBUTE, _current.get())
-        self._nominated = _ObservedNominations()
+        policy = _current.get()
+        setattr(self, _POLICY_ATTRIBUTE, policy)
+        self._nominated = _ObservedNominations(policy)
 
     async def get_component_candidates(
         self: Connection,
