@@ -8,7 +8,11 @@ see :func:`install`) so that a connection created while an :class:`IcePolicy` is
 * gathers host candidates only on the policy's ``bind`` addresses,
 * ignores remote candidates (SDP or trickled) outside ``allowed_remote`` and every mDNS name, never
   resolving it, and
-* ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate.
+* ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate,
+* holds at most :class:`~sfu_geofence.rtc.candidates.IceLimits` remote candidates, pairs and
+  peer-reflexive candidates (:mod:`sfu_geofence.rtc.candidates`), and
+* hands DTLS/SRTP only datagrams from the nominated pair's remote address, through a bounded queue
+  (:mod:`sfu_geofence.rtc.media_source`).
 
 It also makes the nominated (selected) candidate pair observable, which aioice has no API for:
 :func:`observe_selected_pair` calls back when a connection's pair is first nominated and whenever it
@@ -33,13 +37,15 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aioice import Candidate, Connection, mdns
-from aioice.ice import CandidatePair
+from aioice.ice import CandidatePair, StunProtocol
 
 from . import require_pinned_versions
+from .candidates import CandidateCounters, IceLimits, admits_check, admits_remote_candidate, trim_pairs
+from .media_source import MediaSource
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,9 @@ class IcePolicy:
 
     A candidate's ``typ relay`` counts for nothing: only a remote address inside these networks does.
     They are also allowed remotes (a declared relay is where relayed media comes from)."""
+
+    limits: IceLimits = field(default_factory=IceLimits)
+    """How many candidates, pairs and waiting datagrams one connection may hold."""
 
     def __post_init__(self) -> None:
         if not self.bind:
@@ -122,6 +131,7 @@ _current: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
 )
 
 _POLICY_ATTRIBUTE = "_sfu_geofence_ice_policy"
+_GUARD_ATTRIBUTE = "_sfu_geofence_ice_guard"
 
 
 def set_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | None]:
@@ -144,6 +154,51 @@ def policy_of(connection: Connection) -> IcePolicy | None:
     """The policy a connection was created under, or None for a stock connection."""
     policy: IcePolicy | None = getattr(connection, _POLICY_ATTRIBUTE, None)
     return policy
+
+
+@dataclass
+class _Guard:
+    """The per-connection state of a connection created under a policy."""
+
+    policy: IcePolicy
+    media_source: MediaSource
+    counters: CandidateCounters = field(default_factory=CandidateCounters)
+
+
+def _guard_of(connection: Connection) -> _Guard | None:
+    guard: _Guard | None = getattr(connection, _GUARD_ATTRIBUTE, None)
+    return guard
+
+
+@dataclass(frozen=True)
+class IceStats:
+    """How much one connection holds and what its limits turned away (a snapshot)."""
+
+    remote_candidates: int
+    peer_reflexive: int
+    pairs: int
+    receive_queue: int
+    """Datagrams waiting for DTLS/SRTP now."""
+    candidates: CandidateCounters
+    foreign_dropped: int
+    """Non-STUN datagrams dropped because they did not come from the media source."""
+    overflow_dropped: int
+    """Datagrams dropped because the receive queue was full."""
+
+
+def ice_stats(connection: Connection) -> IceStats:
+    """A snapshot of the connection's lists and counters (zero counters for a stock connection)."""
+    guard = _guard_of(connection)
+    remote: list[Candidate] = connection._remote_candidates
+    return IceStats(
+        remote_candidates=len(remote),
+        peer_reflexive=sum(1 for c in remote if c.type == "prflx"),
+        pairs=len(connection._check_list),
+        receive_queue=connection._queue.qsize(),
+        candidates=CandidateCounters() if guard is None else replace(guard.counters),
+        foreign_dropped=0 if guard is None else guard.media_source.foreign_dropped,
+        overflow_dropped=0 if guard is None else guard.media_source.overflow_dropped,
+    )
 
 
 @dataclass(frozen=True)
@@ -237,12 +292,15 @@ def install() -> None:
     original_component_candidates = Connection.get_component_candidates
     original_add_remote = Connection.add_remote_candidate
     original_request_received = Connection.request_received
+    original_datagram_received = StunProtocol.datagram_received
 
     def __init__(self: Connection, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
         policy = _current.get()
         setattr(self, _POLICY_ATTRIBUTE, policy)
         self._nominated = _ObservedNominations(policy)
+        if policy is not None:
+            setattr(self, _GUARD_ATTRIBUTE, _Guard(policy, MediaSource(self, policy.limits.receive_queue)))
 
     async def get_component_candidates(
         self: Connection,
@@ -256,25 +314,45 @@ def install() -> None:
         return await original_component_candidates(self, component, addresses, timeout)
 
     async def add_remote_candidate(self: Connection, remote_candidate: Candidate | None) -> None:
-        policy = policy_of(self)
-        if policy is not None and remote_candidate is not None:
-            if mdns.is_mdns_hostname(remote_candidate.host):
-                logger.debug("ignoring mDNS remote candidate %s (never resolved)", remote_candidate.host)
-                return
-            if not policy.allows_remote(remote_candidate.host):
-                logger.debug("ignoring remote candidate outside allowed ranges: %s", remote_candidate.host)
-                return
+        guard = _guard_of(self)
+        if guard is None or remote_candidate is None:
+            await original_add_remote(self, remote_candidate)
+            return
+        if mdns.is_mdns_hostname(remote_candidate.host):
+            logger.debug("ignoring mDNS remote candidate %s (never resolved)", remote_candidate.host)
+            return
+        if not guard.policy.allows_remote(remote_candidate.host):
+            logger.debug("ignoring remote candidate outside allowed ranges: %s", remote_candidate.host)
+            return
+        if not admits_remote_candidate(self, guard.policy.limits, guard.counters):
+            return
         await original_add_remote(self, remote_candidate)
+        trim_pairs(self, guard.policy.limits, guard.counters)
 
     def request_received(self: Connection, message: Any, addr: tuple[str, int], protocol: Any) -> None:
-        policy = policy_of(self)
-        if policy is not None and not policy.allows_remote(addr[0]):
-            logger.debug("ignoring STUN check from outside allowed ranges: %s", addr[0])
-            return
+        guard = _guard_of(self)
+        if guard is not None:
+            if not guard.policy.allows_remote(addr[0]):
+                logger.debug("ignoring STUN check from outside allowed ranges: %s", addr[0])
+                return
+            if not self._closing and not admits_check(
+                self, message, addr, guard.policy.limits, guard.counters
+            ):
+                return
         original_request_received(self, message, addr, protocol)
+        if guard is not None:
+            trim_pairs(self, guard.policy.limits, guard.counters)
+
+    def datagram_received(self: StunProtocol, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        guard = _guard_of(self.receiver)
+        if guard is None:
+            original_datagram_received(self, data, addr)
+        else:
+            guard.media_source.datagram_received(self, data, addr)  # type: ignore[arg-type]
 
     Connection.__init__ = __init__  # type: ignore[method-assign]
     Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
     Connection.add_remote_candidate = add_remote_candidate  # type: ignore[method-assign]
     Connection.request_received = request_received  # type: ignore[method-assign]
+    StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]
     _installed = True

@@ -76,6 +76,7 @@ class SyntheticPeer:
         clock: Callable[[], float] = time.monotonic,
         media_address: str | None = None,
         rewrite_answer: Callable[[str], str] | None = None,
+        prepare: Callable[[RTCPeerConnection], None] | None = None,
     ) -> None:
         self.url = url
         self.meter = ReceiveMeter(clock=clock)
@@ -108,6 +109,8 @@ class SyntheticPeer:
         self._policy = IcePolicy(bind=(self.media_address,))
         self._rewrite_answer = rewrite_answer
         """Applied to each answer's SDP before it is sent: how a hostile client lies (tests only)."""
+        self._prepare = prepare
+        """Called with the peer connection once its first answer is set, before it is sent (tests only)."""
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -180,6 +183,8 @@ class SyntheticPeer:
                 self._published = True
                 self._attach_tracks(pc, offer["publish"])
             await pc.setLocalDescription(await pc.createAnswer())
+        if self._prepare is not None and self.answers == 0:
+            self._prepare(pc)
         sdp = pc.localDescription.sdp
         if self._rewrite_answer is not None:
             sdp = self._rewrite_answer(sdp)

@@ -14,25 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
-
 from sfu_geofence.core.audit import AuditEvent, EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
-from sfu_geofence.testing.testdb import build_database
 from sfu_geofence.testing.wait import eventually
 
 WITHIN = 30.0  # a loaded 2-core machine
 ROOM = "town-hall"
 US_SIGNALING, CN_MEDIA = "127.1.9.1", "127.86.9.1"
-
-
-@pytest.fixture
-def database(tmp_path: Path) -> Path:
-    return build_database(tmp_path / "countries.mmdb", ["127.1.0.0/16=US", "127.86.0.0/16=CN"])
 
 
 @asynccontextmanager
