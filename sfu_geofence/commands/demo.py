@@ -18,7 +18,12 @@ from ..rtc.ice import IcePolicy
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
 from ..server.demo import DemoConfig, create_demo_app
-from ..server.serve import configure_logging, run_app_until_signalled
+from ..server.serve import (
+    add_turn_relay_argument,
+    configure_logging,
+    run_app_until_signalled,
+    turn_relays_from_args,
+)
 from ..server.state import StateConfig
 
 NAME = "demo"
@@ -44,6 +49,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="(default warning)",
     )
+    add_turn_relay_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
@@ -57,6 +63,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             host=host,
             port=args.port,
             ice=IcePolicy(bind=(host,)),
+            turn_relays=turn_relays_from_args(args, environ),
             state=StateConfig(directory=args.state_dir),
             admin=AdminConfig(environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)),
         )

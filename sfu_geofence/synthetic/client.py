@@ -75,6 +75,8 @@ class SyntheticPeer:
         tracks: Sequence[MediaStreamTrack] = (),
         clock: Callable[[], float] = time.monotonic,
         media_address: str | None = None,
+        rewrite_answer: Callable[[str], str] | None = None,
+        prepare: Callable[[RTCPeerConnection], None] | None = None,
     ) -> None:
         self.url = url
         self.meter = ReceiveMeter(clock=clock)
@@ -105,6 +107,10 @@ class SyntheticPeer:
         self.media_address = media_address or address
         """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
         self._policy = IcePolicy(bind=(self.media_address,))
+        self._rewrite_answer = rewrite_answer
+        """Applied to each answer's SDP before it is sent: how a hostile client lies (tests only)."""
+        self._prepare = prepare
+        """Called with the peer connection once its first answer is set, before it is sent (tests only)."""
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -177,7 +183,12 @@ class SyntheticPeer:
                 self._published = True
                 self._attach_tracks(pc, offer["publish"])
             await pc.setLocalDescription(await pc.createAnswer())
-        await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+        if self._prepare is not None and self.answers == 0:
+            self._prepare(pc)
+        sdp = pc.localDescription.sdp
+        if self._rewrite_answer is not None:
+            sdp = self._rewrite_answer(sdp)
+        await self.send({"type": "answer", "sdp": sdp})
         self.answers += 1
 
     def _attach_tracks(self, pc: RTCPeerConnection, publish: list[dict[str, str]]) -> None:

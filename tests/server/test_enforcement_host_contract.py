@@ -21,6 +21,7 @@ from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.server import IDENTITY, ServerConfig, create_geofenced_app
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.host_contract import WITHIN, HostContract
+from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.server import Served, app_on_loopback
 from sfu_geofence.testing.wait import eventually
 
@@ -48,12 +49,20 @@ class SfuHarness:
         identity: str | None = None,
         media_address: str | None = None,
         relayed: bool = False,
+        claims_relay: bool = False,
     ) -> str | None:
         assert not relayed, "this harness cannot relay media"
         if identity is not None:
             self._identities[address] = identity
         tracks = synthetic_tracks()[:1] if media_address is not None else []
-        peer = SyntheticPeer(self.served.url, room, address, tracks=tracks, media_address=media_address)
+        peer = SyntheticPeer(
+            self.served.url,
+            room,
+            address,
+            tracks=tracks,
+            media_address=media_address,
+            rewrite_answer=relabel_as_relay if claims_relay else None,
+        )
         await peer.join(within=WITHIN)
         if peer.participant_id is None:
             self._refused.append(peer)
