@@ -83,6 +83,8 @@ class _Session:
     __slots__ = (
         "address",
         "decision",
+        "eject_address",
+        "eject_decision",
         "eject_reason",
         "ejecting",
         "identity",
@@ -104,9 +106,19 @@ class _Session:
         self.media_address: str | None = None
         self.media_relayed = False
         self.media_decision: Decision | None = None
+        self.eject_decision: Decision | None = None
+        """The decision an ejection was requested for (the signaling or the media one)."""
+        self.eject_address: str | None = None
+        """The address that decision was made on."""
         self.ejecting = False
         self.eject_reason: str | None = None
         """Audited reason of a pending ejection when it is not the decision's (an operator's)."""
+
+    def address_of(self, decision: Decision) -> str:
+        """The address ``decision`` was made on: an audit row pairs a country with its own address."""
+        if decision is self.media_decision and self.media_address is not None:
+            return self.media_address
+        return self.address
 
     def view(self) -> ParticipantView:
         return ParticipantView(
@@ -261,13 +273,14 @@ class Geofence:
         request. Unknown (never admitted, or already left) participants are ignored."""
         session = self._sessions.pop((room, participant), None)
         if session is not None and session.ejecting:
+            decision = session.eject_decision or session.decision
             self._record(
                 EventKind.EJECTION,
                 "completed",
                 room,
                 participant,
-                session.address,
-                session.decision,
+                session.eject_address or session.address,
+                decision,
                 reason=session.eject_reason,
             )
 
@@ -403,7 +416,13 @@ class Geofence:
         room, participant = session.room, session.participant
         if not decision.enforced:
             self._record(
-                EventKind.EJECTION, "would_eject", room, participant, session.address, decision, trigger
+                EventKind.EJECTION,
+                "would_eject",
+                room,
+                participant,
+                session.address_of(decision),
+                decision,
+                trigger,
             )
             return
         self._request_ejection(session, decision, trigger, str(trigger))
@@ -412,7 +431,8 @@ class Geofence:
         self, session: _Session, decision: Decision, trigger: Trigger, detail: str, reason: str | None = None
     ) -> bool:
         room, participant = session.room, session.participant
-        session.ejecting, session.eject_reason = True, reason
+        session.ejecting, session.eject_reason, session.eject_decision = True, reason, decision
+        session.eject_address = address = session.address_of(decision)
         # Audited before the host is asked (it may call leave(), auditing "completed", from inside
         # the callable); _record cannot fail, so the request below never depends on the audit.
         self._record(
@@ -420,7 +440,7 @@ class Geofence:
             "requested",
             room,
             participant,
-            session.address,
+            address,
             decision,
             detail,
             reason=reason,
@@ -430,13 +450,13 @@ class Geofence:
         except Exception as exc:
             # The host failed to take the request: keep the participant, say so, retry on next change.
             logger.exception("eject callable failed for %s in %s", participant, room)
-            session.ejecting, session.eject_reason = False, None
+            session.ejecting, session.eject_reason, session.eject_decision = False, None, None
             self._record(
                 EventKind.EJECTION,
                 "eject_failed",
                 room,
                 participant,
-                session.address,
+                address,
                 decision,
                 repr(exc),
                 reason=reason,

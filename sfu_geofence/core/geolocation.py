@@ -289,7 +289,9 @@ class Locator:
         try:
             record = build.get(address)
         except InvalidDatabaseError as exc:
-            raise DatabaseError(f"{build.info.label}: corrupt data for {address}: {exc}") from None
+            # No address in the message: it is logged above DEBUG (the audit row has the address).
+            logger.debug("corrupt database record for %s", address)
+            raise DatabaseError(f"{build.info.label}: corrupt data in the database: {exc}") from None
         except (ValueError, TypeError):
             return self._not_found(build, address)
         if record is None:

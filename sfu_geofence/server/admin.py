@@ -458,7 +458,7 @@ async def read_audit(request: web.Request) -> web.Response:
                 400, "bad_parameter", "since must be an ISO 8601 time, e.g. 2026-11-25T16:00:00Z"
             ) from None
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
-    after_id = _int_parameter(query, "after_id", 0, None)
+    after_id = _int_parameter(query, "after_id", 0, SQLITE_MAX_INTEGER)
     limit = _int_parameter(query, "limit", 1, AUDIT_PAGE_MAX)
     limit = AUDIT_PAGE if limit is None else limit
     events = request.app[ADMIN].geofence.audit.events(
@@ -482,6 +482,10 @@ async def read_audit(request: web.Request) -> web.Response:
             "audit_failures": request.app[ADMIN].geofence.audit_failures,
         }
     )
+
+
+SQLITE_MAX_INTEGER = 2**63 - 1
+"""The largest id an audit event can have (SQLite integers are 64-bit signed)."""
 
 
 def _int_parameter(query: Mapping[str, str], name: str, low: int, high: int | None) -> int | None:
@@ -576,6 +580,8 @@ async def _json_object(
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         _malformed(f"the request body is not JSON: {exc}")
+    except RecursionError:  # "[[[[...": the decoder recurses once per level
+        _malformed("the request body nests too deeply")
     if not isinstance(body, dict):
         raise ApiError(
             422, "invalid_body", f"the request body must be a JSON object, not {type(body).__name__}"

@@ -98,6 +98,8 @@ def parse_client_message(text: str) -> ClientMessage:
         data = json.loads(text)
     except ValueError as exc:
         raise ProtocolError(ErrorCode.MALFORMED_JSON, f"message is not JSON: {exc}") from None
+    except RecursionError:  # "[[[[...": the decoder recurses once per level
+        raise ProtocolError(ErrorCode.MALFORMED_JSON, "message nests too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "message must be a JSON object")
     kind = data.get("type")
@@ -109,10 +111,25 @@ def parse_client_message(text: str) -> ClientMessage:
         sdp = data.get("sdp")
         if not isinstance(sdp, str) or not sdp:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, 'answer needs a non-empty string "sdp"')
+        _require_unicode("sdp", sdp)
         return Answer(sdp)
     if kind == "leave":
         return Leave()
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:40]!r}")
+
+
+def _require_unicode(field: str, text: str) -> None:
+    """Refuse a string JSON can carry but UTF-8 cannot (a lone surrogate, ``"\\ud800"``).
+
+    Such a string breaks whatever encodes it later: an error message quoting it, a close reason, a log.
+    """
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE, f'"{field}" must be valid Unicode (it has a lone surrogate)'
+            ) from None
 
 
 def _parse_join(data: dict[str, Any]) -> Join:
@@ -124,6 +141,7 @@ def _parse_join(data: dict[str, Any]) -> Join:
         raise ProtocolError(
             ErrorCode.INVALID_MESSAGE, f'"name" must be a string of at most {MAX_NAME_LENGTH}'
         )
+    _require_unicode("name", name)
     publish = data.get("publish", {"audio": True, "video": True})
     if not isinstance(publish, dict) or any(
         key not in KINDS or not isinstance(value, bool) for key, value in publish.items()

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp_remotes import XForwardedFiltered
+from multidict import MultiMapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -71,7 +73,7 @@ def trusted_proxy_middleware(config: ProxyConfig) -> Middleware:
     networks = config.networks
     # Walks X-Forwarded-For from the right past the trusted entries; it does not look at the TCP
     # peer itself, which is why it only ever sees requests from a trusted peer.
-    forwarded = XForwardedFiltered(set(networks))
+    forwarded = _UnmappedXForwardedFiltered(set(networks))
 
     @web.middleware
     async def trusted_proxies(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -83,6 +85,23 @@ def trusted_proxy_middleware(config: ProxyConfig) -> Middleware:
     return trusted_proxies
 
 
+class _UnmappedXForwardedFiltered(XForwardedFiltered):
+    """``XForwardedFiltered`` reading ``::ffff:a.b.c.d`` entries as the IPv4 addresses they are.
+
+    A proxy on a dual-stack socket writes its IPv4 peers that way: read as IPv6, a trusted 10.0.0.5
+    written ``::ffff:10.0.0.5`` was not recognised, and the proxy itself became "the participant".
+    """
+
+    def get_forwarded_for(self, headers: MultiMapping[str]) -> list[IPv4Address | IPv6Address]:
+        return [_unmapped(address) for address in super().get_forwarded_for(headers)]
+
+
+def _unmapped(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return address
+
+
 def participant_address(request: web.Request) -> str:
     """The address the geofence decides on: the TCP peer, or what a trusted proxy says it forwarded."""
     remote = request.remote
@@ -91,11 +110,8 @@ def participant_address(request: web.Request) -> str:
     return remote
 
 
-def _peer(request: web.Request) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _peer(request: web.Request) -> IPv4Address | IPv6Address | None:
     peername = request.transport.get_extra_info("peername") if request.transport else None
     if not isinstance(peername, tuple):
         return None
-    address = ipaddress.ip_address(peername[0].split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
-    return address
+    return _unmapped(ipaddress.ip_address(peername[0].split("%", 1)[0]))

@@ -49,7 +49,8 @@ def close_reason_bytes(message: str) -> bytes:
 
     A reason cut inside a multi-byte character is invalid UTF-8, and browsers then fail the close (1006).
     """
-    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode()
+    # "replace": a reason quoting client text must not fail the close itself (a lone surrogate)
+    return message.encode("utf-8", "replace")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode()
 
 
 @dataclass(frozen=True)
@@ -196,7 +197,8 @@ class SignalingSession:
             )
         except Refused as refused:
             if refused.internal:
-                logger.error("join of %s refused: the server could not decide", self.address)
+                logger.error("a join was refused: the server could not decide (see the audit)")
+                logger.debug("the undecided join came from %s", self.address)
                 self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
                 return
             self.channel.send({"type": "refused", "reason": refused.reason})

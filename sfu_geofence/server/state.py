@@ -10,6 +10,7 @@ fsync (0.2-3.6 ms measured). Operators who need the audit to survive power cuts 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ..core.policystore import PolicyStore
 from ..core.storage import Synchronous
 
 POLICIES_FILE = "policies.sqlite"
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 AUDIT_FILE = "audit.sqlite"
 
 
@@ -46,13 +48,25 @@ class StateConfig:
 
     def open_policies(self, default: RoomPolicy | None = None) -> PolicyStore:
         """The policy store (``default`` seeds the server default on first start only)."""
-        self._make_directory()
+        self._make_private(self.policies_path)
         return PolicyStore(self.policies_path or ":memory:", default=default)
 
     def open_audit(self) -> AuditLog:
-        self._make_directory()
+        self._make_private(self.audit_path)
         return AuditLog(self.audit_path or ":memory:", synchronous=self.audit_synchronous)
 
-    def _make_directory(self) -> None:
-        if self.directory is not None:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)  # addresses: operators only
+    def _make_private(self, database: Path | None) -> None:
+        """The directory 0700 and ``database`` (and its journals) 0600, whoever made them and when.
+
+        The audit holds participants' addresses and countries: operators only. ``mkdir(mode=...)``
+        leaves an existing directory as it was, and SQLite creates files by the umask (often 0644);
+        it gives its -wal and -shm files the database file's mode, so that is set before it opens it.
+        """
+        if self.directory is None or database is None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.directory, 0o700)
+        os.close(os.open(database, os.O_CREAT | os.O_RDONLY, 0o600))
+        for path in (database, *(database.with_name(database.name + s) for s in SQLITE_SIDE_FILES)):
+            if path.exists():
+                os.chmod(path, 0o600)
