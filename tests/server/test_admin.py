@@ -577,7 +577,7 @@ async def test_the_audit_log_is_filtered_by_room_participant_kind_outcome_and_ti
         ("limit=0", "limit must be an integer from 1 to 1000"),
         ("limit=1001", "limit must be an integer from 1 to 1000"),
         ("limit=ten", "limit must be an integer"),
-        ("after_id=-1", "after_id must be an integer 0 or more"),
+        ("after_id=-1", "after_id must be an integer from 0 to 9223372036854775807"),
         ("since=yesterday", "since must be an ISO 8601 time"),
         ("rooom=r", "unknown parameter(s) rooom"),
     ],
