@@ -377,17 +377,6 @@ def _honest_gap_ms(peers: list[Any], start: float, end: float) -> tuple[float, s
     return round(worst, 1), where
 
 
-def _everyone_receives(peers: list[Any]) -> str | None:
-    for peer in peers:
-        for source in peers:
-            if source is not peer:
-                for kind in ("audio", "video"):
-                    meters = peer.meters(str(source.participant_id), kind)
-                    if not meters or meters[0].frames < 20:
-                        return f"{peer.name} has no {kind} from {source.name} yet"
-    return None
-
-
 def _watch_attacker_receivers(attack: Attack) -> None:
     """Remember the last sequence number the attacker received per stream (its NACKs name recent ones)."""
     from sfu_geofence.rtc.tap import tap_of
@@ -406,7 +395,7 @@ def _watch_attacker_receivers(attack: Attack) -> None:
 
 
 async def run_call(url: str, sfu: Child, args: argparse.Namespace) -> dict[str, Any]:
-    from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
+    from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
     from sfu_geofence.testing.clock import ScheduledClock
     from sfu_geofence.testing.wait import eventually
 
@@ -421,7 +410,7 @@ async def run_call(url: str, sfu: Child, args: argparse.Namespace) -> dict[str, 
     try:
         for peer in peers:
             await peer.join(within=30)
-        await eventually(lambda: _everyone_receives(peers), within=60)
+        await eventually(lambda: everyone_receives(peers, 20), within=60)
         progress("4 participants connected, everyone receives everyone")
         attack = Attack(url, peers, budget, args.duration, args.bomb_candidates)
         _watch_attacker_receivers(attack)

@@ -134,7 +134,8 @@ class Consumer:
         self.nacks_unanswerable = 0
         """NACKed numbers not answered: not ours, or no longer (or never) in the producer's history."""
         self.nacks_over_budget = 0
-        """NACKed numbers not answered because of the caps of :mod:`~sfu_geofence.sfu.retransmission`."""
+        """NACK entries dropped by :mod:`~sfu_geofence.sfu.retransmission`: repeats, beyond the cap per
+        NACK, or over the budget."""
         self._budget = RetransmissionBudget()
         self._egress: RtpEgress | None = None
         self._ssrc = sender._ssrc

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from hostile_call import Call, receives_everyone
+from hostile_call import Call
 
-from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.server import served_on_loopback
 from sfu_geofence.testing.testdb import build_database
@@ -44,7 +44,7 @@ async def call(frozen_heap: None) -> AsyncIterator[Call]:
         try:
             for peer in peers:
                 await peer.join()
-            await eventually(lambda: receives_everyone(peers), within=20)
+            await eventually(lambda: everyone_receives(peers), within=20)
             yield Call(served, *peers)
         finally:
             for peer in peers:

@@ -71,14 +71,3 @@ class Call:
             return f"streams not advancing: {stuck}" if stuck else None
 
         await eventually(check, within=15)
-
-
-def receives_everyone(peers: list[SyntheticPeer]) -> str | None:
-    for peer in peers:
-        for other in peers:
-            if other is not peer:
-                for kind in ("audio", "video"):
-                    counters = peer.meters(str(other.participant_id), kind)
-                    if not counters or counters[0].frames < 10:
-                        return f"{peer.name} has no {kind} from {other.name} yet"
-    return None
