@@ -16,11 +16,13 @@ First a baseline window with no attack, then each attack for ``--duration`` seco
 * ``sequence-jumps``: the attacker's video stops and tiny RTP packets on its SSRC each jump 30 000
   sequence numbers ahead of the one before (accepted by SRTP);
 * ``prflx-churn``: authenticated STUN binding requests for the attacker's ICE session, each from a new
-  source port of the attacker's address (each one a would-be peer-reflexive candidate);
+  source port of the attacker's address that then answers the SFU's checks as the client would
+  (``sfu_geofence.testing.stun_churn``: each one a peer-reflexive candidate, a pair, a nomination);
 * ``junk-datagrams``: 60-byte random datagrams that look like DTLS, SRTP or nothing, to the port the
   SFU uses for the attacker, from new source ports of the attacker's address;
 * ``candidate-bomb``: a participant joins from the attacker's address and answers with
-  ``--bomb-candidates`` extra host candidates (loopback, allowed) in its SDP, again when the budget
+  ``--bomb-candidates`` extra host candidates (loopback, allowed) in the last m-section of its SDP
+  (the one aiortc takes a bundle's candidates from), again when the budget
   allows another answer of that size; last, as it disturbs the attacker's own ICE most.
 
 Per attack (and for the baseline): ``gap_ms``, the largest gap between two frames of any stream between
@@ -203,15 +205,16 @@ class Attack:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
 
-def _ice_target(attacker: Any) -> tuple[Any, tuple[str, int]]:
-    """The attacker's aioice connection and the SFU address it sends media to."""
+def _ice_target(attacker: Any) -> tuple[str, int]:
+    """The SFU address the attacker's ICE nominated (where it sends media)."""
     from sfu_geofence.rtc.forwarding import ice_connection_of
 
     connection = ice_connection_of(attacker.pc)
     assert connection is not None
     pair = connection._nominated.get(1)
     assert pair is not None, "the attacker's ICE has no nominated pair"
-    return connection, pair.remote_addr
+    address: tuple[str, int] = pair.remote_addr
+    return address
 
 
 async def nack_storm(attack: Attack) -> None:
@@ -302,21 +305,9 @@ async def candidate_bomb(attack: Attack) -> None:
         await asyncio.sleep(max(0.0, started + interval - loop.time()))
 
 
-def _binding_request(connection: Any) -> bytes:
-    from aioice import stun
-
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
-    request.attributes["USERNAME"] = f"{connection.remote_username}:{connection.local_username}"
-    request.attributes["PRIORITY"] = 1853824767
-    request.attributes["ICE-CONTROLLED"] = connection._tie_breaker
-    request.add_message_integrity(connection.remote_password.encode())
-    request.add_fingerprint()
-    return bytes(request)
-
-
 async def _from_new_ports(attack: Attack, payload: Callable[[], bytes], size: int) -> None:
     """Send ``payload()`` to the SFU's port for the attacker, each time from a new port of its address."""
-    _, target = _ice_target(attack.attacker)
+    target = _ice_target(attack.attacker)
 
     async def one() -> int:
         data = payload()
@@ -329,8 +320,32 @@ async def _from_new_ports(attack: Attack, payload: Callable[[], bytes], size: in
 
 
 async def prflx_churn(attack: Attack) -> None:
-    connection, _ = _ice_target(attack.attacker)
-    await _from_new_ports(attack, lambda: _binding_request(connection), 100)
+    from sfu_geofence.testing.sdp import ice_credentials
+    from sfu_geofence.testing.stun_churn import PrflxChurner
+
+    pc = attack.attacker.pc
+    target = _ice_target(attack.attacker)
+    server, client = ice_credentials(pc.remoteDescription.sdp), ice_credentials(pc.localDescription.sdp)
+    # Each new port keeps answering the server's checks, as a real client's would; at most the
+    # last 200 stay open (a churner per 100 checks), so the bench stays within its descriptors.
+    churners: list[PrflxChurner] = []
+    sent = 0
+
+    async def one() -> int:
+        nonlocal sent
+        if sent % 100 == 0:
+            churners.append(PrflxChurner(attack.attacker.address, target, server, client))
+            if len(churners) > 2:
+                churners.pop(0).close()
+        sent += 1
+        await churners[-1].check_from_new_port()
+        return 100  # a binding request with USERNAME, PRIORITY, ICE-CONTROLLED, integrity, fingerprint
+
+    try:
+        await attack.paced(one, 100)
+    finally:
+        for churner in churners:
+            churner.close()
 
 
 async def junk_datagrams(attack: Attack) -> None:
