@@ -21,13 +21,13 @@ wrote; only entries appended by proxies we run can be believed. The rules, as ng
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp_remotes import XForwardedFiltered
+from multidict import MultiMapping
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -92,7 +92,7 @@ class _UnmappedXForwardedFiltered(XForwardedFiltered):
     written ``::ffff:10.0.0.5`` was not recognised, and the proxy itself became "the participant".
     """
 
-    def get_forwarded_for(self, headers: Mapping[str, str]) -> list[IPv4Address | IPv6Address]:
+    def get_forwarded_for(self, headers: MultiMapping[str]) -> list[IPv4Address | IPv6Address]:
         return [_unmapped(address) for address in super().get_forwarded_for(headers)]
 
 
