@@ -6,9 +6,10 @@ loopback (its NACK generator is the subscriber side of the SFU's retransmissions
 ``--loss`` of its incoming RTP packets at random, after SRTP, before its NACK generator sees them. The
 publisher's sender counts every NACK that comes back.
 
-Figures (last line with ``--json``): ``video_packets_per_s`` sent, ``nacks_per_s`` (NACK packets),
-``numbers_per_s`` (sequence numbers named, repeats included), ``max_numbers_per_nack``,
-``max_numbers_in_1s`` (the busiest second), and the same for distinct numbers.
+Figures (last line with ``--json``): ``packets_per_s_both_tracks`` (RTP sent, audio and video),
+``nacks_per_s`` (NACK packets for the video), ``numbers_per_s`` (sequence numbers named, repeats
+included), ``max_numbers_per_nack``, ``max_numbers_in_1s`` (the busiest second) and
+``max_distinct_in_1s``.
 
     python -m bench.nack_need [--json] [--loss 0.05] [--duration 20]    (bounded: ~duration + 15 s)
 """

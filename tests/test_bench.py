@@ -87,3 +87,16 @@ def test_the_hostile_bench_runs_every_attack_against_a_live_call_and_prints_its_
         assert attack["loop_stall_ms"] >= 0, name
     assert figures["worst_gap_ms"] == max(a["gap_ms"] for a in attacks.values())
     assert figures["worst_loop_stall_ms"] == max(a["loop_stall_ms"] for a in attacks.values())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_nack_need_bench_sees_an_honest_lossy_receiver_ask_for_what_it_lost() -> None:
+    figures = run_bench(
+        *("-m", "bench.nack_need", "--json", "--duration", "3", "--loss", "0.2"),
+        *("--width", "160", "--height", "120", "--fps", "15", "--bitrate", "100000"),
+        timeout=110,
+    )
+    assert figures["packets_per_s_both_tracks"] > 0
+    assert figures["nacks_per_s"] > 0  # 20 % loss: the receiver asks
+    assert 0 < figures["max_numbers_per_nack"] <= 128
