@@ -21,6 +21,7 @@ from aiohttp import web
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
 from .admin import TOKEN_ENV, AdminConfig
 from .app import ServerConfig, create_geofenced_app
+from .logs import keep_addresses_at_debug
 from .remote import ProxyConfig
 from .state import StateConfig
 
@@ -202,23 +203,17 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-ADDRESS_LOGGERS = ("aioice", "aiohttp.access")
-"""Libraries that log participants' addresses at INFO: aioice (every candidate pair it checks) and
-aiohttp's access log (every request's peer). Above DEBUG they log warnings and errors only."""
-
-
 def configure_logging(args: argparse.Namespace) -> None:
     """Log at ``--log-level`` (``-v``: debug) with timestamps, for the commands that run a server.
 
     Participants' addresses are for operators (the operator API and the audit), so they are logged
-    at DEBUG only: :data:`ADDRESS_LOGGERS` are held at WARNING unless the level is DEBUG.
+    at DEBUG only (:func:`~sfu_geofence.server.logs.keep_addresses_at_debug`).
     """
     # force: the top-level command has configured logging already (-v or warnings only), which would
     # make this call a no-op.
     level = "DEBUG" if getattr(args, "verbose", False) else args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True)
-    for name in ADDRESS_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
+    keep_addresses_at_debug(level == "DEBUG")
 
 
 def run(args: argparse.Namespace) -> int:

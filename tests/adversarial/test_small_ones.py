@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -202,3 +203,26 @@ async def test_at_info_the_server_log_holds_no_participant_address() -> None:
         await stop(process)
     assert "INFO" in stderr  # the log is on
     assert address not in stderr, [line for line in stderr.splitlines() if address in line]
+
+
+@pytest.mark.parametrize(("level", "shown"), [("info", False), ("debug", True)])
+def test_aiohttps_request_error_line_keeps_the_peer_address_for_debug(level: str, shown: bool) -> None:
+    # What aiohttp logs when a handler raises, through the logging serve configures, in a process of
+    # its own (logging is process-wide).
+    script = (
+        "import argparse, logging\n"
+        "from sfu_geofence.server.serve import configure_logging\n"
+        f"configure_logging(argparse.Namespace(log_level={level!r}))\n"
+        "try:\n    raise RuntimeError('boom')\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('aiohttp.server').exception('Error handling request from %s', '127.0.33.8')\n"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert "RuntimeError: boom" in result.stderr  # the error and its traceback stay
+    assert ("127.0.33.8" in result.stderr) is shown, result.stderr
