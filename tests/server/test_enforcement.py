@@ -32,6 +32,7 @@ from sfu_geofence.synthetic.client import (
     AUDIO_INTERVAL,
     VIDEO_INTERVAL,
     SyntheticPeer,
+    everyone_receives,
     synthetic_tracks,
 )
 from sfu_geofence.synthetic.meter import TrackMeter
@@ -114,17 +115,6 @@ def meters_between(peers: Sequence[SyntheticPeer]) -> dict[tuple[str, str, str],
     }
 
 
-def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str | None:
-    for peer in peers:
-        for other in peers:
-            if other is not peer:
-                for kind in ("audio", "video"):
-                    meters = peer.meters(str(other.participant_id), kind)
-                    if not meters or meters[0].frames < frames:
-                        return f"{peer.name} has no {kind} from {other.name} yet"
-    return None
-
-
 @asynccontextmanager
 async def peers_in(
     served: Served,
@@ -154,7 +144,7 @@ async def peers_in(
             await peer.join(within=WITHIN)
             assert peer.participant_id is not None, peer.messages
         if media:
-            await eventually(lambda: receives_everyone(list(peers.values())), within=WITHIN)
+            await eventually(lambda: everyone_receives(list(peers.values())), within=WITHIN)
         yield peers
     finally:
         for peer in peers.values():
