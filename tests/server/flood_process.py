@@ -1,7 +1,8 @@
 """An attacker in a process of its own: many ``join`` attempts from one address, never answering.
 
-Usage: ``flood_process.py WS_URL ADDRESS ROOM ATTEMPTS IN_FLIGHT HOLD_S``. Each attempt opens a
-WebSocket from ADDRESS, sends ``join`` and then waits, never answering an offer, until the server
+Usage: ``flood_process.py WS_URL ADDRESS ROOM_PREFIX ATTEMPTS IN_FLIGHT HOLD_S``. Attempt *i* opens a
+WebSocket from ADDRESS, sends ``join`` to room ROOM_PREFIX *i* (so no room's size limit stops the
+flood) and then waits, never answering an offer, until the server
 closes it or HOLD_S seconds pass. Prints one JSON line: how the attempts ended (an HTTP status of a
 refused upgrade, or the WebSocket close code) and how long the flood took.
 """
@@ -42,11 +43,11 @@ async def main(url: str, address: str, room: str, attempts: int, in_flight: int,
     connector = aiohttp.TCPConnector(local_addr=(address, 0), limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def one() -> str:
+        async def one(n: int) -> str:
             async with slots:
-                return await attempt(session, url, room, hold)
+                return await attempt(session, url, f"{room}{n}", hold)
 
-        outcomes = await asyncio.gather(*(one() for _ in range(attempts)))
+        outcomes = await asyncio.gather(*(one(n) for n in range(attempts)))
     print(json.dumps({"outcomes": Counter(outcomes), "seconds": time.monotonic() - started}), flush=True)
 
 
