@@ -32,6 +32,7 @@ from sfu_geofence.synthetic.client import (
     AUDIO_INTERVAL,
     VIDEO_INTERVAL,
     SyntheticPeer,
+    receives_everyone,
     synthetic_tracks,
 )
 from sfu_geofence.synthetic.meter import TrackMeter
@@ -113,17 +114,6 @@ def meters_between(peers: Sequence[SyntheticPeer]) -> dict[tuple[str, str, str],
         for received in peer.received.values()
         if received.participant in names
     }
-
-
-def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str | None:
-    for peer in peers:
-        for other in peers:
-            if other is not peer:
-                for kind in ("audio", "video"):
-                    meters = peer.meters(str(other.participant_id), kind)
-                    if not meters or meters[0].frames < frames:
-                        return f"{peer.name} has no {kind} from {other.name} yet"
-    return None
 
 
 @asynccontextmanager

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import stop
 from sfu_geofence.testing.wait import eventually
@@ -50,17 +50,6 @@ def _env() -> dict[str, str]:
 
 def _packets(peer: SyntheticPeer) -> int:
     return sum(meter.packets for meter in peer.meter.tracks)
-
-
-def _receives_the_other(peers: list[SyntheticPeer]) -> str | None:
-    for peer in peers:
-        for other in peers:
-            if other is not peer:
-                for kind in ("audio", "video"):
-                    meters = peer.meters(str(other.participant_id), kind)
-                    if not meters or meters[0].frames < 10:
-                        return f"{peer.name} has no {kind} from {other.name} yet"
-    return None
 
 
 def _open_files(pid: int) -> int:
@@ -102,7 +91,7 @@ async def test_a_join_flood_from_one_address_is_refused_by_the_caps_and_the_call
             peer.url = public
             await peer.join(within=STARTUP)
             assert peer.participant_id is not None, peer.messages
-        await eventually(lambda: _receives_the_other(call), within=STARTUP)
+        await eventually(lambda: receives_everyone(call), within=STARTUP)
 
         # The call's own rate, measured in this run just before the flood.
         before, start = [_packets(p) for p in call], time.monotonic()
