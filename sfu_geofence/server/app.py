@@ -159,6 +159,11 @@ def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
         "Audit events that could not be written (enforcement went on)",
         lambda: fence.audit_failures,
     )
+    metrics.add_counter(
+        "sfu_geofence_audit_refusals_counted",
+        "Refusals over the audit's rate, counted in summary rows instead of one row each",
+        lambda: fence.refusals_counted,
+    )
 
 
 async def _metrics_probe(app: web.Application) -> AsyncIterator[None]:

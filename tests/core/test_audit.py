@@ -105,3 +105,20 @@ def test_an_audit_log_that_fills_its_disk_stops_short_and_policy_changes_still_c
     assert outcome["audit_failures"] >= 1, outcome  # the log did fill up to its reserve
     assert outcome["policy"] == 1, outcome  # and the policy change was committed all the same
     assert outcome["free"] < 256 * 1024, outcome
+
+
+def test_a_log_written_before_the_count_column_is_read_and_extended(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, outcome TEXT, room TEXT,"
+            " participant TEXT, address TEXT, country TEXT, source TEXT, database TEXT, rule TEXT,"
+            " reason TEXT, policy_version INTEGER, detail TEXT, time TEXT)"
+        )
+        old.execute(
+            "INSERT INTO audit (kind, outcome, time) VALUES ('database', 'loaded', '2026-11-25T12:00:00+00:00')"
+        )
+    log = AuditLog(path)
+    log.record(AuditEvent(EventKind.ADMISSION, "refused", count=7))
+    assert [(e.kind, e.count) for e in log.events()] == [(EventKind.DATABASE, 1), (EventKind.ADMISSION, 7)]
+    log.close()

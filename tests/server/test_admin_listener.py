@@ -36,6 +36,7 @@ METRICS = {
     "sfu_geofence_gc_pause_seconds": "histogram",
     "sfu_geofence_database_age_seconds": "gauge",
     "sfu_geofence_audit_write_failures": "counter",
+    "sfu_geofence_audit_refusals_counted": "counter",
 }
 
 
