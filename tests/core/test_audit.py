@@ -116,7 +116,8 @@ def test_a_log_written_before_the_count_column_is_read_and_extended(tmp_path: Pa
             " reason TEXT, policy_version INTEGER, detail TEXT, time TEXT)"
         )
         old.execute(
-            "INSERT INTO audit (kind, outcome, time) VALUES ('database', 'loaded', '2026-11-25T12:00:00+00:00')"
+            "INSERT INTO audit (kind, outcome, time)"
+            " VALUES ('database', 'loaded', '2026-11-25T12:00:00+00:00')"
         )
     log = AuditLog(path)
     log.record(AuditEvent(EventKind.ADMISSION, "refused", count=7))
