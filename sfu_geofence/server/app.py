@@ -143,23 +143,27 @@ def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
     fence = host.geofence
     host.observe_decision = metrics.decision_seconds.observe
     host.observe_ejection = metrics.ejection_seconds.observe
-    metrics.add_counter(
+    metrics.add(
+        "counter",
         "sfu_geofence_ejections",
         "Ejections requested, by trigger",
         lambda: {(str(trigger),): n for trigger, n in host.ejections.items()},
         labels=("trigger",),
     )
-    metrics.add_gauge(
+    metrics.add(
+        "gauge",
         "sfu_geofence_database_age_seconds",
         "Age of the geolocation database build deciding now",
         lambda: fence.database.age().total_seconds(),
     )
-    metrics.add_counter(
+    metrics.add(
+        "counter",
         "sfu_geofence_audit_write_failures",
         "Audit events that could not be written (enforcement went on)",
         lambda: fence.audit_failures,
     )
-    metrics.add_counter(
+    metrics.add(
+        "counter",
         "sfu_geofence_audit_refusals_counted",
         "Refusals over the audit's rate, counted in summary rows instead of one row each",
         lambda: fence.refusals_counted,

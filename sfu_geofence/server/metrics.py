@@ -1,15 +1,15 @@
 """Prometheus metrics of one server (``/metrics`` on the admin listener), in a registry of its own.
 
 Two kinds of figures. Counts the server keeps anyway (participants, refusals per cap, forwarded packets,
-audit failures) are read when Prometheus scrapes, through :meth:`Metrics.add_gauge` /
-:meth:`Metrics.add_counter`, so the media path pays nothing for them. Durations (decisions, ejections,
-event-loop lag, GC pauses) are observed into histograms as they happen.
+audit failures) are read when Prometheus scrapes, through :meth:`Metrics.add`, so the media path pays
+nothing for them. Durations (decisions, ejections, event-loop lag, GC pauses) are observed into
+histograms as they happen.
 
 To add a figure from another module (a drain state, a database-watch alarm)::
 
-    metrics.add_gauge("sfu_geofence_draining", "1 while the server drains", lambda: float(draining))
-    metrics.add_counter("sfu_geofence_db_reloads", "database reloads by result", lambda: {("ok",): n},
-                        labels=("result",))
+    metrics.add("gauge", "sfu_geofence_draining", "1 while the server drains", lambda: float(draining))
+    metrics.add("counter", "sfu_geofence_db_reloads", "database reloads by result",
+                lambda: {("ok",): n}, labels=("result",))
 
 Labels never carry an address or a country: metrics leave the machine more easily than the audit log.
 """
@@ -20,7 +20,7 @@ import asyncio
 import gc
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -69,7 +69,7 @@ class Metrics(SfuObserver):
 
     def __init__(self, sfu: Sfu, gate: AdmissionGate) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        """Register more collectors here (or use :meth:`add_gauge` / :meth:`add_counter`)."""
+        """Register more collectors here (or use :meth:`add`)."""
         self._sfu = sfu
         self._retired = {"packets": 0, "bytes": 0, "retransmissions": 0, "unanswerable": 0, "plis": 0}
         """Counts of senders, consumers and producers that are gone (so the totals never go down)."""
@@ -93,45 +93,55 @@ class Metrics(SfuObserver):
             "Duration of the cyclic garbage collector's collections (they stop the event loop)",
             (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3),
         )
-        self.add_gauge(
+        self.add(
+            "gauge",
             "sfu_geofence_participants",
             "Participants (joined, media up or not)",
             lambda: len(sfu.participants),
         )
-        self.add_gauge("sfu_geofence_rooms", "Rooms with participants", lambda: len(sfu.rooms))
-        self.add_gauge("sfu_geofence_websockets", "Open signaling WebSockets", lambda: gate.websockets)
-        self.add_gauge(
+        self.add("gauge", "sfu_geofence_rooms", "Rooms with participants", lambda: len(sfu.rooms))
+        self.add("gauge", "sfu_geofence_websockets", "Open signaling WebSockets", lambda: gate.websockets)
+        self.add(
+            "gauge",
             "sfu_geofence_pending_joins",
             "Participants whose media connection is not up yet",
             lambda: gate.pending_joins,
         )
-        self.add_counter(
+        self.add(
+            "counter",
             "sfu_geofence_cap_refusals",
             "WebSockets and joins refused by admission control, by cap",
             lambda: {(str(cap),): n for cap, n in gate.refusals.items()},
             labels=("cap",),
         )
-        self.add_counter(
+        self.add(
+            "counter",
             "sfu_geofence_joins",
             "Joins by outcome and reason (admitted; refused by a cap, the room's size or policy)",
             lambda: self._joins(gate),
             labels=("outcome", "reason"),
         )
-        self.add_counter(
-            "sfu_geofence_forwarded_packets", "RTP packets forwarded to subscribers", lambda: self._sent()[0]
+        self.add(
+            "counter",
+            "sfu_geofence_forwarded_packets",
+            "RTP packets forwarded to subscribers",
+            lambda: self._sent()[0],
         )
-        self.add_counter(
+        self.add(
+            "counter",
             "sfu_geofence_forwarded_payload_bytes",
             "RTP payload bytes forwarded to subscribers",
             lambda: self._sent()[1],
         )
-        self.add_counter(
+        self.add(
+            "counter",
             "sfu_geofence_nacks",
             "Packets subscribers reported lost (NACK), by whether they were retransmitted",
             lambda: self._nacks(),
             labels=("result",),
         )
-        self.add_counter(
+        self.add(
+            "counter",
             "sfu_geofence_keyframe_requests",
             "Keyframe requests (PLI) sent to publishers",
             lambda: self._retired["plis"] + sum(p.keyframe_requests_sent for p in self._producers()),
@@ -139,25 +149,18 @@ class Metrics(SfuObserver):
 
     # -- extending ---------------------------------------------------------------------------------
 
-    def add_gauge(
+    def add(
         self,
+        kind: Literal["gauge", "counter"],
         name: str,
         documentation: str,
         read: Callable[[], float | LabelledValues],
         labels: tuple[str, ...] = (),
     ) -> None:
-        """A gauge whose value ``read()`` gives at each scrape (a number, or values by label)."""
-        self.registry.register(_ReadOnScrape(GaugeMetricFamily, name, documentation, read, labels))
-
-    def add_counter(
-        self,
-        name: str,
-        documentation: str,
-        read: Callable[[], float | LabelledValues],
-        labels: tuple[str, ...] = (),
-    ) -> None:
-        """A counter (``name`` without ``_total``) whose growing value ``read()`` gives at each scrape."""
-        self.registry.register(_ReadOnScrape(CounterMetricFamily, name, documentation, read, labels))
+        """A gauge, or a counter (``name`` without ``_total``), whose value ``read()`` gives at each
+        scrape: a number, or numbers by label values."""
+        family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+        self.registry.register(_ReadOnScrape(family, name, documentation, read, labels))
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes."""

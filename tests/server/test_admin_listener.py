@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import sys
-from pathlib import Path
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from sfu_geofence.server.admin import TOKEN_ENV
-from sfu_geofence.testing.process import stop
+from sfu_geofence.testing.process import spawn_serve, stop
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "admin-listener-token-0123456789"
 STARTUP = 60.0
 
@@ -48,20 +44,8 @@ def _free_port() -> int:
 
 async def test_serve_puts_the_operator_api_and_metrics_on_the_admin_port_only() -> None:
     admin_port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")}
-    server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        "--admin-port",
-        str(admin_port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env | {TOKEN_ENV: TOKEN, "PYTHONPATH": str(ROOT)},
+    server = await spawn_serve(
+        "--admin-port", str(admin_port), env={TOKEN_ENV: TOKEN}, stderr=asyncio.subprocess.DEVNULL
     )
     try:
         assert server.stdout is not None

@@ -22,10 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
-from sfu_geofence.testing.process import stop
+from sfu_geofence.testing.process import spawn_serve, stop
 from sfu_geofence.testing.wait import eventually
 
-ROOT = Path(__file__).resolve().parents[2]
 FLOODER = Path(__file__).with_name("flood_process.py")
 SERVICE_LIMIT = 1024
 """The soft RLIMIT_NOFILE services commonly get."""
@@ -39,13 +38,6 @@ STARTUP = 60.0  # a loaded 2-core machine
 def _service_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (SERVICE_LIMIT, hard))
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")}
-    return env | {
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    }
 
 
 def _packets(peer: SyntheticPeer) -> int:
@@ -63,19 +55,7 @@ async def test_a_join_flood_from_one_address_is_refused_by_the_caps_and_the_call
 ) -> None:
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        server = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "sfu_geofence",
-            "serve",
-            "--loopback-only",
-            "--port",
-            "0",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log,
-            env=_env(),
-            preexec_fn=_service_limit,
-        )
+        server = await spawn_serve(stderr=log, preexec_fn=_service_limit)
     call = [
         SyntheticPeer("", "call", address, name=f"call-{n}", tracks=synthetic_tracks())
         for n, address in enumerate(CALL)
@@ -118,7 +98,6 @@ async def test_a_join_flood_from_one_address_is_refused_by_the_caps_and_the_call
             "500",
             "3",
             stdout=asyncio.subprocess.PIPE,
-            env=_env(),
         )
         await asyncio.sleep(1.0)  # the flood is under way
 

@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import os
 import signal
-import sys
 from pathlib import Path
 
 import netaddr
@@ -18,7 +17,7 @@ from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.serve import add_arguments, config_from_args
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.process import spawn_module, stop
+from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -160,21 +159,7 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
 async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_printed(
     flags: list[str], environment: dict[str, str], logged: bool
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")} | environment
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        *flags,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    process = await spawn_serve(*flags, env=environment, stderr=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert process.stderr is not None
