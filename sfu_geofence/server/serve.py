@@ -146,18 +146,33 @@ def add_cap_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Caps()
     group = parser.add_argument_group("admission control (docs/operations.md)")
     for item in fields(Caps):
-        flag = item.name.replace("_", "-")
-        env = CAP_ENV_PREFIX + item.name.upper()
-        kind = float if item.name == "join_rate" else int
-        default = getattr(defaults, item.name)
         group.add_argument(
-            f"--cap-{flag}",
+            f"--cap-{item.name.replace('_', '-')}",
             dest=f"cap_{item.name}",
-            type=kind,
-            default=kind(os.environ.get(env, default)),
+            type=_cap_type(item.name),
             metavar="N",
-            help=f"(${env}; default {default})",
+            help=f"(${CAP_ENV_PREFIX}{item.name.upper()}; default {getattr(defaults, item.name)})",
         )
+
+
+def _cap_type(name: str) -> type[float] | type[int]:
+    return float if name == "join_rate" else int
+
+
+def caps_from_args(args: argparse.Namespace) -> Caps:
+    """The caps: each flag, else its environment variable, else the default; ValueError names a bad one."""
+    values: dict[str, float] = {}
+    for item in fields(Caps):
+        given = getattr(args, f"cap_{item.name}", None)
+        env = CAP_ENV_PREFIX + item.name.upper()
+        if given is None and os.environ.get(env):
+            try:
+                given = _cap_type(item.name)(os.environ[env])
+            except ValueError:
+                raise ValueError(f"${env}: {os.environ[env]!r} is not a number") from None
+        if given is not None:
+            values[item.name] = given
+    return Caps(**values)  # type: ignore[arg-type]
 
 
 def admin_port(args: argparse.Namespace) -> int:
@@ -166,10 +181,6 @@ def admin_port(args: argparse.Namespace) -> int:
     if args.admin_port is not None:
         return int(args.admin_port)
     return 0 if args.port == 0 else DEFAULT_ADMIN_PORT
-
-
-def caps_from_args(args: argparse.Namespace) -> Caps:
-    return Caps(**{item.name: getattr(args, f"cap_{item.name}") for item in fields(Caps)})
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:

@@ -15,6 +15,7 @@ from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.caps import Caps
 from sfu_geofence.server.serve import add_arguments, config_from_args
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
@@ -93,9 +94,32 @@ def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, t
     assert _config(["--admin-token", "flag-token-0123456789"]).admin.token == "flag-token-0123456789"
 
 
+def test_caps_and_the_admin_listener_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    plain = _config([])
+    assert plain.caps == Caps()
+    assert (plain.admin_listener.host, plain.admin_listener.port) == ("127.0.0.1", 8081)
+    assert _config(["--port", "0"]).admin_listener.port == 0  # never two servers on one fixed admin port
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS", "5")
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_JOIN_RATE", "0.5")
+    monkeypatch.setenv("SFU_GEOFENCE_ADMIN_PORT", "9100")
+    config = _config(["--cap-join-rate", "3", "--cap-participants", "20", "--admin-host", "127.0.0.9"])
+    assert (config.caps.websockets_per_address, config.caps.join_rate, config.caps.participants) == (
+        5,
+        3.0,
+        20,
+    )
+    assert (config.admin_listener.host, config.admin_listener.port) == ("127.0.0.9", 9100)
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
+        (["--cap-join-burst", "0"], "caps: join_burst must be at least 1"),
+        (["--admin-host", "192.0.2.2"], "192.0.2.2 is not a loopback address"),
+        (["--admin-port", "70000"], "--admin-port 70000 is out of range"),
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
     ],
