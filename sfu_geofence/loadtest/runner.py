@@ -288,6 +288,9 @@ class LoadRunner:
                 str(database),
                 "--log-level",
                 "warning",
+                # everybody joins at once: more joins in progress than a server's default allows
+                "--cap-pending-joins",
+                str(max(64, 2 * len(plan.initial_peers))),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
