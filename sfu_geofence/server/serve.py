@@ -49,9 +49,6 @@ CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
 
 logger = logging.getLogger(__name__)
 
-ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'
-"""aiohttp's access log without the client's address: addresses are for operators' API and audit only."""
-
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
 
@@ -264,7 +261,7 @@ async def run_until_signalled(served: Sequence[Listener], announce: Callable[[li
     try:
         bases = []
         for listener in served:
-            runner = web.AppRunner(listener.app, access_log_format=ACCESS_LOG_FORMAT)
+            runner = web.AppRunner(listener.app)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, listener.host, listener.port).start()
