@@ -1,12 +1,15 @@
 """The aiohttp application: configuration, the SFU it hosts, the signaling route, the geofence.
 
 :func:`create_app` is the media plane alone (what the SFU's own tests serve); :func:`create_geofenced_app`
-is the product: the same application with a :class:`GeofenceHost` enforcing room policies and, when a
-token is configured, the operator API under ``/api``.
+is the product: the same application with a :class:`GeofenceHost` enforcing room policies, and the
+admin listener's application (``/metrics``, and the operator API under ``/api`` when a token is
+configured) in ``app[ADMIN_APP]``, served on an address and port of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -16,8 +19,11 @@ from aiohttp import web
 
 from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
-from .admin import AdminConfig, create_admin_app
+from .admin import AdminConfig
+from .admin_listener import AdminListenerConfig, create_admin_listener_app
+from .caps import AdmissionGate, Caps
 from .enforcement import GeofenceHost
+from .metrics import Metrics
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
 from .signaling import SignalingSession
 from .state import StateConfig
@@ -47,6 +53,8 @@ class ServerConfig:
     """Where the geofence keeps policies and the audit log (None: in memory, lost at exit)."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
+    admin_listener: AdminListenerConfig = field(default_factory=AdminListenerConfig)
+    """Where the operator API and ``/metrics`` listen: never on the public listener."""
     max_message_bytes: int = 256 * 1024
     """Largest signaling message accepted; larger ones close the session with 4413."""
     heartbeat: float = 2.0
@@ -60,6 +68,8 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
+    caps: Caps = field(default_factory=Caps)
+    """Admission control: WebSockets, joins in progress, participants, join rate (per address, total)."""
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # an address, not a name: say exactly where we listen
@@ -72,6 +82,10 @@ class ServerConfig:
 CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
+GATE = web.AppKey("gate", AdmissionGate)
+METRICS = web.AppKey("metrics", Metrics)
+ADMIN_APP = web.AppKey("admin_app", web.Application)
+"""The admin listener's application of a geofenced app (serve it on ``config.admin_listener``)."""
 IDENTITY = web.RequestKey("identity", str)
 """Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
 as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
@@ -86,7 +100,8 @@ def create_app(
     config = config or ServerConfig()
     app = web.Application()
     app[CONFIG] = config
-    app[SFU] = Sfu(
+    app[GATE] = gate = AdmissionGate(config.caps)
+    app[SFU] = sfu = Sfu(
         SfuConfig(
             ice=config.ice,
             negotiation_timeout=config.negotiation_timeout,
@@ -94,11 +109,14 @@ def create_app(
             max_participants_per_room=config.max_participants_per_room,
         ),
         admission=admission,
-        observers=observers,
+        observers=[gate, *observers],
     )
+    app[METRICS] = metrics = Metrics(sfu, gate)
+    sfu.observer.observers.append(metrics)
     install_trusted_proxies(app, config.proxies)
     app.router.add_get("/ws", websocket_handler)
     app.cleanup_ctx.append(_sfu_lifetime)
+    app.cleanup_ctx.append(_metrics_probe)
     app.on_shutdown.append(_close_participants)
     return app
 
@@ -106,7 +124,8 @@ def create_app(
 def create_geofenced_app(
     config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
 ) -> web.Application:
-    """:func:`create_app` with the geofence enforcing every room, and the operator API if configured.
+    """:func:`create_app` with the geofence enforcing every room; its admin listener's application
+    (metrics, and the operator API if a token is configured) is ``app[ADMIN_APP]``.
 
     Opens the database and the state directory now: a missing or corrupt file fails here, at start-up.
     """
@@ -120,14 +139,52 @@ def create_geofenced_app(
     )
     app[GEOFENCE_HOST] = host
     app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
-    if config.admin.token is not None:
-        app.add_subapp("/api", create_admin_app(host.geofence, host, config.admin.token))
-    else:
-        logger.info("no operator token configured: the operator API (/api) is not mounted")
+    add_geofence_metrics(app[METRICS], host)
+    app[ADMIN_APP] = create_admin_listener_app(host, app[METRICS], config.admin.token)
     logger.info(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
     return app
+
+
+def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
+    """The geofence's figures: ejections by trigger, decision and ejection times, database, audit."""
+    fence = host.geofence
+    host.observe_decision = metrics.decision_seconds.observe
+    host.observe_ejection = metrics.ejection_seconds.observe
+    metrics.add(
+        "counter",
+        "sfu_geofence_ejections",
+        "Ejections requested, by trigger",
+        lambda: {(str(trigger),): n for trigger, n in host.ejections.items()},
+        labels=("trigger",),
+    )
+    metrics.add(
+        "gauge",
+        "sfu_geofence_database_age_seconds",
+        "Age of the geolocation database build deciding now",
+        lambda: fence.database.age().total_seconds(),
+    )
+    metrics.add(
+        "counter",
+        "sfu_geofence_audit_write_failures",
+        "Audit events that could not be written (enforcement went on)",
+        lambda: fence.audit_failures,
+    )
+    metrics.add(
+        "counter",
+        "sfu_geofence_audit_refusals_counted",
+        "Refusals over the audit's rate, counted in summary rows instead of one row each",
+        lambda: fence.refusals_counted,
+    )
+
+
+async def _metrics_probe(app: web.Application) -> AsyncIterator[None]:
+    probe = asyncio.ensure_future(app[METRICS].probe())
+    yield
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
 
 
 async def _close_geofence(app: web.Application) -> None:
@@ -148,16 +205,28 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: one signaling session (docs/protocol.md)."""
     config = request.app[CONFIG]
     address = participant_address(request)  # before the handshake: a bad one is an HTTP 400
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=2 * config.max_message_bytes)
-    await ws.prepare(request)
-    session = SignalingSession(
-        request.app[SFU],
-        ws,
-        address=address,
-        max_message_bytes=config.max_message_bytes,
-        max_errors=config.max_errors,
-        identity=request.get(IDENTITY),
-        join_timeout=config.join_timeout,
-    )
-    await session.run()
+    gate = request.app[GATE]
+    over = gate.open_websocket(address)
+    if over is not None:  # before the upgrade: no WebSocket, no session, the connection closed at once
+        logger.debug("WebSocket of %s refused: %s", address, over)
+        status = web.HTTPTooManyRequests if over.per_address else web.HTTPServiceUnavailable
+        refusal = status(text=f"{over.message} ({over})", headers={"Retry-After": "5", "Connection": "close"})
+        refusal.force_close()
+        raise refusal
+    try:
+        ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=2 * config.max_message_bytes)
+        await ws.prepare(request)
+        session = SignalingSession(
+            request.app[SFU],
+            ws,
+            address=address,
+            max_message_bytes=config.max_message_bytes,
+            max_errors=config.max_errors,
+            identity=request.get(IDENTITY),
+            join_timeout=config.join_timeout,
+            gate=gate,
+        )
+        await session.run()
+    finally:
+        gate.close_websocket(address)
     return ws

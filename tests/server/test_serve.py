@@ -7,7 +7,6 @@ import asyncio
 import ipaddress
 import os
 import signal
-import sys
 from pathlib import Path
 
 import netaddr
@@ -16,9 +15,10 @@ from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.caps import Caps
 from sfu_geofence.server.serve import add_arguments, config_from_args
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.process import spawn_module, stop
+from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -119,9 +119,32 @@ def test_a_server_config_keeps_its_turn_relays_and_its_ice_policys_relay_network
     assert ServerConfig(ice=given.ice).turn_relays == (relay,)
 
 
+def test_caps_and_the_admin_listener_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    plain = _config([])
+    assert plain.caps == Caps()
+    assert (plain.admin_listener.host, plain.admin_listener.port) == ("127.0.0.1", 8081)
+    assert _config(["--port", "0"]).admin_listener.port == 0  # never two servers on one fixed admin port
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS", "5")
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_JOIN_RATE", "0.5")
+    monkeypatch.setenv("SFU_GEOFENCE_ADMIN_PORT", "9100")
+    config = _config(["--cap-join-rate", "3", "--cap-participants", "20", "--admin-host", "127.0.0.9"])
+    assert (config.caps.websockets_per_address, config.caps.join_rate, config.caps.participants) == (
+        5,
+        3.0,
+        20,
+    )
+    assert (config.admin_listener.host, config.admin_listener.port) == ("127.0.0.9", 9100)
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
+        (["--cap-join-burst", "0"], "caps: join_burst must be at least 1"),
+        (["--admin-host", "192.0.2.2"], "192.0.2.2 is not a loopback address"),
+        (["--admin-port", "70000"], "--admin-port 70000 is out of range"),
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
         (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),
@@ -186,21 +209,7 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
 async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_printed(
     flags: list[str], environment: dict[str, str], logged: bool
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")} | environment
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        *flags,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    process = await spawn_serve(*flags, env=environment, stderr=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert process.stderr is not None
