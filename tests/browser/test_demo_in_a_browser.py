@@ -2,13 +2,15 @@
 
 Each tab is a participant that picks "Connect as if from" in the page's form, exactly as a newcomer
 would; the operator works in the console page. The server is ``sfu-geofence demo``'s: ``serve``'s
-geofenced application, so admission and ejection are the product's own code. The screenshots in docs/
-are taken by these tests.
+geofenced application, so admission and ejection are the product's own code. These tests take the
+screenshots of docs/ and the README: into a temporary directory, or into the directory named by
+$SFU_GEOFENCE_PICTURES, which ``python scripts/readme_pictures.py`` sets to docs/ to regenerate them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +32,7 @@ from sfu_geofence.testing.pytest_browser import OpenPage
 
 pytestmark = pytest.mark.browser
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+PICTURES_ENV = "SFU_GEOFENCE_PICTURES"
 TOKEN = "demo-test-token-0123456789"
 ROOM = "town-hall"
 ROOM_SIZE = 3
@@ -69,6 +71,13 @@ async def demo() -> AsyncIterator[Demo]:
         yield Demo(f"http://127.0.0.1:{runner.addresses[0][1]}", app, joins)
     finally:
         await runner.cleanup()
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> Path:
+    """Where screenshots go: never over tracked files, unless scripts/readme_pictures.py asks for docs/."""
+    chosen = os.environ.get(PICTURES_ENV)
+    return Path(chosen) if chosen else tmp_path / "pictures"
 
 
 async def join(page: Page, name: str, room: str, origin: str) -> None:
@@ -164,12 +173,12 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
 
 
 async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_keep_advancing_rejoin_refused(
-    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
+    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard, pictures: Path
 ) -> None:
     """Issue 5's must-show, through the console and the geofence exactly as an operator would do it."""
     tabs = await meet(demo, open_page, ROOM)
     survivors = {"US": await tile_track(tabs["US"], "DE"), "DE": await tile_track(tabs["DE"], "US")}
-    await screenshot(tabs["US"], DOCS / "demo-conference.png", full_page=False)
+    await screenshot(tabs["US"], pictures / "demo-conference.png", full_page=False)
 
     # The operator sees who is where, and how the server decided it.
     console = await open_page(f"{demo.url}/console#token={TOKEN}")
@@ -204,7 +213,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     assert await china.text_content("#screen-detail") == "close code 4409"
     assert await china.is_hidden("#meeting")
     assert await video_element_tracks(china, "video") == [], "never a frozen video"
-    await screenshot(china, DOCS / "demo-ejected.png", full_page=False)
+    await screenshot(china, pictures / "demo-ejected.png", full_page=False)
 
     # Everyone else: the ejected tile goes, and the video they still receive keeps advancing.
     for country, other in (("US", "DE"), ("DE", "US")):
@@ -218,7 +227,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     assert await china.text_content("#screen-reason") == "This meeting is not accessible from China (CN)."
     assert await china.text_content("#screen-detail") == "close code 4403"
     assert await video_element_tracks(china, "video") == []
-    await screenshot(china, DOCS / "demo-refused.png", full_page=False)
+    await screenshot(china, pictures / "demo-refused.png", full_page=False)
     assert [name for name, _ in demo.joins.seen] == ["US", "DE", "CN"], "the refused rejoin got nothing"
 
     # The console shows the policy, who is left, and the ejection in the live audit log.
@@ -231,7 +240,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     )
     rule = await console.text_content(f"#rooms tr[data-room='{ROOM}'] td:nth-child(3)")
     assert rule == "deny CN"
-    await screenshot(console, DOCS / "demo-console.png")
+    await screenshot(console, pictures / "demo-console.png")
     assert loopback_guard.violations == []
 
 
