@@ -6,6 +6,7 @@ never for other participants.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
@@ -146,9 +147,11 @@ class AuditLog:
         return [_from_row(row) for row in (rows if forward else reversed(rows))]
 
     def close(self) -> None:
-        """Safe to call twice."""
+        """Flush (checkpoint the write-ahead log into the file, synced) and close; safe to call twice."""
         if not self._closed:
             self._closed = True
+            with contextlib.suppress(sqlite3.Error):  # e.g. a reader holds the log open: it stays valid
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from ..rtc.ice import IcePolicy
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig, create_admin_app
+from .drain import Drain
 from .enforcement import GeofenceHost
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
 from .signaling import SignalingSession
@@ -55,14 +56,19 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
+    drain_timeout: float = 10.0
+    """Seconds a stop (SIGTERM) may take to tell everyone and flush the audit before the process exits."""
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # an address, not a name: say exactly where we listen
+        if not self.drain_timeout > 0:
+            raise ValueError(f"the drain timeout must be positive, not {self.drain_timeout}")
 
 
 CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
+DRAIN = web.AppKey("drain", Drain)
 IDENTITY = web.RequestKey("identity", str)
 """Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
 as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
@@ -87,10 +93,11 @@ def create_app(
         admission=admission,
         observers=observers,
     )
+    app[DRAIN] = Drain()
     install_trusted_proxies(app, config.proxies)
     app.router.add_get("/ws", websocket_handler)
     app.cleanup_ctx.append(_sfu_lifetime)
-    app.on_shutdown.append(_close_participants)
+    app.on_shutdown.append(_drain)
     return app
 
 
@@ -130,14 +137,19 @@ async def _sfu_lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[SFU].close()
 
 
-async def _close_participants(app: web.Application) -> None:
-    # On shutdown, before aiohttp cancels the WebSocket handlers: tell every client why.
+async def _drain(app: web.Application) -> None:
+    # On shutdown (the listening socket is closed already), before aiohttp cancels the WebSocket
+    # handlers: no more joins, and every client told why, joined or not.
+    app[DRAIN].start()
     await app[SFU].close()
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: one signaling session (docs/protocol.md)."""
     config = request.app[CONFIG]
+    drain = request.app[DRAIN]
+    if drain.draining:
+        raise web.HTTPServiceUnavailable(text="the server is shutting down")
     address = participant_address(request)  # before the handshake: a bad one is an HTTP 400
     ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=2 * config.max_message_bytes)
     await ws.prepare(request)
@@ -150,5 +162,9 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         identity=request.get(IDENTITY),
         join_timeout=config.join_timeout,
     )
-    await session.run()
+    drain.opened(session)
+    try:
+        await session.run()
+    finally:
+        drain.closed(session)
     return ws

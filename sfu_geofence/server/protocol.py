@@ -154,5 +154,11 @@ def event_message(event: PeerEvent) -> dict[str, Any]:
     return {"type": event.type, "participant": event.participant, "name": event.name}
 
 
+def closing_message(reason: str, message: str) -> dict[str, Any]:
+    """Sent before the server closes a session: ``reason`` is a :class:`CloseReason` value or
+    ``join-timeout``."""
+    return {"type": "closing", "reason": reason, "message": message}
+
+
 def error_message(code: str, message: str) -> dict[str, Any]:
     return {"type": "error", "code": code, "message": message}

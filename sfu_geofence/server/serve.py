@@ -20,7 +20,7 @@ from aiohttp import web
 
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy
 from .admin import TOKEN_ENV, AdminConfig
-from .app import ServerConfig, create_geofenced_app
+from .app import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from .remote import ProxyConfig
 from .state import StateConfig
 
@@ -38,6 +38,10 @@ ENV_ADMIN_TOKEN = TOKEN_ENV
 ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
 ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
+
+ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -99,6 +103,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a crash, FULL: also a power cut)",
     )
     parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=float(os.environ.get(ENV_DRAIN_TIMEOUT, ServerConfig.drain_timeout)),
+        metavar="SECONDS",
+        help="on SIGTERM: seconds to tell everyone and flush the audit before exiting "
+        f"(${ENV_DRAIN_TIMEOUT}; default {ServerConfig.drain_timeout:g})",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -135,44 +147,77 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             Path(args.state_dir) if args.state_dir else None, audit_synchronous=args.audit_sync
         ),
         admin=AdminConfig.from_env(args.admin_token),
+        drain_timeout=args.drain_timeout,
     )
 
 
-async def serve(config: ServerConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then close every participant."""
+async def serve(config: ServerConfig) -> bool:
+    """Serve until SIGINT or SIGTERM, then drain; True when the drain finished within its timeout."""
 
     def announce(base: str) -> None:
         print(f"listening on {base}/ws", flush=True)
 
-    await run_app_until_signalled(create_geofenced_app(config), config.host, config.port, announce)
+    app = create_geofenced_app(config)
+    return await run_app_until_signalled(app, config.host, config.port, announce, config.drain_timeout)
 
 
 async def run_app_until_signalled(
-    app: web.Application, host: str, port: int, announce: Callable[[str], None]
-) -> None:
-    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, then clean it up (closing everyone).
+    app: web.Application,
+    host: str,
+    port: int,
+    announce: Callable[[str], None],
+    drain_timeout: float = ServerConfig.drain_timeout,
+) -> bool:
+    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, then drain it (docs/operations.md).
 
     ``announce`` is called once listening, with the base URL (``http://host:port``, the port the
-    system picked when ``port`` is 0): what ``serve`` and ``demo`` print.
+    system picked when ``port`` is 0): what ``serve`` and ``demo`` print. The drain (no more joins,
+    everyone told ``shutdown`` with close 1001, the audit flushed) gets ``drain_timeout`` seconds, and
+    a second signal cuts it short. Returns True when it finished in time.
     """
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=drain_timeout)
     await runner.setup()
+    signals = asyncio.Queue[int]()
+    loop = asyncio.get_running_loop()
     try:
         site = web.TCPSite(runner, host, port)
         await site.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, signals.put_nowait, signum)
         # Everything allocated so far lives as long as the process: keep it out of the cyclic
         # collector's full collections, which otherwise pause every participant's media while they
         # walk it.
         gc.freeze()
         bound_host, bound_port = runner.addresses[0][:2]
         announce(f"http://{_url_host(bound_host)}:{bound_port}")
-        await stop.wait()
-    finally:
+        received = await signals.get()
+    except BaseException:
         await runner.cleanup()
+        raise
+    logger.info("%s: draining (at most %g s)", signal.Signals(received).name, drain_timeout)
+    try:
+        return await _drain(runner, drain_timeout, signals)
+    finally:
+        # Whatever the drain did: the audit log is flushed and closed before the process exits.
+        if GEOFENCE_HOST in app:
+            app[GEOFENCE_HOST].close()
+
+
+async def _drain(runner: web.AppRunner, limit: float, signals: asyncio.Queue[int]) -> bool:
+    cleanup = asyncio.ensure_future(runner.cleanup())
+    another = asyncio.ensure_future(signals.get())
+    done, _ = await asyncio.wait({cleanup, another}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+    another.cancel()
+    if cleanup in done:
+        cleanup.result()
+        logger.info("drained: every session told and closed")
+        return True
+    cleanup.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cleanup
+    why = "a second signal" if another in done else f"the drain timeout ({limit:g} s)"
+    logger.warning("drain cut short by %s: the connections still open are dropped", why)
+    return False
 
 
 def _url_host(host: str) -> str:
@@ -188,12 +233,13 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``serve``; returns the exit status."""
+    """Run ``serve``; returns the exit status: 0 after a complete drain, 1 when it was cut short."""
     config = config_from_args(args)
     configure_logging(args)
+    drained = True
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
-    return 0
+        drained = asyncio.run(serve(config))
+    return 0 if drained else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
