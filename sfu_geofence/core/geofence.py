@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -60,6 +61,16 @@ class EjectRequest:
 
 
 EjectCallback = Callable[[EjectRequest], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseAlarm:
+    """The last database reload failed and the previous build still decides: for operators to act on."""
+
+    message: str
+    """Why, e.g. the file is corrupt or missing, and which build is kept."""
+    since: datetime
+    """When the reload failed (UTC)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +156,7 @@ class Geofence:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
         self._audit_failures = 0
+        self._database_alarm: DatabaseAlarm | None = None
         self._rebuild_evaluators()
         self._database_loaded()
 
@@ -154,6 +166,11 @@ class Geofence:
     def database(self) -> DatabaseInfo:
         """The database build now deciding."""
         return self._locator.database
+
+    @property
+    def database_alarm(self) -> DatabaseAlarm | None:
+        """Set when the last reload (by an operator or a file watch) failed; cleared by one that works."""
+        return self._database_alarm
 
     @property
     def audit(self) -> AuditLog:
@@ -325,7 +342,11 @@ class Geofence:
         except DatabaseError as exc:
             logger.error("database reload failed, keeping %s: %s", self.database.label, exc)
             self._record(EventKind.DATABASE, "reload_failed", detail=f"{exc}; kept {self.database.label}")
+            self._database_alarm = DatabaseAlarm(
+                f"{exc}; still using {self.database.label}", datetime.now(UTC)
+            )
             raise
+        self._database_alarm = None
         self._rebuild_evaluators()
         self._database_loaded()
         self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)

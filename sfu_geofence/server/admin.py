@@ -36,7 +36,6 @@ from ..core.errors import (
     ParticipantError,
 )
 from ..core.geofence import Geofence, ParticipantView
-from ..core.geolocation import DatabaseInfo
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyInForce
 from ..core.storage import StorageError
@@ -512,7 +511,7 @@ def _event(event: AuditEvent) -> dict[str, Any]:
 
 
 async def get_database(request: web.Request) -> web.Response:
-    return web.json_response(_database(request.app[ADMIN].geofence.database))
+    return web.json_response(_database(request.app[ADMIN].geofence))
 
 
 async def reload_database(request: web.Request) -> web.Response:
@@ -525,13 +524,13 @@ async def reload_database(request: web.Request) -> web.Response:
     _regular_file_or_missing(path if path is not None else fence.database.path)
     before = _Ejections.before(fence)
     try:
-        info = fence.reload_database(path)
+        fence.reload_database(path)
     except DatabaseError as exc:
-        kept = _database(fence.database)
+        kept = _database(fence)
         raise ApiError(
             422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
         ) from None
-    return web.json_response({**_database(info), **before.since()})
+    return web.json_response({**_database(fence), **before.since()})
 
 
 def _regular_file_or_missing(path: str) -> None:
@@ -546,18 +545,21 @@ def _regular_file_or_missing(path: str) -> None:
         raise ApiError(422, "invalid_path", f"{path!r} is not a regular file (a .mmdb database file)")
 
 
-def _database(info: DatabaseInfo) -> dict[str, Any]:
+def _database(fence: Geofence) -> dict[str, Any]:
+    info, alarm = fence.database, fence.database_alarm
     return {
         "label": info.label,
         "path": info.path,
         "type": info.database_type,
         "built": info.built.isoformat(),
         "age_days": round(info.age().total_seconds() / 86400, 1),
+        "age_seconds": round(info.age().total_seconds()),
         "stale": info.stale(),
         "warning": info.staleness_warning(),
         "embedded": info.embedded,
         "ip_version": info.ip_version,
         "attribution": info.attribution,
+        "alarm": None if alarm is None else {"message": alarm.message, "since": alarm.since.isoformat()},
     }
 
 

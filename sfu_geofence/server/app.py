@@ -7,6 +7,8 @@ token is configured, the operator API under ``/api``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
@@ -17,6 +19,7 @@ from aiohttp import web
 from ..rtc.ice import IcePolicy
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig, create_admin_app
+from .dbwatch import DatabaseWatch
 from .drain import Drain
 from .enforcement import GeofenceHost
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
@@ -56,11 +59,17 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
+    db_watch_interval: float = 5.0
+    """Seconds between two looks at the ``db_path`` file, reloaded when replaced; 0: no watch."""
     drain_timeout: float = 10.0
     """Seconds a stop (SIGTERM) may take to tell everyone and flush the audit before the process exits."""
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # an address, not a name: say exactly where we listen
+        if self.db_watch_interval < 0:
+            raise ValueError(
+                f"the database watch interval must be 0 (off) or more, not {self.db_watch_interval}"
+            )
         if not self.drain_timeout > 0:
             raise ValueError(f"the drain timeout must be positive, not {self.drain_timeout}")
 
@@ -69,6 +78,7 @@ CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
 DRAIN = web.AppKey("drain", Drain)
+DATABASE_WATCH = web.AppKey("database_watch", DatabaseWatch)
 IDENTITY = web.RequestKey("identity", str)
 """Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
 as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
@@ -117,6 +127,9 @@ def create_geofenced_app(
         audit=config.state.open_audit(),
     )
     app[GEOFENCE_HOST] = host
+    if config.db_path is not None and config.db_watch_interval > 0:
+        app[DATABASE_WATCH] = DatabaseWatch(host.geofence, config.db_watch_interval)
+        app.cleanup_ctx.append(_watch_database)  # its cleanup runs before the geofence closes
     app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
     if config.admin.token is not None:
         app.add_subapp("/api", create_admin_app(host.geofence, host, config.admin.token))
@@ -126,6 +139,14 @@ def create_geofenced_app(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
     return app
+
+
+async def _watch_database(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.ensure_future(app[DATABASE_WATCH].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close_geofence(app: web.Application) -> None:

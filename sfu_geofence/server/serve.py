@@ -40,6 +40,7 @@ ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 
 ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
+ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"network media may come from; repeatable (${ENV_ALLOW_REMOTE}; default loopback only)",
     )
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
+    parser.add_argument(
+        "--db-watch",
+        type=float,
+        default=float(os.environ.get(ENV_DB_WATCH, ServerConfig.db_watch_interval)),
+        metavar="SECONDS",
+        help="look at the --db file this often and reload it when it is replaced; 0: never "
+        f"(${ENV_DB_WATCH}; "
+        f"default {ServerConfig.db_watch_interval:g})",
+    )
     parser.add_argument(
         "--admin-token",
         help=f"bearer token of the operator API under /api; prefer ${ENV_ADMIN_TOKEN} (argv is public). "
@@ -148,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         admin=AdminConfig.from_env(args.admin_token),
         drain_timeout=args.drain_timeout,
+        db_watch_interval=args.db_watch,
     )
 
 

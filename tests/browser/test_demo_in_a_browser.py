@@ -20,6 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Page
 
+from sfu_geofence.core.errors import DatabaseError
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
@@ -284,7 +285,22 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     await console.fill("#token", TOKEN)
     await console.click("#token-form button")
     await console.wait_for_selector("body[data-state=open]")
-    assert "DB-IP Country Lite" in (await console.text_content("#database") or "")
+    # The build and its age, never the file's path.
+    database = await console.text_content("#database") or ""
+    assert database.startswith("DB-IP Country Lite 2026-06-01 (embedded) · built 2026-06-01 · "), database
+    assert database.endswith(" days old"), database
+    assert ".mmdb" not in (await console.text_content("body") or "")
+    # A reload that fails raises the alarm on the console (without the path of the file), until one works.
+    fence = demo.app[GEOFENCE_HOST].geofence
+    with pytest.raises(DatabaseError):
+        fence.reload_database("/nonexistent/GeoLite2-Country.mmdb")
+    await console.wait_for_selector("#database-alarm:not([hidden])", timeout=10_000)
+    alarm = await console.text_content("#database-alarm") or ""
+    assert alarm.startswith("The last database reload failed ("), alarm
+    assert "DB-IP Country Lite 2026-06-01 still decides" in alarm
+    assert "nonexistent" not in alarm
+    fence.reload_database()
+    await console.wait_for_selector("#database-alarm[hidden]", state="attached", timeout=10_000)
     attribution = console.locator("footer a[href='https://db-ip.com']")
     assert await attribution.text_content() == "IP Geolocation by DB-IP"
 

@@ -596,7 +596,8 @@ async def test_bad_audit_parameters_are_refused_with_a_specific_error(
 async def test_the_database_in_use_is_described_with_its_age_and_attribution(operator: Operator) -> None:
     body = await operator.call("GET", "/database", 200)
     info = operator.host.geofence.database
-    assert body | {"age_days": 0.0} == {
+    assert body["age_seconds"] < 60  # built by the fixture just now
+    assert body | {"age_days": 0.0, "age_seconds": 0} == {
         "label": info.label,
         "path": str(operator.database),
         "type": "DBIP-Country-Lite",
@@ -607,6 +608,8 @@ async def test_the_database_in_use_is_described_with_its_age_and_attribution(ope
         "embedded": False,
         "ip_version": 6,
         "attribution": None,
+        "age_seconds": 0,
+        "alarm": None,
     }
 
 
@@ -644,6 +647,9 @@ async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_o
         assert before.label in answer["message"]
         assert answer["kept"]["path"] == str(operator.database)
         assert host.geofence.database == before
+        # ...and the alarm stays up, for the console and monitoring, until a reload works.
+        assert answer["kept"]["alarm"]["message"] == answer["message"]
+        assert (await operator.call("GET", "/database", 200))["alarm"] == answer["kept"]["alarm"]
     assert (await operator.call("POST", "/database/reload", 422, json={"path": 7}))["error"] == "invalid_path"
     assert (await operator.call("POST", "/database/reload", 422, json={"file": "x"}))[
         "error"
@@ -657,7 +663,7 @@ async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_o
 
     moved = write_contract_database(tmp_path / "moved.mmdb", moved={"DE": "CN"})
     body = await operator.call("POST", "/database/reload", 200, json={"path": str(moved)})
-    assert body["path"] == str(moved)
+    assert (body["path"], body["alarm"]) == (str(moved), None)
     assert [(e["participant"], e["country"]) for e in body["ejections"]] == [(de, "CN")]
     await operator.gone("r", de)
     assert host.connected("r") == {us}
