@@ -7,6 +7,7 @@ never for other participants.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
@@ -49,6 +50,9 @@ class AuditEvent:
     rule: str | None = None
     """The policy in force, as text."""
     reason: str | None = None
+    """Why: a decision's reason code, or what the operator who made a change wrote."""
+    actor: str | None = None
+    """Who made a change (a policy, an ejection by hand, a database reload), as the operator said."""
     policy_version: int | None = None
     detail: str | None = None
     """Free text: the trigger of an ejection, an error message."""
@@ -59,11 +63,17 @@ class AuditEvent:
 
 
 _COLUMNS = [f.name for f in fields(AuditEvent) if f.name != "id"]
+
+
+def _column_type(name: str) -> str:
+    return "INTEGER" if name == "policy_version" else "TEXT"
+
+
 _TIME = _COLUMNS.index("time")
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    {", ".join(f"{name} {'INTEGER' if name == 'policy_version' else 'TEXT'}" for name in _COLUMNS)}
+    {", ".join(f"{name} {_column_type(name)}" for name in _COLUMNS)}
 );
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE INDEX IF NOT EXISTS audit_participant ON audit (participant, id);
@@ -82,6 +92,7 @@ class AuditLog:
     def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "FULL") -> None:
         self._db = connect(path, _SCHEMA, synchronous)
         self._closed = False
+        _add_missing_columns(self._db)
 
     def record(self, event: AuditEvent) -> AuditEvent:
         """Append ``event`` (stamped with the time now unless it has one); returns it as stored."""
@@ -146,6 +157,24 @@ class AuditLog:
             raise StorageError(f"audit log not readable: {exc}") from None
         return [_from_row(row) for row in (rows if forward else reversed(rows))]
 
+    def prune(self, before: datetime, *, batch: int = 1000) -> int:
+        """Delete the oldest events recorded before ``before``, at most ``batch`` of them; returns how many.
+
+        Events are appended in time order, so the old ones are the first rows: each call reads at most
+        ``batch`` rows from the start of the table, whatever its size, and a caller on an event loop
+        can prune a large backlog in short steps (call again while it returns ``batch``).
+        """
+        if self._closed:
+            raise ClosedError("audit log is closed")
+        try:
+            rows = self._db.execute("SELECT id, time FROM audit ORDER BY id LIMIT ?", (batch,)).fetchall()
+            old = list(itertools.takewhile(lambda row: datetime.fromisoformat(row[1]) < before, rows))
+            if old:
+                self._db.execute("DELETE FROM audit WHERE id <= ?", (old[-1][0],))
+        except sqlite3.Error as exc:
+            raise StorageError(f"audit log not pruned: {exc}") from None
+        return len(old)
+
     def close(self) -> None:
         """Flush (checkpoint the write-ahead log into the file, synced) and close; safe to call twice."""
         if not self._closed:
@@ -153,6 +182,17 @@ class AuditLog:
             with contextlib.suppress(sqlite3.Error):  # e.g. a reader holds the log open: it stays valid
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A log written by an older version lacks the newer columns (e.g. ``actor``): add them, empty."""
+    try:
+        present = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+        for name in _COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE audit ADD COLUMN {name} {_column_type(name)}")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot upgrade the audit log: {exc}") from None
 
 
 def _from_row(row: tuple[object, ...]) -> AuditEvent:

@@ -284,14 +284,16 @@ class Geofence:
 
     # -- what operators change -------------------------------------------------------------------
 
-    def eject_by_operator(self, room: str, participant: str, reason: str) -> bool:
+    def eject_by_operator(
+        self, room: str, participant: str, reason: str, *, actor: str | None = None
+    ) -> bool:
         """An operator removes one participant by hand, whatever the policy (monitor mode too).
 
         Audited like every ejection (``requested`` now, ``completed`` at :meth:`leave`), then asked of
         the host through the same ``eject`` callable, with ``Trigger.OPERATOR``: one path out, so the
         host closes an operator's ejection exactly as a policy's. Returns False when the host's
         callable failed (audited as ``eject_failed``). Raises ParticipantError for a participant not
-        admitted in ``room``, or one whose ejection is already pending.
+        admitted in ``room``, or one whose ejection is already pending. ``actor`` (who did it) is audited.
         """
         self._check_open()
         session = self._sessions.get((room, participant))
@@ -305,50 +307,64 @@ class Geofence:
             Trigger.OPERATOR,
             f"{Trigger.OPERATOR}: {reason}",
             str(Trigger.OPERATOR),
+            actor,
         )
 
-    def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
+    def set_policy(
+        self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """Give ``room`` its own policy (None: back to the default), persisted before returning;
-        current participants of the room are re-evaluated. Returns the new policy version."""
+        current participants of the room are re-evaluated. Returns the new policy version. Who made
+        the change and why (``actor``, ``reason``: what the operator says) go into the audit."""
         self._check_open()
         version = self._policies.set(room, policy)
         self._rebuild_evaluators()
+        rule = self.policy(room).policy.describe()
         self._record(
-            EventKind.POLICY, "changed", room, rule=self.policy(room).policy.describe(), version=version
+            EventKind.POLICY, "changed", room, rule=rule, version=version, actor=actor, reason=reason
         )
         self._reevaluate([s for s in self._sessions.values() if s.room == room], Trigger.POLICY_CHANGED)
         return version
 
-    def set_default_policy(self, policy: RoomPolicy) -> int:
+    def set_default_policy(
+        self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """Replace the server default; participants of rooms without a policy of their own are
-        re-evaluated. Returns the new policy version."""
+        re-evaluated. Returns the new policy version. ``actor`` and ``reason`` are audited."""
         self._check_open()
         version = self._policies.set_default(policy)
         self._rebuild_evaluators()
-        self._record(EventKind.POLICY, "default_changed", rule=policy.describe(), version=version)
+        rule = policy.describe()
+        self._record(
+            EventKind.POLICY, "default_changed", rule=rule, version=version, actor=actor, reason=reason
+        )
         self._reevaluate(
             [s for s in self._sessions.values() if s.room not in self._evaluators], Trigger.POLICY_CHANGED
         )
         return version
 
-    def reload_database(self, path: str | Path | None = None) -> DatabaseInfo:
+    def reload_database(
+        self, path: str | Path | None = None, *, actor: str | None = None, reason: str | None = None
+    ) -> DatabaseInfo:
         """Swap to the database at ``path`` (None: re-read the current file) and re-evaluate everyone.
 
-        A missing or corrupt file raises DatabaseError, is audited, and the current database stays.
+        A missing or corrupt file raises DatabaseError, is audited, raises :attr:`database_alarm`,
+        and the current database stays. ``actor`` and ``reason`` are audited either way.
         """
         self._check_open()
         try:
             self._locator.reload(path)
         except DatabaseError as exc:
             logger.error("database reload failed, keeping %s: %s", self.database.label, exc)
-            self._record(EventKind.DATABASE, "reload_failed", detail=f"{exc}; kept {self.database.label}")
+            detail = f"{exc}; kept {self.database.label}"
+            self._record(EventKind.DATABASE, "reload_failed", detail=detail, actor=actor, reason=reason)
             self._database_alarm = DatabaseAlarm(
                 f"{exc}; still using {self.database.label}", datetime.now(UTC)
             )
             raise
         self._database_alarm = None
         self._rebuild_evaluators()
-        self._database_loaded()
+        self._database_loaded(actor, reason)
         self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)
         return self.database
 
@@ -373,12 +389,15 @@ class Geofence:
             room: Evaluator(p.policy, p.version) for room, p in self._policies.rooms().items()
         }
 
-    def _database_loaded(self) -> None:
+    def _database_loaded(self, actor: str | None = None, reason: str | None = None) -> None:
         info = self.database
         warning = info.staleness_warning()
         if warning:
             logger.warning("%s", warning)
-        self._record(EventKind.DATABASE, "loaded", database=info.label, detail=warning or info.path)
+        detail = warning or info.path
+        self._record(
+            EventKind.DATABASE, "loaded", database=info.label, detail=detail, actor=actor, reason=reason
+        )
 
     def _decide_media(self, session: _Session) -> Decision:
         assert session.media_address is not None
@@ -424,7 +443,13 @@ class Geofence:
         self._request_ejection(session, decision, trigger, str(trigger))
 
     def _request_ejection(
-        self, session: _Session, decision: Decision, trigger: Trigger, detail: str, reason: str | None = None
+        self,
+        session: _Session,
+        decision: Decision,
+        trigger: Trigger,
+        detail: str,
+        reason: str | None = None,
+        actor: str | None = None,
     ) -> bool:
         room, participant = session.room, session.participant
         session.ejecting, session.eject_reason = True, reason
@@ -439,6 +464,7 @@ class Geofence:
             decision,
             detail,
             reason=reason,
+            actor=actor,
         )
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
@@ -473,6 +499,7 @@ class Geofence:
         version: int | None = None,
         database: str | None = None,
         reason: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """Audit best-effort: enforcement never fails because the audit's storage does.
 
@@ -491,6 +518,7 @@ class Geofence:
             database=decision.database if decision else database,
             rule=decision.rule if decision else rule,
             reason=reason or (str(decision.reason) if decision else None),
+            actor=actor,
             policy_version=decision.policy_version if decision else version,
             detail=detail,
         )

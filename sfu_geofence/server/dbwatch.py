@@ -26,6 +26,9 @@ from ..core.geofence import Geofence
 
 logger = logging.getLogger(__name__)
 
+WATCH_ACTOR = "database-watch"
+"""The ``actor`` of the reloads this watch makes, in the audit log."""
+
 
 @dataclass(frozen=True, slots=True)
 class FileVersion:
@@ -78,7 +81,7 @@ class DatabaseWatch:
         # A file that cannot be used: the geofence has logged and audited it and raised its alarm; the
         # old build goes on deciding.
         with contextlib.suppress(DatabaseError):
-            self.geofence.reload_database()
+            self.geofence.reload_database(actor=WATCH_ACTOR, reason="the database file changed")
 
     async def run(self) -> None:
         """Poll until cancelled."""
