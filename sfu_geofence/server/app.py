@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from .dbwatch import DatabaseWatch
 from .drain import Drain
 from .enforcement import GeofenceHost
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
+from .retention import AuditRetention
 from .signaling import SignalingSession
 from .state import StateConfig
 
@@ -79,6 +81,7 @@ SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
 DRAIN = web.AppKey("drain", Drain)
 DATABASE_WATCH = web.AppKey("database_watch", DatabaseWatch)
+AUDIT_RETENTION = web.AppKey("audit_retention", AuditRetention)
 IDENTITY = web.RequestKey("identity", str)
 """Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
 as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
@@ -130,6 +133,9 @@ def create_geofenced_app(
     if config.db_path is not None and config.db_watch_interval > 0:
         app[DATABASE_WATCH] = DatabaseWatch(host.geofence, config.db_watch_interval)
         app.cleanup_ctx.append(_watch_database)  # its cleanup runs before the geofence closes
+    if config.state.audit_retention_days is not None:
+        app[AUDIT_RETENTION] = AuditRetention(host.geofence.audit, config.state.audit_retention_days)
+        app.cleanup_ctx.append(_retain_audit)
     app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
     if config.admin.token is not None:
         app.add_subapp("/api", create_admin_app(host.geofence, host, config.admin.token))
@@ -142,11 +148,27 @@ def create_geofenced_app(
 
 
 async def _watch_database(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.ensure_future(app[DATABASE_WATCH].run())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with _running(app[DATABASE_WATCH].run()):
+        yield
+
+
+async def _retain_audit(app: web.Application) -> AsyncIterator[None]:
+    retention = app[AUDIT_RETENTION]
+    await retention.prune_safely()  # at start-up, before anyone joins
+    async with _running(retention.run(delay=retention.interval)):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` as a task for the life of the application (cancelled before the geofence closes)."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _close_geofence(app: web.Application) -> None:

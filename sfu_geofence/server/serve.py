@@ -41,6 +41,7 @@ ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 
 ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
 ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
+ENV_AUDIT_RETENTION = "SFU_GEOFENCE_AUDIT_RETENTION"
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"(${ENV_DRAIN_TIMEOUT}; default {ServerConfig.drain_timeout:g})",
     )
     parser.add_argument(
+        "--audit-retention",
+        type=float,
+        default=float(os.environ[ENV_AUDIT_RETENTION]) if os.environ.get(ENV_AUDIT_RETENTION) else None,
+        metavar="DAYS",
+        help=f"delete audit events older than this many days (${ENV_AUDIT_RETENTION}; default: keep all)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -154,7 +162,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         db_path=args.db,
         proxies=ProxyConfig(tuple(args.trusted_proxies or _listed(ENV_TRUSTED_PROXIES) or ())),
         state=StateConfig(
-            Path(args.state_dir) if args.state_dir else None, audit_synchronous=args.audit_sync
+            Path(args.state_dir) if args.state_dir else None,
+            audit_synchronous=args.audit_sync,
+            audit_retention_days=args.audit_retention,
         ),
         admin=AdminConfig.from_env(args.admin_token),
         drain_timeout=args.drain_timeout,
