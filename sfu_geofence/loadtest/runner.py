@@ -72,6 +72,9 @@ class LoadTestConfig:
     audio: AudioClipParams = field(default_factory=AudioClipParams)
     setup_timeout: float = 60.0
     join_timeout: float = 30.0
+    state_dir: Path | None = None
+    """With a spawned server: its ``--state-dir``, kept after the run (``sfu-geofence report`` reads
+    its audit log); None: the server keeps its state in memory."""
 
 
 def signaling_url(text: str) -> str:
@@ -274,6 +277,7 @@ class LoadRunner:
                 str(database),
                 "--log-level",
                 "warning",
+                *(("--state-dir", str(self.config.state_dir)) if self.config.state_dir else ()),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
