@@ -77,14 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"network media may come from; repeatable (${ENV_ALLOW_REMOTE}; default loopback only)",
     )
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
-    parser.add_argument(
+    _seconds(
+        parser,
         "--db-watch",
-        type=float,
-        default=float(os.environ.get(ENV_DB_WATCH, ServerConfig.db_watch_interval)),
-        metavar="SECONDS",
-        help="look at the --db file this often and reload it when it is replaced; 0: never "
-        f"(${ENV_DB_WATCH}; "
-        f"default {ServerConfig.db_watch_interval:g})",
+        ENV_DB_WATCH,
+        ServerConfig.db_watch_interval,
+        "look at the --db file this often and reload it when it is replaced; 0: never",
     )
     parser.add_argument(
         "--admin-token",
@@ -113,13 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"SQLite synchronous setting of the audit log (${ENV_AUDIT_SYNC}; default NORMAL: survives "
         "a crash, FULL: also a power cut)",
     )
-    parser.add_argument(
+    _seconds(
+        parser,
         "--drain-timeout",
-        type=float,
-        default=float(os.environ.get(ENV_DRAIN_TIMEOUT, ServerConfig.drain_timeout)),
-        metavar="SECONDS",
-        help="on SIGTERM: seconds to tell everyone and flush the audit before exiting "
-        f"(${ENV_DRAIN_TIMEOUT}; default {ServerConfig.drain_timeout:g})",
+        ENV_DRAIN_TIMEOUT,
+        ServerConfig.drain_timeout,
+        "on SIGTERM: seconds to tell everyone and flush the audit before exiting",
     )
     parser.add_argument(
         "--audit-retention",
@@ -143,6 +140,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 configure = add_arguments
+
+
+def _seconds(parser: argparse.ArgumentParser, flag: str, env: str, default: float, text: str) -> None:
+    parser.add_argument(
+        flag,
+        type=float,
+        default=float(os.environ.get(env, default)),
+        metavar="SECONDS",
+        help=f"{text} (${env}; default {default:g})",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:

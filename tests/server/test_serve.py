@@ -26,7 +26,7 @@ from sfu_geofence.server.serve import add_arguments, config_from_args, run_app_u
 from sfu_geofence.server.state import StateConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
-from sfu_geofence.testing.wait import eventually
+from sfu_geofence.testing.wait import eventually, receiving_media
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -196,14 +196,6 @@ async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_
     assert ("INFO sfu_geofence.server.app geofence: DB-IP Country Lite" in stderr) is logged, stderr
 
 
-def _receives_media(peers: list[SyntheticPeer]) -> str | None:
-    for peer in peers:
-        frames = [c.frames for c in peer.meter.counts() if c.source]
-        if len(frames) < 2 or min(frames) < 5:
-            return f"{peer.name} received frames {frames} (expected audio and video, 5+ frames each)"
-    return None
-
-
 async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits_0_within_the_drain_timeout(
     tmp_path: Path,
 ) -> None:
@@ -228,7 +220,7 @@ async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits
         for peer in peers:
             await peer.join()
             assert peer.participant_id is not None
-        await eventually(lambda: _receives_media(peers), within=20)
+        await eventually(lambda: receiving_media(peers), within=20)
         waiting = SyntheticPeer(url, "drained", "127.0.51.3")  # connected, not joined yet
         await waiting.connect()
         started = time.monotonic()

@@ -33,7 +33,7 @@ from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
-from sfu_geofence.testing.wait import eventually
+from sfu_geofence.testing.wait import eventually, receiving_media
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,8 +58,11 @@ MESSAGES = 10_000
 BATCHES = 220
 BATCH = MESSAGES // BATCHES + 1
 SDP_CASES = 80
-MEDIA_GAP_S = 1.0
-"""The longest any of the call's tracks may go without a frame while the fuzzing runs."""
+MEDIA_GAP_S = 2.0
+"""The longest any of the call's tracks may go without a frame while the fuzzing runs. A call that
+stopped shows a gap as long as the rest of the run (tens of seconds); on the shared 2-core machine,
+at load averages of 3 to 5, the largest gaps measured were 0.1 to 1.0 s, as long as the event loop's
+own longest stall (reported with a failure)."""
 
 Frame = str | bytes
 Expected = tuple[str, str | int]
@@ -347,12 +350,23 @@ async def real_answer(offer: str) -> str:
             await pc.close()
 
 
-def media_flowing(call: list[SyntheticPeer]) -> str | None:
-    for peer in call:
-        frames = [c.frames for c in peer.meter.counts() if c.source]
-        if len(frames) < 2 or min(frames) < 10:
-            return f"{peer.name} received {frames} frames"
-    return None
+async def loop_lag(interval: float = 0.05) -> float:
+    """Run until cancelled; returns the longest time the event loop was late waking it up."""
+    longest = 0.0
+    try:
+        while True:
+            due = time.monotonic() + interval
+            await asyncio.sleep(interval)
+            longest = max(longest, time.monotonic() - due)
+    except asyncio.CancelledError:
+        return longest
+
+
+async def lag_result(task: asyncio.Future[float]) -> float:
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return float("nan")
 
 
 @pytest_asyncio.fixture
@@ -362,7 +376,7 @@ async def fuzz(frozen_heap: None) -> AsyncIterator[Fuzz]:
         try:
             for peer in call:
                 await peer.join()
-            await eventually(lambda: media_flowing(call), within=30)
+            await eventually(lambda: receiving_media(call, frames=10), within=30)
             with watching_logs() as logs:
                 member = Session(served.url, session, room="fuzz-member")
                 yield Fuzz(served, call, logs, Session(served.url, session), member)
@@ -402,9 +416,12 @@ async def test_ten_thousand_bad_messages_each_get_their_documented_answer_and_th
         asyncio.run_coroutine_threadsafe(fuzz.sdp_case(edits), loop).result(timeout=120)
 
     # Hypothesis runs in a thread; every message is sent from the server's own (running) event loop.
+    lag = asyncio.ensure_future(loop_lag())
     await asyncio.to_thread(batches)
     await asyncio.to_thread(sdp_answers)
     ended = time.monotonic()
+    lag.cancel()
+    stall = f"the event loop's longest stall: {await lag_result(lag):.3f} s"
 
     assert fuzz.sent >= MESSAGES + SDP_CASES
     errors = {
@@ -421,9 +438,9 @@ async def test_ten_thousand_bad_messages_each_get_their_documented_answer_and_th
         for track in tracks:
             assert track.frames_in(started, ended) > 0, f"{peer.name} {track.kind}: no frame while fuzzing"
             stats = track.gap_stats(started, ended)
-            assert stats.max_ms < MEDIA_GAP_S * 1000, f"{peer.name} {track.kind}: {stats}"
+            assert stats.max_ms < MEDIA_GAP_S * 1000, f"{peer.name} {track.kind}: {stats}; {stall}"
             assert (track.stalled_for() or 0) < MEDIA_GAP_S, f"{peer.name} {track.kind} stopped"
-    print(f"{fuzz.sent} messages in {ended - started:.1f} s: {dict(fuzz.seen)}")
+    print(f"{fuzz.sent} messages in {ended - started:.1f} s ({stall}): {dict(fuzz.seen)}")
 
 
 @pytest.mark.xfail(
