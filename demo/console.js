@@ -339,6 +339,17 @@ async function refreshAudit() {
   }
 }
 
+/** Why an event happened, and who made a change; a database event names the build, never a file. */
+function why(e) {
+  const text =
+    e.kind !== "database"
+      ? e.reason ?? e.detail
+      : e.outcome === "loaded"
+        ? e.database
+        : "the new file could not be used: the previous build still decides";
+  return e.actor ? `${text ?? ""} (by ${e.actor})` : text;
+}
+
 function addAudit(events) {
   const body = $("audit").tBodies[0];
   for (const e of events) {
@@ -352,7 +363,7 @@ function addAudit(events) {
       e.participant,
       element("span", e.address, "mono"),
       e.country,
-      e.reason ?? e.detail,
+      why(e),
       e.rule,
     ]);
     for (const cell of [tr.cells[8], tr.cells[9]]) {

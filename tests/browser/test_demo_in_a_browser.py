@@ -299,6 +299,12 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     assert alarm.startswith("The last database reload failed ("), alarm
     assert "DB-IP Country Lite 2026-06-01 still decides" in alarm
     assert "nonexistent" not in alarm
+    failed = "#audit tr[data-kind=database][data-outcome=reload_failed]"
+    await console.wait_for_selector(failed, timeout=10_000)
+    assert await console.text_content(f"{failed} td:nth-child(9)") == (
+        "the new file could not be used: the previous build still decides"
+    )
+    assert "nonexistent" not in (await console.text_content("body") or "")
     fence.reload_database()
     await console.wait_for_selector("#database-alarm[hidden]", state="attached", timeout=10_000)
     attribution = console.locator("footer a[href='https://db-ip.com']")
