@@ -69,6 +69,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "order of appearance)",
     )
     parser.add_argument(
+        "--admin-url",
+        metavar="URL",
+        help="the --url server's admin listener, where its operator API is (default: its host, port 8081)",
+    )
+    parser.add_argument(
         "--admin-token",
         help="operator token of the --url server (prefer $SFU_GEOFENCE_ADMIN_TOKEN); --spawn makes its own",
     )
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         steps=tuple(parse_step(text) for text in args.at),
         duration=args.duration,
         url=args.url,
+        admin_url=args.admin_url,
         admin_token=args.admin_token or os.environ.get(TOKEN_ENV),
         networks=parse_networks(args.network),
         workers=args.workers,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import sqlite3
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ class AuditEvent:
     policy_version: int | None = None
     detail: str | None = None
     """Free text: the trigger of an ejection, an error message."""
+    count: int = 1
+    """How many events of this shape the row stands for: above the audit's rate limit, refusals are
+    counted in one summary row (no participant, no address) instead of one row each."""
     time: datetime | None = None
     """When recorded (UTC); filled in by :meth:`AuditLog.record` when None."""
     id: int | None = None
@@ -64,21 +68,21 @@ class AuditEvent:
 
 _COLUMNS = [f.name for f in fields(AuditEvent) if f.name != "id"]
 
-
-def _column_type(name: str) -> str:
-    return "INTEGER" if name == "policy_version" else "TEXT"
-
-
 _TIME = _COLUMNS.index("time")
+_INTEGERS = {"policy_version": "INTEGER", "count": "INTEGER NOT NULL DEFAULT 1"}
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    {", ".join(f"{name} {_column_type(name)}" for name in _COLUMNS)}
+    {", ".join(f"{name} {_INTEGERS.get(name, 'TEXT')}" for name in _COLUMNS)}
 );
 CREATE INDEX IF NOT EXISTS audit_room ON audit (room, id);
 CREATE INDEX IF NOT EXISTS audit_participant ON audit (participant, id);
 """
 _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+
+
+DEFAULT_RESERVE = 64 * 1024 * 1024
+"""Free bytes the audit log leaves on its file system: the policy store (same directory) needs them."""
 
 
 class AuditLog:
@@ -87,17 +91,44 @@ class AuditLog:
     Each :meth:`record` is committed before it returns; with ``synchronous="FULL"`` (the default)
     it also survives a power cut, at the price of an fsync per event; ``"NORMAL"`` only survives a
     crash of the process, and costs microseconds (see bench/decision.py).
+
+    The log stops writing (:meth:`record` raises StorageError) while its file system has less than
+    ``reserve`` bytes free, so that a log filled by a flood of events never takes the last bytes a
+    policy change needs: the audit fails first, and alone.
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, synchronous: Synchronous = "FULL") -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        synchronous: Synchronous = "FULL",
+        reserve: int = DEFAULT_RESERVE,
+    ) -> None:
         self._db = connect(path, _SCHEMA, synchronous)
-        self._closed = False
         _add_missing_columns(self._db)
+        self._closed = False
+        self._directory = None if str(path) == ":memory:" else os.path.dirname(os.path.abspath(path))
+        self.reserve = reserve
+
+    def free_bytes(self) -> int | None:
+        """Bytes free for unprivileged writers on the log's file system (None: in memory)."""
+        if self._directory is None:
+            return None
+        stat = os.statvfs(self._directory)
+        return stat.f_bavail * stat.f_frsize
 
     def record(self, event: AuditEvent) -> AuditEvent:
-        """Append ``event`` (stamped with the time now unless it has one); returns it as stored."""
+        """Append ``event`` (stamped with the time now unless it has one); returns it as stored.
+
+        Raises StorageError when the event cannot be stored, or the file system is within
+        :attr:`reserve` of full."""
         if self._closed:
             raise ClosedError("audit log is closed")
+        free = self.free_bytes()
+        if free is not None and free < self.reserve:
+            raise StorageError(
+                f"audit event not stored: {free} bytes free, less than the {self.reserve} kept for policies"
+            )
         time = event.time or datetime.now(UTC)
         values = [getattr(event, name) for name in _COLUMNS]
         values[_TIME] = time.isoformat()
@@ -185,12 +216,13 @@ class AuditLog:
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """A log written by an older version lacks the newer columns (e.g. ``actor``): add them, empty."""
+    """A log written by an older version lacks the newer columns (``actor``, ``count``): add them
+    (their defaults apply)."""
     try:
         present = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
         for name in _COLUMNS:
             if name not in present:
-                db.execute(f"ALTER TABLE audit ADD COLUMN {name} {_column_type(name)}")
+                db.execute(f"ALTER TABLE audit ADD COLUMN {name} {_INTEGERS.get(name, 'TEXT')}")
     except sqlite3.Error as exc:
         raise StorageError(f"cannot upgrade the audit log: {exc}") from None
 

@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from .audit import AuditEvent, AuditLog, EventKind
+from .auditrate import AuditRate, RefusalCounter
 from .decision import Decision, Verdict
 from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
@@ -144,11 +145,13 @@ class Geofence:
         locator: Locator | None = None,
         policies: PolicyStore | None = None,
         audit: AuditLog | None = None,
+        audit_rate: AuditRate | None = None,
     ) -> None:
         """Start deciding. Without ``locator``, open ``database`` (None: the embedded DB-IP file);
         a missing or corrupt file raises DatabaseError here, at start-up. Without ``policies`` or
         ``audit``, in-memory ones are used (nothing survives a restart). Objects passed in are
-        closed by :meth:`close` all the same: the geofence owns them from now on."""
+        closed by :meth:`close` all the same: the geofence owns them from now on. Refusals beyond
+        ``audit_rate`` are counted in summary rows instead of one row each."""
         self._eject = eject
         self._locator = locator or Locator(database)
         self._policies = policies or PolicyStore()
@@ -157,6 +160,7 @@ class Geofence:
         self._closed = False
         self._audit_failures = 0
         self._database_alarm: DatabaseAlarm | None = None
+        self._refusals = RefusalCounter(audit_rate or AuditRate())
         self._rebuild_evaluators()
         self._database_loaded()
 
@@ -186,6 +190,11 @@ class Geofence:
         let in or kept in because of it.
         """
         return self._audit_failures
+
+    @property
+    def refusals_counted(self) -> int:
+        """Refusals counted in summary rows rather than recorded one by one (the audit's rate limit)."""
+        return self._refusals.suppressed
 
     @property
     def policies(self) -> PolicyStore:
@@ -237,7 +246,15 @@ class Geofence:
             raise
         if decision.admitted:
             self._sessions[(room, participant)] = _Session(room, participant, normalised, identity, decision)
-        self._record(EventKind.ADMISSION, decision.outcome, room, participant, normalised, decision)
+        self._record(
+            EventKind.ADMISSION,
+            decision.outcome,
+            room,
+            participant,
+            normalised,
+            decision,
+            refusal=decision.verdict is not Verdict.ADMIT,
+        )
         return decision
 
     def media_address(self, room: str, participant: str, address: str, relayed: bool) -> Decision:
@@ -369,8 +386,10 @@ class Geofence:
         return self.database
 
     def close(self) -> None:
-        """Close the database, policy store and audit log. Safe to call twice."""
+        """Close the database, policy store and audit log (after writing the refusals still counted).
+        Safe to call twice."""
         if not self._closed:
+            self._write_summaries(force=True)
             self._closed = True
             self._locator.close()
             self._policies.close()
@@ -500,12 +519,14 @@ class Geofence:
         database: str | None = None,
         reason: str | None = None,
         actor: str | None = None,
+        refusal: bool = False,
     ) -> None:
         """Audit best-effort: enforcement never fails because the audit's storage does.
 
         A write that fails is logged and counted (:attr:`Geofence.audit_failures`); the caller goes
         on acting on its decision, so a full disk cannot keep a restricted participant in a room or
-        leave a refused one registered.
+        leave a refused one registered. A ``refusal`` beyond the audit rate is counted instead
+        (:mod:`.auditrate`).
         """
         event = AuditEvent(
             kind=kind,
@@ -522,6 +543,18 @@ class Geofence:
             policy_version=decision.policy_version if decision else version,
             detail=detail,
         )
+        self._write_summaries()
+        if refusal and not self._refusals.record_one():
+            self._refusals.count(event)
+            return
+        self._write(event)
+
+    def _write_summaries(self, *, force: bool = False) -> None:
+        for summary in self._refusals.summaries(force=force):
+            self._write(summary)
+
+    def _write(self, event: AuditEvent) -> None:
+        kind, outcome, room, participant = event.kind, event.outcome, event.room, event.participant
         try:
             self._audit.record(event)
         except GeofenceError as exc:  # StorageError (disk full, read-only...), or the log closed

@@ -6,7 +6,8 @@ read-only). It counts
 
 * **refusals**: joins refused by a policy in force (``admission``/``refused``), by day, room, country
   and the decision's reason (``country_denied``, ``country_not_allowed``, ``unknown_refused``,
-  ``relayed_refused``);
+  ``relayed_refused``); refusals over the audit's rate are summary rows with a ``count`` and no room
+  (:mod:`.auditrate`), counted in room :data:`UNRECORDED_ROOM`;
 * **ejections**: ejections requested (``ejection``/``requested``), by day, room, country and trigger
   (``policy_changed``, ``database_reloaded``, ``media_address``, ``operator``);
 
@@ -33,6 +34,9 @@ Dimension = Literal["day", "room", "country", "trigger"]
 DIMENSIONS: tuple[Dimension, ...] = ("day", "room", "country", "trigger")
 UNKNOWN_COUNTRY = "unknown"
 """How a participant the database did not place is counted (its country is null in the audit)."""
+UNRECORDED_ROOM = "(not recorded)"
+"""The room of refusals over the audit's rate: counted in summary rows, which never name the room
+(a refused client chooses it, so it could make the counter grow without bound)."""
 
 
 class ReportError(GeofenceError):
@@ -127,12 +131,12 @@ class TransparencyReport:
 
 
 _REFUSALS = """
-SELECT substr(time, 1, 10), room, country, reason, count(*) FROM audit
+SELECT substr(time, 1, 10), room, country, reason, sum(count) FROM audit
 WHERE kind = ? AND outcome = 'refused' AND time >= ? GROUP BY 1, 2, 3, 4
 """
 _EJECTIONS = """
 SELECT substr(time, 1, 10), room, country,
-       CASE WHEN detail LIKE ? THEN ? ELSE detail END, count(*) FROM audit
+       CASE WHEN detail LIKE ? THEN ? ELSE detail END, sum(count) FROM audit
 WHERE kind = ? AND outcome = 'requested' AND time >= ? GROUP BY 1, 2, 3, 4
 """
 _POLICY_CHANGES = """
@@ -172,7 +176,14 @@ def read_report(audit_path: Path, since: datetime, *, now: datetime | None = Non
 
 def _exclusions(kind: ExclusionKind, rows: Iterable[tuple[Any, ...]]) -> list[Exclusion]:
     found = [
-        Exclusion(kind, date.fromisoformat(day), room or "", country or UNKNOWN_COUNTRY, trigger or "", count)
+        Exclusion(
+            kind,
+            date.fromisoformat(day),
+            room or UNRECORDED_ROOM,
+            country or UNKNOWN_COUNTRY,
+            trigger or "",
+            count,
+        )
         for day, room, country, trigger, count in rows
     ]
     return sorted(found, key=lambda e: (e.day, e.room, e.country, e.trigger))

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from ..core.policy import RoomPolicy
+from ..server.admin_listener import DEFAULT_ADMIN_PORT
 from ..synthetic.media import AudioClipParams, VideoClipParams, encode_opus_clip, encode_vp8_clip
 from ..testing.testdb import build_database
 from .report import RoomRequest, RunRecord, StepRecord
@@ -65,6 +66,9 @@ class LoadTestConfig:
     duration: float = 20.0
     url: str | None = None
     """A running server's signaling URL; None: spawn one."""
+    admin_url: str | None = None
+    """The running server's admin listener (operator API under ``/api``); None: the host of ``url``
+    on the default admin port."""
     admin_token: str | None = None
     networks: Mapping[str, ipaddress.IPv4Network] = field(default_factory=dict)
     workers: int = 2
@@ -92,6 +96,15 @@ def signaling_url(text: str) -> str:
         )
     path = parts.path.rstrip("/")
     return f"http://{parts.netloc}{path if path.endswith('/ws') else path + '/ws'}"
+
+
+def admin_base_url(text: str | None, signaling: str) -> str:
+    """``--admin-url`` (``http://HOST:PORT``), by default the signaling server's host on the default
+    admin port; on loopback, as the participants are."""
+    if text is None:
+        host = urlsplit(signaling).hostname or "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{DEFAULT_ADMIN_PORT}"
+    return signaling_url(text).removesuffix("/ws")
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -189,12 +202,13 @@ class LoadRunner:
         if config.url is None:
             plan = self._plan({})
             token = secrets.token_urlsafe(32)
-            url = await self._spawn_server(scratch, plan, token)
+            url, admin = await self._spawn_server(scratch, plan, token)
         else:
             url = signaling_url(config.url)
+            admin = admin_base_url(config.admin_url, url)
             if token is None and any(isinstance(s, PolicyStep) for s in config.steps):
                 raise LoadTestError(f"policy steps need the operator token: --admin-token or ${TOKEN_ENV}")
-            initial = await self._read_policies(url, token) if token else {}
+            initial = await self._read_policies(admin, token) if token else {}
             plan = self._plan(initial)
         media = media_description(config.video, config.audio)
         self.say(
@@ -203,9 +217,8 @@ class LoadRunner:
             f"{media['video']['clip_kbps']} kbit/s, audio opus {config.audio.frame_ms} ms "
             f"{media['audio']['kbps']:g} kbit/s"
         )
-        base = url.removesuffix("/ws")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession(base_url=base, headers=headers) as api:
+        async with aiohttp.ClientSession(base_url=admin, headers=headers) as api:
             self._start_workers(plan, url)
             progress = asyncio.ensure_future(self._print_progress(plan))
             try:
@@ -257,7 +270,8 @@ class LoadRunner:
 
     # -- server -----------------------------------------------------------------------------------------
 
-    async def _spawn_server(self, scratch: Path, plan: Plan, token: str) -> str:
+    async def _spawn_server(self, scratch: Path, plan: Plan, token: str) -> tuple[str, str]:
+        """Start ``serve``; returns its signaling URL and its admin listener's base URL."""
         database = build_database(
             scratch / "loadtest.mmdb", [f"{net}={country}" for country, net in plan.networks.items()]
         )
@@ -278,6 +292,9 @@ class LoadRunner:
                 "--log-level",
                 "warning",
                 *(("--state-dir", str(self.config.state_dir)) if self.config.state_dir else ()),
+                # everybody joins at once: more joins in progress than a server's default allows
+                "--cap-pending-joins",
+                str(max(64, 2 * len(plan.initial_peers))),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
@@ -291,9 +308,12 @@ class LoadRunner:
         text = line.decode(errors="replace").strip()
         if not text.startswith("listening on "):
             raise LoadTestError(f"the spawned server did not start (said {text!r}); see its log below")
+        admin = (await self._server.stdout.readline()).decode(errors="replace").strip()
+        if not admin.startswith("admin listening on "):
+            raise LoadTestError(f"the spawned server has no admin listener (said {admin!r})")
         mapping = ", ".join(f"{c}={n}" for c, n in plan.networks.items())
         self.say(f"server pid {self._server.pid}: {text} (database {mapping})")
-        return text.split()[-1]
+        return text.split()[-1], admin.split()[3]
 
     async def _stop_server(self) -> None:
         process = self._server
@@ -308,8 +328,7 @@ class LoadRunner:
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
 
-    async def _read_policies(self, url: str, token: str) -> dict[str, RoomPolicy]:
-        base = url.removesuffix("/ws")
+    async def _read_policies(self, base: str, token: str) -> dict[str, RoomPolicy]:
         policies: dict[str, RoomPolicy] = {}
         async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
             for room in self._plan({}).rooms:

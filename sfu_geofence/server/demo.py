@@ -29,7 +29,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..sfu import SfuObserver
-from .app import GEOFENCE_HOST, ServerConfig, create_geofenced_app
+from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,8 @@ DEMO = web.AppKey("demo", DemoConfig)
 
 
 def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -> web.Application:
-    """``serve``'s application (:func:`create_geofenced_app`) plus the pages and ``?from=``.
+    """``serve``'s application (:func:`create_geofenced_app`) plus the meeting page and ``?from=``;
+    its admin listener's application (``app[ADMIN_APP]``) gets the operator console.
 
     Admission, ejection, the media-address check and the operator API under /api are the product's
     own: the demo adds no hook of its own, only the address a tab pretends to come from.
@@ -111,9 +112,12 @@ def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -
     app.middlewares.append(pretend_origin({origin.country: origin for origin in config.origins}))
     app[DEMO] = config
     app.router.add_get("/", _page("index.html"))
-    app.router.add_get("/console", _page("console.html"))
     app.router.add_get("/origins", sample_origins)
     app.router.add_static("/demo/", config.pages)
+    admin = app[ADMIN_APP]
+    admin[DEMO] = config
+    admin.router.add_get("/console", _page("console.html"))
+    admin.router.add_static("/demo/", config.pages)
     return app
 
 

@@ -34,6 +34,10 @@ class CloseCode(enum.IntEnum):
     """The client's answer could not be applied."""
     ROOM_FULL = 4429
     """The room has reached its participant limit."""
+    ADDRESS_LIMIT = 4430
+    """Too many sessions or joins in progress from the client's address, or joins too fast."""
+    OVER_CAPACITY = 4503
+    """The server is at capacity (a global cap); the client may retry later."""
     INTERNAL_ERROR = 4500
     """A server bug; the client may retry."""
 
@@ -158,6 +162,11 @@ def closing_message(reason: str, message: str) -> dict[str, Any]:
     """Sent before the server closes a session: ``reason`` is a :class:`CloseReason` value or
     ``join-timeout``."""
     return {"type": "closing", "reason": reason, "message": message}
+
+
+def refused_message(reason: str) -> dict[str, Any]:
+    """The join was refused; ``reason`` concerns the refused client only."""
+    return {"type": "refused", "reason": reason}
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:

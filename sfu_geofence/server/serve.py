@@ -14,18 +14,22 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from aiohttp import web
 
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy
 from .admin import TOKEN_ENV, AdminConfig
-from .app import GEOFENCE_HOST, ServerConfig, create_geofenced_app
+from .admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
+from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
+from .caps import Caps
+from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 from .remote import ProxyConfig
 from .state import StateConfig
 
 NAME = "serve"
-HELP = "run the geofenced SFU (WebSocket signaling on /ws, operator API on /api)"
+HELP = "run the geofenced SFU (WebSocket signaling on /ws; operator API and metrics on the admin port)"
 
 ENV_HOST = "SFU_GEOFENCE_HOST"
 ENV_PORT = "SFU_GEOFENCE_PORT"
@@ -38,12 +42,19 @@ ENV_ADMIN_TOKEN = TOKEN_ENV
 ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
 ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
+ENV_ADMIN_HOST = "SFU_GEOFENCE_ADMIN_HOST"
+ENV_ADMIN_PORT = "SFU_GEOFENCE_ADMIN_PORT"
+CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
+"""``--cap-websockets-per-address`` reads ``SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS``, and so on."""
+
+logger = logging.getLogger(__name__)
+
+ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'
+"""aiohttp's access log without the client's address: addresses are for operators' API and audit only."""
 
 ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
 ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
 ENV_AUDIT_RETENTION = "SFU_GEOFENCE_AUDIT_RETENTION"
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -62,6 +73,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get(ENV_PORT, "8080")), help=f"listen port (${ENV_PORT})"
     )
+    parser.add_argument(
+        "--admin-host",
+        default=os.environ.get(ENV_ADMIN_HOST, "127.0.0.1"),
+        help=f"listen address of the operator API and /metrics (${ENV_ADMIN_HOST}; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(os.environ[ENV_ADMIN_PORT]) if os.environ.get(ENV_ADMIN_PORT) else None,
+        help=f"port of the operator API and /metrics (${ENV_ADMIN_PORT}; default {DEFAULT_ADMIN_PORT}, "
+        "or any free one when --port is 0; 0: any free one)",
+    )
+    add_cap_arguments(parser)
     parser.add_argument(
         "--ice-address",
         action="append",
@@ -152,12 +176,54 @@ def _seconds(parser: argparse.ArgumentParser, flag: str, env: str, default: floa
     )
 
 
+def add_cap_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of :class:`Caps`: ``--cap-NAME`` (and ``SFU_GEOFENCE_CAP_NAME``)."""
+    defaults = Caps()
+    group = parser.add_argument_group("admission control (docs/operations.md)")
+    for item in fields(Caps):
+        group.add_argument(
+            f"--cap-{item.name.replace('_', '-')}",
+            dest=f"cap_{item.name}",
+            type=_cap_type(item.name),
+            metavar="N",
+            help=f"(${CAP_ENV_PREFIX}{item.name.upper()}; default {getattr(defaults, item.name)})",
+        )
+
+
+def _cap_type(name: str) -> type[float] | type[int]:
+    return float if name == "join_rate" else int
+
+
+def caps_from_args(args: argparse.Namespace) -> Caps:
+    """The caps: each flag, else its environment variable, else the default; ValueError names a bad one."""
+    values: dict[str, float] = {}
+    for item in fields(Caps):
+        given = getattr(args, f"cap_{item.name}", None)
+        env = CAP_ENV_PREFIX + item.name.upper()
+        if given is None and os.environ.get(env):
+            try:
+                given = _cap_type(item.name)(os.environ[env])
+            except ValueError:
+                raise ValueError(f"${env}: {os.environ[env]!r} is not a number") from None
+        if given is not None:
+            values[item.name] = given
+    return Caps(**values)  # type: ignore[arg-type]
+
+
+def admin_port(args: argparse.Namespace) -> int:
+    """``--admin-port``; without it, the default port, or any free one when ``--port`` is 0 (tests,
+    several servers on one machine: two fixed admin ports would collide)."""
+    if args.admin_port is not None:
+        return int(args.admin_port)
+    return 0 if args.port == 0 else DEFAULT_ADMIN_PORT
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """Validate the flags into a configuration; raises ValueError naming what is wrong."""
     ice_addresses = args.ice_addresses or _listed(ENV_ICE_ADDRESSES) or ["127.0.0.1"]
     allow_remote = args.allow_remote or _listed(ENV_ALLOW_REMOTE) or list(DEFAULT_ALLOW_REMOTE)
     if args.loopback_only:
-        for address in [args.host, *ice_addresses]:
+        for address in [args.host, args.admin_host, *ice_addresses]:
             if not ipaddress.ip_address(address).is_loopback:
                 raise ValueError(f"--loopback-only: {address} is not a loopback address")
     if not 0 <= args.port <= 65535:
@@ -176,63 +242,113 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         admin=AdminConfig.from_env(args.admin_token),
         drain_timeout=args.drain_timeout,
         db_watch_interval=args.db_watch,
+        admin_listener=AdminListenerConfig(args.admin_host, admin_port(args)),
+        caps=caps_from_args(args),
     )
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One application on one address and port (0: any free one)."""
+
+    app: web.Application
+    host: str
+    port: int
+
+
+def within_file_budget(config: ServerConfig) -> ServerConfig:
+    """Raise the open-file limit, log the capacity, and fit the caps under it (before allocating)."""
+    budget: FileBudget = raise_open_file_limit()
+    caps = fit_caps(config.caps, budget, sockets_per_participant=len(config.ice.bind))
+    logger.info(
+        "open-file limit %d (was %d, hard %d): room for %d WebSockets and %d participants "
+        "(%d joining at once), at most %d from one address",
+        budget.soft,
+        budget.before,
+        budget.hard,
+        caps.websockets,
+        caps.participants,
+        caps.pending_joins,
+        caps.participants_per_address,
+    )
+    return replace(config, caps=caps)
+
+
+def listeners(app: web.Application, config: ServerConfig) -> list[Listener]:
+    """A geofenced app's public listener, then its admin listener."""
+    admin = config.admin_listener
+    return [Listener(app, config.host, config.port), Listener(app[ADMIN_APP], admin.host, admin.port)]
 
 
 async def serve(config: ServerConfig) -> bool:
     """Serve until SIGINT or SIGTERM, then drain; True when the drain finished within its timeout."""
+    config = within_file_budget(config)
 
-    def announce(base: str) -> None:
-        print(f"listening on {base}/ws", flush=True)
+    def announce(public: str, admin: str) -> None:
+        print(f"listening on {public}/ws", flush=True)
+        print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
 
     app = create_geofenced_app(config)
-    return await run_app_until_signalled(app, config.host, config.port, announce, config.drain_timeout)
+    return await run_until_signalled(
+        listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
+    )
 
 
-async def run_app_until_signalled(
-    app: web.Application,
-    host: str,
-    port: int,
-    announce: Callable[[str], None],
+async def run_until_signalled(
+    served: Sequence[Listener],
+    announce: Callable[[list[str]], None],
     drain_timeout: float = ServerConfig.drain_timeout,
 ) -> bool:
-    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, then drain it (docs/operations.md).
+    """Serve each application on its address until SIGINT or SIGTERM, then drain them, the last one
+    first (docs/operations.md).
 
-    ``announce`` is called once listening, with the base URL (``http://host:port``, the port the
+    ``announce`` is called once all listen, with their base URLs (``http://host:port``, the port the
     system picked when ``port`` is 0): what ``serve`` and ``demo`` print. The drain (no more joins,
     everyone told ``shutdown`` with close 1001, the audit flushed) gets ``drain_timeout`` seconds, and
     a second signal cuts it short. Returns True when it finished in time.
     """
-    runner = web.AppRunner(app, shutdown_timeout=drain_timeout)
-    await runner.setup()
+    runners: list[web.AppRunner] = []
     signals = asyncio.Queue[int]()
     loop = asyncio.get_running_loop()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
+        bases = []
+        for listener in served:
+            runner = web.AppRunner(
+                listener.app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=drain_timeout
+            )
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, listener.host, listener.port).start()
+            bound_host, bound_port = runner.addresses[0][:2]
+            bases.append(f"http://{_url_host(bound_host)}:{bound_port}")
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, signals.put_nowait, signum)
         # Everything allocated so far lives as long as the process: keep it out of the cyclic
         # collector's full collections, which otherwise pause every participant's media while they
         # walk it.
         gc.freeze()
-        bound_host, bound_port = runner.addresses[0][:2]
-        announce(f"http://{_url_host(bound_host)}:{bound_port}")
+        announce(bases)
         received = await signals.get()
     except BaseException:
-        await runner.cleanup()
+        for runner in reversed(runners):
+            await runner.cleanup()
         raise
     logger.info("%s: draining (at most %g s)", signal.Signals(received).name, drain_timeout)
     try:
-        return await _drain(runner, drain_timeout, signals)
+        return await _drain(runners, drain_timeout, signals)
     finally:
         # Whatever the drain did: the audit log is flushed and closed before the process exits.
-        if GEOFENCE_HOST in app:
-            app[GEOFENCE_HOST].close()
+        for listener in served:
+            if GEOFENCE_HOST in listener.app:
+                listener.app[GEOFENCE_HOST].close()
 
 
-async def _drain(runner: web.AppRunner, limit: float, signals: asyncio.Queue[int]) -> bool:
-    cleanup = asyncio.ensure_future(runner.cleanup())
+async def _drain(runners: list[web.AppRunner], limit: float, signals: asyncio.Queue[int]) -> bool:
+    async def cleanup_all() -> None:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    cleanup = asyncio.ensure_future(cleanup_all())
     another = asyncio.ensure_future(signals.get())
     done, _ = await asyncio.wait({cleanup, another}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
     another.cancel()

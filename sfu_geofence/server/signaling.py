@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..sfu import CloseReason, InvalidAnswer, Offer, Participant, PeerEvent, Refused, Sfu, WrongState
+from .caps import AdmissionGate
 from .protocol import (
     CLOSE_CODE_FOR_REASON,
     Answer,
@@ -24,6 +25,7 @@ from .protocol import (
     event_message,
     offer_message,
     parse_client_message,
+    refused_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -120,8 +122,11 @@ class SignalingSession:
         max_errors: int,
         join_timeout: float,
         identity: str | None = None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         self.sfu = sfu
+        self.gate = gate
+        """Admission control: asked before the SFU allocates anything for a join."""
         self.ws = ws
         self.address = address
         self.identity = identity
@@ -186,6 +191,13 @@ class SignalingSession:
     def _join(self, join: Join) -> None:
         if self.participant is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already joined")
+        over = self.gate.check_join(self.address) if self.gate is not None else None
+        if over is not None:
+            logger.debug("join of %s refused: %s", self.address, over)
+            self._refuse(
+                over.message, CloseCode.ADDRESS_LIMIT if over.per_address else CloseCode.OVER_CAPACITY
+            )
+            return
         try:
             participant = self.sfu.join(
                 room=join.room,
@@ -197,12 +209,10 @@ class SignalingSession:
             )
         except Refused as refused:
             if refused.internal:
-                logger.error("join of %s refused: the server could not decide", self.address)
+                logger.error("a join was refused: the server could not decide")
                 self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
                 return
-            self.channel.send({"type": "refused", "reason": refused.reason})
-            code = CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL
-            self.channel.close(code, refused.reason)
+            self._refuse(refused.reason, CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL)
             return
         self.participant = participant
         room = self.sfu.rooms[join.room]
@@ -219,6 +229,10 @@ class SignalingSession:
                 ],
             }
         )
+
+    def _refuse(self, reason: str, code: CloseCode) -> None:
+        self.channel.send(refused_message(reason))
+        self.channel.close(code, reason)
 
     async def _answer(self, answer: Answer) -> None:
         participant = self.participant

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.audit import AuditLog
+from ..core.audit import DEFAULT_RESERVE, AuditLog
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyStore
 from ..core.storage import Synchronous
@@ -31,6 +31,8 @@ class StateConfig:
     audit_synchronous: Synchronous = "NORMAL"
     audit_retention_days: float | None = None
     """Audit events older than this many days are deleted (``--audit-retention``); None: kept for ever."""
+    audit_reserve: int = DEFAULT_RESERVE
+    """Free bytes the audit log leaves on the state directory's file system for policy changes."""
 
     def __post_init__(self) -> None:
         if self.audit_retention_days is not None and not self.audit_retention_days > 0:
@@ -57,7 +59,9 @@ class StateConfig:
 
     def open_audit(self) -> AuditLog:
         self._make_directory()
-        return AuditLog(self.audit_path or ":memory:", synchronous=self.audit_synchronous)
+        return AuditLog(
+            self.audit_path or ":memory:", synchronous=self.audit_synchronous, reserve=self.audit_reserve
+        )
 
     def _make_directory(self) -> None:
         if self.directory is not None:

@@ -71,6 +71,8 @@ class Participant:
         self.app_data: dict[str, Any] = {}
         self.channel = channel
         self.closed = False
+        self.connected = False
+        """The media connection has been up (it may have failed since)."""
         self.selected_pair: SelectedPair | None = None
         self.producers: dict[str, Producer] = {}
         """This participant's publications by kind; live (forwarded) once the first answer is applied."""
@@ -288,8 +290,12 @@ class Participant:
             )
 
     def _connection_state_changed(self) -> None:
-        if self.pc.connectionState == "connected" and self._connect_timer is not None:
-            self._connect_timer.cancel()
+        if self.pc.connectionState == "connected":
+            if self._connect_timer is not None:
+                self._connect_timer.cancel()
+            if not self.connected and not self.closed:
+                self.connected = True
+                self._observer.participant_connected(self)
         if not self.closed and self.pc.connectionState == "failed":
             self._request_close(self, CloseReason.DISCONNECTED, "media connection failed")
 

@@ -244,6 +244,19 @@ class SyntheticPeer:
         return [r for r in self.received.values() if r.producer in self._live]
 
 
+def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str | None:
+    """None once every peer has received ``frames`` audio and video frames from every other one;
+    else what is missing (for :func:`sfu_geofence.testing.wait.eventually`)."""
+    for peer in peers:
+        for other in peers:
+            if other is not peer:
+                for kind in ("audio", "video"):
+                    meters = peer.meters(str(other.participant_id), kind)
+                    if not meters or meters[0].frames < frames:
+                        return f"{peer.name} has no {kind} from {other.name} yet"
+    return None
+
+
 async def _run_forever(url: str, room: str, address: str, name: str) -> None:
     peer = SyntheticPeer(url, room, address, name=name, tracks=synthetic_tracks())
     await peer.join()

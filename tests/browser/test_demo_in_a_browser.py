@@ -30,6 +30,7 @@ from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.testing.browser import screenshot, video_advances, video_element_tracks
 from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.pytest_browser import OpenPage
+from sfu_geofence.testing.server import app_on_loopback
 
 pytestmark = pytest.mark.browser
 
@@ -53,6 +54,9 @@ class Joins(SfuObserver):
 @dataclass
 class Demo:
     url: str
+    """The public listener: the meeting page and signaling."""
+    admin_url: str
+    """The admin listener: the operator console and its API."""
     app: web.Application
     joins: Joins
 
@@ -64,14 +68,9 @@ async def demo() -> AsyncIterator[Demo]:
         host="127.0.0.1", port=0, max_participants_per_room=ROOM_SIZE, admin=AdminConfig(TOKEN)
     )
     app = create_demo_app(DemoConfig(server), observers=[joins])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield Demo(f"http://127.0.0.1:{runner.addresses[0][1]}", app, joins)
-    finally:
-        await runner.cleanup()
+    async with app_on_loopback(app) as served:
+        assert served.admin_base is not None
+        yield Demo(served.base, served.admin_base, app, joins)
 
 
 @pytest.fixture
@@ -182,7 +181,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     await screenshot(tabs["US"], pictures / "demo-conference.png", full_page=False)
 
     # The operator sees who is where, and how the server decided it.
-    console = await open_page(f"{demo.url}/console#token={TOKEN}")
+    console = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await console.click(f"#rooms tr[data-room='{ROOM}']", timeout=10_000)
     china_row = "#participants tr[data-name='CN']"
     await console.wait_for_selector(china_row, timeout=10_000)
@@ -254,7 +253,7 @@ async def test_an_operator_ejects_one_participant_by_hand_from_the_console(
         await join(tab, country, "back-office", country)
     await wait_for_remote_videos(tabs["US"], ["DE"])
 
-    console = await open_page(f"{demo.url}/console#token={TOKEN}")
+    console = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await console.click("#rooms tr[data-room='back-office']", timeout=10_000)
     await console.click("#participants tr[data-name='DE'] button.eject", timeout=10_000)
 
@@ -276,7 +275,7 @@ async def test_an_operator_ejects_one_participant_by_hand_from_the_console(
 async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     demo: Demo, open_page: OpenPage
 ) -> None:
-    console = await open_page(f"{demo.url}/console")
+    console = await open_page(f"{demo.admin_url}/console")
     await console.fill("#token", "not-the-operator-token")
     await console.click("#token-form button")
     await console.wait_for_selector("#unlock-error:not([hidden])")
@@ -335,6 +334,6 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     await console.wait_for_selector("#audit tr[data-kind=policy]", timeout=10_000)
 
     # The link `sfu-geofence demo` prints carries the token in the fragment, which the page then drops.
-    linked = await open_page(f"{demo.url}/console#token={TOKEN}")
+    linked = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await linked.wait_for_selector(f"body[data-state=open] #rooms tr[data-room='{ROOM}']", timeout=10_000)
-    assert linked.url == f"{demo.url}/console"
+    assert linked.url == f"{demo.admin_url}/console"

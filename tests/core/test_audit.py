@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,3 +112,50 @@ def test_pruning_deletes_the_oldest_events_in_bounded_batches_and_keeps_the_rest
     log.close()
     with pytest.raises(ClosedError):
         log.prune(cutoff)
+
+
+FULL_DISK = Path(__file__).with_name("full_disk_process.py")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare to mount a small file system in a namespace of its own",
+)
+def test_an_audit_log_that_fills_its_disk_stops_short_and_policy_changes_still_commit(
+    loopback_db: Path, tmp_path: Path
+) -> None:
+    """Policies and the audit share a directory (``--state-dir``), not the failure of a full disk."""
+    state = tmp_path / "state"
+    state.mkdir()
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, str(FULL_DISK), str(state)]  # noqa: RUF005
+        + [str(loopback_db), str(256 * 1024)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["audit_failures"] >= 1, outcome  # the log did fill up to its reserve
+    assert outcome["policy"] == 1, outcome  # and the policy change was committed all the same
+    assert outcome["free"] < 256 * 1024, outcome
+
+
+def test_a_log_written_before_the_count_column_is_read_and_extended(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, outcome TEXT, room TEXT,"
+            " participant TEXT, address TEXT, country TEXT, source TEXT, database TEXT, rule TEXT,"
+            " reason TEXT, policy_version INTEGER, detail TEXT, time TEXT)"
+        )
+        old.execute(
+            "INSERT INTO audit (kind, outcome, time)"
+            " VALUES ('database', 'loaded', '2026-11-25T12:00:00+00:00')"
+        )
+    log = AuditLog(path)
+    log.record(AuditEvent(EventKind.ADMISSION, "refused", count=7))
+    assert [(e.kind, e.count) for e in log.events()] == [(EventKind.DATABASE, 1), (EventKind.ADMISSION, 7)]
+    log.close()

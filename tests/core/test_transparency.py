@@ -104,3 +104,19 @@ def test_reading_the_report_changes_nothing_in_the_file(audited: Path) -> None:
     assert audited.read_bytes() == before
     wal = audited.with_name("audit.sqlite-wal")  # a reader of a WAL database may create it, empty
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_refusals_over_the_audit_rate_are_counted_from_their_summary_rows(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.sqlite")
+    day = datetime(2026, 2, 3, 10, tzinfo=UTC)
+    log.record(
+        AuditEvent(EventKind.ADMISSION, "refused", room="r", country="CN", reason="country_denied", time=day)
+    )
+    summary = AuditEvent(
+        EventKind.ADMISSION, "refused", country="CN", reason="country_denied", time=day, count=1999
+    )
+    log.record(summary)
+    log.close()
+    report = read_report(tmp_path / "audit.sqlite", datetime(2026, 2, 1, tzinfo=UTC))
+    assert report.total("refusal") == 2000
+    assert report.by("refusal", "room") == {"(not recorded)": 1999, "r": 1}

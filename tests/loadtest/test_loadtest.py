@@ -92,7 +92,7 @@ def test_a_spawned_run_ejects_exactly_the_cn_participant_and_writes_the_report_a
 
 
 @pytest.fixture
-def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """A running server whose database puts the US participants' network in CN and vice versa."""
     database = build_database(
         tmp_path / "swapped.mmdb", ["127.10.0.0/16=CN", "127.11.0.0/16=US"]
@@ -119,7 +119,9 @@ def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
         assert line.startswith("listening on http://127.0.0.1:"), line
-        yield line.split()[-1], token
+        admin = process.stdout.readline().strip()
+        assert admin.startswith("admin listening on http://127.0.0.1:"), admin
+        yield line.split()[-1], admin.split()[3], token
     finally:
         process.terminate()
         process.wait(10)
@@ -127,11 +129,12 @@ def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_a_server_that_ejects_the_wrong_participant_fails_the_run_with_collateral_and_missed(
-    server_with_swapped_database: tuple[str, str], tmp_path: Path
+    server_with_swapped_database: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    url, token = server_with_swapped_database
+    url, admin, token = server_with_swapped_database
     result = loadtest(
         "--url", url,
+        "--admin-url", admin,
         "--countries", "US:1,CN:1,DE:1",
         "--duration", "6",
         "--at", "3s:deny:CN",

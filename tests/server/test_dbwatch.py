@@ -166,7 +166,9 @@ async def test_serve_ejects_who_a_replaced_database_moves_into_a_denied_country_
     try:
         assert process.stdout is not None
         ws = (await asyncio.wait_for(process.stdout.readline(), 60)).decode().split()[-1]
-        url = ws.removesuffix("/ws")
+        admin = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        assert admin.startswith("admin listening on "), admin
+        url = admin.split()[3]  # the operator API is on the admin listener
         async with aiohttp.ClientSession() as session:
             await _api(session, url, "PUT", "/rooms/room/policy", countries=["CN"])
             de, us, tw = peers = [

@@ -32,6 +32,7 @@ from sfu_geofence.synthetic.client import (
     AUDIO_INTERVAL,
     VIDEO_INTERVAL,
     SyntheticPeer,
+    receives_everyone,
     synthetic_tracks,
 )
 from sfu_geofence.synthetic.meter import TrackMeter
@@ -79,7 +80,8 @@ async def served(config: ServerConfig) -> AsyncIterator[Served]:
 @pytest.fixture
 async def api(served: Served) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
-        yield Api(session, served.base + "/api")
+        assert served.admin_base is not None
+        yield Api(session, served.admin_base + "/api")
 
 
 @dataclass
@@ -112,17 +114,6 @@ def meters_between(peers: Sequence[SyntheticPeer]) -> dict[tuple[str, str, str],
         for received in peer.received.values()
         if received.participant in names
     }
-
-
-def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str | None:
-    for peer in peers:
-        for other in peers:
-            if other is not peer:
-                for kind in ("audio", "video"):
-                    meters = peer.meters(str(other.participant_id), kind)
-                    if not meters or meters[0].frames < frames:
-                        return f"{peer.name} has no {kind} from {other.name} yet"
-    return None
 
 
 @asynccontextmanager
@@ -325,7 +316,7 @@ async def test_without_a_token_the_operator_api_is_not_mounted(database: Path) -
     async with (
         geofenced_on_loopback(ServerConfig(db_path=str(database))) as served,
         aiohttp.ClientSession() as session,
-        session.get(served.base + "/api/rooms", headers=AUTH) as response,
+        session.get(f"{served.admin_base}/api/rooms", headers=AUTH) as response,
     ):
         assert response.status == 404
 

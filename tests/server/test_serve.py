@@ -9,7 +9,6 @@ import ipaddress
 import os
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
@@ -22,11 +21,12 @@ from mmdb_writer import MMDBWriter
 from sfu_geofence.cli import main
 from sfu_geofence.core.errors import ClosedError
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_app
-from sfu_geofence.server.serve import add_arguments, config_from_args, run_app_until_signalled
+from sfu_geofence.server.caps import Caps
+from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
 from sfu_geofence.server.state import StateConfig
-from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
-from sfu_geofence.testing.process import spawn_module, stop
-from sfu_geofence.testing.wait import eventually, receiving_media
+from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
+from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
+from sfu_geofence.testing.wait import eventually
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -102,9 +102,32 @@ def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, t
     assert _config(["--admin-token", "flag-token-0123456789"]).admin.token == "flag-token-0123456789"
 
 
+def test_caps_and_the_admin_listener_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    plain = _config([])
+    assert plain.caps == Caps()
+    assert (plain.admin_listener.host, plain.admin_listener.port) == ("127.0.0.1", 8081)
+    assert _config(["--port", "0"]).admin_listener.port == 0  # never two servers on one fixed admin port
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS", "5")
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_JOIN_RATE", "0.5")
+    monkeypatch.setenv("SFU_GEOFENCE_ADMIN_PORT", "9100")
+    config = _config(["--cap-join-rate", "3", "--cap-participants", "20", "--admin-host", "127.0.0.9"])
+    assert (config.caps.websockets_per_address, config.caps.join_rate, config.caps.participants) == (
+        5,
+        3.0,
+        20,
+    )
+    assert (config.admin_listener.host, config.admin_listener.port) == ("127.0.0.9", 9100)
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
+        (["--cap-join-burst", "0"], "caps: join_burst must be at least 1"),
+        (["--admin-host", "192.0.2.2"], "192.0.2.2 is not a loopback address"),
+        (["--admin-port", "70000"], "--admin-port 70000 is out of range"),
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
     ],
@@ -168,21 +191,7 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
 async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_printed(
     flags: list[str], environment: dict[str, str], logged: bool
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")} | environment
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        *flags,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    process = await spawn_serve(*flags, env=environment, stderr=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert process.stderr is not None
@@ -220,7 +229,7 @@ async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits
         for peer in peers:
             await peer.join()
             assert peer.participant_id is not None
-        await eventually(lambda: receiving_media(peers), within=20)
+        await eventually(lambda: receives_everyone(peers), within=20)
         waiting = SyntheticPeer(url, "drained", "127.0.51.3")  # connected, not joined yet
         await waiting.connect()
         started = time.monotonic()
@@ -262,7 +271,7 @@ async def test_a_drain_that_cannot_finish_is_cut_short_at_the_drain_timeout_and_
     app.on_shutdown.append(hang)
     announced = asyncio.Event()
     running = asyncio.ensure_future(
-        run_app_until_signalled(app, "127.0.0.1", 0, lambda _: announced.set(), drain_timeout=0.5)
+        run_until_signalled([Listener(app, "127.0.0.1", 0)], lambda _: announced.set(), drain_timeout=0.5)
     )
     await asyncio.wait_for(announced.wait(), 20)
     os.kill(os.getpid(), signal.SIGTERM)

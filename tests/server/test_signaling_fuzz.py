@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.server import ServerConfig
-from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
-from sfu_geofence.testing.wait import eventually, receiving_media
+from sfu_geofence.testing.wait import eventually
 
 pytestmark = [
     pytest.mark.slow,
@@ -376,7 +376,7 @@ async def fuzz(frozen_heap: None) -> AsyncIterator[Fuzz]:
         try:
             for peer in call:
                 await peer.join()
-            await eventually(lambda: receiving_media(call, frames=10), within=30)
+            await eventually(lambda: receives_everyone(call), within=30)
             with watching_logs() as logs:
                 member = Session(served.url, session, room="fuzz-member")
                 yield Fuzz(served, call, logs, Session(served.url, session), member)
