@@ -112,7 +112,7 @@ class AdmissionGate(SfuObserver):
     """Counts what each address holds and refuses what would go over a cap.
 
     Register it as an observer of the SFU (it follows participants from ``participant_joined`` through
-    ``participant_connected`` to ``participant_left``); the signaling edge asks :meth:`open_websocket`
+    ``join_completed`` to ``participant_left``); the signaling edge asks :meth:`open_websocket`
     before the upgrade and :meth:`check_join` before :meth:`Sfu.join`. Everything is synchronous:
     between a check and the allocation it guards nothing else runs.
     """
@@ -207,7 +207,7 @@ class AdmissionGate(SfuObserver):
         self._total.participants += 1
         self._members[participant.id] = (key, True)
 
-    def participant_connected(self, participant: Participant) -> None:
+    def join_completed(self, participant: Participant) -> None:
         member = self._members.get(participant.id)
         if member is not None and member[1]:
             self._members[participant.id] = (member[0], False)

@@ -53,6 +53,10 @@ class _ReadOnScrape(Collector):
         self._kind, self._name, self._documentation = kind, name, documentation
         self._read, self._labels = read, labels
 
+    def describe(self) -> Iterator[Metric]:
+        """The family without values: registering it reads nothing (``read`` may not work yet)."""
+        yield self._kind(self._name, self._documentation, labels=self._labels or None)
+
     def collect(self) -> Iterator[Metric]:
         family = self._kind(self._name, self._documentation, labels=self._labels or None)
         value = self._read()

@@ -49,9 +49,6 @@ CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
 
 logger = logging.getLogger(__name__)
 
-ACCESS_LOG_FORMAT = '"%r" %s %b %Tf'
-"""aiohttp's access log without the client's address: addresses are for operators' API and audit only."""
-
 ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
 ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
 ENV_AUDIT_RETENTION = "SFU_GEOFENCE_AUDIT_RETENTION"
@@ -313,9 +310,7 @@ async def run_until_signalled(
     try:
         bases = []
         for listener in served:
-            runner = web.AppRunner(
-                listener.app, access_log_format=ACCESS_LOG_FORMAT, shutdown_timeout=drain_timeout
-            )
+            runner = web.AppRunner(listener.app, shutdown_timeout=drain_timeout)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, listener.host, listener.port).start()

@@ -209,7 +209,7 @@ class SignalingSession:
             )
         except Refused as refused:
             if refused.internal:
-                logger.error("a join was refused: the server could not decide")
+                logger.error("join of %s refused: the server could not decide", self.address)
                 self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
                 return
             self._refuse(refused.reason, CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL)

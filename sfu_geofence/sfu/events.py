@@ -124,8 +124,10 @@ class SfuObserver:
     def participant_joined(self, participant: Participant) -> None:
         """Admitted and allocated; no media yet."""
 
-    def participant_connected(self, participant: Participant) -> None:
-        """Its media connection (ICE and DTLS) is up for the first time: the join is complete."""
+    def join_completed(self, participant: Participant) -> None:
+        """Its join is no longer in progress: its media connection (ICE and DTLS) came up for the
+        first time, or its first negotiation found nothing to negotiate (nothing to publish, nobody
+        to receive yet: no peer connection sockets to wait for)."""
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         """Gone, for whatever reason, with everything it owned."""
@@ -174,8 +176,8 @@ class Observers(SfuObserver):
     def participant_joined(self, participant: Participant) -> None:
         self._notify("participant_joined", lambda o: o.participant_joined(participant))
 
-    def participant_connected(self, participant: Participant) -> None:
-        self._notify("participant_connected", lambda o: o.participant_connected(participant))
+    def join_completed(self, participant: Participant) -> None:
+        self._notify("join_completed", lambda o: o.join_completed(participant))
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         self._notify("participant_left", lambda o: o.participant_left(participant, reason, detail))

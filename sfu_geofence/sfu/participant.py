@@ -71,8 +71,9 @@ class Participant:
         self.app_data: dict[str, Any] = {}
         self.channel = channel
         self.closed = False
-        self.connected = False
-        """The media connection has been up (it may have failed since)."""
+        self.join_complete = False
+        """Its media connection has come up (it may have failed since), or there was nothing to
+        negotiate when it joined: see :meth:`SfuObserver.join_completed`."""
         self.selected_pair: SelectedPair | None = None
         self.producers: dict[str, Producer] = {}
         """This participant's publications by kind; live (forwarded) once the first answer is applied."""
@@ -177,7 +178,8 @@ class Participant:
             return
         self._dirty = False
         if not self.pc.getTransceivers():
-            return  # nothing to negotiate yet (no publication, nobody to receive)
+            self._complete_join()  # nothing to negotiate yet (no publication, nobody to receive)
+            return
         # Number the offer before awaiting anything: a subscription made while this offer is created
         # (the first setLocalDescription gathers ICE, and yields) may be missing from it, so it must
         # wait for the answer to the next offer, not to this one.
@@ -289,13 +291,16 @@ class Participant:
                 f"no media connection within {self._connect_timeout:g} s of the answer",
             )
 
+    def _complete_join(self) -> None:
+        if not self.join_complete and not self.closed:
+            self.join_complete = True
+            self._observer.join_completed(self)
+
     def _connection_state_changed(self) -> None:
         if self.pc.connectionState == "connected":
             if self._connect_timer is not None:
                 self._connect_timer.cancel()
-            if not self.connected and not self.closed:
-                self.connected = True
-                self._observer.participant_connected(self)
+            self._complete_join()
         if not self.closed and self.pc.connectionState == "failed":
             self._request_close(self, CloseReason.DISCONNECTED, "media connection failed")
 

@@ -244,16 +244,16 @@ class SyntheticPeer:
         return [r for r in self.received.values() if r.producer in self._live]
 
 
-def receives_everyone(peers: Sequence[SyntheticPeer], frames: int = 10) -> str | None:
-    """None once every peer has received ``frames`` audio and video frames from every other one;
-    else what is missing (for :func:`sfu_geofence.testing.wait.eventually`)."""
+def everyone_receives(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> str | None:
+    """None when every peer has ``minimum_frames`` audio and video frames from every other, else who
+    lacks what (a condition for :func:`~sfu_geofence.testing.wait.eventually`)."""
     for peer in peers:
-        for other in peers:
-            if other is not peer:
+        for source in peers:
+            if source is not peer:
                 for kind in ("audio", "video"):
-                    meters = peer.meters(str(other.participant_id), kind)
-                    if not meters or meters[0].frames < frames:
-                        return f"{peer.name} has no {kind} from {other.name} yet"
+                    meters = peer.meters(str(source.participant_id), kind)
+                    if not meters or meters[0].frames < minimum_frames:
+                        return f"{peer.name} has not {minimum_frames} {kind} frames from {source.name} yet"
     return None
 
 

@@ -547,6 +547,7 @@ async def test_the_audit_log_is_read_page_by_page_with_after_id_without_skipping
         "id", "time", "kind", "outcome", "room", "participant", "address", "country", "source",
         "database", "rule", "reason", "actor", "policy_version", "detail", "count",
     }  # fmt: skip
+    assert event["count"] == 1
     empty = await operator.call("GET", f"/audit?after_id={event['id']}", 200)
     assert empty == {"events": [], "last_id": event["id"], "more": False, "audit_failures": 0}
 

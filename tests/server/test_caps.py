@@ -197,6 +197,23 @@ async def test_a_join_in_progress_counts_until_its_media_is_up() -> None:
                 await peer.close()
 
 
+async def test_a_listener_with_nothing_to_negotiate_is_no_join_in_progress() -> None:
+    """Nothing to publish, nobody to receive: no offer, no sockets, so it holds no place among the
+    joins in progress (else such joins, which no timer ends, would block everybody's)."""
+    async with served_on_loopback(ServerConfig(caps=Caps(pending_joins=1))) as served:
+        gate = served.app[GATE]
+        listeners = [SyntheticPeer(served.url, f"room-{n}", f"127.0.85.{n}") for n in (1, 2)]
+        try:
+            for listener in listeners:
+                await listener.join(publish={})
+                assert listener.participant_id is not None, listener.messages
+                await eventually(lambda: None if gate.pending_joins == 0 else "in progress", within=10)
+            assert gate.participants == 2
+        finally:
+            for listener in listeners:
+                await listener.close()
+
+
 async def test_the_total_participant_cap_is_refused_with_4503() -> None:
     async with served_on_loopback(ServerConfig(caps=Caps(participants=1))) as served:
         first = SyntheticPeer(served.url, "r", "127.0.84.1")

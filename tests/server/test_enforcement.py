@@ -32,7 +32,7 @@ from sfu_geofence.synthetic.client import (
     AUDIO_INTERVAL,
     VIDEO_INTERVAL,
     SyntheticPeer,
-    receives_everyone,
+    everyone_receives,
     synthetic_tracks,
 )
 from sfu_geofence.synthetic.meter import TrackMeter
@@ -145,7 +145,7 @@ async def peers_in(
             await peer.join(within=WITHIN)
             assert peer.participant_id is not None, peer.messages
         if media:
-            await eventually(lambda: receives_everyone(list(peers.values())), within=WITHIN)
+            await eventually(lambda: everyone_receives(list(peers.values())), within=WITHIN)
         yield peers
     finally:
         for peer in peers.values():

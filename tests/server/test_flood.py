@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_serve, stop
 from sfu_geofence.testing.wait import eventually
@@ -71,7 +71,7 @@ async def test_a_join_flood_from_one_address_is_refused_by_the_caps_and_the_call
             peer.url = public
             await peer.join(within=STARTUP)
             assert peer.participant_id is not None, peer.messages
-        await eventually(lambda: receives_everyone(call), within=STARTUP)
+        await eventually(lambda: everyone_receives(call), within=STARTUP)
 
         # The call's own rate, measured in this run just before the flood.
         before, start = [_packets(p) for p in call], time.monotonic()

@@ -19,7 +19,7 @@ from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.app import METRICS
 from sfu_geofence.server.caps import Cap
-from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
 from sfu_geofence.testing.testdb import build_database
 from sfu_geofence.testing.wait import eventually
@@ -58,7 +58,7 @@ async def test_a_call_an_ejection_and_a_refusal_as_prometheus_reads_them(served:
     try:
         for peer in (us, cn):
             await peer.join(within=WITHIN)
-        await eventually(lambda: receives_everyone([us, cn]), within=WITHIN)
+        await eventually(lambda: everyone_receives([us, cn]), within=WITHIN)
         async with aiohttp.ClientSession() as http:
             policy = {"mode": "deny", "countries": ["CN"]}
             url = f"{served.admin_base}/api/rooms/m/policy"

@@ -24,7 +24,7 @@ from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_ap
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
 from sfu_geofence.server.state import StateConfig
-from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
 from sfu_geofence.testing.wait import eventually
 
@@ -229,7 +229,7 @@ async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits
         for peer in peers:
             await peer.join()
             assert peer.participant_id is not None
-        await eventually(lambda: receives_everyone(peers), within=20)
+        await eventually(lambda: everyone_receives(peers), within=20)
         waiting = SyntheticPeer(url, "drained", "127.0.51.3")  # connected, not joined yet
         await waiting.connect()
         started = time.monotonic()

@@ -33,7 +33,7 @@ from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.server.protocol import ProtocolError, parse_client_message
-from sfu_geofence.synthetic.client import SyntheticPeer, receives_everyone, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
 from sfu_geofence.testing.wait import eventually
 
@@ -381,7 +381,7 @@ async def fuzz(frozen_heap: None) -> AsyncIterator[Fuzz]:
         try:
             for peer in call:
                 await peer.join()
-            await eventually(lambda: receives_everyone(call), within=30)
+            await eventually(lambda: everyone_receives(call), within=30)
             with watching_logs() as logs:
                 member = Session(served.url, session, room="fuzz-member")
                 yield Fuzz(served, call, logs, Session(served.url, session), member)
