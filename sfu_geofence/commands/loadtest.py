@@ -93,6 +93,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds for everybody to join and receive (default 60)",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --spawn: the server's --state-dir, kept after the run (for sfu-geofence report)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the report here")
     parser.add_argument(
         "--plot",
@@ -130,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
     size = _SIZE.match(args.video_size)
     if size is None:
         raise ValueError(f"--video-size {args.video_size!r}: expected WxH, e.g. 320x240")
+    if args.state_dir is not None and not args.spawn:
+        raise ValueError("--state-dir is the spawned server's: it needs --spawn")
     for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"{flag} {path}: directory {path.parent} does not exist")
@@ -148,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         audio=AudioClipParams(bitrate=args.audio_kbps * 1000, frame_ms=args.audio_ms),
         setup_timeout=args.setup_timeout,
+        state_dir=args.state_dir,
     )
     thresholds = Thresholds(
         max_ejection_latency_ms=args.max_ejection_latency_ms,

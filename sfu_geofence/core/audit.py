@@ -6,6 +6,8 @@ never for other participants.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import sqlite3
 from dataclasses import dataclass, fields, replace
@@ -49,6 +51,9 @@ class AuditEvent:
     rule: str | None = None
     """The policy in force, as text."""
     reason: str | None = None
+    """Why: a decision's reason code, or what the operator who made a change wrote."""
+    actor: str | None = None
+    """Who made a change (a policy, an ejection by hand, a database reload), as the operator said."""
     policy_version: int | None = None
     detail: str | None = None
     """Free text: the trigger of an ejection, an error message."""
@@ -62,6 +67,7 @@ class AuditEvent:
 
 
 _COLUMNS = [f.name for f in fields(AuditEvent) if f.name != "id"]
+
 _TIME = _COLUMNS.index("time")
 _INTEGERS = {"policy_version": "INTEGER", "count": "INTEGER NOT NULL DEFAULT 1"}
 _SCHEMA = f"""
@@ -182,19 +188,43 @@ class AuditLog:
             raise StorageError(f"audit log not readable: {exc}") from None
         return [_from_row(row) for row in (rows if forward else reversed(rows))]
 
+    def prune(self, before: datetime, *, batch: int = 1000) -> int:
+        """Delete the oldest events recorded before ``before``, at most ``batch`` of them; returns how many.
+
+        Events are appended in time order, so the old ones are the first rows: each call reads at most
+        ``batch`` rows from the start of the table, whatever its size, and a caller on an event loop
+        can prune a large backlog in short steps (call again while it returns ``batch``).
+        """
+        if self._closed:
+            raise ClosedError("audit log is closed")
+        try:
+            rows = self._db.execute("SELECT id, time FROM audit ORDER BY id LIMIT ?", (batch,)).fetchall()
+            old = list(itertools.takewhile(lambda row: datetime.fromisoformat(row[1]) < before, rows))
+            if old:
+                self._db.execute("DELETE FROM audit WHERE id <= ?", (old[-1][0],))
+        except sqlite3.Error as exc:
+            raise StorageError(f"audit log not pruned: {exc}") from None
+        return len(old)
+
     def close(self) -> None:
-        """Safe to call twice."""
+        """Flush (checkpoint the write-ahead log into the file, synced) and close; safe to call twice."""
         if not self._closed:
             self._closed = True
+            with contextlib.suppress(sqlite3.Error):  # e.g. a reader holds the log open: it stays valid
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
-    """A log written by an older version lacks the newer columns: add them (their defaults apply)."""
-    present = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
-    for name in _COLUMNS:
-        if name not in present:
-            db.execute(f"ALTER TABLE audit ADD COLUMN {name} {_INTEGERS.get(name, 'TEXT')}")
+    """A log written by an older version lacks the newer columns (``actor``, ``count``): add them
+    (their defaults apply)."""
+    try:
+        present = {row[1] for row in db.execute("PRAGMA table_info(audit)")}
+        for name in _COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE audit ADD COLUMN {name} {_INTEGERS.get(name, 'TEXT')}")
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot upgrade the audit log: {exc}") from None
 
 
 def _from_row(row: tuple[object, ...]) -> AuditEvent:

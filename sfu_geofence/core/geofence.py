@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -61,6 +62,16 @@ class EjectRequest:
 
 
 EjectCallback = Callable[[EjectRequest], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseAlarm:
+    """The last database reload failed and the previous build still decides: for operators to act on."""
+
+    message: str
+    """Why, e.g. the file is corrupt or missing, and which build is kept."""
+    since: datetime
+    """When the reload failed (UTC)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +171,7 @@ class Geofence:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
         self._audit_failures = 0
+        self._database_alarm: DatabaseAlarm | None = None
         self._refusals = RefusalCounter(audit_rate or AuditRate())
         self._rebuild_evaluators()
         self._database_loaded()
@@ -170,6 +182,11 @@ class Geofence:
     def database(self) -> DatabaseInfo:
         """The database build now deciding."""
         return self._locator.database
+
+    @property
+    def database_alarm(self) -> DatabaseAlarm | None:
+        """Set when the last reload (by an operator or a file watch) failed; cleared by one that works."""
+        return self._database_alarm
 
     @property
     def audit(self) -> AuditLog:
@@ -303,14 +320,16 @@ class Geofence:
 
     # -- what operators change -------------------------------------------------------------------
 
-    def eject_by_operator(self, room: str, participant: str, reason: str) -> bool:
+    def eject_by_operator(
+        self, room: str, participant: str, reason: str, *, actor: str | None = None
+    ) -> bool:
         """An operator removes one participant by hand, whatever the policy (monitor mode too).
 
         Audited like every ejection (``requested`` now, ``completed`` at :meth:`leave`), then asked of
         the host through the same ``eject`` callable, with ``Trigger.OPERATOR``: one path out, so the
         host closes an operator's ejection exactly as a policy's. Returns False when the host's
         callable failed (audited as ``eject_failed``). Raises ParticipantError for a participant not
-        admitted in ``room``, or one whose ejection is already pending.
+        admitted in ``room``, or one whose ejection is already pending. ``actor`` (who did it) is audited.
         """
         self._check_open()
         session = self._sessions.get((room, participant))
@@ -324,46 +343,64 @@ class Geofence:
             Trigger.OPERATOR,
             f"{Trigger.OPERATOR}: {reason}",
             str(Trigger.OPERATOR),
+            actor,
         )
 
-    def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
+    def set_policy(
+        self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """Give ``room`` its own policy (None: back to the default), persisted before returning;
-        current participants of the room are re-evaluated. Returns the new policy version."""
+        current participants of the room are re-evaluated. Returns the new policy version. Who made
+        the change and why (``actor``, ``reason``: what the operator says) go into the audit."""
         self._check_open()
         version = self._policies.set(room, policy)
         self._rebuild_evaluators()
+        rule = self.policy(room).policy.describe()
         self._record(
-            EventKind.POLICY, "changed", room, rule=self.policy(room).policy.describe(), version=version
+            EventKind.POLICY, "changed", room, rule=rule, version=version, actor=actor, reason=reason
         )
         self._reevaluate([s for s in self._sessions.values() if s.room == room], Trigger.POLICY_CHANGED)
         return version
 
-    def set_default_policy(self, policy: RoomPolicy) -> int:
+    def set_default_policy(
+        self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """Replace the server default; participants of rooms without a policy of their own are
-        re-evaluated. Returns the new policy version."""
+        re-evaluated. Returns the new policy version. ``actor`` and ``reason`` are audited."""
         self._check_open()
         version = self._policies.set_default(policy)
         self._rebuild_evaluators()
-        self._record(EventKind.POLICY, "default_changed", rule=policy.describe(), version=version)
+        rule = policy.describe()
+        self._record(
+            EventKind.POLICY, "default_changed", rule=rule, version=version, actor=actor, reason=reason
+        )
         self._reevaluate(
             [s for s in self._sessions.values() if s.room not in self._evaluators], Trigger.POLICY_CHANGED
         )
         return version
 
-    def reload_database(self, path: str | Path | None = None) -> DatabaseInfo:
+    def reload_database(
+        self, path: str | Path | None = None, *, actor: str | None = None, reason: str | None = None
+    ) -> DatabaseInfo:
         """Swap to the database at ``path`` (None: re-read the current file) and re-evaluate everyone.
 
-        A missing or corrupt file raises DatabaseError, is audited, and the current database stays.
+        A missing or corrupt file raises DatabaseError, is audited, raises :attr:`database_alarm`,
+        and the current database stays. ``actor`` and ``reason`` are audited either way.
         """
         self._check_open()
         try:
             self._locator.reload(path)
         except DatabaseError as exc:
             logger.error("database reload failed, keeping %s: %s", self.database.label, exc)
-            self._record(EventKind.DATABASE, "reload_failed", detail=f"{exc}; kept {self.database.label}")
+            detail = f"{exc}; kept {self.database.label}"
+            self._record(EventKind.DATABASE, "reload_failed", detail=detail, actor=actor, reason=reason)
+            self._database_alarm = DatabaseAlarm(
+                f"{exc}; still using {self.database.label}", datetime.now(UTC)
+            )
             raise
+        self._database_alarm = None
         self._rebuild_evaluators()
-        self._database_loaded()
+        self._database_loaded(actor, reason)
         self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)
         return self.database
 
@@ -390,12 +427,15 @@ class Geofence:
             room: Evaluator(p.policy, p.version) for room, p in self._policies.rooms().items()
         }
 
-    def _database_loaded(self) -> None:
+    def _database_loaded(self, actor: str | None = None, reason: str | None = None) -> None:
         info = self.database
         warning = info.staleness_warning()
         if warning:
             logger.warning("%s", warning)
-        self._record(EventKind.DATABASE, "loaded", database=info.label, detail=warning or info.path)
+        detail = warning or info.path
+        self._record(
+            EventKind.DATABASE, "loaded", database=info.label, detail=detail, actor=actor, reason=reason
+        )
 
     def _decide_media(self, session: _Session) -> Decision:
         assert session.media_address is not None
@@ -447,7 +487,13 @@ class Geofence:
         self._request_ejection(session, decision, trigger, str(trigger))
 
     def _request_ejection(
-        self, session: _Session, decision: Decision, trigger: Trigger, detail: str, reason: str | None = None
+        self,
+        session: _Session,
+        decision: Decision,
+        trigger: Trigger,
+        detail: str,
+        reason: str | None = None,
+        actor: str | None = None,
     ) -> bool:
         room, participant = session.room, session.participant
         session.ejecting, session.eject_reason, session.eject_decision = True, reason, decision
@@ -463,6 +509,7 @@ class Geofence:
             decision,
             detail,
             reason=reason,
+            actor=actor,
         )
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
@@ -497,6 +544,7 @@ class Geofence:
         version: int | None = None,
         database: str | None = None,
         reason: str | None = None,
+        actor: str | None = None,
         refusal: bool = False,
     ) -> None:
         """Audit best-effort: enforcement never fails because the audit's storage does.
@@ -517,6 +565,7 @@ class Geofence:
             database=decision.database if decision else database,
             rule=decision.rule if decision else rule,
             reason=reason or (str(decision.reason) if decision else None),
+            actor=actor,
             policy_version=decision.policy_version if decision else version,
             detail=detail,
         )

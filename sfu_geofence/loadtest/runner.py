@@ -76,6 +76,9 @@ class LoadTestConfig:
     audio: AudioClipParams = field(default_factory=AudioClipParams)
     setup_timeout: float = 60.0
     join_timeout: float = 30.0
+    state_dir: Path | None = None
+    """With a spawned server: its ``--state-dir``, kept after the run (``sfu-geofence report`` reads
+    its audit log); None: the server keeps its state in memory."""
 
 
 def signaling_url(text: str) -> str:
@@ -288,6 +291,7 @@ class LoadRunner:
                 str(database),
                 "--log-level",
                 "warning",
+                *(("--state-dir", str(self.config.state_dir)) if self.config.state_dir else ()),
                 # everybody joins at once: more joins in progress than a server's default allows
                 "--cap-pending-joins",
                 str(max(64, 2 * len(plan.initial_peers))),

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from aiohttp import web
 
@@ -22,9 +23,12 @@ from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig
 from .admin_listener import AdminListenerConfig, create_admin_listener_app
 from .caps import AdmissionGate, Caps
+from .dbwatch import DatabaseWatch
+from .drain import Drain
 from .enforcement import GeofenceHost
 from .metrics import Metrics
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
+from .retention import AuditRetention
 from .signaling import SignalingSession
 from .state import StateConfig
 
@@ -68,6 +72,10 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
+    db_watch_interval: float = 5.0
+    """Seconds between two looks at the ``db_path`` file, reloaded when replaced; 0: no watch."""
+    drain_timeout: float = 10.0
+    """Seconds a stop (SIGTERM) may take to tell everyone and flush the audit before the process exits."""
     caps: Caps = field(default_factory=Caps)
     """Admission control: WebSockets, joins in progress, participants, join rate (per address, total)."""
 
@@ -77,11 +85,20 @@ class ServerConfig:
         # Frozen: one place (this) keeps the two views of the declared relays equal.
         object.__setattr__(self, "turn_relays", relays)
         object.__setattr__(self, "ice", replace(self.ice, relay_networks=relays))
+        if self.db_watch_interval < 0:
+            raise ValueError(
+                f"the database watch interval must be 0 (off) or more, not {self.db_watch_interval}"
+            )
+        if not self.drain_timeout > 0:
+            raise ValueError(f"the drain timeout must be positive, not {self.drain_timeout}")
 
 
 CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
+DRAIN = web.AppKey("drain", Drain)
+DATABASE_WATCH = web.AppKey("database_watch", DatabaseWatch)
+AUDIT_RETENTION = web.AppKey("audit_retention", AuditRetention)
 GATE = web.AppKey("gate", AdmissionGate)
 METRICS = web.AppKey("metrics", Metrics)
 ADMIN_APP = web.AppKey("admin_app", web.Application)
@@ -111,13 +128,17 @@ def create_app(
         admission=admission,
         observers=[gate, *observers],
     )
+    app[DRAIN] = drain = Drain()
     app[METRICS] = metrics = Metrics(sfu, gate)
     sfu.observer.observers.append(metrics)
+    metrics.add(
+        "gauge", "sfu_geofence_draining", "1 while the server drains (SIGTERM)", lambda: drain.draining
+    )
     install_trusted_proxies(app, config.proxies)
     app.router.add_get("/ws", websocket_handler)
     app.cleanup_ctx.append(_sfu_lifetime)
     app.cleanup_ctx.append(_metrics_probe)
-    app.on_shutdown.append(_close_participants)
+    app.on_shutdown.append(_drain)
     return app
 
 
@@ -138,6 +159,18 @@ def create_geofenced_app(
         audit=config.state.open_audit(),
     )
     app[GEOFENCE_HOST] = host
+    if config.db_path is not None and config.db_watch_interval > 0:
+        app[DATABASE_WATCH] = watch = DatabaseWatch(host.geofence, config.db_watch_interval)
+        app.cleanup_ctx.append(_watch_database)  # its cleanup runs before the geofence closes
+        app[METRICS].add(
+            "counter",
+            "sfu_geofence_database_watch_reloads",
+            "Reloads of the --db file started by its watch (it changed), successful or not",
+            lambda: watch.reloads,
+        )
+    if config.state.audit_retention_days is not None:
+        app[AUDIT_RETENTION] = AuditRetention(host.geofence.audit, config.state.audit_retention_days)
+        app.cleanup_ctx.append(_retain_audit)
     app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
     add_geofence_metrics(app[METRICS], host)
     app[ADMIN_APP] = create_admin_listener_app(host, app[METRICS], config.admin.token)
@@ -145,6 +178,30 @@ def create_geofenced_app(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
     return app
+
+
+async def _watch_database(app: web.Application) -> AsyncIterator[None]:
+    async with _running(app[DATABASE_WATCH].run()):
+        yield
+
+
+async def _retain_audit(app: web.Application) -> AsyncIterator[None]:
+    retention = app[AUDIT_RETENTION]
+    await retention.prune_safely()  # at start-up, before anyone joins
+    async with _running(retention.run(delay=retention.interval)):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` as a task for the life of the application (cancelled before the geofence closes)."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
@@ -166,6 +223,12 @@ def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
         lambda: fence.database.age().total_seconds(),
     )
     metrics.add(
+        "gauge",
+        "sfu_geofence_database_alarm",
+        "1 while the last database reload failed (the old build still decides; GET /api/database: why)",
+        lambda: fence.database_alarm is not None,
+    )
+    metrics.add(
         "counter",
         "sfu_geofence_audit_write_failures",
         "Audit events that could not be written (enforcement went on)",
@@ -180,11 +243,8 @@ def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
 
 
 async def _metrics_probe(app: web.Application) -> AsyncIterator[None]:
-    probe = asyncio.ensure_future(app[METRICS].probe())
-    yield
-    probe.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await probe
+    async with _running(app[METRICS].probe()):
+        yield
 
 
 async def _close_geofence(app: web.Application) -> None:
@@ -196,14 +256,19 @@ async def _sfu_lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[SFU].close()
 
 
-async def _close_participants(app: web.Application) -> None:
-    # On shutdown, before aiohttp cancels the WebSocket handlers: tell every client why.
+async def _drain(app: web.Application) -> None:
+    # On shutdown (the listening socket is closed already), before aiohttp cancels the WebSocket
+    # handlers: no more joins, and every client told why, joined or not.
+    app[DRAIN].start()
     await app[SFU].close()
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: one signaling session (docs/protocol.md)."""
     config = request.app[CONFIG]
+    drain = request.app[DRAIN]
+    if drain.draining:
+        raise web.HTTPServiceUnavailable(text="the server is shutting down")
     address = participant_address(request)  # before the handshake: a bad one is an HTTP 400
     gate = request.app[GATE]
     over = gate.open_websocket(address)
@@ -226,7 +291,11 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             join_timeout=config.join_timeout,
             gate=gate,
         )
-        await session.run()
+        drain.opened(session)
+        try:
+            await session.run()
+        finally:
+            drain.closed(session)
     finally:
         gate.close_websocket(address)
     return ws

@@ -176,6 +176,12 @@ def event_message(event: PeerEvent) -> dict[str, Any]:
     return {"type": event.type, "participant": event.participant, "name": event.name}
 
 
+def closing_message(reason: str, message: str) -> dict[str, Any]:
+    """Sent before the server closes a session: ``reason`` is a :class:`CloseReason` value or
+    ``join-timeout``."""
+    return {"type": "closing", "reason": reason, "message": message}
+
+
 def refused_message(reason: str) -> dict[str, Any]:
     """The join was refused; ``reason`` concerns the refused client only."""
     return {"type": "refused", "reason": reason}

@@ -22,7 +22,7 @@ from aiohttp import web
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
 from .admin import TOKEN_ENV, AdminConfig
 from .admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
-from .app import ADMIN_APP, ServerConfig, create_geofenced_app
+from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from .caps import Caps
 from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 from .logs import keep_addresses_at_debug
@@ -50,6 +50,10 @@ CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
 """``--cap-websockets-per-address`` reads ``SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS``, and so on."""
 
 logger = logging.getLogger(__name__)
+
+ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
+ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
+ENV_AUDIT_RETENTION = "SFU_GEOFENCE_AUDIT_RETENTION"
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -117,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_turn_relay_argument(parser)
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
+    _seconds(
+        parser,
+        "--db-watch",
+        ENV_DB_WATCH,
+        ServerConfig.db_watch_interval,
+        "look at the --db file this often and reload it when it is replaced; 0: never",
+    )
     parser.add_argument(
         "--admin-token",
         help=f"bearer token of the operator API under /api; prefer ${ENV_ADMIN_TOKEN} (argv is public). "
@@ -144,6 +155,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"SQLite synchronous setting of the audit log (${ENV_AUDIT_SYNC}; default NORMAL: survives "
         "a crash, FULL: also a power cut)",
     )
+    _seconds(
+        parser,
+        "--drain-timeout",
+        ENV_DRAIN_TIMEOUT,
+        ServerConfig.drain_timeout,
+        "on SIGTERM: seconds to tell everyone and flush the audit before exiting",
+    )
+    parser.add_argument(
+        "--audit-retention",
+        type=float,
+        default=float(os.environ[ENV_AUDIT_RETENTION]) if os.environ.get(ENV_AUDIT_RETENTION) else None,
+        metavar="DAYS",
+        help=f"delete audit events older than this many days (${ENV_AUDIT_RETENTION}; default: keep all)",
+    )
     parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
@@ -159,6 +184,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 configure = add_arguments
+
+
+def _seconds(parser: argparse.ArgumentParser, flag: str, env: str, default: float, text: str) -> None:
+    parser.add_argument(
+        flag,
+        type=float,
+        default=float(os.environ.get(env, default)),
+        metavar="SECONDS",
+        help=f"{text} (${env}; default {default:g})",
+    )
 
 
 def add_cap_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,9 +256,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         db_path=args.db,
         proxies=ProxyConfig(tuple(args.trusted_proxies or _listed(ENV_TRUSTED_PROXIES) or ())),
         state=StateConfig(
-            Path(args.state_dir) if args.state_dir else None, audit_synchronous=args.audit_sync
+            Path(args.state_dir) if args.state_dir else None,
+            audit_synchronous=args.audit_sync,
+            audit_retention_days=args.audit_retention,
         ),
         admin=AdminConfig.from_env(args.admin_token),
+        drain_timeout=args.drain_timeout,
+        db_watch_interval=args.db_watch,
         admin_listener=AdminListenerConfig(args.admin_host, admin_port(args)),
         caps=caps_from_args(args),
     )
@@ -262,8 +301,8 @@ def listeners(app: web.Application, config: ServerConfig) -> list[Listener]:
     return [Listener(app, config.host, config.port), Listener(app[ADMIN_APP], admin.host, admin.port)]
 
 
-async def serve(config: ServerConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then close every participant."""
+async def serve(config: ServerConfig) -> bool:
+    """Serve until SIGINT or SIGTERM, then drain; True when the drain finished within its timeout."""
     config = within_file_budget(config)
 
     def announce(public: str, admin: str) -> None:
@@ -271,39 +310,77 @@ async def serve(config: ServerConfig) -> None:
         print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
 
     app = create_geofenced_app(config)
-    await run_until_signalled(listeners(app, config), lambda bases: announce(*bases))
+    return await run_until_signalled(
+        listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
+    )
 
 
-async def run_until_signalled(served: Sequence[Listener], announce: Callable[[list[str]], None]) -> None:
-    """Serve each application on its address until SIGINT or SIGTERM, then clean them up (closing
-    everyone), the last one first.
+async def run_until_signalled(
+    served: Sequence[Listener],
+    announce: Callable[[list[str]], None],
+    drain_timeout: float = ServerConfig.drain_timeout,
+) -> bool:
+    """Serve each application on its address until SIGINT or SIGTERM, then drain them, the last one
+    first (docs/operations.md).
 
     ``announce`` is called once all listen, with their base URLs (``http://host:port``, the port the
-    system picked when ``port`` is 0): what ``serve`` and ``demo`` print.
+    system picked when ``port`` is 0): what ``serve`` and ``demo`` print. The drain (no more joins,
+    everyone told ``shutdown`` with close 1001, the audit flushed) gets ``drain_timeout`` seconds, and
+    a second signal cuts it short. Returns True when it finished in time.
     """
     runners: list[web.AppRunner] = []
+    signals = asyncio.Queue[int]()
+    loop = asyncio.get_running_loop()
     try:
         bases = []
         for listener in served:
-            runner = web.AppRunner(listener.app)
+            runner = web.AppRunner(listener.app, shutdown_timeout=drain_timeout)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, listener.host, listener.port).start()
             bound_host, bound_port = runner.addresses[0][:2]
             bases.append(f"http://{_url_host(bound_host)}:{bound_port}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, signals.put_nowait, signum)
         # Everything allocated so far lives as long as the process: keep it out of the cyclic
         # collector's full collections, which otherwise pause every participant's media while they
         # walk it.
         gc.freeze()
         announce(bases)
-        await stop.wait()
-    finally:
+        received = await signals.get()
+    except BaseException:
         for runner in reversed(runners):
             await runner.cleanup()
+        raise
+    logger.info("%s: draining (at most %g s)", signal.Signals(received).name, drain_timeout)
+    try:
+        return await _drain(runners, drain_timeout, signals)
+    finally:
+        # Whatever the drain did: the audit log is flushed and closed before the process exits.
+        for listener in served:
+            if GEOFENCE_HOST in listener.app:
+                listener.app[GEOFENCE_HOST].close()
+
+
+async def _drain(runners: list[web.AppRunner], limit: float, signals: asyncio.Queue[int]) -> bool:
+    async def cleanup_all() -> None:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    cleanup = asyncio.ensure_future(cleanup_all())
+    another = asyncio.ensure_future(signals.get())
+    done, _ = await asyncio.wait({cleanup, another}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+    another.cancel()
+    if cleanup in done:
+        cleanup.result()
+        logger.info("drained: every session told and closed")
+        return True
+    cleanup.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cleanup
+    why = "a second signal" if another in done else f"the drain timeout ({limit:g} s)"
+    logger.warning("drain cut short by %s: the connections still open are dropped", why)
+    return False
 
 
 def _url_host(host: str) -> str:
@@ -324,12 +401,13 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``serve``; returns the exit status."""
+    """Run ``serve``; returns the exit status: 0 after a complete drain, 1 when it was cut short."""
     config = config_from_args(args)
     configure_logging(args)
+    drained = True
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
-    return 0
+        drained = asyncio.run(serve(config))
+    return 0 if drained else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from .protocol import (
     Join,
     Leave,
     ProtocolError,
+    closing_message,
     error_message,
     event_message,
     offer_message,
@@ -90,7 +91,7 @@ class WebSocketChannel:
         if reason is CloseReason.EJECTED:
             self.send({"type": "ejected", "reason": detail})
         elif reason is not CloseReason.LEFT:
-            self.send({"type": "closing", "reason": reason.value, "message": detail})
+            self.send(closing_message(reason.value, detail))
         code = self.close_code_override or CLOSE_CODE_FOR_REASON[reason]
         self.close(code, detail)
 
@@ -166,8 +167,18 @@ class SignalingSession:
             self._end(CloseReason.DISCONNECTED, "signaling connection lost")
             await self.channel.wait_closed()
 
+    def shut_down(self) -> None:
+        """The server is draining: a session that has not joined is told so and closed (1001); a joined
+        one is the SFU's, which closes it with the same reason."""
+        if self.participant is None:
+            message = "the server is shutting down"
+            self.channel.send(closing_message(CloseReason.SHUTDOWN.value, message))
+            self.channel.close(CloseCode.GOING_AWAY, message)
+
     async def _handle_text(self, text: str) -> bool:
         """Handle one message; False when the session is over."""
+        if self.channel.ended:  # closed meanwhile (a drain): not even a join may start now
+            return False
         if len(text) > self._max_message_bytes or len(text.encode()) > self._max_message_bytes:
             self._fatal(CloseCode.MESSAGE_TOO_LARGE, f"message larger than {self._max_message_bytes} bytes")
             return False
@@ -264,7 +275,7 @@ class SignalingSession:
     def _fatal(self, code: CloseCode, message: str, reason: str = CloseReason.PROTOCOL_ERROR.value) -> None:
         self.channel.close_code_override = code
         if self.participant is None:
-            self.channel.send({"type": "closing", "reason": reason, "message": message})
+            self.channel.send(closing_message(reason, message))
             self.channel.close(code, message)
         else:
             internal = code is CloseCode.INTERNAL_ERROR

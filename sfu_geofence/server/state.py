@@ -31,10 +31,16 @@ class StateConfig:
     directory: Path | None = None
     """Holds ``policies.sqlite`` and ``audit.sqlite`` (created if missing); None: in memory only."""
     audit_synchronous: Synchronous = "NORMAL"
+    audit_retention_days: float | None = None
+    """Audit events older than this many days are deleted (``--audit-retention``); None: kept for ever."""
     audit_reserve: int = DEFAULT_RESERVE
     """Free bytes the audit log leaves on the state directory's file system for policy changes."""
 
     def __post_init__(self) -> None:
+        if self.audit_retention_days is not None and not self.audit_retention_days > 0:
+            raise ValueError(
+                f"the audit retention must be a positive number of days: {self.audit_retention_days}"
+            )
         if self.audit_synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"audit_synchronous must be FULL or NORMAL, not {self.audit_synchronous!r}")
         if self.directory is not None:

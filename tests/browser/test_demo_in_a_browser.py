@@ -2,13 +2,15 @@
 
 Each tab is a participant that picks "Connect as if from" in the page's form, exactly as a newcomer
 would; the operator works in the console page. The server is ``sfu-geofence demo``'s: ``serve``'s
-geofenced application, so admission and ejection are the product's own code. The screenshots in docs/
-are taken by these tests.
+geofenced application, so admission and ejection are the product's own code. These tests take the
+screenshots of docs/ and the README: into a temporary directory, or into the directory named by
+$SFU_GEOFENCE_PICTURES, which ``python scripts/readme_pictures.py`` sets to docs/ to regenerate them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Page
 
+from sfu_geofence.core.errors import DatabaseError
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
@@ -31,7 +34,7 @@ from sfu_geofence.testing.server import app_on_loopback
 
 pytestmark = pytest.mark.browser
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+PICTURES_ENV = "SFU_GEOFENCE_PICTURES"
 TOKEN = "demo-test-token-0123456789"
 ROOM = "town-hall"
 ROOM_SIZE = 3
@@ -68,6 +71,13 @@ async def demo() -> AsyncIterator[Demo]:
     async with app_on_loopback(app) as served:
         assert served.admin_base is not None
         yield Demo(served.base, served.admin_base, app, joins)
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> Path:
+    """Where screenshots go: never over tracked files, unless scripts/readme_pictures.py asks for docs/."""
+    chosen = os.environ.get(PICTURES_ENV)
+    return Path(chosen) if chosen else tmp_path / "pictures"
 
 
 async def join(page: Page, name: str, room: str, origin: str) -> None:
@@ -163,12 +173,12 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
 
 
 async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_keep_advancing_rejoin_refused(
-    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
+    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard, pictures: Path
 ) -> None:
     """Issue 5's must-show, through the console and the geofence exactly as an operator would do it."""
     tabs = await meet(demo, open_page, ROOM)
     survivors = {"US": await tile_track(tabs["US"], "DE"), "DE": await tile_track(tabs["DE"], "US")}
-    await screenshot(tabs["US"], DOCS / "demo-conference.png", full_page=False)
+    await screenshot(tabs["US"], pictures / "demo-conference.png", full_page=False)
 
     # The operator sees who is where, and how the server decided it.
     console = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
@@ -203,7 +213,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     assert await china.text_content("#screen-detail") == "close code 4409"
     assert await china.is_hidden("#meeting")
     assert await video_element_tracks(china, "video") == [], "never a frozen video"
-    await screenshot(china, DOCS / "demo-ejected.png", full_page=False)
+    await screenshot(china, pictures / "demo-ejected.png", full_page=False)
 
     # Everyone else: the ejected tile goes, and the video they still receive keeps advancing.
     for country, other in (("US", "DE"), ("DE", "US")):
@@ -217,7 +227,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     assert await china.text_content("#screen-reason") == "This meeting is not accessible from China (CN)."
     assert await china.text_content("#screen-detail") == "close code 4403"
     assert await video_element_tracks(china, "video") == []
-    await screenshot(china, DOCS / "demo-refused.png", full_page=False)
+    await screenshot(china, pictures / "demo-refused.png", full_page=False)
     assert [name for name, _ in demo.joins.seen] == ["US", "DE", "CN"], "the refused rejoin got nothing"
 
     # The console shows the policy, who is left, and the ejection in the live audit log.
@@ -230,7 +240,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     )
     rule = await console.text_content(f"#rooms tr[data-room='{ROOM}'] td:nth-child(3)")
     assert rule == "deny CN"
-    await screenshot(console, DOCS / "demo-console.png")
+    await screenshot(console, pictures / "demo-console.png")
     assert loopback_guard.violations == []
 
 
@@ -274,7 +284,28 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     await console.fill("#token", TOKEN)
     await console.click("#token-form button")
     await console.wait_for_selector("body[data-state=open]")
-    assert "DB-IP Country Lite" in (await console.text_content("#database") or "")
+    # The build and its age, never the file's path.
+    database = await console.text_content("#database") or ""
+    assert database.startswith("DB-IP Country Lite 2026-06-01 (embedded) · built 2026-06-01 · "), database
+    assert database.endswith(" days old"), database
+    assert ".mmdb" not in (await console.text_content("body") or "")
+    # A reload that fails raises the alarm on the console (without the path of the file), until one works.
+    fence = demo.app[GEOFENCE_HOST].geofence
+    with pytest.raises(DatabaseError):
+        fence.reload_database("/nonexistent/GeoLite2-Country.mmdb")
+    await console.wait_for_selector("#database-alarm:not([hidden])", timeout=10_000)
+    alarm = await console.text_content("#database-alarm") or ""
+    assert alarm.startswith("The last database reload failed ("), alarm
+    assert "DB-IP Country Lite 2026-06-01 still decides" in alarm
+    assert "nonexistent" not in alarm
+    failed = "#audit tr[data-kind=database][data-outcome=reload_failed]"
+    await console.wait_for_selector(failed, timeout=10_000)
+    assert await console.text_content(f"{failed} td:nth-child(9)") == (
+        "the new file could not be used: the previous build still decides"
+    )
+    assert "nonexistent" not in (await console.text_content("body") or "")
+    fence.reload_database()
+    await console.wait_for_selector("#database-alarm[hidden]", state="attached", timeout=10_000)
     attribution = console.locator("footer a[href='https://db-ip.com']")
     assert await attribution.text_content() == "IP Geolocation by DB-IP"
 

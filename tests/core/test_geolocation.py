@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -220,3 +222,35 @@ def test_a_database_older_than_30_days_is_reported_stale(tmp_path: Path) -> None
     assert warning is not None
     assert "31 days old" in warning
     assert Locator().database.stale(now)  # the embedded build of 2026-06-01
+
+
+_REWRITTEN_IN_PLACE = """
+import sys
+from sfu_geofence import Locator
+path, replacement = sys.argv[1], open(sys.argv[2], "rb").read()
+locator = Locator(path)
+with open(path, "r+b") as file:  # what cp or an editor does: same inode, truncated, rewritten
+    file.truncate(0)
+    file.flush()
+    print(locator.locate("127.86.0.1").country, flush=True)
+    file.write(replacement[: len(replacement) // 2])
+    file.flush()
+    print(locator.locate("127.86.0.1").country, flush=True)
+"""
+
+
+def test_a_database_file_truncated_and_rewritten_in_place_does_not_disturb_the_build_in_use(
+    tmp_path: Path,
+) -> None:
+    """The reader answers from its own copy: a mapping of the file itself would read the torn file, or
+    die of SIGBUS at the first lookup after the truncation."""
+    build_database(tmp_path / "geo.mmdb", ["127.86.0.0/16=CN"])
+    build_database(tmp_path / "next.mmdb", ["127.86.0.0/16=DE"])
+    result = subprocess.run(
+        [sys.executable, "-c", _REWRITTEN_IN_PLACE, str(tmp_path / "geo.mmdb"), str(tmp_path / "next.mmdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert (result.returncode, result.stdout.split()) == (0, ["CN", "CN"]), result.stderr

@@ -167,3 +167,50 @@ def test_bad_arguments_exit_2_with_the_argument_named() -> None:
     result = loadtest("--url", "http://192.0.2.2:8080", "--countries", "US:2")
     assert result.returncode == 2
     assert "the server must be on loopback" in result.stderr
+
+
+def _by_country_and_room(entries: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        key = (entry["country"], entry["room"])
+        counts[key] = counts.get(key, 0) + entry.get("count", 1)
+    return counts
+
+
+@pytest.mark.slow
+def test_the_transparency_report_of_a_spawned_runs_state_directory_counts_what_the_load_test_saw(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    result = loadtest(
+        "--spawn",
+        "--countries", "US:2,CN:2,HK:1",
+        "--rooms", "2",
+        "--duration", "9",
+        "--at", "3s:deny:CN,HK@room-1",
+        "--at", "5s:add:CN:2",
+        "--at", "6s:add:HK:1@room-1",
+        "--state-dir", str(state),
+        "--json", str(tmp_path / "loadtest.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = read(tmp_path / "loadtest.json")
+    assert {(e["country"], e["room"]) for e in seen["ejected"]} == {("CN", "room-1"), ("HK", "room-1")}
+    assert {(e["country"], e["room"]) for e in seen["refused"]} == {("CN", "room-1"), ("HK", "room-1")}
+
+    command = ["report", "--json", "--state-dir", str(state), "--since", "2000-01-01"]
+    report = subprocess.run(
+        [sys.executable, "-m", "sfu_geofence", *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=True,
+    )
+    told = json.loads(report.stdout)
+    assert _by_country_and_room(told["ejections"]["rows"]) == _by_country_and_room(seen["ejected"])
+    assert _by_country_and_room(told["refusals"]["rows"]) == _by_country_and_room(seen["refused"])
+    assert told["ejections"]["by_trigger"] == {"policy_changed": len(seen["ejected"])}
+    assert set(told["refusals"]["by_trigger"]) == {"country_denied"}
+    changes = [(c["room"], c["rule"].split(";")[0]) for c in told["policy_changes"]]
+    assert changes == [("room-1", "deny CN,HK")]

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sfu_geofence.core.errors import DatabaseError
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.app import METRICS
@@ -108,7 +109,7 @@ async def test_a_call_an_ejection_and_a_refusal_as_prometheus_reads_them(served:
 async def test_another_module_adds_a_gauge_read_at_each_scrape(served: Served) -> None:
     metrics = served.app[METRICS]
     draining = [0.0]
-    metrics.add("gauge", "sfu_geofence_draining", "1 while the server drains", lambda: draining[0])
+    metrics.add("gauge", "sfu_geofence_example_gauge", "an example", lambda: draining[0])
     metrics.add(
         "counter",
         "sfu_geofence_reloads",
@@ -119,5 +120,24 @@ async def test_another_module_adds_a_gauge_read_at_each_scrape(served: Served) -
     _, before = await scrape(served)
     draining[0] = 1.0
     _, after = await scrape(served)
-    assert (before[("sfu_geofence_draining", ())], after[("sfu_geofence_draining", ())]) == (0.0, 1.0)
+    assert (before[("sfu_geofence_example_gauge", ())], after[("sfu_geofence_example_gauge", ())]) == (
+        0.0,
+        1.0,
+    )
     assert after[("sfu_geofence_reloads_total", (("result", "failed"),))] == 1
+
+
+async def test_the_database_alarm_and_the_drain_are_gauges(served: Served, tmp_path: Path) -> None:
+    fence = served.geofence
+    _, before = await scrape(served)
+    assert (before[("sfu_geofence_database_alarm", ())], before[("sfu_geofence_draining", ())]) == (0.0, 0.0)
+    with pytest.raises(DatabaseError):
+        fence.reload_database(tmp_path / "missing.mmdb")
+    _, during = await scrape(served)
+    assert during[("sfu_geofence_database_alarm", ())] == 1.0
+    fence.reload_database()
+    _, after = await scrape(served)
+    assert after[("sfu_geofence_database_alarm", ())] == 0.0
+    assert (
+        after[("sfu_geofence_database_watch_reloads_total", ())] == 0.0
+    )  # the API's reloads are not the watch's

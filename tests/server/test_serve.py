@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
+import sqlite3
+import time
 from pathlib import Path
 
+import aiohttp
 import netaddr
 import pytest
+from aiohttp import web
 from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
-from sfu_geofence.server import ServerConfig
+from sfu_geofence.core.errors import ClosedError
+from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from sfu_geofence.server.caps import Caps
-from sfu_geofence.server.serve import add_arguments, config_from_args
-from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
+from sfu_geofence.server.state import StateConfig
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
+from sfu_geofence.testing.wait import eventually
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -221,3 +229,79 @@ async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_
     finally:
         await stop(process)
     assert ("INFO sfu_geofence.server.app geofence: DB-IP Country Lite" in stderr) is logged, stderr
+
+
+async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits_0_within_the_drain_timeout(
+    tmp_path: Path,
+) -> None:
+    drain_timeout = 8.0
+    process = await spawn_module(
+        "sfu_geofence",
+        "serve",
+        "--loopback-only",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        "--drain-timeout",
+        str(drain_timeout),
+    )
+    url = ""
+    peers: list[SyntheticPeer] = []
+    try:
+        assert process.stdout is not None
+        url = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().split()[-1]
+        peers = [SyntheticPeer(url, "drained", f"127.0.51.{i}", tracks=synthetic_tracks()) for i in (1, 2)]
+        for peer in peers:
+            await peer.join()
+            assert peer.participant_id is not None
+        await eventually(lambda: everyone_receives(peers), within=20)
+        waiting = SyntheticPeer(url, "drained", "127.0.51.3")  # connected, not joined yet
+        await waiting.connect()
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), drain_timeout + 5) == 0
+        assert time.monotonic() - started < drain_timeout
+        for peer in [*peers, waiting]:
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert peer.close_code == 1001, peer.name
+            closing = [m for m in peer.messages if m["type"] == "closing"]
+            assert closing == [
+                {"type": "closing", "reason": "shutdown", "message": "the server is shutting down"}
+            ], peer.name
+        # The audit log was flushed and closed: everything is in audit.sqlite, no write-ahead log left.
+        assert not (tmp_path / "audit.sqlite-wal").exists()
+        with contextlib.closing(sqlite3.connect(tmp_path / "audit.sqlite")) as db:
+            [[admitted]] = db.execute(
+                "SELECT count(*) FROM audit WHERE kind = 'admission' AND outcome = 'admitted'"
+            ).fetchall()
+        assert admitted == 2
+        # Nobody can join any more: the listening socket is gone.
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.ws_connect(url)
+    finally:
+        for peer in peers:
+            await peer.close()
+        await stop(process)
+
+
+async def test_a_drain_that_cannot_finish_is_cut_short_at_the_drain_timeout_and_the_audit_still_closed(
+    tmp_path: Path,
+) -> None:
+    app = create_geofenced_app(ServerConfig(port=0, state=StateConfig(tmp_path)))
+
+    async def hang(app: web.Application) -> None:  # e.g. a peer connection that never finishes closing
+        await asyncio.Event().wait()
+
+    app.on_shutdown.append(hang)
+    announced = asyncio.Event()
+    running = asyncio.ensure_future(
+        run_until_signalled([Listener(app, "127.0.0.1", 0)], lambda _: announced.set(), drain_timeout=0.5)
+    )
+    await asyncio.wait_for(announced.wait(), 20)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) is False
+    with pytest.raises(ClosedError):
+        app[GEOFENCE_HOST].geofence.audit.events()
+    assert not (tmp_path / "audit.sqlite-wal").exists()
