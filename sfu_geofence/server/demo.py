@@ -1,4 +1,4 @@
-"""The demo conference server: ``serve``'s geofenced application plus the pages in demo/.
+"""The demo conference server: ``serve``'s geofenced application plus the pages in ``pages/``.
 
 A browser on this machine always connects from 127.0.0.1, which is in no country. To show the geofence
 at work, the demo lets a tab *pretend* to connect from a sample address of a chosen country: the query
@@ -33,8 +33,10 @@ from .app import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 
 logger = logging.getLogger(__name__)
 
-PAGES = Path(__file__).resolve().parents[2] / "demo"
-"""The conference page and the operator console: plain HTML/JS, served as they are."""
+PAGES = Path(__file__).resolve().parent / "pages"
+"""The conference page and the operator console: plain HTML/JS, served as they are.
+
+Package data (pyproject's ``package-data``), so a wheel or ``pip install .`` serves them too."""
 
 FROM_PARAMETER = "from"
 """Query parameter naming the sample origin a request pretends to come from."""
@@ -101,10 +103,7 @@ def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -
     own: the demo adds no hook of its own, only the address a tab pretends to come from.
     """
     if not (config.pages / "index.html").is_file():
-        raise FileNotFoundError(
-            f"the demo pages are not in {config.pages}: run the demo from a source checkout "
-            "(pip install -e .)"
-        )
+        raise FileNotFoundError(f"the demo pages are not in {config.pages}: a broken installation")
     app = create_geofenced_app(config.server, observers=observers)
     # Where a trusted-proxy middleware would sit (the demo trusts none): before every handler, the
     # signaling route's participant_address() and the operator API included.
