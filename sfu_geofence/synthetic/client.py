@@ -25,6 +25,8 @@ from aiortc import (
     MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
@@ -75,6 +77,8 @@ class SyntheticPeer:
         tracks: Sequence[MediaStreamTrack] = (),
         clock: Callable[[], float] = time.monotonic,
         media_address: str | None = None,
+        ice_servers: Sequence[RTCIceServer] = (),
+        relay_only: bool = False,
     ) -> None:
         self.url = url
         self.meter = ReceiveMeter(clock=clock)
@@ -105,6 +109,13 @@ class SyntheticPeer:
         self.media_address = media_address or address
         """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
         self._policy = IcePolicy(bind=(self.media_address,))
+        self._configuration = RTCConfiguration(
+            iceServers=list(ice_servers),
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+        """No ICE server unless given one; ``relay_only``: offer only relayed candidates (a TURN
+        server's), as a browser with ``iceTransportPolicy: "relay"`` does."""
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -143,7 +154,11 @@ class SyntheticPeer:
                 self.transcript.append(message.data)
                 data = json.loads(message.data)
                 if data.get("type") == "offer":
-                    await self._answer(data)
+                    try:
+                        await self._answer(data)
+                    except ConnectionError:
+                        # Closed while answering (an ejection): what the server said is still to be read.
+                        logger.debug("synthetic peer %s: closed while answering an offer", self.name)
                     continue
                 self.messages.append(data)
                 if data.get("type") == "joined":
@@ -166,9 +181,7 @@ class SyntheticPeer:
                 new.append(track)
         with use_policy(self._policy):
             if self.pc is None:
-                self.pc = RTCPeerConnection(
-                    RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-                )
+                self.pc = RTCPeerConnection(self._configuration)
             pc = self.pc
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
             # Before aiortc starts the receivers (it does once this coroutine yields): no decoder.
