@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
+from sfu_geofence.testing.netns import in_lan_namespace, is_own_lan_address
 
 # pytest_browser: tests marked `browser` run in a network namespace with only lo, and their fixtures
 # (docs/testing.md); pytester: for testing that plugin.
@@ -16,8 +17,11 @@ pytest_plugins = ["sfu_geofence.testing.pytest_browser", "pytester"]
 
 @pytest.fixture(scope="session", autouse=True)
 def loopback_guard() -> Iterator[LoopbackGuard]:
-    """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test."""
-    with loopback_only() as guard:
+    """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test.
+
+    In a LAN namespace of the tests' own (tests marked ``lan``), its own dummy addresses are allowed too.
+    """
+    with loopback_only(is_own_lan_address if in_lan_namespace() else None) as guard:
         yield guard
     assert not guard.violations, f"traffic to non-loopback destinations: {guard.violations}"
 

@@ -19,6 +19,7 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.rtc.machine import machine_ice_policy
 from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
@@ -253,7 +254,9 @@ def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> N
     made = {demo_command.config_from_args(args, {}).admin_token for _ in range(2)}
     assert len(made) == 2
     assert all(len(token) >= 16 for token in made)
-    assert given.server.ice.bind == ("127.0.0.1",)
+    # ICE on loopback and this machine's own addresses: a browser as shipped has a way in.
+    assert given.server.ice == machine_ice_policy()
+    assert given.server.ice.bind[0] == "127.0.0.1"
 
 
 def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:
