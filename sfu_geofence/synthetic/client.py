@@ -32,7 +32,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from ..rtc.ice import IcePolicy, use_policy
+from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, use_policy
 from ..rtc.keyframe import on_keyframe_request
 from ..rtc.tap import tap_of
 from .media import AudioClipParams, ClipTrack, OpusTrack, VideoClipParams, Vp8Track
@@ -79,6 +79,7 @@ class SyntheticPeer:
         media_address: str | None = None,
         ice_servers: Sequence[RTCIceServer] = (),
         relay_only: bool = False,
+        allowed_remote: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS,
     ) -> None:
         self.url = url
         self.meter = ReceiveMeter(clock=clock)
@@ -108,7 +109,8 @@ class SyntheticPeer:
         self._closing = False
         self.media_address = media_address or address
         """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
-        self._policy = IcePolicy(bind=(self.media_address,))
+        self._policy = IcePolicy(bind=(self.media_address,), allowed_remote=allowed_remote)
+        """ICE on the media address, with the server's candidates in ``allowed_remote`` (loopback)."""
         self._configuration = RTCConfiguration(
             iceServers=list(ice_servers),
             iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL,
