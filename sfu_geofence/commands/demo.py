@@ -21,7 +21,12 @@ from ..rtc.machine import machine_ice_policy
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
 from ..server.demo import DemoConfig, create_demo_app
-from ..server.serve import configure_logging, run_app_until_signalled
+from ..server.serve import (
+    add_turn_relay_argument,
+    configure_logging,
+    run_app_until_signalled,
+    turn_relays_from_args,
+)
 from ..server.state import StateConfig
 
 NAME = "demo"
@@ -47,6 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="(default warning)",
     )
+    add_turn_relay_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
@@ -60,6 +66,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             host=host,
             port=args.port,
             ice=machine_ice_policy(loopback=host),
+            turn_relays=turn_relays_from_args(args, environ),
             state=StateConfig(directory=args.state_dir),
             admin=AdminConfig(environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)),
         )

@@ -228,16 +228,22 @@ class Geofence:
 
         ``address`` is the remote address of the selected pair; ``relayed`` says the participant's
         media comes through a TURN relay (its address then is the relay's). A restricted media address
-        makes the core request an ejection; the decision is returned either way.
+        makes the core request an ejection; the decision is returned either way. A call that changes
+        neither the address, nor ``relayed``, nor the decision (a new port) is not audited again.
         """
         self._check_open()
         session = self._sessions.get((room, participant))
         if session is None:
             raise ParticipantError(f"participant {participant!r} is not admitted in room {room!r}")
         normalised = normalise_address(address)
+        before = (session.media_address, session.media_relayed, session.media_decision)
         session.media_address, session.media_relayed = normalised, relayed
         session.media_decision = self._decide_media(session)
         decision = session.media_decision
+        if before == (normalised, relayed, decision):
+            # Another pair from the same address (a new port): nothing new to audit or act on, and a
+            # client that churns source ports cannot write an audit row per STUN request.
+            return decision
         self._record(
             EventKind.MEDIA,
             decision.outcome,

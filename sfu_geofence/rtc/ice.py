@@ -9,11 +9,21 @@ see :func:`install`) so that a connection created while an :class:`IcePolicy` is
   policy, as stock aioice),
 * ignores remote candidates (SDP or trickled) outside ``allowed_remote`` and every mDNS name, never
   resolving it, and
-* ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate.
+* ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate,
+* holds at most :class:`~sfu_geofence.rtc.candidates.IceLimits` remote candidates, pairs and
+  peer-reflexive candidates (:mod:`sfu_geofence.rtc.candidates`), and
+* hands DTLS/SRTP only datagrams from the nominated pair's remote address, through a bounded queue
+  (:mod:`sfu_geofence.rtc.media_source`).
 
 It also makes the nominated (selected) candidate pair observable, which aioice has no API for:
 :func:`observe_selected_pair` calls back when a connection's pair is first nominated and whenever it
 changes, which is when a media-address check must run again.
+
+Whether a pair is *relayed* is the server's judgement, never the client's: a remote candidate's ``typ``
+is whatever the client wrote in its SDP (``typ relay raddr 0.0.0.0 rport 0`` costs one word), so a pair
+is relayed only when its remote address lies in one of the policy's ``relay_networks`` (the TURN servers
+the operator declared, ``--turn-relay``). Every other pair, whatever its candidate type, is decided on
+its address like a host candidate.
 
 The policy is read from a :class:`contextvars.ContextVar` when the :class:`aioice.Connection` is built
 (inside ``RTCPeerConnection.addTransceiver`` / ``setRemoteDescription``), so many peers in one process
@@ -28,13 +38,15 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aioice import Candidate, Connection, TransportPolicy, mdns
-from aioice.ice import CandidatePair
+from aioice.ice import CandidatePair, StunProtocol
 
 from . import require_pinned_versions
+from .candidates import CandidateCounters, IceLimits, admits_check, admits_remote_candidate, trim_pairs
+from .media_source import MediaSource
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +66,16 @@ class IcePolicy:
     """Local addresses to create host candidates on (the SFU's announced addresses)."""
 
     allowed_remote: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS
-    """Remote candidates and STUN sources outside these networks are ignored."""
+    """Remote candidates and STUN sources outside these networks (and ``relay_networks``) are ignored."""
+
+    relay_networks: tuple[IPNetwork, ...] = ()
+    """Relay addresses of the TURN servers the operator declared: media from these is relayed media.
+
+    A candidate's ``typ relay`` counts for nothing: only a remote address inside these networks does.
+    They are also allowed remotes (a declared relay is where relayed media comes from)."""
+
+    limits: IceLimits = field(default_factory=IceLimits)
+    """How many candidates, pairs and waiting datagrams one connection may hold."""
 
     def __post_init__(self) -> None:
         if not self.bind:
@@ -63,22 +84,47 @@ class IcePolicy:
             ipaddress.ip_address(address)  # raises ValueError naming the bad address
 
     @classmethod
-    def from_strings(cls, bind: Iterable[str], allowed_remote: Iterable[str]) -> IcePolicy:
+    def from_strings(
+        cls, bind: Iterable[str], allowed_remote: Iterable[str], relay_networks: Iterable[str] = ()
+    ) -> IcePolicy:
         """Build a policy from command-line style strings (``"127.0.0.1"``, ``"127.0.0.0/8"``)."""
         return cls(
             bind=tuple(bind),
-            allowed_remote=tuple(ipaddress.ip_network(n, strict=False) for n in allowed_remote),
+            allowed_remote=networks(allowed_remote),
+            relay_networks=networks(relay_networks),
         )
 
     def allows_remote(self, host: str) -> bool:
-        """True if ``host`` is an IP literal inside ``allowed_remote`` (names never are)."""
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.allowed_remote)
+        """True if ``host`` is an IP literal in ``allowed_remote`` or ``relay_networks`` (names never are)."""
+        address = _address(host)
+        return address is not None and (
+            _inside(address, self.allowed_remote) or _inside(address, self.relay_networks)
+        )
+
+    def is_relay(self, host: str) -> bool:
+        """True if ``host`` is an IP literal inside ``relay_networks``: a declared TURN relay's address."""
+        address = _address(host)
+        return address is not None and _inside(address, self.relay_networks)
+
+
+def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """Parse ``"127.0.0.0/8"``-style strings (host bits allowed); raises ValueError naming a bad one."""
+    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+
+
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address (a zone id dropped, ``::ffff:a.b.c.d`` as IPv4), or None for a name."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _inside(address: ipaddress.IPv4Address | ipaddress.IPv6Address, within: tuple[IPNetwork, ...]) -> bool:
+    return any(address in network for network in within)
 
 
 _current: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
@@ -86,6 +132,7 @@ _current: contextvars.ContextVar[IcePolicy | None] = contextvars.ContextVar(
 )
 
 _POLICY_ATTRIBUTE = "_sfu_geofence_ice_policy"
+_GUARD_ATTRIBUTE = "_sfu_geofence_ice_guard"
 
 
 def set_policy(policy: IcePolicy | None) -> contextvars.Token[IcePolicy | None]:
@@ -110,6 +157,51 @@ def policy_of(connection: Connection) -> IcePolicy | None:
     return policy
 
 
+@dataclass
+class _Guard:
+    """The per-connection state of a connection created under a policy."""
+
+    policy: IcePolicy
+    media_source: MediaSource
+    counters: CandidateCounters = field(default_factory=CandidateCounters)
+
+
+def _guard_of(connection: Connection) -> _Guard | None:
+    guard: _Guard | None = getattr(connection, _GUARD_ATTRIBUTE, None)
+    return guard
+
+
+@dataclass(frozen=True)
+class IceStats:
+    """How much one connection holds and what its limits turned away (a snapshot)."""
+
+    remote_candidates: int
+    peer_reflexive: int
+    pairs: int
+    receive_queue: int
+    """Datagrams waiting for DTLS/SRTP now."""
+    candidates: CandidateCounters
+    foreign_dropped: int
+    """Non-STUN datagrams dropped because they did not come from the media source."""
+    overflow_dropped: int
+    """Datagrams dropped because the receive queue was full."""
+
+
+def ice_stats(connection: Connection) -> IceStats:
+    """A snapshot of the connection's lists and counters (zero counters for a stock connection)."""
+    guard = _guard_of(connection)
+    remote: list[Candidate] = connection._remote_candidates
+    return IceStats(
+        remote_candidates=len(remote),
+        peer_reflexive=sum(1 for c in remote if c.type == "prflx"),
+        pairs=len(connection._check_list),
+        receive_queue=connection._queue.qsize(),
+        candidates=CandidateCounters() if guard is None else replace(guard.counters),
+        foreign_dropped=0 if guard is None else guard.media_source.foreign_dropped,
+        overflow_dropped=0 if guard is None else guard.media_source.overflow_dropped,
+    )
+
+
 @dataclass(frozen=True)
 class SelectedPair:
     """The candidate pair ICE nominated for a connection: where its media really comes from."""
@@ -121,19 +213,22 @@ class SelectedPair:
     """The peer's transport address as we send to it (a relay's address if the peer is relayed)."""
 
     remote_type: str
-    """Remote candidate type: ``host``, ``srflx``, ``prflx`` or ``relay``."""
+    """Remote candidate type as the peer labelled it (``host``, ``srflx``, ``prflx``, ``relay``):
+    information only, never a reason to trust anything."""
 
-    @property
-    def relayed(self) -> bool:
-        """True when the remote address is a TURN relay's, not the peer's own."""
-        return self.remote_type == "relay"
+    relayed: bool = False
+    """True when the remote address is a declared TURN relay's (the policy's ``relay_networks``),
+    whatever the candidate's type says."""
 
     @classmethod
-    def of(cls, pair: CandidatePair) -> SelectedPair:
+    def of(cls, pair: CandidatePair, policy: IcePolicy | None) -> SelectedPair:
+        """The pair as the server judges it: relayed only through a relay ``policy`` declares."""
+        remote_address: tuple[str, int] = pair.remote_addr
         return cls(
             local_address=pair.local_addr,
-            remote_address=pair.remote_addr,
+            remote_address=remote_address,
             remote_type=pair.remote_candidate.type,
+            relayed=policy is not None and policy.is_relay(remote_address[0]),
         )
 
 
@@ -146,8 +241,9 @@ class _ObservedNominations(dict[int, CandidatePair]):
     Only item assignment is intercepted, so the per-packet ``get`` stays the C dict's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: IcePolicy | None) -> None:
         super().__init__()
+        self.policy = policy
         self.observers: list[SelectedPairObserver] = []
 
     def __setitem__(self, component: int, pair: CandidatePair) -> None:
@@ -155,7 +251,7 @@ class _ObservedNominations(dict[int, CandidatePair]):
         super().__setitem__(component, pair)
         if component != 1 or previous is pair:
             return
-        selected = SelectedPair.of(pair)
+        selected = SelectedPair.of(pair, self.policy)
         for observer in list(self.observers):
             try:
                 observer(selected)
@@ -174,13 +270,13 @@ def observe_selected_pair(connection: Connection, observer: SelectedPairObserver
     nominations.observers.append(observer)
     pair = nominations.get(1)
     if pair is not None:
-        observer(SelectedPair.of(pair))
+        observer(SelectedPair.of(pair, policy_of(connection)))
 
 
 def selected_pair(connection: Connection) -> SelectedPair | None:
     """The connection's selected pair, or None before ICE has nominated one."""
     pair = connection._nominated.get(1)
-    return None if pair is None else SelectedPair.of(pair)
+    return None if pair is None else SelectedPair.of(pair, policy_of(connection))
 
 
 _installed = False
@@ -197,11 +293,15 @@ def install() -> None:
     original_component_candidates = Connection.get_component_candidates
     original_add_remote = Connection.add_remote_candidate
     original_request_received = Connection.request_received
+    original_datagram_received = StunProtocol.datagram_received
 
     def __init__(self: Connection, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        setattr(self, _POLICY_ATTRIBUTE, _current.get())
-        self._nominated = _ObservedNominations()
+        policy = _current.get()
+        setattr(self, _POLICY_ATTRIBUTE, policy)
+        self._nominated = _ObservedNominations(policy)
+        if policy is not None:
+            setattr(self, _GUARD_ATTRIBUTE, _Guard(policy, MediaSource(self, policy.limits.receive_queue)))
 
     async def get_component_candidates(
         self: Connection,
@@ -217,25 +317,45 @@ def install() -> None:
         return await original_component_candidates(self, component, addresses, timeout)
 
     async def add_remote_candidate(self: Connection, remote_candidate: Candidate | None) -> None:
-        policy = policy_of(self)
-        if policy is not None and remote_candidate is not None:
-            if mdns.is_mdns_hostname(remote_candidate.host):
-                logger.debug("ignoring mDNS remote candidate %s (never resolved)", remote_candidate.host)
-                return
-            if not policy.allows_remote(remote_candidate.host):
-                logger.debug("ignoring remote candidate outside allowed ranges: %s", remote_candidate.host)
-                return
+        guard = _guard_of(self)
+        if guard is None or remote_candidate is None:
+            await original_add_remote(self, remote_candidate)
+            return
+        if mdns.is_mdns_hostname(remote_candidate.host):
+            logger.debug("ignoring mDNS remote candidate %s (never resolved)", remote_candidate.host)
+            return
+        if not guard.policy.allows_remote(remote_candidate.host):
+            logger.debug("ignoring remote candidate outside allowed ranges: %s", remote_candidate.host)
+            return
+        if not admits_remote_candidate(self, guard.policy.limits, guard.counters):
+            return
         await original_add_remote(self, remote_candidate)
+        trim_pairs(self, guard.policy.limits, guard.counters)
 
     def request_received(self: Connection, message: Any, addr: tuple[str, int], protocol: Any) -> None:
-        policy = policy_of(self)
-        if policy is not None and not policy.allows_remote(addr[0]):
-            logger.debug("ignoring STUN check from outside allowed ranges: %s", addr[0])
-            return
+        guard = _guard_of(self)
+        if guard is not None:
+            if not guard.policy.allows_remote(addr[0]):
+                logger.debug("ignoring STUN check from outside allowed ranges: %s", addr[0])
+                return
+            if not self._closing and not admits_check(
+                self, message, addr, guard.policy.limits, guard.counters
+            ):
+                return
         original_request_received(self, message, addr, protocol)
+        if guard is not None:
+            trim_pairs(self, guard.policy.limits, guard.counters)
+
+    def datagram_received(self: StunProtocol, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        guard = _guard_of(self.receiver)
+        if guard is None:
+            original_datagram_received(self, data, addr)
+        else:
+            guard.media_source.datagram_received(self, data, addr)  # type: ignore[arg-type]
 
     Connection.__init__ = __init__  # type: ignore[method-assign]
     Connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
     Connection.add_remote_candidate = add_remote_candidate  # type: ignore[method-assign]
     Connection.request_received = request_received  # type: ignore[method-assign]
+    StunProtocol.datagram_received = datagram_received  # type: ignore[method-assign]
     _installed = True

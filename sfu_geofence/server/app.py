@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
-from ..rtc.ice import IcePolicy
+from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig, create_admin_app
 from .enforcement import GeofenceHost
@@ -34,6 +34,11 @@ class ServerConfig:
     port: int = 8080
     ice: IcePolicy = field(default_factory=IcePolicy)
     """ICE bind addresses and the remote ranges media may come from."""
+    turn_relays: tuple[IPNetwork, ...] = ()
+    """Relay addresses of the TURN servers the operator declared (``--turn-relay``): media whose
+    selected pair comes from one of these is relayed (the room's ``relayed`` rule decides it), any
+    other is decided on its address, whatever candidate type the client wrote. Merged with
+    ``ice.relay_networks`` at construction, so both say the same."""
     db_path: str | None = None
     """Geolocation database of the geofence; None: the embedded DB-IP Country Lite file."""
     proxies: ProxyConfig = field(default_factory=ProxyConfig)
@@ -58,6 +63,10 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # an address, not a name: say exactly where we listen
+        relays = tuple(dict.fromkeys((*self.ice.relay_networks, *self.turn_relays)))
+        # Frozen: one place (this) keeps the two views of the declared relays equal.
+        object.__setattr__(self, "turn_relays", relays)
+        object.__setattr__(self, "ice", replace(self.ice, relay_networks=relays))
 
 
 CONFIG = web.AppKey("config", ServerConfig)

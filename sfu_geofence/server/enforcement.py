@@ -8,7 +8,8 @@
   ``CloseReason.EJECTED`` and the participant's own reason, and returns at once;
 * it is an :class:`SfuObserver`: every participant that leaves, whatever the reason, is
   :meth:`Geofence.leave`-d, and every selected ICE pair is reported with :meth:`Geofence.media_address`
-  (a ``relay`` candidate is relayed media).
+  (relayed only when its remote address is a declared TURN relay's,
+  whatever the candidate's ``typ``: see :mod:`sfu_geofence.rtc.ice`).
 
 The room never learns why someone left: the SFU tells the others a neutral ``participant-left``.
 """

@@ -13,12 +13,12 @@ import ipaddress
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from aiohttp import web
 
-from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy
+from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
 from .admin import TOKEN_ENV, AdminConfig
 from .app import ServerConfig, create_geofenced_app
 from .remote import ProxyConfig
@@ -31,6 +31,7 @@ ENV_HOST = "SFU_GEOFENCE_HOST"
 ENV_PORT = "SFU_GEOFENCE_PORT"
 ENV_ICE_ADDRESSES = "SFU_GEOFENCE_ICE_ADDRESSES"
 ENV_ALLOW_REMOTE = "SFU_GEOFENCE_ALLOW_REMOTE"
+ENV_TURN_RELAY = "SFU_GEOFENCE_TURN_RELAY"
 ENV_DB = "SFU_GEOFENCE_DB"
 ENV_LOG_LEVEL = "SFU_GEOFENCE_LOG_LEVEL"
 ENV_LOOPBACK_ONLY = "SFU_GEOFENCE_LOOPBACK_ONLY"
@@ -42,10 +43,30 @@ ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
 
-def _listed(name: str) -> list[str] | None:
-    value = os.environ.get(name, "")
+def _listed(name: str, environ: Mapping[str, str] | None = None) -> list[str] | None:
+    value = (os.environ if environ is None else environ).get(name, "")
     items = [item.strip() for item in value.split(",") if item.strip()]
     return items or None
+
+
+def add_turn_relay_argument(parser: argparse.ArgumentParser) -> None:
+    """``--turn-relay NETWORK`` (repeatable), shared by ``serve`` and ``demo``."""
+    parser.add_argument(
+        "--turn-relay",
+        action="append",
+        dest="turn_relays",
+        metavar="NETWORK",
+        help=f"relay addresses of a TURN server you run: media from there is relayed media (the room's "
+        f"'relayed' rule decides it); repeatable (${ENV_TURN_RELAY}, comma-separated; default none: "
+        "every candidate, whatever its type, is decided on its address)",
+    )
+
+
+def turn_relays_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[IPNetwork, ...]:
+    """The declared TURN relay networks: the flags, else the environment; ValueError names a bad one."""
+    return networks(args.turn_relays or _listed(ENV_TURN_RELAY, environ) or ())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NETWORK",
         help=f"network media may come from; repeatable (${ENV_ALLOW_REMOTE}; default loopback only)",
     )
+    add_turn_relay_argument(parser)
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
     parser.add_argument(
         "--admin-token",
@@ -129,6 +151,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         port=args.port,
         ice=IcePolicy.from_strings(ice_addresses, allow_remote),
+        turn_relays=turn_relays_from_args(args),
         db_path=args.db,
         proxies=ProxyConfig(tuple(args.trusted_proxies or _listed(ENV_TRUSTED_PROXIES) or ())),
         state=StateConfig(

@@ -10,7 +10,17 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..sfu import CloseReason, InvalidAnswer, Offer, Participant, PeerEvent, Refused, Sfu, WrongState
+from ..sfu import (
+    AnswerTooLarge,
+    CloseReason,
+    InvalidAnswer,
+    Offer,
+    Participant,
+    PeerEvent,
+    Refused,
+    Sfu,
+    WrongState,
+)
 from .protocol import (
     CLOSE_CODE_FOR_REASON,
     Answer,
@@ -218,7 +228,10 @@ class SignalingSession:
         except WrongState as exc:
             raise ProtocolError(ErrorCode.WRONG_STATE, str(exc)) from None
         except InvalidAnswer as exc:
-            self.channel.close_code_override = CloseCode.INVALID_SDP
+            too_large = isinstance(exc, AnswerTooLarge)
+            self.channel.close_code_override = (
+                CloseCode.MESSAGE_TOO_LARGE if too_large else CloseCode.INVALID_SDP
+            )
             self._end(CloseReason.PROTOCOL_ERROR, f"invalid SDP answer: {exc}"[:200])
 
     def _join_timed_out(self) -> None:

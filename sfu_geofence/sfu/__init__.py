@@ -12,13 +12,14 @@ from .events import (
     SfuObserver,
     TrackInfo,
 )
-from .participant import InvalidAnswer, Participant, WrongState
+from .participant import AnswerTooLarge, InvalidAnswer, Participant, WrongState
 from .producer import Producer
 from .room import Room
 from .sfu import Refused, Sfu, SfuConfig
 
 __all__ = [
     "AdmissionHook",
+    "AnswerTooLarge",
     "CloseReason",
     "Consumer",
     "InvalidAnswer",

@@ -80,6 +80,8 @@ class SyntheticPeer:
         ice_servers: Sequence[RTCIceServer] = (),
         relay_only: bool = False,
         allowed_remote: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS,
+        rewrite_answer: Callable[[str], str] | None = None,
+        prepare: Callable[[RTCPeerConnection], None] | None = None,
     ) -> None:
         self.url = url
         self.meter = ReceiveMeter(clock=clock)
@@ -118,6 +120,10 @@ class SyntheticPeer:
         )
         """No ICE server unless given one; ``relay_only``: offer only relayed candidates (a TURN
         server's), as a browser with ``iceTransportPolicy: "relay"`` does."""
+        self._rewrite_answer = rewrite_answer
+        """Applied to each answer's SDP before it is sent: how a hostile client lies (tests only)."""
+        self._prepare = prepare
+        """Called with the peer connection once its first answer is set, before it is sent (tests only)."""
 
     # signaling ---------------------------------------------------------------------------------
 
@@ -192,7 +198,12 @@ class SyntheticPeer:
                 self._published = True
                 self._attach_tracks(pc, offer["publish"])
             await pc.setLocalDescription(await pc.createAnswer())
-        await self.send({"type": "answer", "sdp": pc.localDescription.sdp})
+        if self._prepare is not None and self.answers == 0:
+            self._prepare(pc)
+        sdp = pc.localDescription.sdp
+        if self._rewrite_answer is not None:
+            sdp = self._rewrite_answer(sdp)
+        await self.send({"type": "answer", "sdp": sdp})
         self.answers += 1
 
     def _attach_tracks(self, pc: RTCPeerConnection, publish: list[dict[str, str]]) -> None:

@@ -68,13 +68,16 @@ class HostHarness(Protocol):
         identity: str | None = None,
         media_address: str | None = None,
         relayed: bool = False,
+        claims_relay: bool = False,
     ) -> str | None:
         """Join one participant into ``room`` with its signaling from ``address``.
 
         Returns the participant id the host gave to :meth:`Geofence.admit` once the host serves the
         participant, or None when the host refused it. With ``media_address``, the participant's
         media comes from that address (through a relay when ``relayed``), and the call returns after
-        the host has reported the selected pair with :meth:`Geofence.media_address`.
+        the host has reported the selected pair with :meth:`Geofence.media_address`. With
+        ``claims_relay``, the participant labels its own candidates ``typ relay`` although its media
+        comes straight from ``media_address`` (no TURN server the host declared is involved).
         """
         ...
 
@@ -250,6 +253,19 @@ class HostContract:
         harness.geofence.set_policy(room, RoomPolicy.deny("CN", relayed=RelayedRule.REFUSE))
         await self.served_exactly(harness, room, set())
         assert self.ejections(harness, room, "requested") == [kept]
+
+    async def test_a_self_declared_relay_is_decided_on_its_address(self, harness: HostHarness) -> None:
+        # "typ relay" is one word of the client's SDP: only a relay the host declared makes media relayed.
+        room = "self-declared-relay"
+        harness.geofence.set_policy(room, RoomPolicy.deny("CN", relayed=RelayedRule.ADMIT))
+        sneaky = await harness.join(
+            room, self.address("DE"), media_address=self.address("CN"), claims_relay=True
+        )
+        await self.served_exactly(harness, room, set())
+        assert sneaky is not None
+        assert self.ejections(harness, room, "requested") == [sneaky]
+        [event] = harness.geofence.audit.events(room=room, participant=sneaky, kind=EventKind.MEDIA)
+        assert (event.outcome, event.country, event.detail) == ("refused", "CN", "direct")
 
     async def test_a_database_reload_ejects_who_moved_into_a_restricted_country(
         self, harness: HostHarness, contract_database_moved: Path

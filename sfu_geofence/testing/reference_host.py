@@ -58,6 +58,7 @@ class ReferenceHost:
         identity: str | None = None,
         media_address: str | None = None,
         relayed: bool = False,
+        claims_relay: bool = False,
     ) -> str | None:
         participant = f"p{next(self._ids)}"  # unique per session: a rejoin is a new participant
         decision = self._geofence.admit(room, participant, address, identity)

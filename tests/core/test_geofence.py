@@ -227,6 +227,23 @@ def test_a_restricted_media_address_requests_ejection(host: Host) -> None:
         fence.media_address("r", "never-admitted", DE, relayed=False)
 
 
+def test_a_media_address_reported_again_unchanged_is_audited_once(host: Host) -> None:
+    # A host reports every new selected pair; a client churning source ports keeps its address.
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p", DE)
+    for _ in range(40):
+        assert fence.media_address("r", "p", US, relayed=False).admitted
+    fence.media_address("r", "p", US, relayed=True)  # judged otherwise: audited
+    fence.media_address("r", "p", DE, relayed=True)  # another address: audited
+    events = fence.audit.events(kind=EventKind.MEDIA)
+    assert [(e.address, e.detail) for e in events] == [
+        (US, "direct"),
+        (US, "relayed (TURN)"),
+        (DE, "relayed (TURN)"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("rule", "signaling", "ejected", "reason"),
     [

@@ -10,6 +10,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from sfu_geofence.rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, selected_pair, use_policy
+from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.wait import eventually
 
 
@@ -22,6 +23,7 @@ async def _offer_answer(
     offerer_policy: IcePolicy,
     answerer_policy: IcePolicy,
     munge_offer: object = None,
+    munge_answer: object = None,
 ) -> tuple[RTCPeerConnection, RTCPeerConnection]:
     with use_policy(offerer_policy):
         offerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -34,7 +36,10 @@ async def _offer_answer(
         answerer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         await answerer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await answerer.setLocalDescription(await answerer.createAnswer())
-    await offerer.setRemoteDescription(answerer.localDescription)
+    answer = answerer.localDescription.sdp
+    if callable(munge_answer):
+        answer = munge_answer(answer)
+    await offerer.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     return offerer, answerer
 
 
@@ -158,3 +163,38 @@ async def test_the_selected_pair_is_reported_when_nominated_and_to_observers_add
     finally:
         await offerer.close()
         await answerer.close()
+
+
+@pytest.mark.parametrize(
+    ("relay_networks", "relayed"),
+    [
+        ((), False),
+        ((ipaddress.ip_network("127.0.0.0/24"),), False),
+        ((ipaddress.ip_network("127.86.0.0/24"),), True),
+    ],
+    ids=["no relay declared", "another relay declared", "its address is a declared relay"],
+)
+async def test_a_pair_is_relayed_only_when_its_remote_address_is_a_declared_relay_whatever_its_type(
+    relay_networks: tuple[ipaddress.IPv4Network, ...], relayed: bool
+) -> None:
+    # The peer at 127.86.0.7 labels its host candidate "typ relay": the label alone decides nothing.
+    judge = IcePolicy(bind=("127.0.0.1",), relay_networks=relay_networks)
+    offerer, answerer = await _offer_answer(
+        judge, IcePolicy(bind=("127.86.0.7",)), munge_answer=relabel_as_relay
+    )
+    try:
+        await _wait_connected(offerer, answerer)
+        pair = selected_pair(_connection(offerer))
+        assert pair is not None
+        assert (pair.remote_address[0], pair.remote_type, pair.relayed) == ("127.86.0.7", "relay", relayed)
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+def test_a_declared_relay_is_an_allowed_remote_and_names_are_never_relays() -> None:
+    policy = IcePolicy(allowed_remote=(), relay_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    assert (policy.allows_remote("127.0.0.1"), policy.is_relay("127.0.0.1")) == (True, True)
+    assert (policy.allows_remote("127.0.0.2"), policy.is_relay("127.0.0.2")) == (False, False)
+    assert policy.is_relay("::ffff:127.0.0.1")
+    assert not policy.is_relay("relay.local")

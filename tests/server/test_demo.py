@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import re
 import signal
@@ -257,6 +258,17 @@ def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> N
     # ICE on loopback and this machine's own addresses: a browser as shipped has a way in.
     assert given.server.ice == machine_ice_policy()
     assert given.server.ice.bind[0] == "127.0.0.1"
+    assert given.server.turn_relays == ()
+
+
+def test_the_command_declares_turn_relays_by_flag_or_environment() -> None:
+    parser = argparse.ArgumentParser()
+    demo_command.configure(parser)
+    flagged = demo_command.config_from_args(parser.parse_args(["--turn-relay", "127.0.0.7"]), {})
+    assert flagged.server.ice.relay_networks == (ipaddress.ip_network("127.0.0.7/32"),)
+    env = {"SFU_GEOFENCE_TURN_RELAY": "127.0.0.8,127.0.0.9"}
+    from_env = demo_command.config_from_args(parser.parse_args([]), env)
+    assert [str(n) for n in from_env.server.turn_relays] == ["127.0.0.8/32", "127.0.0.9/32"]
 
 
 def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:

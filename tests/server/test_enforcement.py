@@ -445,7 +445,7 @@ async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(
         assert (event.address, event.outcome) == (placed_at, outcome)
 
 
-# -- relayed media: no TURN server on loopback, so the selected pair is handed to the host --------
+# -- relayed media: a pair from a declared TURN relay, handed to the host -------------------------
 
 
 @pytest.mark.parametrize(
@@ -459,7 +459,7 @@ async def test_media_relayed_through_turn_follows_the_rooms_relayed_rule(
     served.geofence.set_policy("relay", RoomPolicy.deny("CN", relayed=rule))
     channel = RecordingChannel()
     participant = served.sfu.join("relay", "de", address("DE", 30), channel, publish=())
-    relay = SelectedPair(("127.0.0.1", 5000), (address("CN", 30), 3478), "relay")
+    relay = SelectedPair(("127.0.0.1", 5000), (address("CN", 30), 3478), "relay", relayed=True)
     host.selected_pair_changed(participant, relay)
     [event] = served.geofence.audit.events(participant=participant.id, kind=EventKind.MEDIA)
     assert (event.address, event.detail) == (address("CN", 30), "relayed (TURN)")

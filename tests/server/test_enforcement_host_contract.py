@@ -25,6 +25,7 @@ from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver
 from sfu_geofence.testing.host_contract import WITHIN, HostContract
 from sfu_geofence.testing.pytest_browser import skip_or_fail
+from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.server import Served, app_on_loopback
 from sfu_geofence.testing.wait import eventually
 
@@ -53,6 +54,7 @@ class SfuHarness:
         identity: str | None = None,
         media_address: str | None = None,
         relayed: bool = False,
+        claims_relay: bool = False,
     ) -> str | None:
         if identity is not None:
             self._identities[address] = identity
@@ -65,6 +67,7 @@ class SfuHarness:
             media_address=media_address,
             ice_servers=[self.turn().ice_server()] if relayed else [],
             relay_only=relayed,
+            rewrite_answer=relabel_as_relay if claims_relay else None,
         )
         await peer.join(within=WITHIN)
         if peer.participant_id is None:
@@ -127,7 +130,9 @@ class TestTheSfuKeepsTheHostContract(HostContract):
         # Started before the harness, so stopped after its peers have closed their allocations.
         turn = request.getfixturevalue("turn_server") if find_turnserver() else None
         identities: dict[str, str] = {}
-        app = create_geofenced_app(ServerConfig(db_path=str(contract_database)))
+        # The operator declares coturn's relay address: only media from there counts as relayed.
+        relays = () if turn is None else (turn.relay_network,)
+        app = create_geofenced_app(ServerConfig(db_path=str(contract_database), turn_relays=relays))
         app.middlewares.append(vouch_by_address(identities))
         async with app_on_loopback(app) as served:
             harness = SfuHarness(served, identities, turn)

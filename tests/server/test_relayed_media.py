@@ -53,7 +53,10 @@ def database(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def served(database: Path, turn_server: TurnServer) -> AsyncIterator[Served]:
-    config = ServerConfig(db_path=str(database), admin=AdminConfig(TOKEN))
+    # The operator declares coturn's relay address (--turn-relay): only media from there is relayed.
+    config = ServerConfig(
+        db_path=str(database), admin=AdminConfig(TOKEN), turn_relays=(turn_server.relay_network,)
+    )
     async with geofenced_on_loopback(config) as server:
         yield server
 

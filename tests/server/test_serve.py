@@ -94,11 +94,37 @@ def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, t
     assert _config(["--admin-token", "flag-token-0123456789"]).admin.token == "flag-token-0123456789"
 
 
+def test_turn_relays_are_declared_by_repeated_flags_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    assert (_config([]).turn_relays, _config([]).ice.relay_networks) == ((), ())
+    flagged = _config(["--turn-relay", "127.0.0.7", "--turn-relay", "::1"])
+    expected = (ipaddress.ip_network("127.0.0.7/32"), ipaddress.ip_network("::1/128"))
+    assert (flagged.turn_relays, flagged.ice.relay_networks) == (expected, expected)
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_RELAY", "127.0.0.8/31, 127.0.0.9")
+    assert _config([]).turn_relays == (
+        ipaddress.ip_network("127.0.0.8/31"),
+        ipaddress.ip_network("127.0.0.9/32"),
+    )
+    assert _config(["--turn-relay", "127.0.0.7"]).turn_relays == (ipaddress.ip_network("127.0.0.7/32"),)
+
+
+def test_a_server_config_keeps_its_turn_relays_and_its_ice_policys_relay_networks_equal() -> None:
+    relay = ipaddress.ip_network("127.0.0.7/32")
+    given = ServerConfig(turn_relays=(relay,))
+    assert given.ice.relay_networks == (relay,)
+    assert ServerConfig(ice=given.ice).turn_relays == (relay,)
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
+        (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),
     ],
 )
 def test_bad_geofence_flags_are_refused_with_the_reason(

@@ -36,6 +36,14 @@ class IgnoresMediaAddresses(ReferenceHost):
         return await super().join(room, address, **options)  # type: ignore[arg-type]
 
 
+class TrustsTheRelayLabel(ReferenceHost):
+    """Takes a client's ``typ relay`` for a relay (what this project's SFU did before issue 9)."""
+
+    async def join(self, room: str, address: str, **options: object) -> str | None:
+        options["relayed"] = bool(options.get("relayed")) or bool(options.get("claims_relay"))
+        return await super().join(room, address, **options)  # type: ignore[arg-type]
+
+
 Test = Callable[[HostContract, HostHarness], Awaitable[None]]
 
 
@@ -66,6 +74,7 @@ def database(tmp_path: Path) -> Path:
             HostContract.test_a_restricted_participant_is_refused_at_join_and_nothing_is_allocated,
         ),
         (IgnoresMediaAddresses, HostContract.test_a_restricted_media_address_ejects_that_participant_only),
+        (TrustsTheRelayLabel, HostContract.test_a_self_declared_relay_is_decided_on_its_address),
     ],
 )
 async def test_the_suite_fails_a_host_that_breaks_the_contract(
