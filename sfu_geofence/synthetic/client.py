@@ -107,6 +107,8 @@ class SyntheticPeer:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._answering: asyncio.Future[None] | None = None
+        """The latest offer's answer, which waits for the previous one's."""
         self._published = False
         self._closing = False
         self.media_address = media_address or address
@@ -162,11 +164,9 @@ class SyntheticPeer:
                 self.transcript.append(message.data)
                 data = json.loads(message.data)
                 if data.get("type") == "offer":
-                    try:
-                        await self._answer(data)
-                    except ConnectionError:
-                        # Closed while answering (an ejection): what the server said is still to be read.
-                        logger.debug("synthetic peer %s: closed while answering an offer", self.name)
+                    # Answered beside the reading, in order, as a browser does: a close (an ejection)
+                    # that arrives meanwhile is read and acknowledged at once, its code kept.
+                    self._answering = asyncio.ensure_future(self._answer_in_turn(self._answering, data))
                     continue
                 self.messages.append(data)
                 if data.get("type") == "joined":
@@ -177,6 +177,16 @@ class SyntheticPeer:
         finally:
             self.close_code = self._ws.close_code
             self.closed.set()
+
+    async def _answer_in_turn(self, previous: asyncio.Future[None] | None, offer: dict[str, Any]) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        try:
+            await self._answer(offer)
+        except ConnectionError:
+            logger.debug("synthetic peer %s: closed while answering an offer", self.name)
+        except Exception:
+            logger.exception("synthetic peer %s: answering an offer failed", self.name)
 
     async def _answer(self, offer: dict[str, Any]) -> None:
         self.offers += 1
@@ -249,6 +259,8 @@ class SyntheticPeer:
     async def close(self) -> None:
         """Close the connection and the WebSocket without a goodbye (idempotent)."""
         self._closing = True
+        if self._answering is not None:  # not under an answer being made (later offers are skipped)
+            await asyncio.wait({self._answering}, timeout=5)
         if self.pc is not None:
             await self.pc.close()
         for track in self.tracks:

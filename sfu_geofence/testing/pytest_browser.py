@@ -273,6 +273,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for report in child_run.reports_for(item):
         item.ihook.pytest_runtest_logreport(report=report)
+    # What pytest's own teardown phase would do: leave set up only what ``nextitem`` needs, so an
+    # in-process test of this module before the replayed one does not keep its module set up.
+    item.session._setupstate.teardown_exact(nextitem)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 
