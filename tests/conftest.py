@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver, running_coturn
 from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
 from sfu_geofence.testing.netns import in_lan_namespace, is_own_lan_address
 
@@ -41,3 +44,14 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@pytest.fixture
+def turn_server(tmp_path: Path) -> Iterator[TurnServer]:
+    """A real coturn on 127.0.0.1 (relaying from 127.0.0.3), stopped by PID afterwards."""
+    if find_turnserver() is None:
+        skip_or_fail(COTURN_MISSING, kind="relay")
+    directory = tmp_path / "coturn"
+    directory.mkdir()
+    with running_coturn(directory) as server:
+        yield server

@@ -22,8 +22,10 @@ from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
 from ..server.demo import DemoConfig, create_demo_app
 from ..server.serve import (
+    add_turn_argument,
     add_turn_relay_argument,
     configure_logging,
+    ice_servers_from_args,
     run_app_until_signalled,
     turn_relays_from_args,
 )
@@ -53,6 +55,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="(default warning)",
     )
     add_turn_relay_argument(parser)
+    add_turn_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
             port=args.port,
             ice=machine_ice_policy(loopback=host),
             turn_relays=turn_relays_from_args(args, environ),
+            ice_servers=ice_servers_from_args(args, environ),
             state=StateConfig(directory=args.state_dir),
             admin=AdminConfig(environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)),
         )

@@ -18,6 +18,7 @@ from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig, create_admin_app
 from .enforcement import GeofenceHost
+from .protocol import IceServer
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
 from .signaling import SignalingSession
 from .state import StateConfig
@@ -39,6 +40,9 @@ class ServerConfig:
     selected pair comes from one of these is relayed (the room's ``relayed`` rule decides it), any
     other is decided on its address, whatever candidate type the client wrote. Merged with
     ``ice.relay_networks`` at construction, so both say the same."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN/TURN servers handed to every client in ``joined`` (``--turn``): a browser behind a firewall
+    reaches the SFU through them. Declare the TURN server's relay addresses in ``turn_relays``."""
     db_path: str | None = None
     """Geolocation database of the geofence; None: the embedded DB-IP Country Lite file."""
     proxies: ProxyConfig = field(default_factory=ProxyConfig)
@@ -158,6 +162,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
         max_errors=config.max_errors,
         identity=request.get(IDENTITY),
         join_timeout=config.join_timeout,
+        ice_servers=config.ice_servers,
     )
     await session.run()
     return ws

@@ -33,16 +33,19 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 import pytest_asyncio
 from pytest_asyncio import is_async_test
 
+from .ci import running_in_ci, skip_or_fail
 from .netns import Namespace, current_namespace, namespace_command, namespace_unavailable
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
+
+__all__ = ["OpenPage", "environment_problem", "running_in_ci", "skip_or_fail"]
 
 BROWSER_MARK = "browser"
 LAN_MARK = "lan"
@@ -62,18 +65,6 @@ class OpenPage(Protocol):
         """Open ``url`` in a fresh context (camera granted unless told not to); see
         ``browser.new_participant_context``."""
         ...
-
-
-def running_in_ci() -> bool:
-    """True when ``CI`` says so: environment problems then fail tests instead of skipping them."""
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def skip_or_fail(reason: str, *, kind: str = "browser") -> NoReturn:
-    """Skip with ``reason`` locally; fail with it under ``CI=true`` (``kind`` tests must run there)."""
-    if running_in_ci():
-        pytest.fail(f"{reason} (CI=true: {kind} tests must run)", pytrace=False)
-    pytest.skip(reason)
 
 
 def environment_problem(namespace: Namespace = Namespace.LOOPBACK, *, browser: bool = True) -> str | None:

@@ -22,9 +22,9 @@ from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.server import IDENTITY, ServerConfig, create_geofenced_app
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
+from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver
 from sfu_geofence.testing.host_contract import WITHIN, HostContract
-from sfu_geofence.testing.pytest_browser import skip_or_fail
 from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.server import Served, app_on_loopback
 from sfu_geofence.testing.wait import eventually

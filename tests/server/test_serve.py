@@ -16,6 +16,7 @@ from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.serve import add_arguments, config_from_args
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.process import spawn_module, stop
@@ -119,9 +120,32 @@ def test_a_server_config_keeps_its_turn_relays_and_its_ice_policys_relay_network
     assert ServerConfig(ice=given.ice).turn_relays == (relay,)
 
 
+def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_environments_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    assert _config([]).ice_servers == ()
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_USERNAME", "meeting")
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_CREDENTIAL", "s3cret-credential")
+    flagged = _config(["--turn", "turn:127.0.0.1:3478", "--turn", "stun:127.0.0.1:3478"])
+    assert flagged.ice_servers == (
+        IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential"),
+        IceServer("stun:127.0.0.1:3478"),
+    )
+    monkeypatch.setenv("SFU_GEOFENCE_TURN", "turns:127.0.0.1:5349?transport=tcp")
+    assert [server.url for server in _config([]).ice_servers] == ["turns:127.0.0.1:5349?transport=tcp"]
+    assert [server.url for server in _config(["--turn", "turn:127.0.0.1:1"]).ice_servers] == [
+        "turn:127.0.0.1:1"
+    ]
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
+        (["--turn", "turn:127.0.0.1:3478"], "needs a username and a credential"),
+        (["--turn", "http://127.0.0.1:3478"], "is not a TURN or STUN URL"),
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
         (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.coturn import COTURN_MISSING, find_turnserver, running_coturn
-from sfu_geofence.testing.pytest_browser import skip_or_fail
 
 pytestmark = pytest.mark.relay
 

@@ -128,6 +128,10 @@ class Session {
     }
     switch (message.type) {
       case "joined":
+        // The server's TURN/STUN servers (serve/demo --turn), before the first offer is answered.
+        if (message.ice_servers?.length) {
+          this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: message.ice_servers });
+        }
         demo.participant = message.participant;
         demo.room = message.room;
         setState("in-meeting");
