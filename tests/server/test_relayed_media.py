@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sfu_geofence.core.audit import EventKind
+from sfu_geofence.core.audit import AuditEvent, EventKind
 from sfu_geofence.core.policy import RelayedRule, RoomPolicy
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import AdminConfig
@@ -106,6 +106,15 @@ def media_event(served: Served, participant: str | None) -> str | None:
     return None if events else f"no media address reported for {participant} yet"
 
 
+async def media_of(joined: Call, peer: SyntheticPeer) -> AuditEvent:
+    """The one media-address event of ``peer``, once its media flows both ways."""
+    served = joined.served
+    await eventually(lambda: media_event(served, peer.participant_id), within=WITHIN)
+    await relayed_media_flows(joined)
+    [event] = served.geofence.audit.events(participant=peer.participant_id, kind=EventKind.MEDIA)
+    return event
+
+
 async def relayed_media_flows(joined: Call) -> None:
     """The relayed participant's audio reaches the direct one through coturn, and back."""
     direct, relayed = joined.direct, joined.relayed
@@ -124,9 +133,7 @@ async def test_admit_keeps_relayed_media_whose_relay_is_in_a_denied_country_and_
     admitting: Call,
 ) -> None:
     served, relayed = admitting.served, admitting.relayed
-    await eventually(lambda: media_event(served, relayed.participant_id), within=WITHIN)
-    await relayed_media_flows(admitting)
-    [event] = served.geofence.audit.events(participant=relayed.participant_id, kind=EventKind.MEDIA)
+    event = await media_of(admitting, relayed)
     assert (event.outcome, event.address, event.detail) == ("admitted", RELAY_ADDRESS, "relayed (TURN)")
     assert event.reason == "relayed_admitted"
     # The operator API shows it as relayed media, from the relay's address.
@@ -148,9 +155,7 @@ async def test_use_signaling_country_decides_relayed_media_on_the_signaling_addr
     by_signaling: Call,
 ) -> None:
     served, relayed = by_signaling.served, by_signaling.relayed
-    await eventually(lambda: media_event(served, relayed.participant_id), within=WITHIN)
-    await relayed_media_flows(by_signaling)
-    [event] = served.geofence.audit.events(participant=relayed.participant_id, kind=EventKind.MEDIA)
+    event = await media_of(by_signaling, relayed)
     assert (event.outcome, event.address, event.country) == ("admitted", RELAY_ADDRESS, "DE")
     assert event.detail == "relayed (TURN)"
     assert relayed.participant_id in served.sfu.participants
