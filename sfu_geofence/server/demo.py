@@ -1,6 +1,6 @@
 """The demo conference server: ``serve``'s geofenced application plus the pages in ``pages/``.
 
-A browser on this machine always connects from 127.0.0.1, which is in no country. To show the geofence
+A browser on this machine signals from 127.0.0.1, which is in no country. To show the geofence
 at work, the demo lets a tab *pretend* to connect from a sample address of a chosen country: the query
 parameter ``?from=CN`` on any request (the page puts it on its WebSocket URL) makes ``request.remote``
 the sample address for that request, as a trusted proxy's ``X-Forwarded-For`` would (aiohttp-remotes
@@ -8,10 +8,11 @@ clones the request the same way). Everything downstream (signaling, the geofence
 ejections, the media-address check, the audit log, the operator API) is the code real traffic goes
 through; only the address differs.
 
-Only the signaling address can be pretended: every tab's media still comes from 127.0.0.1, which no
-database places in a country. The media-address check therefore sees an unknown country for everyone;
-rooms admit unknown countries by default, so that changes nothing unless a room refuses them (then
-every tab is ejected once its media connects; exempting 127.0.0.0/8 in that room avoids it).
+Only the signaling address can be pretended: every tab's media still comes from this machine (its
+LAN address, which ``sfu-geofence demo``'s ICE gathers on and accepts, or 127.0.0.1), usually in no
+country. The media-address check therefore sees an unknown country for everyone; rooms admit unknown
+countries by default, so that changes nothing unless a room refuses them (then every tab is ejected
+once its media connects; exempting 127.0.0.0/8 and the LAN in that room avoids it).
 
 This is a hole by design, so it exists only here: ``sfu-geofence serve`` never installs it, and the
 demo listens on loopback only and honours ``from`` only from loopback peers.
