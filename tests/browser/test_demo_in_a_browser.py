@@ -278,3 +278,20 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     linked = await open_page(f"{demo.url}/console#token={TOKEN}")
     await linked.wait_for_selector(f"body[data-state=open] #rooms tr[data-room='{ROOM}']", timeout=10_000)
     assert linked.url == f"{demo.url}/console"
+
+
+async def test_a_viewer_whose_answer_names_no_address_still_connects_and_gets_no_hint(
+    demo: Demo, open_page: OpenPage
+) -> None:
+    """A browser that grants no camera may answer with no candidate at all (its mDNS names not ready,
+    or none to be had) and connect anyway: the server learns its address from its checks. The page's
+    "no address" hint waits for a connection first (5 s), so it never shows such a viewer a false alarm."""
+    speaker = await open_page(f"{demo.url}/")
+    await join(speaker, "US", "no-address", "US")
+    viewer = await open_page(f"{demo.url}/", camera=False)
+    await join(viewer, "viewer", "no-address", "", watch=True)
+    await wait_for_remote_videos(viewer, ["US"])
+    await video_advances(viewer, tracks=[await tile_track(viewer, "US")], frames=10, within=20)
+    await asyncio.sleep(6)  # past the hint's delay
+    assert await viewer.text_content("#status") == "Connected"
+    assert await viewer.is_hidden("#notice")
