@@ -56,6 +56,26 @@ class CandidateCounters:
     """STUN checks from new sources ignored (no reply) because no candidate could be made room for."""
 
 
+def bounded_candidate_lines(sdp: str, limit: int) -> str:
+    """``sdp`` with only its first ``limit`` distinct ``a=candidate`` lines (repeats of those kept).
+
+    aiortc parses every candidate line and hands each to aioice: even ignored, each costs ~25 µs of
+    event loop. A client repeats its candidates in every bundled m-line (aiortc does), so repeats stay;
+    a list longer than any client's is cut here, in one pass over the text, before anything parses it.
+    """
+    if sdp.count("a=candidate:") <= limit:
+        return sdp
+    kept: set[str] = set()
+    lines = []
+    for line in sdp.splitlines(keepends=True):
+        if line.startswith("a=candidate:") and line not in kept:
+            if len(kept) >= limit:
+                continue
+            kept.add(line)
+        lines.append(line)
+    return "".join(lines)
+
+
 def admits_remote_candidate(connection: Connection, limits: IceLimits, counters: CandidateCounters) -> bool:
     """False once the connection holds ``limits.remote_candidates``: the candidate never reaches aioice."""
     if len(connection._remote_candidates) < limits.remote_candidates:

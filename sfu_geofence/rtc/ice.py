@@ -2,13 +2,14 @@
 
 aioice gathers every interface address except 127.0.0.1 and ::1, has no option to choose, resolves
 mDNS ``.local`` candidates by multicasting, and learns peer-reflexive candidates from any source that
-passes a STUN check. This module wraps three methods of :class:`aioice.Connection` (once, idempotently,
-see :func:`install`) so that a connection created while an :class:`IcePolicy` is current:
+passes a STUN check. This module wraps four methods of :class:`aioice.Connection` and the datagram
+dispatch of its sockets (once, idempotently, see :func:`install`) so that a connection created while an
+:class:`IcePolicy` is current:
 
 * gathers host candidates only on the policy's ``bind`` addresses (none with the relay transport
   policy, as stock aioice),
 * ignores remote candidates (SDP or trickled) outside ``allowed_remote`` and every mDNS name, never
-  resolving it, and
+  resolving it,
 * ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate,
 * holds at most :class:`~sfu_geofence.rtc.candidates.IceLimits` remote candidates, pairs and
   peer-reflexive candidates (:mod:`sfu_geofence.rtc.candidates`), and

@@ -22,6 +22,7 @@ from aiortc import (
 )
 from aiortc import sdp as aiortc_sdp
 
+from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
 from .consumer import Consumer
@@ -248,6 +249,7 @@ class Participant:
         if self.closed or answer is None or answer.done():
             raise WrongState("no offer is awaiting an answer")
         self._require_real_size(sdp)
+        sdp = bounded_candidate_lines(sdp, self._ice_policy.limits.remote_candidates)
         _require_fingerprints(sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))

@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiohttp
+
 from sfu_geofence.core.audit import AuditEvent, EventKind
-from sfu_geofence.core.policy import RoomPolicy
+from sfu_geofence.core.policy import Enforcement, RoomPolicy
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
@@ -25,13 +28,17 @@ from sfu_geofence.testing.wait import eventually
 WITHIN = 30.0  # a loaded 2-core machine
 ROOM = "town-hall"
 US_SIGNALING, CN_MEDIA = "127.1.9.1", "127.86.9.1"
+TOKEN = "adversarial-test-token-0123456789"
+DENY_CN = RoomPolicy.deny("CN")
 
 
 @asynccontextmanager
-async def relabelling_participant(config: ServerConfig) -> AsyncIterator[tuple[Served, SyntheticPeer]]:
+async def relabelling_participant(
+    config: ServerConfig, policy: RoomPolicy = DENY_CN
+) -> AsyncIterator[tuple[Served, SyntheticPeer]]:
     """A server whose room denies CN, and the hostile participant in it once its media was checked."""
     async with geofenced_on_loopback(config) as served:
-        served.geofence.set_policy(ROOM, RoomPolicy.deny("CN"))
+        served.geofence.set_policy(ROOM, policy)
         peer = SyntheticPeer(
             served.url,
             ROOM,
@@ -87,3 +94,26 @@ async def test_a_relay_the_operator_declared_is_relayed_media_and_the_rooms_rela
         await asyncio.sleep(0.5)  # an ejection would have been scheduled by now
         assert not peer.closed.is_set()
         assert str(peer.participant_id) in served.sfu.participants
+
+
+async def test_the_operator_api_shows_a_self_declared_relay_as_direct_media_from_its_country(
+    database: Path,
+) -> None:
+    # Monitor mode keeps it connected, so the operator sees what the geofence made of it.
+    config = ServerConfig(db_path=str(database), admin=AdminConfig(TOKEN))
+    monitor = RoomPolicy.deny("CN", enforcement=Enforcement.MONITOR)
+    async with (
+        relabelling_participant(config, monitor) as (served, peer),
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session,
+        session.get(f"{served.base}/api/rooms/{ROOM}/participants") as response,
+    ):
+        assert response.status == 200
+        [listed] = (await response.json())["participants"]
+        assert listed["participant"] == peer.participant_id
+        media = listed["media"]
+        assert (media["address"], media["relayed"], media["country"], media["outcome"]) == (
+            CN_MEDIA,
+            False,
+            "CN",
+            "would_refuse",
+        )

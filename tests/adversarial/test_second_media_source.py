@@ -45,7 +45,7 @@ async def test_media_from_a_second_source_is_dropped_before_dtls_so_it_never_rea
     database: Path,
 ) -> None:
     # STUN from the US address (checked, admitted); DTLS and SRTP from a CN socket (never checked).
-    config = ServerConfig(db_path=str(database), connect_timeout=4.0)
+    config = ServerConfig(db_path=str(database), connect_timeout=6.0)
     async with geofenced_on_loopback(config) as served, udp_socket("127.86.0.20") as cn_socket:
         served.geofence.set_policy(ROOM, RoomPolicy.deny("CN"))
 
@@ -62,9 +62,15 @@ async def test_media_from_a_second_source_is_dropped_before_dtls_so_it_never_rea
             assert hostile.participant_id is not None, hostile.messages
             connection = ice_connection_of(served.sfu.participants[hostile.participant_id].pc)
             assert connection is not None
+            hostile_id = hostile.participant_id
+
+            def subscribed() -> str | None:
+                return None if watcher.meters(hostile_id, "audio") else "the watcher has no track of it yet"
+
+            await eventually(subscribed, within=WITHIN)  # (a track stays metered after it ends)
             await asyncio.wait_for(hostile.closed.wait(), WITHIN)
             assert hostile.close_code == 4410  # no media connection: its DTLS never got through
-            assert sum(m.packets for m in watcher.meters(hostile.participant_id, "audio")) == 0
+            assert [m.packets for m in watcher.meters(hostile_id, "audio")] == [0]
             assert ice_stats(connection).foreign_dropped > 0
         finally:
             await hostile.close()
