@@ -306,7 +306,8 @@ class _ReportRecorder:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", LAN_MARKER)
+    if not any(line.startswith(f"{LAN_MARK}:") for line in config.getini("markers")):
+        config.addinivalue_line("markers", LAN_MARKER)  # a project of its own may not declare it
     path = os.environ.get(RESULTS_ENV)
     if path is not None:
         config.pluginmanager.register(_ReportRecorder(config, path), "sfu-geofence-browser-recorder")
