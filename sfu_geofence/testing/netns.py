@@ -96,17 +96,14 @@ def current_namespace() -> Namespace | None:
     return Namespace.LAN if in_lan_namespace() else None
 
 
-_OWN_LAN_ADDRESSES: set[str] = set()
-
-
+@functools.lru_cache(maxsize=1024)
 def is_own_lan_address(host: str) -> bool:
     """True, inside a LAN namespace only, for an address of :data:`LAN_NETWORKS` this namespace holds.
 
     Such a destination never leaves the namespace (it is local), so the loopback guard may let it
-    through there. Held means bindable: binding a socket sends nothing.
+    through there. Held means bindable: binding a socket sends nothing. Cached (the guard asks per
+    packet); :func:`add_lan_address` clears the cache.
     """
-    if host in _OWN_LAN_ADDRESSES:
-        return True
     try:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
@@ -119,7 +116,6 @@ def is_own_lan_address(host: str) -> bool:
             probe.bind((str(address), 0))
         except OSError:
             return False
-    _OWN_LAN_ADDRESSES.add(host)
     return True
 
 
@@ -142,6 +138,7 @@ def add_lan_address(address: str) -> None:
         check=True,
         capture_output=True,
     )
+    is_own_lan_address.cache_clear()  # it may have answered False for this address before
 
 
 def namespace_command(argv: Sequence[str], namespace: Namespace = Namespace.LOOPBACK) -> list[str]:
