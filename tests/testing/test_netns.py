@@ -36,8 +36,9 @@ def test_the_lan_namespace_has_lo_and_the_dummy_holding_its_two_test_addresses()
     assert is_own_lan_address(LAN_IPV6)
     assert not is_own_lan_address("198.18.0.2"), "in the range, but not held"
     assert not is_own_lan_address("192.0.2.2"), "not a test range"
+    assert not is_own_lan_address("198.18.0.77")
     add_lan_address("198.18.0.77")
-    assert is_own_lan_address("198.18.0.77")
+    assert is_own_lan_address("198.18.0.77"), "added: the earlier answer is forgotten"
     with pytest.raises(RuntimeError, match="from"):
         add_lan_address("192.0.2.77")
 
