@@ -24,6 +24,7 @@ from sfu_geofence.rtc.machine import machine_ice_policy
 from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
+from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
@@ -269,6 +270,18 @@ def test_the_command_declares_turn_relays_by_flag_or_environment() -> None:
     env = {"SFU_GEOFENCE_TURN_RELAY": "127.0.0.8,127.0.0.9"}
     from_env = demo_command.config_from_args(parser.parse_args([]), env)
     assert [str(n) for n in from_env.server.turn_relays] == ["127.0.0.8/32", "127.0.0.9/32"]
+
+
+def test_the_command_hands_browsers_a_turn_server_whose_credential_comes_from_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    demo_command.configure(parser)
+    args = parser.parse_args(["--turn", "turn:127.0.0.1:3478"])
+    env = {"SFU_GEOFENCE_TURN_USERNAME": "meeting", "SFU_GEOFENCE_TURN_CREDENTIAL": "s3cret-credential"}
+    assert demo_command.config_from_args(args, env).server.ice_servers == (
+        IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential"),
+    )
+    with pytest.raises(ValueError, match="needs a username and a credential"):
+        demo_command.config_from_args(args, {})
 
 
 def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:
