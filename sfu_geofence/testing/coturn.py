@@ -77,6 +77,21 @@ def _free_port(kind: socket.SocketKind, host: str) -> int:
         return port
 
 
+def _free_udp_and_tcp_port(host: str, attempts: int = 20) -> int:
+    """A port free for both UDP and TCP on ``host`` now (coturn listens on both)."""
+    for _ in range(attempts):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no port free for both UDP and TCP on {host} after {attempts} attempts")
+
+
 @contextmanager
 def running_coturn(
     directory: Path,
@@ -93,7 +108,7 @@ def running_coturn(
     executable = find_turnserver()
     if executable is None:
         raise FileNotFoundError(COTURN_MISSING)
-    port = _free_port(socket.SOCK_STREAM, LISTEN_ADDRESS)
+    port = _free_udp_and_tcp_port(LISTEN_ADDRESS)
     # Relay ports: a free one as the base of a small range (coturn skips any taken meanwhile).
     low = min(_free_port(socket.SOCK_DGRAM, relay_address), 65535 - relay_ports)
     server = TurnServer(
