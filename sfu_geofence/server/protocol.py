@@ -170,13 +170,15 @@ class Joined:
     ice_servers: tuple[IceServer, ...] = ()
 
     def to_message(self) -> dict[str, Any]:
-        return {
+        message: dict[str, Any] = {
             "type": "joined",
             "participant": self.participant,
             "room": self.room,
             "participants": [{"participant": pid, "name": name} for pid, name in self.participants],
-            "ice_servers": [server.to_message() for server in self.ice_servers],
         }
+        if self.ice_servers:  # only a server given --turn says anything more
+            message["ice_servers"] = [server.to_message() for server in self.ice_servers]
+        return message
 
 
 def offer_message(offer: Offer) -> dict[str, Any]:
