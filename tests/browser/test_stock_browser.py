@@ -59,6 +59,16 @@ class Demo:
         participants: list[dict[str, Any]] = body["participants"]
         return participants
 
+    async def media_once_connected(self, names: list[str], within: float = 30) -> dict[str, dict[str, Any]]:
+        """Each named participant's media (address, relayed), once the server has its selected pair."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            media = {p["name"]: p["media"] for p in await self.participants()}
+            if all(media.get(name) is not None for name in names):
+                return media
+            assert asyncio.get_running_loop().time() < deadline, f"no selected pair yet: {media}"
+            await asyncio.sleep(0.1)
+
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def demo(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Demo]:
@@ -111,8 +121,7 @@ async def test_stock_browser_joins_the_demo_on_the_lan_address_deny_cn_ejects_it
     assert await viewer.is_hidden("#notice"), "connected: no hint, even with no candidate offered"
     # The server never resolves .local names: the viewer's media came in on a peer-reflexive candidate,
     # from an address of this machine (whichever its socket sent from).
-    media = {p["name"]: p["media"] for p in await demo.participants()}
-    assert media["viewer"] is not None
+    media = await demo.media_once_connected(["viewer", *PUBLISHERS])
     assert media["viewer"]["address"] in {*LAN, "127.0.0.1", "::1"}, media
     assert {cc: media[cc]["address"] in LAN for cc in PUBLISHERS} == dict.fromkeys(PUBLISHERS, True), media
     assert not any(m["relayed"] for m in media.values())
