@@ -1,7 +1,10 @@
 """Run the demo conference server: a video meeting page, an operator console and the embedded database.
 
-Listens on loopback only. A tab can pretend to connect from a sample address of another country
-(``?from=CN``, or the page's "Connect as if from" menu): a demo-only mechanism that ``serve`` never has.
+Listens on loopback only; its ICE gathers on loopback and this machine's own addresses and accepts media
+from those only (:func:`~sfu_geofence.rtc.machine.machine_ice_policy`), so a browser as shipped (which
+leaves loopback out of WebRTC) joins, and no other machine ever does. A tab can pretend to connect from
+a sample address of another country (``?from=CN``, or the page's "Connect as if from" menu): a
+demo-only mechanism that ``serve`` never has.
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from ..rtc.ice import IcePolicy
+from ..rtc.machine import machine_ice_policy
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
 from ..server.demo import DemoConfig, create_demo_app
 from ..server.serve import (
+    add_turn_argument,
     add_turn_relay_argument,
     admin_port,
     configure_logging,
+    ice_servers_from_args,
     listeners,
     run_until_signalled,
     turn_relays_from_args,
@@ -62,6 +67,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="(default warning)",
     )
     add_turn_relay_argument(parser)
+    add_turn_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
@@ -75,8 +81,9 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None
         ServerConfig(
             host=host,
             port=args.port,
-            ice=IcePolicy(bind=(host,)),
+            ice=machine_ice_policy(loopback=host),
             turn_relays=turn_relays_from_args(args, environ),
+            ice_servers=ice_servers_from_args(args, environ),
             state=StateConfig(directory=args.state_dir),
             admin=AdminConfig(environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)),
             admin_listener=AdminListenerConfig(host, admin_port(args)),

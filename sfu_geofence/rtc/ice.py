@@ -6,7 +6,8 @@ passes a STUN check. This module wraps four methods of :class:`aioice.Connection
 dispatch of its sockets (once, idempotently, see :func:`install`) so that a connection created while an
 :class:`IcePolicy` is current:
 
-* gathers host candidates only on the policy's ``bind`` addresses,
+* gathers host candidates only on the policy's ``bind`` addresses (none with the relay transport
+  policy, as stock aioice),
 * ignores remote candidates (SDP or trickled) outside ``allowed_remote`` and every mDNS name, never
   resolving it,
 * ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate,
@@ -41,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aioice import Candidate, Connection, mdns
+from aioice import Candidate, Connection, TransportPolicy, mdns
 from aioice.ice import CandidatePair, StunProtocol
 
 from . import require_pinned_versions
@@ -310,7 +311,9 @@ def install() -> None:
         timeout: int = 5,  # noqa: ASYNC109 (aioice's)
     ) -> list[Candidate]:
         policy = policy_of(self)
-        if policy is not None:
+        # With iceTransportPolicy "relay" aioice gathers no host candidate (addresses is empty), and
+        # neither does the policy: only the TURN server's relayed candidate may be offered.
+        if policy is not None and self._transport_policy is TransportPolicy.ALL:
             addresses = list(policy.bind)
         return await original_component_candidates(self, component, addresses, timeout)
 

@@ -27,6 +27,7 @@ from .dbwatch import DatabaseWatch
 from .drain import Drain
 from .enforcement import GeofenceHost
 from .metrics import Metrics
+from .protocol import IceServer
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
 from .retention import AuditRetention
 from .signaling import SignalingSession
@@ -49,6 +50,9 @@ class ServerConfig:
     selected pair comes from one of these is relayed (the room's ``relayed`` rule decides it), any
     other is decided on its address, whatever candidate type the client wrote. Merged with
     ``ice.relay_networks`` at construction, so both say the same."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN/TURN servers handed to every client in ``joined`` (``--turn``): a browser behind a firewall
+    reaches the SFU through them. Declare the TURN server's relay addresses in ``turn_relays``."""
     db_path: str | None = None
     """Geolocation database of the geofence; None: the embedded DB-IP Country Lite file."""
     proxies: ProxyConfig = field(default_factory=ProxyConfig)
@@ -290,6 +294,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             identity=request.get(IDENTITY),
             join_timeout=config.join_timeout,
             gate=gate,
+            ice_servers=config.ice_servers,
         )
         drain.opened(session)
         try:

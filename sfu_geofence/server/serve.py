@@ -26,6 +26,7 @@ from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from .caps import Caps
 from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 from .logs import keep_addresses_at_debug
+from .protocol import IceServer
 from .remote import ProxyConfig
 from .state import StateConfig
 
@@ -37,6 +38,9 @@ ENV_PORT = "SFU_GEOFENCE_PORT"
 ENV_ICE_ADDRESSES = "SFU_GEOFENCE_ICE_ADDRESSES"
 ENV_ALLOW_REMOTE = "SFU_GEOFENCE_ALLOW_REMOTE"
 ENV_TURN_RELAY = "SFU_GEOFENCE_TURN_RELAY"
+ENV_TURN = "SFU_GEOFENCE_TURN"
+ENV_TURN_USERNAME = "SFU_GEOFENCE_TURN_USERNAME"
+ENV_TURN_CREDENTIAL = "SFU_GEOFENCE_TURN_CREDENTIAL"
 ENV_DB = "SFU_GEOFENCE_DB"
 ENV_LOG_LEVEL = "SFU_GEOFENCE_LOG_LEVEL"
 ENV_LOOPBACK_ONLY = "SFU_GEOFENCE_LOOPBACK_ONLY"
@@ -84,6 +88,35 @@ def turn_relays_from_args(
     return networks(args.turn_relays or _listed(ENV_TURN_RELAY, environ) or ())
 
 
+def add_turn_argument(parser: argparse.ArgumentParser) -> None:
+    """``--turn URL`` (repeatable), shared by ``serve`` and ``demo``: handed to every client in ``joined``."""
+    parser.add_argument(
+        "--turn",
+        action="append",
+        dest="turn_urls",
+        metavar="URL",
+        help=f"TURN (or STUN) server browsers are told to use, e.g. turn:turn.example.org:3478; repeatable "
+        f"(${ENV_TURN}, comma-separated). Its long-term credential comes from ${ENV_TURN_USERNAME} and "
+        f"${ENV_TURN_CREDENTIAL} only (argv is public). Declare its relay addresses with --turn-relay",
+    )
+
+
+def ice_servers_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[IceServer, ...]:
+    """The ``--turn`` servers with the environment's credential; ValueError names what is wrong."""
+    environ = os.environ if environ is None else environ
+    urls = args.turn_urls or _listed(ENV_TURN, environ) or ()
+    username = environ.get(ENV_TURN_USERNAME) or None
+    credential = environ.get(ENV_TURN_CREDENTIAL) or None
+    try:
+        return tuple(
+            IceServer(url, username, credential) if url.startswith("turn") else IceServer(url) for url in urls
+        )
+    except ValueError as exc:
+        raise ValueError(f"--turn: {exc} (set ${ENV_TURN_USERNAME} and ${ENV_TURN_CREDENTIAL})") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the flags of ``serve`` (defaults come from the environment, then from here)."""
     parser.add_argument(
@@ -120,6 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"network media may come from; repeatable (${ENV_ALLOW_REMOTE}; default loopback only)",
     )
     add_turn_relay_argument(parser)
+    add_turn_argument(parser)
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
     _seconds(
         parser,
@@ -253,6 +287,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         ice=IcePolicy.from_strings(ice_addresses, allow_remote),
         turn_relays=turn_relays_from_args(args),
+        ice_servers=ice_servers_from_args(args),
         db_path=args.db,
         proxies=ProxyConfig(tuple(args.trusted_proxies or _listed(ENV_TRUSTED_PROXIES) or ())),
         state=StateConfig(

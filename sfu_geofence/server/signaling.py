@@ -27,7 +27,9 @@ from .protocol import (
     Answer,
     CloseCode,
     ErrorCode,
+    IceServer,
     Join,
+    Joined,
     Leave,
     ProtocolError,
     closing_message,
@@ -134,6 +136,7 @@ class SignalingSession:
         join_timeout: float,
         identity: str | None = None,
         gate: AdmissionGate | None = None,
+        ice_servers: tuple[IceServer, ...] = (),
     ) -> None:
         self.sfu = sfu
         self.gate = gate
@@ -148,6 +151,8 @@ class SignalingSession:
         self._max_errors = max_errors
         self._errors = 0
         self._join_timeout = join_timeout
+        self._ice_servers = ice_servers
+        """Told to the client in ``joined`` (a TURN server for clients behind a firewall)."""
 
     async def run(self) -> None:
         join_timer = asyncio.get_running_loop().call_later(self._join_timeout, self._join_timed_out)
@@ -229,18 +234,8 @@ class SignalingSession:
         self.participant = participant
         room = self.sfu.rooms[join.room]
         # Queued before the first offer, which the participant's negotiation task sends later.
-        self.channel.send(
-            {
-                "type": "joined",
-                "participant": participant.id,
-                "room": join.room,
-                "participants": [
-                    {"participant": other.id, "name": other.name}
-                    for other in room.participants.values()
-                    if other is not participant
-                ],
-            }
-        )
+        others = tuple((o.id, o.name) for o in room.participants.values() if o is not participant)
+        self.channel.send(Joined(participant.id, join.room, others, self._ice_servers).to_message())
 
     def _refuse(self, reason: str, code: CloseCode) -> None:
         self.channel.send(refused_message(reason))

@@ -3,6 +3,9 @@
 While installed, every ``connect``/``connect_ex``/``sendto``/``sendmsg`` on an internet socket whose
 destination is not a loopback address raises :class:`NonLoopbackDestination` *before* anything is sent,
 and is recorded so that a test session can fail even if some library swallowed the exception.
+
+Inside a LAN namespace of the tests' own (:mod:`sfu_geofence.testing.netns`), and there only, the
+addresses that namespace holds on its dummy interface are let through as well: they are local to it.
 """
 
 from __future__ import annotations
@@ -46,22 +49,30 @@ class LoopbackGuard:
 
     violations: list[str] = field(default_factory=list)
     """One line per refused destination: ``"sendto 192.0.2.2:5000"``."""
+    also_allowed: Callable[[str], bool] | None = None
+    """Destinations allowed besides loopback (a LAN namespace's own addresses), or None."""
 
     def _check(self, sock: socket.socket, op: str, address: Any) -> None:
         # Cheapest tests first: this runs once per packet sent.
         if not isinstance(address, tuple) or not address:
             return
         host = str(address[0])
-        if not is_loopback(host) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        if is_loopback(host) or (self.also_allowed is not None and self.also_allowed(host)):
+            return
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
             line = f"{op} {host}:{address[1] if len(address) > 1 else '?'}"
             self.violations.append(line)
             raise NonLoopbackDestination(f"non-loopback destination refused by the test guard: {line}")
 
 
 @contextmanager
-def loopback_only() -> Iterator[LoopbackGuard]:
-    """Install the guard on :class:`socket.socket` for the duration of the block."""
-    guard = LoopbackGuard()
+def loopback_only(also_allowed: Callable[[str], bool] | None = None) -> Iterator[LoopbackGuard]:
+    """Install the guard on :class:`socket.socket` for the duration of the block.
+
+    ``also_allowed`` lets more destinations through: :func:`netns.is_own_lan_address` in a LAN
+    namespace (the conftest passes it there only).
+    """
+    guard = LoopbackGuard(also_allowed=also_allowed)
     originals: dict[str, Callable[..., Any]] = {
         name: getattr(socket.socket, name) for name in ("connect", "connect_ex", "sendto", "sendmsg")
     }

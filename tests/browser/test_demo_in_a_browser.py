@@ -28,6 +28,7 @@ from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app
 from sfu_geofence.sfu import SfuObserver
 from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.testing.browser import screenshot, video_advances, video_element_tracks
+from sfu_geofence.testing.demo_page import join, remote_tiles, tile_track, wait_for_remote_videos
 from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.pytest_browser import OpenPage
 from sfu_geofence.testing.server import app_on_loopback
@@ -80,32 +81,6 @@ def pictures(tmp_path: Path) -> Path:
     return Path(chosen) if chosen else tmp_path / "pictures"
 
 
-async def join(page: Page, name: str, room: str, origin: str) -> None:
-    """What a person does: type a name and a room, choose where to "come from", click Join."""
-    await page.fill("#name", name)
-    await page.fill("#room", room)
-    await page.select_option("#from", origin)
-    await page.click("#join")
-    await page.wait_for_selector("body[data-state=in-meeting]", timeout=15_000)
-
-
-async def remote_tiles(page: Page) -> list[str]:
-    names: list[str] = await page.eval_on_selector_all(".tile.remote", "ts => ts.map(t => t.dataset.name)")
-    return sorted(names)
-
-
-async def wait_for_remote_videos(page: Page, names: list[str]) -> None:
-    await page.wait_for_function(
-        """(names) => {
-          const tiles = [...document.querySelectorAll('.tile.remote')];
-          return tiles.length === names.length
-            && tiles.every(t => names.includes(t.dataset.name) && !t.classList.contains('no-video'));
-        }""",
-        arg=names,
-        timeout=15_000,
-    )
-
-
 async def meet(demo: Demo, open_page: OpenPage, room: str) -> dict[str, Page]:
     """US, DE and CN join ``room``; returns their tabs once each shows the two others' video advancing."""
     countries = ["US", "DE", "CN"]
@@ -122,17 +97,13 @@ async def meet(demo: Demo, open_page: OpenPage, room: str) -> dict[str, Page]:
     )
     for tab in tabs.values():
         assert await tab.text_content("#status") == "Connected"
-        assert await tab.is_hidden("#notice"), "the page offered loopback candidates: no hint to show"
-    # ...which a browser without the loopback switch would not: then the page explains what to do.
-    assert not await tabs["US"].evaluate(
-        "LOOPBACK_CANDIDATE.test('a=candidate:1 1 udp 2122260223 192.168.1.5 40000 typ host')"
+        assert await tab.is_hidden("#notice"), "the page offered candidates: no hint to show"
+    # An mDNS name is a candidate too (it reaches the server as a peer-reflexive one); none at all
+    # (a browser with no address but loopback, and no loopback switch) gets the hint.
+    assert await tabs["US"].evaluate(
+        "ANY_CANDIDATE.test('a=candidate:1 1 udp 2122260223 0b5e7c1d.local 40000 typ host')"
     )
     return tabs
-
-
-async def tile_track(page: Page, name: str) -> str:
-    [track] = await video_element_tracks(page, f".tile.remote[data-name='{name}'] video")
-    return track
 
 
 async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leaves_disappears(
@@ -337,3 +308,20 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     linked = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await linked.wait_for_selector(f"body[data-state=open] #rooms tr[data-room='{ROOM}']", timeout=10_000)
     assert linked.url == f"{demo.admin_url}/console"
+
+
+async def test_a_viewer_whose_answer_names_no_address_still_connects_and_gets_no_hint(
+    demo: Demo, open_page: OpenPage
+) -> None:
+    """A browser that grants no camera may answer with no candidate at all (its mDNS names not ready,
+    or none to be had) and connect anyway: the server learns its address from its checks. The page's
+    "no address" hint waits for a connection first (5 s), so it never shows such a viewer a false alarm."""
+    speaker = await open_page(f"{demo.url}/")
+    await join(speaker, "US", "no-address", "US")
+    viewer = await open_page(f"{demo.url}/", camera=False)
+    await join(viewer, "viewer", "no-address", "", watch=True)
+    await wait_for_remote_videos(viewer, ["US"])
+    await video_advances(viewer, tracks=[await tile_track(viewer, "US")], frames=10, within=20)
+    await asyncio.sleep(6)  # past the hint's delay
+    assert await viewer.text_content("#status") == "Connected"
+    assert await viewer.is_hidden("#notice")

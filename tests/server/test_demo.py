@@ -20,9 +20,11 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.rtc.machine import machine_ice_policy
 from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
+from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
@@ -276,7 +278,9 @@ def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> N
     made = {demo_command.config_from_args(args, {}).admin_token for _ in range(2)}
     assert len(made) == 2
     assert all(len(token) >= 16 for token in made)
-    assert given.server.ice.bind == ("127.0.0.1",)
+    # ICE on loopback and this machine's own addresses: a browser as shipped has a way in.
+    assert given.server.ice == machine_ice_policy()
+    assert given.server.ice.bind[0] == "127.0.0.1"
     assert given.server.turn_relays == ()
 
 
@@ -288,6 +292,18 @@ def test_the_command_declares_turn_relays_by_flag_or_environment() -> None:
     env = {"SFU_GEOFENCE_TURN_RELAY": "127.0.0.8,127.0.0.9"}
     from_env = demo_command.config_from_args(parser.parse_args([]), env)
     assert [str(n) for n in from_env.server.turn_relays] == ["127.0.0.8/32", "127.0.0.9/32"]
+
+
+def test_the_command_hands_browsers_a_turn_server_whose_credential_comes_from_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    demo_command.configure(parser)
+    args = parser.parse_args(["--turn", "turn:127.0.0.1:3478"])
+    env = {"SFU_GEOFENCE_TURN_USERNAME": "meeting", "SFU_GEOFENCE_TURN_CREDENTIAL": "s3cret-credential"}
+    assert demo_command.config_from_args(args, env).server.ice_servers == (
+        IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential"),
+    )
+    with pytest.raises(ValueError, match="needs a username and a credential"):
+        demo_command.config_from_args(args, {})
 
 
 def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:

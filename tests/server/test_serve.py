@@ -22,6 +22,7 @@ from sfu_geofence.cli import main
 from sfu_geofence.core.errors import ClosedError
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from sfu_geofence.server.caps import Caps
+from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
 from sfu_geofence.server.state import StateConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
@@ -147,12 +148,35 @@ def test_caps_and_the_admin_listener_from_flags_and_environment(monkeypatch: pyt
     assert (config.admin_listener.host, config.admin_listener.port) == ("127.0.0.9", 9100)
 
 
+def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_environments_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    assert _config([]).ice_servers == ()
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_USERNAME", "meeting")
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_CREDENTIAL", "s3cret-credential")
+    flagged = _config(["--turn", "turn:127.0.0.1:3478", "--turn", "stun:127.0.0.1:3478"])
+    assert flagged.ice_servers == (
+        IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential"),
+        IceServer("stun:127.0.0.1:3478"),
+    )
+    monkeypatch.setenv("SFU_GEOFENCE_TURN", "turns:127.0.0.1:5349?transport=tcp")
+    assert [server.url for server in _config([]).ice_servers] == ["turns:127.0.0.1:5349?transport=tcp"]
+    assert [server.url for server in _config(["--turn", "turn:127.0.0.1:1"]).ice_servers] == [
+        "turn:127.0.0.1:1"
+    ]
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
         (["--cap-join-burst", "0"], "caps: join_burst must be at least 1"),
         (["--admin-host", "192.0.2.2"], "192.0.2.2 is not a loopback address"),
         (["--admin-port", "70000"], "--admin-port 70000 is out of range"),
+        (["--turn", "turn:127.0.0.1:3478"], "needs a username and a credential"),
+        (["--turn", "http://127.0.0.1:3478"], "is not a TURN or STUN URL"),
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
         (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),
