@@ -29,6 +29,11 @@ from .consumer import Consumer
 from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver, TrackInfo
 from .negotiation import NegotiationScheduler
 from .producer import Producer
+from .retransmission import (
+    SUBSCRIBER_RETRANSMISSION_BURST,
+    SUBSCRIBER_RETRANSMISSIONS_PER_SECOND,
+    RetransmissionBudget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +111,10 @@ class Participant:
         self._connect_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
         self._ice_policy = ice_policy
+        self._retransmissions = RetransmissionBudget(
+            SUBSCRIBER_RETRANSMISSIONS_PER_SECOND, SUBSCRIBER_RETRANSMISSION_BURST
+        )
+        """What NACKs may buy from all of this participant's consumers together."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._publications: list[RTCRtpTransceiver] = []
         for kind in KINDS:
@@ -144,7 +153,7 @@ class Participant:
         # publisher and sees a recycled m-line carry a new track (``a=msid``).
         transceiver.sender._stream_id = producer.participant_id
         transceiver.sender._track_id = producer.id
-        consumer = Consumer(producer, self.id, transceiver)
+        consumer = Consumer(producer, self.id, transceiver, self._retransmissions)
         self.consumers[producer.id] = consumer
         self._pending.append((consumer, self._offers_made))
         self._observer.consumer_added(consumer)
