@@ -281,7 +281,11 @@ class Participant:
     def _require_real_size(self, sdp: str) -> None:
         offer = self.pc.localDescription
         sections = 0 if offer is None else offer.sdp.count("\nm=")
-        limit, size = max_answer_bytes(sections), len(sdp.encode())
+        try:
+            size = len(sdp.encode())
+        except UnicodeEncodeError:  # "\ud800": JSON carries it, UTF-8 (and so any SDP) cannot
+            raise InvalidAnswer("the answer is not valid Unicode (it has a lone surrogate)") from None
+        limit = max_answer_bytes(sections)
         if size > limit:
             raise AnswerTooLarge(f"{size} bytes answering {sections} media sections (at most {limit})")
 
