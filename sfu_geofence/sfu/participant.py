@@ -29,6 +29,11 @@ from .consumer import Consumer
 from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver, TrackInfo
 from .negotiation import NegotiationScheduler
 from .producer import Producer
+from .retransmission import (
+    SUBSCRIBER_RETRANSMISSION_BURST,
+    SUBSCRIBER_RETRANSMISSIONS_PER_SECOND,
+    RetransmissionBudget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +114,10 @@ class Participant:
         self._connect_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
         self._ice_policy = ice_policy
+        self._retransmissions = RetransmissionBudget(
+            SUBSCRIBER_RETRANSMISSIONS_PER_SECOND, SUBSCRIBER_RETRANSMISSION_BURST
+        )
+        """What NACKs may buy from all of this participant's consumers together."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._publications: list[RTCRtpTransceiver] = []
         for kind in KINDS:
@@ -147,7 +156,7 @@ class Participant:
         # publisher and sees a recycled m-line carry a new track (``a=msid``).
         transceiver.sender._stream_id = producer.participant_id
         transceiver.sender._track_id = producer.id
-        consumer = Consumer(producer, self.id, transceiver)
+        consumer = Consumer(producer, self.id, transceiver, self._retransmissions)
         self.consumers[producer.id] = consumer
         self._pending.append((consumer, self._offers_made))
         self._observer.consumer_added(consumer)
@@ -276,7 +285,11 @@ class Participant:
     def _require_real_size(self, sdp: str) -> None:
         offer = self.pc.localDescription
         sections = 0 if offer is None else offer.sdp.count("\nm=")
-        limit, size = max_answer_bytes(sections), len(sdp.encode())
+        try:
+            size = len(sdp.encode())
+        except UnicodeEncodeError:  # "\ud800": JSON carries it, UTF-8 (and so any SDP) cannot
+            raise InvalidAnswer("the answer is not valid Unicode (it has a lone surrogate)") from None
+        limit = max_answer_bytes(sections)
         if size > limit:
             raise AnswerTooLarge(f"{size} bytes answering {sections} media sections (at most {limit})")
 

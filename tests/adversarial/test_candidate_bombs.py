@@ -18,7 +18,7 @@ from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.rtc.candidates import IceLimits
 from sfu_geofence.rtc.forwarding import ice_connection_of
-from sfu_geofence.rtc.ice import ice_stats
+from sfu_geofence.rtc.ice import IcePolicy, ice_stats, use_policy
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.sdp import ice_credentials, with_extra_candidates
@@ -143,3 +143,49 @@ async def test_forty_checks_from_new_source_ports_keep_few_candidates_and_make_o
             assert stats.candidates.peer_reflexive_pruned == 40 - LIMITS.peer_reflexive
             events = served.geofence.audit.events(participant=churner.participant_id, kind=EventKind.MEDIA)
             assert [(e.address, e.outcome) for e in events] == [("127.1.2.1", "admitted")]
+
+
+async def test_checks_from_new_ports_before_the_answer_is_applied_stay_within_the_prflx_limit() -> None:
+    # The offer gives a client the server's credentials: it can send authenticated checks before its
+    # answer is applied. aioice keeps up to 100 of them and, once it connects, learns a peer-reflexive
+    # candidate, a pair and a triggered check (a nomination) for each source, past every limit.
+    with use_policy(IcePolicy(bind=("127.0.0.1",))):
+        server = Connection(ice_controlling=True)
+    with use_policy(IcePolicy(bind=("127.1.3.1",))):
+        client = Connection(ice_controlling=False)
+    for connection in (server, client):
+        await connection.gather_candidates()
+    [server_candidate] = server.local_candidates
+    churn = PrflxChurner(
+        "127.1.3.1",
+        (server_candidate.host, server_candidate.port),
+        (server.local_username, server.local_password),
+        (client.local_username, client.local_password),
+    )
+    try:
+        for _ in range(12):
+            await churn.check_from_new_port()
+
+        def all_received() -> str | None:
+            # Kept by aioice until connect() (its private list), or ignored by the limit.
+            seen = len(server._early_checks) + ice_stats(server).candidates.checks_ignored
+            return None if seen == 12 else f"{seen} of 12 checks received"
+
+        await eventually(all_received, within=WITHIN)
+        client.remote_username, client.remote_password = server.local_username, server.local_password
+        for candidate in server.local_candidates:
+            await client.add_remote_candidate(candidate)
+        await client.add_remote_candidate(None)
+        server.remote_username, server.remote_password = client.local_username, client.local_password
+        for candidate in client.local_candidates:
+            await server.add_remote_candidate(candidate)
+        await server.add_remote_candidate(None)
+        await asyncio.gather(server.connect(), client.connect())
+        stats = ice_stats(server)
+        assert stats.peer_reflexive <= LIMITS.peer_reflexive, stats
+        assert stats.remote_candidates <= LIMITS.remote_candidates, stats
+        assert stats.candidates.checks_ignored == 12 - LIMITS.peer_reflexive, stats
+    finally:
+        churn.close()
+        await client.close()
+        await server.close()

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiortc import RTCSessionDescription
 
-from sfu_geofence.sfu import Sfu
+from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.sfu import InvalidAnswer, Sfu
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
@@ -84,3 +85,21 @@ async def test_participant_ids_are_random_and_unique(sfu: Sfu) -> None:
         for a, b in itertools.pairwise(ids)
     ]
     assert max(shared) < 6
+
+
+async def test_an_answer_with_a_lone_surrogate_is_an_invalid_answer(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # JSON can carry "\ud800", UTF-8 cannot: a host handing such an answer over gets the documented
+    # InvalidAnswer, not whatever encoding it first raises.
+    client = clients("127.0.0.61")
+    participant = sfu.join("r", "surrogate", client.address, client.channel, publish=("audio",))
+    await eventually(lambda: None if client.channel.offers else "no offer", within=15)
+    with use_policy(IcePolicy(bind=(client.address,))):  # loopback only, as AnsweringClient does
+        await client.pc.setRemoteDescription(
+            RTCSessionDescription(sdp=client.channel.offers[0].sdp, type="offer")
+        )
+        await client.pc.setLocalDescription(await client.pc.createAnswer())
+    sdp = client.pc.localDescription.sdp.replace("s=-", "s=\ud800", 1)
+    with pytest.raises(InvalidAnswer, match="Unicode"):
+        await participant.handle_answer(sdp)
