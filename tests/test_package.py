@@ -99,11 +99,17 @@ def test_a_wheel_installed_in_a_fresh_venv_serves_the_demo_pages(tmp_path: Path)
     )
     try:
         assert demo.stdout is not None
-        printed = "".join(demo.stdout.readline() for _ in range(2))
+        printed = "".join(demo.stdout.readline() for _ in range(3))
         found = re.findall(r"open (http://127\.0\.0\.1:\d+)/ ", printed)
-        assert len(found) == 1, printed
-        for path, source in (("/", "index.html"), ("/console", "console.html"), ("/demo/app.js", "app.js")):
-            with urllib.request.urlopen(found[0] + path, timeout=10) as response:
+        admin = re.findall(r"operator console: (http://127\.0\.0\.1:\d+)/console", printed)
+        assert len(found) == len(admin) == 1, printed
+        pages = (
+            (found[0], "/", "index.html"),
+            (found[0], "/demo/app.js", "app.js"),
+            (admin[0], "/console", "console.html"),  # the console is on the admin listener
+        )
+        for base, path, source in pages:
+            with urllib.request.urlopen(base + path, timeout=10) as response:
                 expected = (ROOT / "sfu_geofence" / "server" / "pages" / source).read_bytes()
                 assert (response.status, response.read()) == (200, expected), path
         demo.send_signal(signal.SIGTERM)
