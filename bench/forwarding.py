@@ -60,6 +60,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from sfu_geofence.eventloop import ENV_UVLOOP, add_uvloop_argument
+
 GOAL_US_PER_PACKET_K50 = 40.0
 GOAL_RELAY_RATIO_K20 = 10.0
 ROOM = "bench"
@@ -87,14 +89,15 @@ def _child(conn: Connection, main: Callable[[Connection], Any]) -> None:
     """Run ``main(conn)`` under the loopback guard; report a crash to the parent instead of dying mute."""
     import logging
 
+    from sfu_geofence import eventloop
     from sfu_geofence.testing.netguard import loopback_only
 
     logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(name)s %(message)s")
     # Ctrl-C reaches the whole process group: the parent alone handles it and stops the children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with loopback_only():
-            asyncio.run(main(conn))
+        with loopback_only() as guard:  # the children inherit --no-uvloop as SFU_GEOFENCE_UVLOOP=0
+            eventloop.run(main(conn), factory=guard.loop_factory(eventloop.uvloop_enabled()))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except BaseException:
@@ -781,6 +784,7 @@ def report(
         "audio": {"codec": "opus", "frame_ms": args.audio_ms},
         "window_s": args.window,
         "real_subscribers": args.real,
+        "event_loop": "uvloop" if args.uvloop else "asyncio",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "goals": {
@@ -835,6 +839,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=DEFAULT_VIDEO["fps"])
     parser.add_argument("--bitrate", type=int, default=DEFAULT_VIDEO["bitrate"])
     parser.add_argument("--audio-ms", type=int, default=20, help="Opus packet duration (default 20)")
+    add_uvloop_argument(parser)
     parser.add_argument(
         "--profile",
         metavar="FILE",
@@ -858,6 +863,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ[ENV_UVLOOP] = "1" if args.uvloop else "0"  # read by the child processes
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally blocks
     from sfu_geofence.testing.netguard import loopback_only
 

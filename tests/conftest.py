@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sfu_geofence.testing.eventloops import GUARD_KEY
 from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
 
 # pytest_browser: tests marked `browser` run in a network namespace with only lo, and their fixtures
@@ -15,10 +16,13 @@ pytest_plugins = ["sfu_geofence.testing.pytest_browser", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def loopback_guard() -> Iterator[LoopbackGuard]:
-    """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test."""
+def loopback_guard(request: pytest.FixtureRequest) -> Iterator[LoopbackGuard]:
+    """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test (and on the
+    uvloop loops of the directories that run on it: sfu_geofence.testing.eventloops)."""
     with loopback_only() as guard:
+        request.config.stash[GUARD_KEY] = guard
         yield guard
+        del request.config.stash[GUARD_KEY]
     assert not guard.violations, f"traffic to non-loopback destinations: {guard.violations}"
 
 

@@ -7,13 +7,13 @@ Listens on loopback only. A tab can pretend to connect from a sample address of 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from .. import eventloop
 from ..rtc.ice import IcePolicy
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
@@ -44,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         choices=["debug", "info", "warning", "error"],
         help="(default warning)",
     )
+    eventloop.add_uvloop_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
@@ -88,5 +89,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(config))
+        eventloop.run(run_demo(config), use_uvloop=args.uvloop)
     return 0

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import eventloop
 from ..core.policy import RoomPolicy
 from ..synthetic.media import AudioClipParams, VideoClipParams, encode_opus_clip, encode_vp8_clip
 from ..testing.testdb import build_database
@@ -72,6 +73,8 @@ class LoadTestConfig:
     audio: AudioClipParams = field(default_factory=AudioClipParams)
     setup_timeout: float = 60.0
     join_timeout: float = 30.0
+    uvloop: bool = True
+    """The coordinator, the workers and a spawned server run on uvloop (False: asyncio's loop)."""
 
 
 def signaling_url(text: str) -> str:
@@ -259,6 +262,7 @@ class LoadRunner:
             scratch / "loadtest.mmdb", [f"{net}={country}" for country, net in plan.networks.items()]
         )
         self._server_log = scratch / "server.log"
+        config_uvloop = self.config.uvloop
         package_root = str(PACKAGE_ROOT)
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
         with self._server_log.open("wb") as log:
@@ -274,6 +278,7 @@ class LoadRunner:
                 str(database),
                 "--log-level",
                 "warning",
+                *(() if config_uvloop else ("--no-uvloop",)),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
@@ -350,6 +355,7 @@ class LoadRunner:
             audio=self.config.audio,
             peers=tuple(peers),
             join_timeout=self.config.join_timeout,
+            uvloop=self.config.uvloop,
         )
         process = self._ctx.Process(
             target=worker_main,
@@ -361,7 +367,7 @@ class LoadRunner:
         theirs.close()
         handle = _WorkerHandle(process, ours, [p.name for p in peers], dedicated)
         self.workers.append(handle)
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable, handle)
+        eventloop.add_blocking_reader(ours.fileno(), self._on_readable, handle)
         return handle
 
     def _live(self) -> list[_WorkerHandle]:
@@ -566,7 +572,7 @@ class LoadRunner:
 
 def run_loadtest(config: LoadTestConfig, out: IO[str] = sys.stderr) -> tuple[Plan, RunRecord]:
     """Run a scenario to its end (blocking); Ctrl-C stops it and every process it started."""
-    return asyncio.run(LoadRunner(config, out).run())
+    return eventloop.run(LoadRunner(config, out).run(), use_uvloop=config.uvloop)
 
 
 __all__ = ["LoadRunner", "LoadTestConfig", "LoadTestError", "run_loadtest", "signaling_url"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .. import eventloop
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy
 from .admin import TOKEN_ENV, AdminConfig
 from .app import ServerConfig, create_geofenced_app
@@ -110,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENV_LOOPBACK_ONLY, "") not in ("", "0"),
         help=f"refuse to listen or bind ICE outside 127.0.0.0/8 and ::1 (${ENV_LOOPBACK_ONLY})",
     )
+    eventloop.add_uvloop_argument(parser)
 
 
 configure = add_arguments
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
+        eventloop.run(serve(config), use_uvloop=args.uvloop)
     return 0
 
 
