@@ -32,7 +32,9 @@ def test_uvloop_is_on_unless_the_environment_says_otherwise(value: str | None, e
 
 
 @pytest.mark.parametrize("configure", [serve.add_arguments, demo.configure])
-def test_serve_and_demo_take_no_uvloop(configure: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_and_demo_take_no_uvloop(
+    configure: Callable[[argparse.ArgumentParser], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(eventloop.ENV_UVLOOP, raising=False)
     parser = argparse.ArgumentParser()
     configure(parser)
