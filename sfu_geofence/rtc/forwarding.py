@@ -212,10 +212,13 @@ class ForwardingSender(RTCRtpSender):
 class RtpEgress:
     """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
 
-    __slots__ = ("_dtls", "send_errors")
+    __slots__ = ("_addr", "_dtls", "_pair", "send_errors")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
+        self._pair: Any = None
+        self._addr: tuple[str, int] | None = None
+        """The nominated pair's remote address (aioice builds a new tuple on each read: kept)."""
         self.send_errors = 0
 
     def send(self, data: bytes) -> bool:
@@ -224,13 +227,15 @@ class RtpEgress:
         if dtls._state is not State.CONNECTED:
             return False
         pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return False
+        if pair is not self._pair:
+            if pair is None:
+                return False
+            self._pair, self._addr = pair, pair.remote_addr
         transport = pair.protocol.transport
         if transport is None:
             return False
         try:
-            transport.sendto(dtls._tx_srtp.protect(data), pair.remote_addr)
+            transport.sendto(dtls._tx_srtp.protect(data), self._addr)
         except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
             self.send_errors += 1
             return False
