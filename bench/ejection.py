@@ -1,11 +1,12 @@
 """What an ejection costs the participants who stay: their largest media gap, after over before.
 
 One room of 9 participants (default US:2, DE, GB, HK, TW, MO, CN:2), each publishing pre-encoded VP8
-160x120 at 30 fps and Opus 20 ms, run by the load tester (:mod:`sfu_geofence.loadtest`): a spawned
-``sfu-geofence serve`` with a generated test database that puts each country's loopback network in
-that country, and worker processes whose receive meters never decode. Once everybody receives
-everybody, the operator denies CN (``PUT /api/rooms/room-1/policy``) at time T; the two CN are ejected
-live. Repeated ``--repetitions`` times, each with a fresh server and fresh participants.
+160x120 at 30 fps and Opus 20 ms, run by the load tester (:mod:`sfu_geofence.loadtest`, its worker
+processes' receive meters never decode) against the geofenced SFU that ``serve`` runs, in a process
+of its own with a generated test database that puts each country's loopback network in that
+country. Once everybody receives everybody, the operator denies CN (``PUT
+/api/rooms/room-1/policy``) at time T; the two CN are ejected live. Repeated ``--repetitions`` times,
+each with a fresh server and fresh participants.
 
 Figures (the last line with ``--json``):
 
@@ -16,9 +17,12 @@ Figures (the last line with ``--json``):
 * ``ejection_latency_ms``: per ejected participant, from the operator's request to the later of "it
   was told (closing the WebSocket)" and "its last packet reached anyone" (p50/p99/max over every
   ejection of every repetition); ``notified_ms`` and ``last_packet_ms`` are the two parts;
+* ``sfu_loop_stall_max_ms`` (``before``/``after``): the SFU process's own longest event-loop stall
+  (a 2 ms timer firing late) in the same windows, and ``sfu_gc_pause_max_ms`` its longest
+  garbage-collector pause: what the SFU itself did, whatever the generators suffered;
 * per repetition: the worst ratio and where (receiver, publisher, kind), the largest gap before and
-  after, the SFU's CPU and the generators' event-loop stalls (a starved generator shows up as a gap
-  that is not the SFU's).
+  after, and the generators' event-loop stalls (a starved generator shows up as a gap that is not
+  the SFU's: on a loaded machine the ratio measures the machine, the stalls still the SFU).
 
 Goals (issue 12): worst_gap_ratio <= 1.25, ejection_latency_ms.p99 <= 20.
 
@@ -28,22 +32,31 @@ Goals (issue 12): worst_gap_ratio <= 1.25, ejection_latency_ms.p99 <= 20.
 from __future__ import annotations
 
 import argparse
+import gc
+import ipaddress
 import itertools
 import json
 import os
+import secrets
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from bench.forwarding import Child, _answer_snapshots, _child
 from sfu_geofence.eventloop import add_uvloop_argument
 from sfu_geofence.loadtest.report import build_report, nearest_rank
 from sfu_geofence.loadtest.runner import LoadTestConfig, run_loadtest
 from sfu_geofence.loadtest.scenario import parse_countries, parse_step
 from sfu_geofence.loadtest.worker import TrackRecord
+from sfu_geofence.pauses import GcPauses, LoopStalls
 from sfu_geofence.synthetic.media import AudioClipParams, VideoClipParams
+from sfu_geofence.testing.testdb import build_database
 
 GOAL_GAP_RATIO = 1.25
 GOAL_LATENCY_P99_MS = 20.0
@@ -108,23 +121,63 @@ def track_gaps(
     return rows
 
 
+def server_process(conn: Connection, database: str, token: str) -> None:
+    _child(conn, lambda c: _serve(c, database, token))
+
+
+async def _serve(conn: Connection, database: str, token: str) -> None:
+    """What ``serve`` runs (its geofence, operator API and SFU) on 127.0.0.1, timing its own pauses."""
+    from sfu_geofence.server.admin import AdminConfig
+    from sfu_geofence.server.app import ServerConfig
+    from sfu_geofence.testing.server import geofenced_on_loopback
+
+    gc_pauses = GcPauses(events=[]).install()
+    stalls = LoopStalls()
+    async with geofenced_on_loopback(ServerConfig(db_path=database, admin=AdminConfig(token))) as served:
+        gc.collect()
+        gc.freeze()  # as serve does once started
+        stalls.start()
+        conn.send(("ok", served.url))
+        await _answer_snapshots(conn, lambda: {"stalls": stalls.events, "gc": gc_pauses.events})
+        await stalls.stop()
+
+
+def _window_max(events: list[tuple[float, float]], start: float, end: float) -> float:
+    return round(max((ms for at, ms in events if start <= at < end), default=0.0), 1)
+
+
 def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
-    """Run the scenario once; the figures of that run."""
+    """Run the scenario once against a fresh server; the figures of that run."""
     at = SETTLE_S + args.before
-    config = LoadTestConfig(
-        countries=parse_countries(args.countries),
-        rooms=1,
-        steps=(parse_step(f"{at:g}s:deny:{args.deny}"),),
-        duration=at + args.after + TAIL_S,
-        workers=args.workers,
-        video=VideoClipParams(
-            width=args.width, height=args.height, fps=args.fps, bitrate=args.video_kbps * 1000
-        ),
-        audio=AudioClipParams(frame_ms=20),
-        uvloop=args.uvloop,
-    )
-    with open(os.devnull, "w") as quiet:
-        plan, record = run_loadtest(config, out=sys.stderr if args.verbose else quiet)
+    countries = parse_countries(args.countries)
+    networks = {c.country: ipaddress.IPv4Network(f"127.{10 + i}.0.0/16") for i, c in enumerate(countries)}
+    token = secrets.token_urlsafe(32)
+    with tempfile.TemporaryDirectory(prefix="bench-ejection-") as scratch:
+        database = build_database(Path(scratch) / "bench.mmdb", [f"{n}={c}" for c, n in networks.items()])
+        server = Child("ejection bench server", server_process, str(database), token)
+        try:
+            url = server.result()
+            config = LoadTestConfig(
+                countries=countries,
+                rooms=1,
+                steps=(parse_step(f"{at:g}s:deny:{args.deny}"),),
+                duration=at + args.after + TAIL_S,
+                url=url,
+                admin_token=token,
+                networks=networks,
+                workers=args.workers,
+                video=VideoClipParams(
+                    width=args.width, height=args.height, fps=args.fps, bitrate=args.video_kbps * 1000
+                ),
+                audio=AudioClipParams(frame_ms=20),
+                uvloop=args.uvloop,
+            )
+            with open(os.devnull, "w") as quiet:
+                plan, record = run_loadtest(config, out=sys.stderr if args.verbose else quiet)
+            pauses = server.call("snapshot")
+        finally:
+            server.request_stop()
+            server.stop(time.monotonic() + 10)
     report = build_report(plan, record)
     if not record.steps or not record.steps[0].requests:
         raise RuntimeError(f"repetition {index}: the policy step did not run")
@@ -150,8 +203,11 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
         for e in report["ejected"]
         if e["notified_ms"] is not None
     ]
+    windows = {"before": (requested - args.before, requested), "after": (requested, requested + args.after)}
     figures = {
         "worst_gap_ratio": round(worst.ratio, 3),
+        "sfu_loop_stall_max_ms": {w: _window_max(pauses["stalls"], *span) for w, span in windows.items()},
+        "sfu_gc_pause_max_ms": {w: _window_max(pauses["gc"], *span) for w, span in windows.items()},
         "worst_track": {"receiver": worst.receiver, "source": worst.source, "kind": worst.kind},
         "worst_before_ms": round(worst.before_ms, 1),
         "worst_after_ms": round(worst.after_ms, 1),
@@ -167,7 +223,6 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
             for e in report["ejected"]
         ],
         "ejection_latencies_ms": latencies,
-        "sfu_cpu_pct": report["sfu_cpu_pct"],
         "generator_loop_lag_max_ms": report["generator_loop_lag_max_ms"],
         "generator_long_stalls": report["generator_long_stalls"],
         "load_average": report["load_average"],
@@ -177,7 +232,7 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
         f"({worst.kind} {worst.source} -> {worst.receiver}: "
         f"{worst.before_ms:.0f} -> {worst.after_ms:.0f} ms), "
         f"ejection latencies {latencies} ms, "
-        f"SFU CPU {report['sfu_cpu_pct']} %, load {os.getloadavg()[0]:.2f}"
+        f"SFU loop stalls {figures['sfu_loop_stall_max_ms']} ms, load {os.getloadavg()[0]:.2f}"
     )
     return figures
 
@@ -188,6 +243,12 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str,
     p99 = nearest_rank(latencies, 0.99)
     return {
         "worst_gap_ratio": ratio,
+        "sfu_loop_stall_max_ms": {
+            w: max(run["sfu_loop_stall_max_ms"][w] for run in runs) for w in ("before", "after")
+        },
+        "sfu_gc_pause_max_ms": {
+            w: max(run["sfu_gc_pause_max_ms"][w] for run in runs) for w in ("before", "after")
+        },
         "gap_ratio_per_repetition": [run["worst_gap_ratio"] for run in runs],
         "gap_ratio_median_of_repetitions": round(
             statistics.median(run["worst_gap_ratio"] for run in runs), 3

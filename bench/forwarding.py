@@ -137,7 +137,7 @@ async def _serve(conn: Connection, kind: str) -> None:
     from sfu_geofence.testing.server import served_on_loopback
 
     if kind == "sfu":
-        from sfu_geofence.gcpauses import GcPauses
+        from sfu_geofence.pauses import GcPauses
 
         window, whole_run = GcPauses().install(), GcPauses().install()
 

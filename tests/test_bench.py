@@ -86,5 +86,6 @@ def test_the_ejection_bench_ejects_live_and_prints_gap_ratio_and_latency() -> No
     assert figures["ejection_latency_ms"]["p99"] >= 0
     (run,) = figures["repetitions"]
     assert run["tracks"] == 4  # us-1 <-> us-2, audio and video: the remaining tracks
+    assert set(run["sfu_loop_stall_max_ms"]) == {"before", "after"}  # the SFU timed its own stalls
     assert [e["peer"] for e in run["ejected"]] == ["cn-1"]
     assert set(figures["goals"]) == {"worst_gap_ratio_le_1.25", "ejection_latency_p99_le_20_ms"}
