@@ -43,7 +43,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from . import require_pinned_versions
+from . import codecs, require_pinned_versions
 from .inbound import InboundStreams
 
 logger = logging.getLogger(__name__)
@@ -248,6 +248,7 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
     Must be called before the transceiver is first negotiated.
     """
     require_pinned_versions()
+    codecs.install()
     transceiver = pc.addTransceiver(kind, direction=direction)
     transceiver.setCodecPreferences(
         [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in FORWARDED_CODECS]
