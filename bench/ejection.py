@@ -20,6 +20,8 @@ Figures (the last line with ``--json``):
 * ``sfu_loop_stall_max_ms`` (``before``/``after``): the SFU process's own longest event-loop stall
   (a 2 ms timer firing late) in the same windows, and ``sfu_gc_pause_max_ms`` its longest
   garbage-collector pause: what the SFU itself did, whatever the generators suffered;
+* ``failed_repetitions``: why a repetition gave no figures (a wrong outcome, a remaining track that
+  received nothing in a window); the others are still reported, the exit status is 1 if none did;
 * per repetition: the worst ratio and where (receiver, publisher, kind), the largest gap before and
   after, and the generators' event-loop stalls (a starved generator shows up as a gap that is not
   the SFU's: on a loaded machine the ratio measures the machine, the stalls still the SFU).
@@ -51,7 +53,7 @@ from typing import Any
 from bench.forwarding import Child, _answer_snapshots, _child
 from sfu_geofence.eventloop import add_uvloop_argument
 from sfu_geofence.loadtest.report import build_report, nearest_rank
-from sfu_geofence.loadtest.runner import LoadTestConfig, run_loadtest
+from sfu_geofence.loadtest.runner import LoadTestConfig, LoadTestError, run_loadtest
 from sfu_geofence.loadtest.scenario import parse_countries, parse_step
 from sfu_geofence.loadtest.worker import TrackRecord
 from sfu_geofence.pauses import GcPauses, LoopStalls
@@ -311,10 +313,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
     runs = []
+    failed: list[str] = []
     for index in range(1, args.repetitions + 1):
         progress(f"repetition {index} of {args.repetitions}: {args.countries}, deny {args.deny} live")
-        runs.append(one_repetition(args, index))
+        try:
+            runs.append(one_repetition(args, index))
+        except (RuntimeError, LoadTestError) as exc:  # a wrong outcome, a starved generator: said, not hidden
+            progress(f"repetition {index} failed: {exc}")
+            failed.append(str(exc))
+    if not runs:
+        progress("every repetition failed")
+        return 1
     figures = summarize(args, runs)
+    figures["failed_repetitions"] = failed
     figures["bench_seconds"] = round(time.monotonic() - started, 1)
     progress(
         f"worst gap ratio {figures['worst_gap_ratio']}, "

@@ -89,3 +89,4 @@ def test_the_ejection_bench_ejects_live_and_prints_gap_ratio_and_latency() -> No
     assert set(run["sfu_loop_stall_max_ms"]) == {"before", "after"}  # the SFU timed its own stalls
     assert [e["peer"] for e in run["ejected"]] == ["cn-1"]
     assert set(figures["goals"]) == {"worst_gap_ratio_le_1.25", "ejection_latency_p99_le_20_ms"}
+    assert figures["failed_repetitions"] == []
