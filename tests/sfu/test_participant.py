@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiortc import RTCSessionDescription
 
+from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.sfu import CloseReason, Sfu
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
@@ -140,3 +141,27 @@ async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterati
     await asyncio.gather(*(participants[name].handle_answer(answers[name]) for name in staying))
     assert sorted(h for h in history if h != "packets") == ["apply a", "apply b", "apply c"]
     assert all(x == "packets" or y == "packets" for x, y in itertools.pairwise(history)), history
+
+
+async def test_an_answer_whose_fingerprint_is_at_session_level_is_applied(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # RFC 8122 allows a=fingerprint (and a=setup) for the whole session, before the first m-line.
+    client = clients("127.0.52.1")
+    participant = sfu.join("r", "a", client.address, client.channel, publish=("audio", "video"))
+    await eventually(lambda: None if client.channel.offers else "no offer", within=15)
+    offer = RTCSessionDescription(sdp=client.channel.offers[0].sdp, type="offer")
+    with use_policy(IcePolicy(bind=(client.address,))):
+        await client.pc.setRemoteDescription(offer)
+        await client.pc.setLocalDescription(await client.pc.createAnswer())
+    lines = client.pc.localDescription.sdp.splitlines()
+    fingerprints = [line for line in lines if line.startswith(("a=fingerprint:", "a=setup:"))]
+    media = [line for line in lines if not line.startswith(("a=fingerprint:", "a=setup:"))]
+    first_media = next(i for i, line in enumerate(media) if line.startswith("m="))
+    session_level = [*media[:first_media], *dict.fromkeys(fingerprints), *media[first_media:]]
+    await participant.handle_answer("\r\n".join(session_level) + "\r\n")
+    assert participant.published
+    await eventually(
+        lambda: None if participant.pc.connectionState == "connected" else "not connected", within=15
+    )
+    assert client.channel.ended == []
