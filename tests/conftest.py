@@ -10,6 +10,7 @@ import pytest
 
 from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver, running_coturn
+from sfu_geofence.testing.eventloops import GUARD_KEY
 from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
 from sfu_geofence.testing.netns import in_lan_namespace, is_own_lan_address
 
@@ -19,13 +20,17 @@ pytest_plugins = ["sfu_geofence.testing.pytest_browser", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def loopback_guard() -> Iterator[LoopbackGuard]:
+def loopback_guard(request: pytest.FixtureRequest) -> Iterator[LoopbackGuard]:
     """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test.
 
     In a LAN namespace of the tests' own (tests marked ``lan``), its own dummy addresses are allowed too.
+    The guard also checks the uvloop loops of the directories that run on it
+    (sfu_geofence.testing.eventloops).
     """
     with loopback_only(is_own_lan_address if in_lan_namespace() else None) as guard:
+        request.config.stash[GUARD_KEY] = guard
         yield guard
+        del request.config.stash[GUARD_KEY]
     assert not guard.violations, f"traffic to non-loopback destinations: {guard.violations}"
 
 

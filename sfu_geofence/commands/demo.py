@@ -10,7 +10,6 @@ demo-only mechanism that ``serve`` never has.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import ipaddress
 import os
@@ -19,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from .. import eventloop
 from ..rtc.machine import machine_ice_policy
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
@@ -68,6 +68,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_turn_relay_argument(parser)
     add_turn_argument(parser)
+    eventloop.add_uvloop_argument(parser)
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> DemoConfig:
@@ -118,5 +119,5 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(args)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_demo(config))
+        eventloop.run(run_demo(config), use_uvloop=args.uvloop)
     return 0

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..eventloop import add_uvloop_argument
+
 NAME = "loadtest"
 HELP = "load-test the SFU: many participants, many countries, live policy changes"
 
@@ -116,6 +118,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-gap-ratio", type=float, default=1.5, help="event/baseline gap p99 (default 1.5)"
     )
     parser.add_argument("--max-lost-packets", type=int, default=0, help="default 0")
+    add_uvloop_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -157,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         audio=AudioClipParams(bitrate=args.audio_kbps * 1000, frame_ms=args.audio_ms),
         setup_timeout=args.setup_timeout,
         state_dir=args.state_dir,
+        uvloop=args.uvloop,
     )
     thresholds = Thresholds(
         max_ejection_latency_ms=args.max_ejection_latency_ms,

@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import eventloop
 from ..core.policy import RoomPolicy
 from ..server.admin_listener import DEFAULT_ADMIN_PORT
 from ..synthetic.media import AudioClipParams, VideoClipParams, encode_opus_clip, encode_vp8_clip
@@ -79,6 +80,8 @@ class LoadTestConfig:
     state_dir: Path | None = None
     """With a spawned server: its ``--state-dir``, kept after the run (``sfu-geofence report`` reads
     its audit log); None: the server keeps its state in memory."""
+    uvloop: bool = True
+    """The coordinator, the workers and a spawned server run on uvloop (False: asyncio's loop)."""
 
 
 def signaling_url(text: str) -> str:
@@ -276,6 +279,7 @@ class LoadRunner:
             scratch / "loadtest.mmdb", [f"{net}={country}" for country, net in plan.networks.items()]
         )
         self._server_log = scratch / "server.log"
+        config_uvloop = self.config.uvloop
         package_root = str(PACKAGE_ROOT)
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
         with self._server_log.open("wb") as log:
@@ -295,6 +299,7 @@ class LoadRunner:
                 # everybody joins at once: more joins in progress than a server's default allows
                 "--cap-pending-joins",
                 str(max(64, 2 * len(plan.initial_peers))),
+                *(() if config_uvloop else ("--no-uvloop",)),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
@@ -373,6 +378,7 @@ class LoadRunner:
             audio=self.config.audio,
             peers=tuple(peers),
             join_timeout=self.config.join_timeout,
+            uvloop=self.config.uvloop,
         )
         process = self._ctx.Process(
             target=worker_main,
@@ -384,7 +390,7 @@ class LoadRunner:
         theirs.close()
         handle = _WorkerHandle(process, ours, [p.name for p in peers], dedicated)
         self.workers.append(handle)
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable, handle)
+        eventloop.add_blocking_reader(ours.fileno(), self._on_readable, handle)
         return handle
 
     def _live(self) -> list[_WorkerHandle]:
@@ -589,7 +595,7 @@ class LoadRunner:
 
 def run_loadtest(config: LoadTestConfig, out: IO[str] = sys.stderr) -> tuple[Plan, RunRecord]:
     """Run a scenario to its end (blocking); Ctrl-C stops it and every process it started."""
-    return asyncio.run(LoadRunner(config, out).run())
+    return eventloop.run(LoadRunner(config, out).run(), use_uvloop=config.uvloop)
 
 
 __all__ = ["LoadRunner", "LoadTestConfig", "LoadTestError", "run_loadtest", "signaling_url"]

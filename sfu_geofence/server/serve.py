@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .. import eventloop
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
 from .admin import TOKEN_ENV, AdminConfig
 from .admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
@@ -215,6 +216,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENV_LOOPBACK_ONLY, "") not in ("", "0"),
         help=f"refuse to listen or bind ICE outside 127.0.0.0/8 and ::1 (${ENV_LOOPBACK_ONLY})",
     )
+    eventloop.add_uvloop_argument(parser)
 
 
 configure = add_arguments
@@ -441,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(args)
     drained = True
     with contextlib.suppress(KeyboardInterrupt):
-        drained = asyncio.run(serve(config))
+        drained = eventloop.run(serve(config), use_uvloop=args.uvloop)
     return 0 if drained else 1
 
 

@@ -198,7 +198,10 @@ class Consumer:
             self._start(packet, ntp)
         sequence_number = (packet.sequence_number + self._seq_offset) & 0xFFFF  # type: ignore[operator]
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        if self._send(packet, pt, sequence_number, timestamp, abs_send_time):
+        # _send without its call and checks: set together at activation, which precedes any forward
+        block = self._extensions.for_packet(packet, abs_send_time)  # type: ignore[union-attr]
+        data = rewrite(packet, pt, sequence_number, timestamp, self._ssrc, block)
+        if self._egress.send(data):  # type: ignore[union-attr]
             sender = self.sender
             self.packets_forwarded += 1
             sender.packets_sent += 1

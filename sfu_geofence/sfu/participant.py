@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
@@ -20,7 +21,6 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc import sdp as aiortc_sdp
 
 from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
@@ -253,7 +253,7 @@ class Participant:
         return Offer(sdp=sdp, tracks=tracks, publish=publish)
 
     async def handle_answer(self, sdp: str) -> None:
-        """Apply the client's answer to the outstanding offer.
+        """Apply the client's answer to the outstanding offer, in its negotiation turn.
 
         Raises :class:`WrongState` if no offer is outstanding and :class:`InvalidAnswer` if the
         answer cannot be applied.
@@ -264,10 +264,13 @@ class Participant:
         self._require_real_size(sdp)
         sdp = bounded_candidate_lines(sdp, self._ice_policy.limits.remote_candidates)
         _require_fingerprints(sdp)
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        except Exception as exc:
-            raise InvalidAnswer(str(exc) or type(exc).__name__) from exc
+        async with self._scheduler.turn():
+            if self.closed or answer.done():
+                return  # closed (or timed out) while waiting for the turn
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                raise InvalidAnswer(str(exc) or type(exc).__name__) from exc
         if self.closed:
             return
         if self._answer_timer is not None:
@@ -377,14 +380,38 @@ def _require_fingerprints(sdp: str) -> None:
     """Refuse an answer whose media has no DTLS fingerprint.
 
     aiortc accepts it, then its connection task fails an assertion and the connection never reaches
-    "failed": the participant would stay, connected to nothing, until it leaves.
+    "failed": the participant would stay, connected to nothing, until it leaves. Checked by scanning
+    the lines as aiortc reads them (session-level ``a=fingerprint``/``a=setup`` apply to every
+    m-line): a full parse here cost as much as the one ``setRemoteDescription`` makes anyway.
     """
-    try:
-        description = aiortc_sdp.SessionDescription.parse(sdp)
-    except Exception:
-        return  # not SDP: setRemoteDescription says what is wrong with it
-    for media in description.media:
-        if media.port != 0 and (media.dtls is None or not media.dtls.fingerprints):
-            raise InvalidAnswer(
-                f"m-line {media.rtp.muxId or media.kind} has no DTLS fingerprint (a=fingerprint)"
-            )
+    session = _DtlsLines()
+    sections: list[_DtlsLines] = []
+    current = session
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line[2:].split()
+            current = _DtlsLines(label=parts[0] if parts else "?", used=len(parts) < 2 or parts[1] != "0")
+            sections.append(current)
+        elif line.startswith("a=fingerprint:"):
+            current.fingerprint = True
+        elif line.startswith("a=setup:"):
+            current.setup = True
+        elif line.startswith("a=mid:"):
+            current.label = line[6:].strip() or current.label
+    for media in sections:
+        has_setup = media.setup or session.setup
+        has_fingerprint = media.fingerprint or session.fingerprint
+        if media.used and not (has_setup and has_fingerprint):
+            raise InvalidAnswer(f"m-line {media.label} has no DTLS fingerprint (a=fingerprint)")
+
+
+@dataclass
+class _DtlsLines:
+    """What one SDP section (or the session part) says about DTLS."""
+
+    label: str = ""
+    """The m-line's ``a=mid``, else its kind."""
+    used: bool = True
+    """Not rejected (port 0)."""
+    fingerprint: bool = False
+    setup: bool = False
