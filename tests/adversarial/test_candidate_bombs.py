@@ -145,6 +145,52 @@ async def test_forty_checks_from_new_source_ports_keep_few_candidates_and_make_o
             assert [(e.address, e.outcome) for e in events] == [("127.1.2.1", "admitted")]
 
 
+async def test_checks_alternating_between_two_addresses_make_one_audit_row_per_address(
+    database: Path,
+) -> None:
+    # A client with two addresses (one IPv6 /64 has unlimited ones) alternating its checks: every
+    # nomination is decided, but each address is audited once for the session, not once per check.
+    async with geofenced_on_loopback(ServerConfig(db_path=str(database))) as served:
+        served.geofence.set_policy(ROOM, RoomPolicy.deny("CN"))
+        churner = SyntheticPeer(served.url, ROOM, "127.1.2.1", tracks=synthetic_tracks()[:1])
+        async with joined(served, churner):
+            assert churner.pc is not None
+            participant = served.sfu.participants[str(churner.participant_id)]
+            assert participant.selected_pair is not None
+            churns = [
+                PrflxChurner(
+                    host,
+                    participant.selected_pair.local_address,
+                    ice_credentials(churner.pc.remoteDescription.sdp),
+                    ice_credentials(churner.pc.localDescription.sdp),
+                )
+                for host in ("127.1.2.2", "127.1.2.3")
+            ]
+            try:
+                for i in range(30):
+                    churn = churns[i % 2]
+                    port = await churn.check_from_new_port()
+
+                    def nominated(host: str = churn.host, port: int = port) -> str | None:
+                        pair = participant.selected_pair
+                        return (
+                            None
+                            if pair is not None and pair.remote_address == (host, port)
+                            else "not nominated"
+                        )
+
+                    await eventually(nominated, within=WITHIN)
+            finally:
+                for churn in churns:
+                    churn.close()
+            events = served.geofence.audit.events(participant=churner.participant_id, kind=EventKind.MEDIA)
+            assert [(e.address, e.outcome, e.count) for e in events] == [
+                ("127.1.2.1", "admitted", 1),
+                ("127.1.2.2", "admitted", 1),
+                ("127.1.2.3", "admitted", 1),
+            ]
+
+
 async def test_checks_from_new_ports_before_the_answer_is_applied_stay_within_the_prflx_limit() -> None:
     # The offer gives a client the server's credentials: it can send authenticated checks before its
     # answer is applied. aioice keeps up to 100 of them and, once it connects, learns a peer-reflexive
