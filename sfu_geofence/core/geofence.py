@@ -316,9 +316,10 @@ class Geofence:
                 detail=_relayed(relayed),
             )
             self._act(session, decision, Trigger.MEDIA_ADDRESS)
-        elif report is Report.COUNTED and not decision.admitted:
-            # Beyond the audit's limit a restricted address still ejects at once (its "requested"
-            # row names it); a monitor-mode would_eject is only counted, like the report.
+        elif not decision.admitted:
+            # Already audited or beyond the audit's limit, and restricted: eject at once (its
+            # "requested" row names the address), or again when the host failed to take the last
+            # request (eject_failed). A monitor-mode would_eject comes with the entry's own row only.
             self._act(session, decision, Trigger.MEDIA_ADDRESS)
         return decision
 
@@ -538,7 +539,8 @@ class Geofence:
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
         except Exception as exc:
-            # The host failed to take the request: keep the participant, say so, retry on next change.
+            # The host failed to take the request: keep the participant, say so, retry at the next
+            # re-evaluation or media report of a restricted address (even the same one).
             logger.exception("eject callable failed for %s in %s", participant, room)
             session.ejecting, session.eject_reason, session.eject_decision = False, None, None
             self._record(

@@ -487,3 +487,41 @@ def test_a_churning_sessions_summaries_are_written_at_most_once_an_interval_and_
     due_at_once.leave("r", "p")
     assert counts(due_at_once)[-1] == (None, 1)
     due_at_once.close()
+
+
+def test_an_ejection_the_host_failed_to_take_is_asked_again_when_the_same_address_is_renominated(
+    loopback_db: Path,
+) -> None:
+    calls: list[str] = []
+
+    def eject(request: EjectRequest) -> None:
+        calls.append(request.participant)
+        if len(calls) == 1:
+            raise RuntimeError("host busy")
+
+    fence = Geofence(eject, database=loopback_db)
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p", DE)
+    assert not fence.media_address("r", "p", CN, relayed=False).admitted
+    assert not fence.media_address("r", "p", CN, relayed=False).admitted  # a new port, same address
+    assert calls == ["p", "p"]
+    assert [e.outcome for e in fence.audit.events(kind=EventKind.EJECTION)] == [
+        "requested",
+        "eject_failed",
+        "requested",
+    ]
+    assert [e.address for e in fence.audit.events(kind=EventKind.MEDIA)] == [CN]
+    assert not fence.media_address("r", "p", CN, relayed=False).admitted  # pending: not asked twice
+    assert calls == ["p", "p"]
+    fence.close()
+
+
+def test_a_monitor_mode_media_address_reported_again_is_not_audited_again(host: Host) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN", enforcement=Enforcement.MONITOR))
+    fence.admit("r", "p", DE)
+    for _ in range(5):
+        assert fence.media_address("r", "p", CN, relayed=False).admitted
+    assert outcomes(fence, EventKind.MEDIA) == [("p", "would_refuse")]
+    assert outcomes(fence, EventKind.EJECTION) == [("p", "would_eject")]
+    assert host.requests == []
