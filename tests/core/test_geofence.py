@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -337,15 +337,20 @@ def test_reloading_an_asn_database_is_refused_audited_and_nobody_moves(
     assert (cn.admitted, cn.country) == (False, "CN")
 
 
-def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:
-    calls: list[str] = []
+def failing_once(calls: list[str]) -> Callable[[EjectRequest], None]:
+    """An eject callable that appends each participant to ``calls`` and raises the first time."""
 
     def eject(request: EjectRequest) -> None:
         calls.append(request.participant)
         if len(calls) == 1:
             raise RuntimeError("host busy")
 
-    fence = Geofence(eject, database=loopback_db)
+    return eject
+
+
+def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:
+    calls: list[str] = []
+    fence = Geofence(failing_once(calls), database=loopback_db)
     fence.admit("r", "p", CN)
     fence.set_policy("r", RoomPolicy.deny("CN"))
     fence.set_policy("r", RoomPolicy.deny("CN", "IR"))
@@ -493,13 +498,7 @@ def test_an_ejection_the_host_failed_to_take_is_asked_again_when_the_same_addres
     loopback_db: Path,
 ) -> None:
     calls: list[str] = []
-
-    def eject(request: EjectRequest) -> None:
-        calls.append(request.participant)
-        if len(calls) == 1:
-            raise RuntimeError("host busy")
-
-    fence = Geofence(eject, database=loopback_db)
+    fence = Geofence(failing_once(calls), database=loopback_db)
     fence.set_policy("r", RoomPolicy.deny("CN"))
     fence.admit("r", "p", DE)
     assert not fence.media_address("r", "p", CN, relayed=False).admitted
