@@ -59,7 +59,8 @@ class AuditEvent:
     """Free text: the trigger of an ejection, an error message."""
     count: int = 1
     """How many events of this shape the row stands for: above the audit's rate limit, refusals are
-    counted in one summary row (no participant, no address) instead of one row each."""
+    counted in one summary row (no participant, no address) instead of one row each; so are a
+    session's media reports beyond its limit of distinct addresses (no address)."""
     time: datetime | None = None
     """When recorded (UTC); filled in by :meth:`AuditLog.record` when None."""
     id: int | None = None

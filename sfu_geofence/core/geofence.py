@@ -30,6 +30,7 @@ from .decision import Decision, Verdict
 from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
 from .geolocation import DatabaseInfo, Location, Locator, normalise_address
+from .mediaaudit import MediaAuditLimit, MediaAudits, Report
 from .policy import RoomPolicy
 from .policystore import PolicyInForce, PolicyStore
 
@@ -101,6 +102,7 @@ class _Session:
         "ejecting",
         "identity",
         "media_address",
+        "media_audits",
         "media_decision",
         "media_relayed",
         "participant",
@@ -108,7 +110,13 @@ class _Session:
     )
 
     def __init__(
-        self, room: str, participant: str, address: str, identity: str | None, decision: Decision
+        self,
+        room: str,
+        participant: str,
+        address: str,
+        identity: str | None,
+        decision: Decision,
+        media_audits: MediaAudits,
     ) -> None:
         self.room = room
         self.participant = participant
@@ -118,6 +126,8 @@ class _Session:
         self.media_address: str | None = None
         self.media_relayed = False
         self.media_decision: Decision | None = None
+        self.media_audits = media_audits
+        """Which media reports of this session the audit has, and those counted beyond."""
         self.eject_decision: Decision | None = None
         """The decision an ejection was requested for (the signaling or the media one)."""
         self.eject_address: str | None = None
@@ -158,12 +168,14 @@ class Geofence:
         policies: PolicyStore | None = None,
         audit: AuditLog | None = None,
         audit_rate: AuditRate | None = None,
+        media_audit: MediaAuditLimit | None = None,
     ) -> None:
         """Start deciding. Without ``locator``, open ``database`` (None: the embedded DB-IP file);
         a missing or corrupt file raises DatabaseError here, at start-up. Without ``policies`` or
         ``audit``, in-memory ones are used (nothing survives a restart). Objects passed in are
         closed by :meth:`close` all the same: the geofence owns them from now on. Refusals beyond
-        ``audit_rate`` are counted in summary rows instead of one row each."""
+        ``audit_rate`` are counted in summary rows instead of one row each, and so are a session's
+        media reports beyond ``media_audit``."""
         self._eject = eject
         self._locator = locator or Locator(database)
         self._policies = policies or PolicyStore()
@@ -173,6 +185,7 @@ class Geofence:
         self._audit_failures = 0
         self._database_alarm: DatabaseAlarm | None = None
         self._refusals = RefusalCounter(audit_rate or AuditRate())
+        self._media_audit = media_audit or MediaAuditLimit()
         self._rebuild_evaluators()
         self._database_loaded()
 
@@ -257,7 +270,9 @@ class Geofence:
             self._record(EventKind.ADMISSION, "error", room, participant, address, detail=str(exc))
             raise
         if decision.admitted:
-            self._sessions[(room, participant)] = _Session(room, participant, normalised, identity, decision)
+            self._sessions[(room, participant)] = _Session(
+                room, participant, normalised, identity, decision, MediaAudits(self._media_audit)
+            )
         self._record(
             EventKind.ADMISSION,
             decision.outcome,
@@ -274,38 +289,46 @@ class Geofence:
 
         ``address`` is the remote address of the selected pair; ``relayed`` says the participant's
         media comes through a TURN relay (its address then is the relay's). A restricted media address
-        makes the core request an ejection; the decision is returned either way. A call that changes
-        neither the address, nor ``relayed``, nor the decision (a new port) is not audited again.
+        makes the core request an ejection; the decision is returned either way, every call is
+        decided, and an ejection the host failed to take is asked again. The audit is bounded per
+        session (:mod:`.mediaaudit`): an (address, relayed, decision) already audited for the
+        session (a new port, or back to an earlier address) is not audited again, and beyond a few
+        distinct ones they are counted in summary rows.
         """
         self._check_open()
         session = self._sessions.get((room, participant))
         if session is None:
             raise ParticipantError(f"participant {participant!r} is not admitted in room {room!r}")
         normalised = normalise_address(address)
-        before = (session.media_address, session.media_relayed, session.media_decision)
         session.media_address, session.media_relayed = normalised, relayed
         session.media_decision = self._decide_media(session)
         decision = session.media_decision
-        if before == (normalised, relayed, decision):
-            # Another pair from the same address (a new port): nothing new to audit or act on, and a
-            # client that churns source ports cannot write an audit row per STUN request.
-            return decision
-        self._record(
-            EventKind.MEDIA,
-            decision.outcome,
-            room,
-            participant,
-            normalised,
-            decision,
-            detail=_relayed(relayed),
-        )
-        self._act(session, decision, Trigger.MEDIA_ADDRESS)
+        self._write_media_summaries(session)
+        report = session.media_audits.report((normalised, relayed, decision))
+        if report is Report.NEW:
+            self._record(
+                EventKind.MEDIA,
+                decision.outcome,
+                room,
+                participant,
+                normalised,
+                decision,
+                detail=_relayed(relayed),
+            )
+            self._act(session, decision, Trigger.MEDIA_ADDRESS)
+        elif not decision.admitted:
+            # Already audited or beyond the audit's limit, and restricted: eject at once (its
+            # "requested" row names the address), or again when the host failed to take the last
+            # request (eject_failed). A monitor-mode would_eject comes with the entry's own row only.
+            self._act(session, decision, Trigger.MEDIA_ADDRESS)
         return decision
 
     def leave(self, room: str, participant: str) -> None:
         """Called when a participant session ends, for whatever reason; also the answer to an eject
         request. Unknown (never admitted, or already left) participants are ignored."""
         session = self._sessions.pop((room, participant), None)
+        if session is not None:
+            self._write_media_summaries(session, force=True)
         if session is not None and session.ejecting:
             decision = session.eject_decision or session.decision
             self._record(
@@ -409,6 +432,8 @@ class Geofence:
         Safe to call twice."""
         if not self._closed:
             self._write_summaries(force=True)
+            for session in self._sessions.values():
+                self._write_media_summaries(session, force=True)
             self._closed = True
             self._locator.close()
             self._policies.close()
@@ -514,7 +539,8 @@ class Geofence:
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
         except Exception as exc:
-            # The host failed to take the request: keep the participant, say so, retry on next change.
+            # The host failed to take the request: keep the participant, say so, retry at the next
+            # re-evaluation or media report of a restricted address (even the same one).
             logger.exception("eject callable failed for %s in %s", participant, room)
             session.ejecting, session.eject_reason, session.eject_decision = False, None, None
             self._record(
@@ -578,6 +604,27 @@ class Geofence:
     def _write_summaries(self, *, force: bool = False) -> None:
         for summary in self._refusals.summaries(force=force):
             self._write(summary)
+
+    def _write_media_summaries(self, session: _Session, *, force: bool = False) -> None:
+        audits = session.media_audits
+        for key, n in audits.due(force=force):
+            decision = key if isinstance(key, Decision) else None
+            self._write(
+                AuditEvent(
+                    kind=EventKind.MEDIA,
+                    outcome=key if isinstance(key, str) else key.outcome,
+                    room=session.room,
+                    participant=session.participant,
+                    country=decision.country if decision else None,
+                    source=decision.source if decision else None,
+                    database=decision.database if decision else None,
+                    rule=decision.rule if decision else None,
+                    reason=str(decision.reason) if decision else None,
+                    policy_version=decision.policy_version if decision else None,
+                    detail=audits.detail(),
+                    count=n,
+                )
+            )
 
     def _write(self, event: AuditEvent) -> None:
         kind, outcome, room, participant = event.kind, event.outcome, event.room, event.participant

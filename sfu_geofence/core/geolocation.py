@@ -148,6 +148,24 @@ def normalise_address(address: str) -> str:
     return str(ip)
 
 
+def unmapped_network(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``network``, or the IPv4 network it is when written IPv4-mapped (``::ffff:10.0.0.0/104``).
+
+    Addresses are compared after :func:`normalise_address` turns ``::ffff:a.b.c.d`` into ``a.b.c.d``,
+    so a network an operator wrote IPv4-mapped would otherwise never match anything. Only networks
+    inside ``::ffff:0:0/96`` are turned; a wider IPv6 network (``::/0``) matches IPv6 addresses only.
+    """
+    if (
+        isinstance(network, ipaddress.IPv6Network)
+        and network.prefixlen >= 96
+        and network.network_address.ipv4_mapped is not None
+    ):
+        return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
+    return network
+
+
 class _Build:
     """One opened database file and the Location values interned for it (swapped whole on reload)."""
 

@@ -45,6 +45,7 @@ from typing import Any
 from aioice import Candidate, Connection, TransportPolicy, mdns
 from aioice.ice import CandidatePair, StunProtocol
 
+from ..core.geolocation import unmapped_network
 from . import require_pinned_versions
 from .candidates import CandidateCounters, IceLimits, admits_check, admits_remote_candidate, trim_pairs
 from .media_source import MediaSource
@@ -83,6 +84,10 @@ class IcePolicy:
             raise ValueError("an ICE policy needs at least one bind address")
         for address in self.bind:
             ipaddress.ip_address(address)  # raises ValueError naming the bad address
+        # Remote addresses are compared unmapped (::ffff:a.b.c.d as a.b.c.d): so are the networks.
+        for name in ("allowed_remote", "relay_networks"):
+            unmapped = tuple(dict.fromkeys(unmapped_network(n) for n in getattr(self, name)))
+            object.__setattr__(self, name, unmapped)
 
     @classmethod
     def from_strings(
@@ -109,8 +114,9 @@ class IcePolicy:
 
 
 def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Parse ``"127.0.0.0/8"``-style strings (host bits allowed); raises ValueError naming a bad one."""
-    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+    """Parse ``"127.0.0.0/8"``-style strings (host bits allowed; ``::ffff:10.0.0.0/104`` as the IPv4
+    network it is); raises ValueError naming a bad one."""
+    return tuple(unmapped_network(ipaddress.ip_network(text.strip(), strict=False)) for text in texts)
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

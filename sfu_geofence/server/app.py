@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..core.geolocation import unmapped_network
 from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig
@@ -85,7 +86,9 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # an address, not a name: say exactly where we listen
-        relays = tuple(dict.fromkeys((*self.ice.relay_networks, *self.turn_relays)))
+        relays = tuple(
+            dict.fromkeys(unmapped_network(n) for n in (*self.ice.relay_networks, *self.turn_relays))
+        )
         # Frozen: one place (this) keeps the two views of the declared relays equal.
         object.__setattr__(self, "turn_relays", relays)
         object.__setattr__(self, "ice", replace(self.ice, relay_networks=relays))

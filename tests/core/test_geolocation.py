@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sfu_geofence import DBIP_ATTRIBUTION, DatabaseError, InvalidAddress, Locator, normalise_address
+from sfu_geofence.core.geolocation import unmapped_network
 from sfu_geofence.testing.testdb import build_database
 
 
@@ -49,6 +51,23 @@ def test_ipv4_mapped_ipv6_addresses_are_looked_up_as_the_ipv4_address_they_carry
     for address in ("::ffff:114.114.114.114", "::FFFF:114.114.114.114", "0:0:0:0:0:ffff:7272:7272"):
         assert located(locator, address) == ("CN", "country_code"), address
     assert normalise_address("::ffff:8.8.8.8") == "8.8.8.8"
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ("::ffff:10.0.0.5/128", "10.0.0.5/32"),
+        ("::ffff:0:0/96", "0.0.0.0/0"),
+        ("10.0.0.0/8", "10.0.0.0/8"),
+        ("::/0", "::/0"),  # wider than ::ffff:0:0/96: an IPv6 network, matching IPv6 addresses only
+        ("fd00::/8", "fd00::/8"),
+    ],
+)
+def test_networks_written_ipv4_mapped_are_the_ipv4_networks_addresses_are_compared_with(
+    written: str, meant: str
+) -> None:
+    assert unmapped_network(ipaddress.ip_network(written)) == ipaddress.ip_network(meant)
 
 
 def test_addresses_missing_from_the_database_are_unknown_not_errors(loopback_db: Path) -> None:

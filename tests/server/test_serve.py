@@ -121,6 +121,30 @@ def test_turn_relays_are_declared_by_repeated_flags_or_the_environment(
     assert _config(["--turn-relay", "127.0.0.7"]).turn_relays == (ipaddress.ip_network("127.0.0.7/32"),)
 
 
+def test_ipv4_mapped_networks_in_flags_are_the_ipv4_networks_they_name() -> None:
+    # Remote and forwarded addresses are compared unmapped (::ffff:a.b.c.d as a.b.c.d): a network
+    # written IPv4-mapped would never have matched anything.
+    config = _config(
+        [
+            "--turn-relay",
+            "::ffff:127.0.0.7",
+            "--allow-remote",
+            "::ffff:127.0.0.0/104",
+            "--trusted-proxy",
+            "::ffff:127.0.0.6/127",
+        ]
+    )
+    relay = ipaddress.ip_network("127.0.0.7/32")
+    assert (config.turn_relays, config.ice.relay_networks) == ((relay,), (relay,))
+    assert config.ice.allowed_remote == (ipaddress.ip_network("127.0.0.0/8"),)
+    assert config.proxies.trusted == ("127.0.0.6/31",)
+    assert config.ice.is_relay("127.0.0.7")
+    assert config.ice.allows_remote("127.200.0.1")
+    # A network given as a value, not text, too.
+    given = ServerConfig(turn_relays=(ipaddress.ip_network("::ffff:127.0.0.8/126"),))
+    assert given.turn_relays == given.ice.relay_networks == (ipaddress.ip_network("127.0.0.8/30"),)
+
+
 def test_a_server_config_keeps_its_turn_relays_and_its_ice_policys_relay_networks_equal() -> None:
     relay = ipaddress.ip_network("127.0.0.7/32")
     given = ServerConfig(turn_relays=(relay,))
