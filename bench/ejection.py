@@ -139,7 +139,7 @@ async def _serve(conn: Connection, database: str, token: str) -> None:
         gc.collect()
         gc.freeze()  # as serve does once started
         stalls.start()
-        conn.send(("ok", served.url))
+        conn.send(("ok", (served.url, served.admin_base)))
         await _answer_snapshots(conn, lambda: {"stalls": stalls.events, "gc": gc_pauses.events})
         await stalls.stop()
 
@@ -158,13 +158,14 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
         database = build_database(Path(scratch) / "bench.mmdb", [f"{n}={c}" for c, n in networks.items()])
         server = Child("ejection bench server", server_process, str(database), token)
         try:
-            url = server.result()
+            url, admin_url = server.result()
             config = LoadTestConfig(
                 countries=countries,
                 rooms=1,
                 steps=(parse_step(f"{at:g}s:deny:{args.deny}"),),
                 duration=at + args.after + TAIL_S,
                 url=url,
+                admin_url=admin_url,
                 admin_token=token,
                 networks=networks,
                 workers=args.workers,

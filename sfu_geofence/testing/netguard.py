@@ -64,7 +64,7 @@ class LoopbackGuard:
         if not isinstance(address, tuple) or not address:
             return
         host = str(address[0])
-        if is_loopback(host) or (self.also_allowed is not None and self.also_allowed(host)):
+        if self._allowed(host):
             return
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             line = f"{op} {host}:{address[1] if len(address) > 1 else '?'}"
@@ -73,10 +73,13 @@ class LoopbackGuard:
 
     def _check_address(self, op: str, address: Any) -> None:
         """The same check for an address a loop is given (a socket family is implied by the tuple)."""
-        if isinstance(address, tuple) and address and not is_loopback(str(address[0])):
+        if isinstance(address, tuple) and address and not self._allowed(str(address[0])):
             line = f"{op} {address[0]}:{address[1] if len(address) > 1 else '?'}"
             self.violations.append(line)
             raise NonLoopbackDestination(f"non-loopback destination refused by the test guard: {line}")
+
+    def _allowed(self, host: str) -> bool:
+        return is_loopback(host) or (self.also_allowed is not None and self.also_allowed(host))
 
     def uvloop(self) -> asyncio.AbstractEventLoop:
         """A new uvloop event loop whose every destination is checked (a ``loop_factory``)."""

@@ -70,6 +70,7 @@ async def test_a_call_an_ejection_and_a_refusal_as_prometheus_reads_them(served:
         await eventually(
             lambda: None if len(served.sfu.participants) == 1 else "cn not gone yet", within=WITHIN
         )
+        await served.sfu.drain()  # cn's connection closed: its ejection time observed
         gc.collect()  # one collection at least, timed by the gc.callbacks probe
         received = sum(meter.packets for peer in (us, cn) for meter in peer.meter.tracks)  # all forwarded
         text, m = await scrape(served)
