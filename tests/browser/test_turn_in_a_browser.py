@@ -41,6 +41,16 @@ RELAY_ONLY = """(() => {
 })();"""
 """Makes every peer connection of the page relay-only (init script, before the page's own code)."""
 
+DIRECT_ONLY = """(() => {
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Original {
+    constructor(config = {}) { super({ ...config, iceServers: [] }); }
+    setConfiguration(config) { super.setConfiguration({ ...config, iceServers: [] }); }
+  };
+})();"""
+"""Keeps the page's peer connections off TURN: with the server's TURN server in hand, a browser may
+also nominate a relayed pair (the SFU nominates the first pair that answers), and then it is relayed."""
+
 
 @dataclass
 class Demo:
@@ -72,6 +82,8 @@ async def test_a_relay_only_browser_reaches_the_sfu_through_coturn_and_the_relay
 ) -> None:
     demo.geofence.set_policy(ROOM, RoomPolicy.deny("CN", relayed=RelayedRule.ADMIT))
     direct = await open_page(f"{demo.url}/")
+    await direct.add_init_script(DIRECT_ONLY)
+    await direct.reload()
     relayed = await open_page(f"{demo.url}/")
     await relayed.add_init_script(RELAY_ONLY)
     await relayed.reload()
