@@ -29,7 +29,7 @@ from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
 from .geolocation import DatabaseInfo, Location, Locator, normalise_address
 from .policy import RoomPolicy
-from .policystore import PolicyInForce, PolicyStore
+from .policystore import PolicyInForce, PolicySource, PolicyStore, PolicyUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -143,22 +143,24 @@ class Geofence:
         *,
         database: str | Path | None = None,
         locator: Locator | None = None,
-        policies: PolicyStore | None = None,
+        policies: PolicySource | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         """Start deciding. Without ``locator``, open ``database`` (None: the embedded DB-IP file);
         a missing or corrupt file raises DatabaseError here, at start-up. Without ``policies`` or
         ``audit``, in-memory ones are used (nothing survives a restart). Objects passed in are
-        closed by :meth:`close` all the same: the geofence owns them from now on."""
+        closed by :meth:`close` all the same: the geofence owns them from now on. Every change the
+        policy store applies, whoever made it (another node of a cluster too), is enforced here."""
         self._eject = eject
         self._locator = locator or Locator(database)
-        self._policies = policies or PolicyStore()
+        self._policies: PolicySource = policies or PolicyStore()
         self._audit = audit or AuditLog()
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
         self._audit_failures = 0
         self._rebuild_evaluators()
         self._database_loaded()
+        self._policies.listen(self._policies_changed)
 
     # -- what operators read -------------------------------------------------------------------
 
@@ -183,7 +185,7 @@ class Geofence:
         return self._audit_failures
 
     @property
-    def policies(self) -> PolicyStore:
+    def policies(self) -> PolicySource:
         return self._policies
 
     def policy(self, room: str) -> PolicyInForce:
@@ -311,27 +313,27 @@ class Geofence:
 
     def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
         """Give ``room`` its own policy (None: back to the default), persisted before returning;
-        current participants of the room are re-evaluated. Returns the new policy version."""
-        self._check_open()
-        version = self._policies.set(room, policy)
-        self._rebuild_evaluators()
-        self._record(
-            EventKind.POLICY, "changed", room, rule=self.policy(room).policy.describe(), version=version
-        )
-        self._reevaluate([s for s in self._sessions.values() if s.room == room], Trigger.POLICY_CHANGED)
-        return version
+        current participants of the room are re-evaluated. Returns the new policy version.
+
+        Synchronous, so only with a local :class:`PolicyStore`; :meth:`change_policy` works with any.
+        """
+        return self._local_store().set(room, policy)
 
     def set_default_policy(self, policy: RoomPolicy) -> int:
         """Replace the server default; participants of rooms without a policy of their own are
-        re-evaluated. Returns the new policy version."""
+        re-evaluated. Returns the new policy version. Local store only, as :meth:`set_policy`."""
+        return self._local_store().set_default(policy)
+
+    async def change_policy(self, room: str, policy: RoomPolicy | None) -> int:
+        """:meth:`set_policy` with any policy store: returns once the store acknowledged the change
+        and this geofence enforced it (raises StorageError when the store did not take it)."""
         self._check_open()
-        version = self._policies.set_default(policy)
-        self._rebuild_evaluators()
-        self._record(EventKind.POLICY, "default_changed", rule=policy.describe(), version=version)
-        self._reevaluate(
-            [s for s in self._sessions.values() if s.room not in self._evaluators], Trigger.POLICY_CHANGED
-        )
-        return version
+        return await self._policies.write(room, policy)
+
+    async def change_default_policy(self, policy: RoomPolicy) -> int:
+        """:meth:`set_default_policy` with any policy store, as :meth:`change_policy`."""
+        self._check_open()
+        return await self._policies.write(None, policy)
 
     def reload_database(self, path: str | Path | None = None) -> DatabaseInfo:
         """Swap to the database at ``path`` (None: re-read the current file) and re-evaluate everyone.
@@ -363,6 +365,32 @@ class Geofence:
     def _check_open(self) -> None:
         if self._closed:
             raise GeofenceError("the geofence is closed")
+
+    def _local_store(self) -> PolicyStore:
+        self._check_open()
+        if not isinstance(self._policies, PolicyStore):
+            raise GeofenceError("policies live in a shared store: change them with change_policy()")
+        return self._policies
+
+    def _policies_changed(self, update: PolicyUpdate) -> None:
+        """The store applied a change (this process's or another's): audit it, enforce it."""
+        if self._closed:
+            return
+        self._rebuild_evaluators()
+        for room in sorted(update.rooms):
+            rule = self.policy(room).policy.describe()
+            self._record(EventKind.POLICY, "changed", room, rule=rule, version=update.version)
+        if update.default:
+            rule = self._policies.default.policy.describe()
+            self._record(EventKind.POLICY, "default_changed", rule=rule, version=update.version)
+        self._reevaluate(
+            [
+                s
+                for s in self._sessions.values()
+                if s.room in update.rooms or (update.default and s.room not in self._evaluators)
+            ],
+            Trigger.POLICY_CHANGED,
+        )
 
     def _rebuild_evaluators(self) -> None:
         default = self._policies.default

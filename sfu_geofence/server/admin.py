@@ -334,7 +334,7 @@ async def put_room_policy(request: web.Request) -> web.Response:
     room = _room(request)
     policy = _parse_policy(await _json_object(request))
     before = _Ejections.before(fence)
-    fence.set_policy(room, policy)
+    await fence.change_policy(room, policy)
     return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
@@ -347,7 +347,7 @@ async def delete_room_policy(request: web.Request) -> web.Response:
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
         )
     before = _Ejections.before(fence)
-    fence.set_policy(room, None)
+    await fence.change_policy(room, None)
     return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
@@ -360,7 +360,7 @@ async def put_default_policy(request: web.Request) -> web.Response:
     fence = request.app[ADMIN].geofence
     policy = _parse_policy(await _json_object(request))
     before = _Ejections.before(fence)
-    fence.set_default_policy(policy)
+    await fence.change_default_policy(policy)
     return web.json_response({**_policy(fence.policies.default), **before.since()})
 
 

@@ -27,7 +27,7 @@ from ..core.decision import Decision, Reason
 from ..core.errors import GeofenceError, InvalidAddress, ParticipantError
 from ..core.geofence import EjectRequest, Geofence, Trigger
 from ..core.geolocation import Locator
-from ..core.policystore import PolicyStore
+from ..core.policystore import PolicySource
 from ..rtc.ice import SelectedPair
 from ..sfu import CloseReason, JoinRequest, Participant, Refusal, Sfu, SfuObserver
 
@@ -47,7 +47,7 @@ class GeofenceHost(SfuObserver):
         *,
         database: str | Path | None = None,
         locator: Locator | None = None,
-        policies: PolicyStore | None = None,
+        policies: PolicySource | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         if sfu.admission is not None:
