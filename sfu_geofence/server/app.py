@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from ..core.policystore import PolicySource
 from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig, create_admin_app
@@ -45,6 +46,9 @@ class ServerConfig:
     """Reverse proxies whose X-Forwarded-For is believed when placing a participant."""
     state: StateConfig = field(default_factory=StateConfig)
     """Where the geofence keeps policies and the audit log (None: in memory, lost at exit)."""
+    redis_url: str | None = None
+    """``--redis``: policies live in this Redis, shared with every node given the same one (the
+    audit stays in ``state``); None: in ``state``'s SQLite, as a single process."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
     max_message_bytes: int = 256 * 1024
@@ -104,18 +108,22 @@ def create_app(
 
 
 def create_geofenced_app(
-    config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
+    config: ServerConfig | None = None,
+    observers: Iterable[SfuObserver] = (),
+    policies: PolicySource | None = None,
 ) -> web.Application:
     """:func:`create_app` with the geofence enforcing every room, and the operator API if configured.
 
     Opens the database and the state directory now: a missing or corrupt file fails here, at start-up.
+    ``policies``: a store opened by the caller (a cluster's, :mod:`sfu_geofence.cluster`); default the
+    state directory's SQLite.
     """
     config = config or ServerConfig()
     app = create_app(config, observers=observers)
     host = GeofenceHost(
         app[SFU],
         database=config.db_path,
-        policies=config.state.open_policies(),
+        policies=policies or config.state.open_policies(),
         audit=config.state.open_audit(),
     )
     app[GEOFENCE_HOST] = host

@@ -40,6 +40,7 @@ ENV_ADMIN_TOKEN = TOKEN_ENV
 ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
 ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
+ENV_REDIS = "SFU_GEOFENCE_REDIS"
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -122,6 +123,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a crash, FULL: also a power cut)",
     )
     parser.add_argument(
+        "--redis",
+        default=os.environ.get(ENV_REDIS) or None,
+        metavar="URL",
+        help=f"keep policies in this Redis (redis://host:port/db), shared by every node given the same "
+        f"one; a change through any node is enforced on all (${ENV_REDIS}; default: policies in "
+        "--state-dir, this process only)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -148,6 +157,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                 raise ValueError(f"--loopback-only: {address} is not a loopback address")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is out of range")
+    if args.redis is not None:
+        from ..cluster.redisstore import describe_url
+
+        describe_url(args.redis)  # a URL Redis's client can use, or ValueError naming the schemes
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -159,6 +172,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             Path(args.state_dir) if args.state_dir else None, audit_synchronous=args.audit_sync
         ),
         admin=AdminConfig.from_env(args.admin_token),
+        redis_url=args.redis,
     )
 
 
@@ -168,7 +182,17 @@ async def serve(config: ServerConfig) -> None:
     def announce(base: str) -> None:
         print(f"listening on {base}/ws", flush=True)
 
-    await run_app_until_signalled(create_geofenced_app(config), config.host, config.port, announce)
+    if config.redis_url is None:
+        await run_app_until_signalled(create_geofenced_app(config), config.host, config.port, announce)
+        return
+    from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
+
+    store = await RedisPolicyStore.open(config.redis_url)  # unreachable: StorageError, exit 2
+    try:
+        app = create_geofenced_app(config, policies=store)
+        await run_app_until_signalled(app, config.host, config.port, announce)
+    finally:
+        await store.aclose()
 
 
 async def run_app_until_signalled(

@@ -61,10 +61,10 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip with ``reason`` locally; fail with it under ``CI=true``."""
+def skip_or_fail(reason: str, what: str = "browser tests") -> NoReturn:
+    """Skip with ``reason`` locally; fail with it under ``CI=true`` (``what`` must run there)."""
     if running_in_ci():
-        pytest.fail(f"{reason} (CI=true: browser tests must run)", pytrace=False)
+        pytest.fail(f"{reason} (CI=true: {what} must run)", pytrace=False)
     pytest.skip(reason)
 
 

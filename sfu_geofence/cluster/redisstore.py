@@ -1,0 +1,313 @@
+"""Policies shared by every node of a cluster, in Redis: one version counter, every change on every node.
+
+Keys (``prefix`` = ``sfu-geofence``): ``{prefix}:version`` the cluster-wide counter, ``{prefix}:default``
+the server default and ``{prefix}:rooms`` (a hash) the rooms' own policies, each stored as
+``{"version": v, "policy": {...}}``. A change is one Lua script (atomic on the server): INCR the
+counter, write the policy under that version, PUBLISH ``{version, room, policy}`` on
+``{prefix}:changes``. Two operators on two nodes at once therefore get two distinct versions, and
+neither change overwrites the other's room.
+
+Why pub/sub and a counter, not a stream or keyspace events: the state is small (one entry per room
+with a policy of its own) and already in Redis, so a node that missed messages reads it again
+instead of replaying history; a stream would need trimming and would still need this catch-up for a
+node that starts late. Keyspace events are off by default and carry no payload. Pub/sub is
+fire-and-forget, so the version in each message is what makes it safe: a message that is not
+``local + 1`` (a gap), every (re)subscription, and a periodic read of the counter each trigger a
+full re-read in one MULTI/EXEC. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from ..core.errors import ClosedError
+from ..core.policy import RoomPolicy
+from ..core.policystore import PolicyInForce, PolicyListener, PolicyUpdate
+from ..core.storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+# KEYS: version, rooms hash, default. ARGV: room ('' for the default), policy JSON ('null' removes
+# the room's own policy), channel, room as JSON.
+_WRITE = """
+local v = redis.call('INCR', KEYS[1])
+local entry = '{"version":' .. v .. ',"policy":' .. ARGV[2] .. '}'
+if ARGV[1] == '' then
+  redis.call('SET', KEYS[3], entry)
+elseif ARGV[2] == 'null' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[2], ARGV[1], entry)
+end
+redis.call('PUBLISH', ARGV[3], '{"version":' .. v .. ',"room":' .. ARGV[4] .. ',"policy":' .. ARGV[2] .. '}')
+return v
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Where the cluster's policies are, under one prefix (several clusters may share a Redis)."""
+
+    prefix: str = "sfu-geofence"
+
+    @property
+    def version(self) -> str:
+        return f"{self.prefix}:version"
+
+    @property
+    def rooms(self) -> str:
+        return f"{self.prefix}:rooms"
+
+    @property
+    def default(self) -> str:
+        return f"{self.prefix}:default"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.prefix}:changes"
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    version: int
+    default: PolicyInForce
+    rooms: dict[str, PolicyInForce]
+
+
+def describe_url(url: str) -> str:
+    """``redis://host:port/db`` without credentials: what errors and logs may name."""
+    kwargs = aioredis.connection.parse_url(url)
+    if "path" in kwargs:
+        return f"redis unix socket {kwargs['path']}"
+    return f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+class RedisPolicyStore:
+    """A :class:`~sfu_geofence.core.policystore.PolicySource` whose policies live in Redis.
+
+    Open it with :meth:`open` (inside the event loop that will serve). Reads answer from a snapshot
+    kept current by a watcher task; :meth:`write` answers once Redis has the change (durable as far
+    as the server's ``appendfsync`` makes it) and this node enforces it. With Redis unreachable,
+    the snapshot stays (joins are decided on the last policies read) and writes raise StorageError.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, url: str, keys: RedisKeys, snapshot: _Snapshot, poll_interval: float
+    ) -> None:
+        self._client = client
+        self._name = describe_url(url)
+        self._keys = keys
+        self._snapshot = snapshot
+        self._poll_interval = poll_interval
+        self._write_script = client.register_script(_WRITE)
+        self._listener: PolicyListener | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self.subscribed = asyncio.Event()
+        """Set while the watcher is subscribed and caught up (cleared when its connection drops)."""
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="redis-policy-watcher")
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        keys: RedisKeys | None = None,
+        default: RoomPolicy | None = None,
+        poll_interval: float = 1.0,
+        connect_timeout: float = 5.0,
+    ) -> RedisPolicyStore:
+        """Connect, seed the default (first node of a new cluster only), read every policy, subscribe.
+
+        Raises StorageError naming the server when it cannot be reached within ``connect_timeout``.
+        """
+        keys = keys or RedisKeys()
+        name = describe_url(url)
+        client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout, socket_timeout=connect_timeout
+        )
+        try:
+            async with asyncio.timeout(connect_timeout):
+                await client.set(keys.default, _entry(0, default or RoomPolicy()), nx=True)
+                snapshot = await _read(client, keys)
+        except (RedisError, OSError, TimeoutError) as exc:
+            await client.aclose()
+            raise StorageError(f"cannot reach Redis at {name}: {exc or type(exc).__name__}") from None
+        return cls(client, url, keys, snapshot, poll_interval)
+
+    # -- PolicySource ------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    @property
+    def default(self) -> PolicyInForce:
+        return self._snapshot.default
+
+    def get(self, room: str) -> PolicyInForce:
+        return self._snapshot.rooms.get(room, self._snapshot.default)
+
+    def rooms(self) -> dict[str, PolicyInForce]:
+        return dict(self._snapshot.rooms)
+
+    def listen(self, listener: PolicyListener) -> None:
+        self._listener = listener
+
+    async def write(self, room: str | None, policy: RoomPolicy | None) -> int:
+        """One atomic change in Redis; returns its version once this node's snapshot has it."""
+        if self._closed:
+            raise ClosedError("policy store is closed")
+        if room is None and policy is None:
+            raise ValueError("the server default cannot be removed, only replaced")
+        text = "null" if policy is None else _dump(policy)
+        keys = self._keys
+        try:
+            version = int(
+                await self._write_script(
+                    keys=[keys.version, keys.rooms, keys.default],
+                    args=[room or "", text, keys.changes, json.dumps(room)],
+                )
+            )
+        except (RedisError, OSError) as exc:
+            raise StorageError(f"policy change not stored: Redis at {self._name}: {exc}") from None
+        await self._applied(version, room, policy)
+        return version
+
+    def close(self) -> None:
+        """Stop watching; the connection closes with the task. Safe to call twice."""
+        if not self._closed:
+            self._closed = True
+            self._watcher.cancel()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, then wait for the watcher and the connection pool to finish."""
+        self.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watcher
+        await self._client.aclose()
+
+    # -- keeping the snapshot current --------------------------------------------------------------
+
+    async def _applied(self, version: int, room: str | None, policy: RoomPolicy | None) -> None:
+        """Apply the change of ``version`` if it is the next one, else re-read everything."""
+        async with self._lock:
+            current = self._snapshot
+            if version <= current.version:
+                return  # applied already (our own change's message, or covered by a re-read)
+            if version != current.version + 1:
+                await self._resync_locked()
+                return
+            rooms = dict(current.rooms)
+            if room is None:
+                assert policy is not None
+                default = PolicyInForce(policy, version, inherited=True)
+                self._snapshot = _Snapshot(version, default, rooms)
+                self._notify(PolicyUpdate(version, default=True))
+                return
+            if policy is None:
+                rooms.pop(room, None)
+            else:
+                rooms[room] = PolicyInForce(policy, version, inherited=False)
+            self._snapshot = _Snapshot(version, current.default, rooms)
+            self._notify(PolicyUpdate(version, rooms=frozenset({room})))
+
+    async def resync(self) -> None:
+        """Re-read every policy in one transaction and apply what differs from the snapshot."""
+        async with self._lock:
+            await self._resync_locked()
+
+    async def _resync_locked(self) -> None:
+        fresh = await _read(self._client, self._keys)
+        current = self._snapshot
+        if fresh.version <= current.version:
+            return
+        changed = {
+            room
+            for room in fresh.rooms.keys() | current.rooms.keys()
+            if fresh.rooms.get(room) != current.rooms.get(room)
+        }
+        self._snapshot = fresh
+        logger.info("policies caught up from Redis: version %d -> %d", current.version, fresh.version)
+        self._notify(PolicyUpdate(fresh.version, frozenset(changed), fresh.default != current.default))
+
+    def _notify(self, update: PolicyUpdate) -> None:
+        if self._listener is not None:
+            self._listener(update)
+
+    async def _watch(self) -> None:
+        """Follow the change channel for ever; on every (re)subscription and gap, re-read everything."""
+        while not self._closed:
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.subscribe(self._keys.changes)
+                while True:
+                    message = await pubsub.get_message(timeout=self._poll_interval)
+                    if message is None:
+                        # Quiet: a cheap check that nothing was missed (a silently dead subscription).
+                        if int(await self._client.get(self._keys.version) or 0) > self.version:
+                            await self.resync()
+                    elif message["type"] == "subscribe":
+                        # Subscribed (again, after a reconnect): messages from here on reach us, so
+                        # what was missed before is in the state we read now.
+                        await self.resync()
+                        self.subscribed.set()
+                    elif message["type"] == "message":
+                        await self._received(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError, ValueError) as exc:
+                self.subscribed.clear()
+                logger.warning("Redis at %s: policy watch interrupted (%s); retrying", self._name, exc)
+                await asyncio.sleep(min(self._poll_interval, 0.5))
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _received(self, data: bytes) -> None:
+        change: dict[str, Any] = json.loads(data)
+        policy = change.get("policy")
+        await self._applied(
+            int(change["version"]),
+            change.get("room"),
+            None if policy is None else RoomPolicy.from_dict(policy),
+        )
+
+
+async def _read(client: aioredis.Redis, keys: RedisKeys) -> _Snapshot:
+    """Counter, default and rooms as of one instant (MULTI/EXEC)."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.get(keys.version)
+        pipe.get(keys.default)
+        pipe.hgetall(keys.rooms)
+        version, default, rooms = await pipe.execute()
+    default_version, default_policy = _load(default) if default else (0, RoomPolicy())
+    return _Snapshot(
+        int(version or 0),
+        PolicyInForce(default_policy, default_version, inherited=True),
+        {
+            room.decode(): PolicyInForce(policy, room_version, inherited=False)
+            for room, (room_version, policy) in ((r, _load(text)) for r, text in rooms.items())
+        },
+    )
+
+
+def _dump(policy: RoomPolicy) -> str:
+    return json.dumps(policy.to_dict(), sort_keys=True)
+
+
+def _entry(version: int, policy: RoomPolicy) -> str:
+    return json.dumps({"version": version, "policy": policy.to_dict()}, sort_keys=True)
+
+
+def _load(text: bytes) -> tuple[int, RoomPolicy]:
+    entry = json.loads(text)
+    return int(entry["version"]), RoomPolicy.from_dict(entry["policy"])
