@@ -191,8 +191,11 @@ class RedisPolicyStore:
     async def aclose(self) -> None:
         """:meth:`close`, then wait for the watcher and the connection pool to finish."""
         self.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._watcher
+        # redis-py's read timeout can swallow one cancellation (asyncio.timeout racing it, Python
+        # 3.11): cancel again until the task is done, so closing never waits for a poll interval.
+        while not self._watcher.done():
+            self._watcher.cancel()
+            await asyncio.wait({self._watcher}, timeout=0.05)
         await self._client.aclose()
 
     # -- keeping the snapshot current --------------------------------------------------------------
@@ -249,7 +252,7 @@ class RedisPolicyStore:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self._keys.changes)
-                while True:
+                while not self._closed:
                     message = await pubsub.get_message(timeout=self._poll_interval)
                     if message is None:
                         # Quiet: a cheap check that nothing was missed (a silently dead subscription).
