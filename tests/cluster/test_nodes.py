@@ -1,0 +1,147 @@
+"""Nodes of a cluster as ``serve --redis`` runs them: real servers, real peers, one real redis-server.
+
+The test database puts 127.1/16 in US and 127.86/16 in CN; each peer's WebSocket and ICE are bound to
+an address of its country, so the node really sees it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from sfu_geofence.cluster.redisstore import RedisPolicyStore
+from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
+from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.testing.process import spawn_module, stop
+from sfu_geofence.testing.redis import RedisServer, free_port
+from sfu_geofence.testing.server import Served, geofenced_on_loopback
+from sfu_geofence.testing.testdb import build_database
+
+pytestmark = pytest.mark.cluster
+
+TOKEN = "cluster-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CN, US = "127.86.0.1", "127.1.0.1"
+WITHIN = 30.0  # a loaded 2-core machine
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return build_database(tmp_path / "countries.mmdb", ["127.1.0.0/16=US", "127.86.0.0/16=CN"])
+
+
+@pytest.fixture
+def node(redis: RedisServer, database: Path) -> Callable[[], contextlib.AbstractAsyncContextManager[Served]]:
+    @contextlib.asynccontextmanager
+    async def started() -> AsyncIterator[Served]:
+        """What ``serve --redis URL`` serves, in this process."""
+        store = await RedisPolicyStore.open(redis.url)
+        config = ServerConfig(db_path=str(database), admin=AdminConfig(TOKEN), redis_url=redis.url)
+        try:
+            async with geofenced_on_loopback(config, policies=store) as served:
+                yield served
+        finally:
+            await store.aclose()
+
+    return started
+
+
+async def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
+    ):
+        return response.status, await response.json()
+
+
+@contextlib.asynccontextmanager
+async def joined(served: Served, room: str, address: str) -> AsyncIterator[SyntheticPeer]:
+    peer = SyntheticPeer(served.url, room, address, name=address, tracks=[])
+    try:
+        await peer.join(within=WITHIN)
+        assert peer.participant_id is not None, peer.messages
+        yield peer
+    finally:
+        await peer.close()
+
+
+async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_participant_on_node_b(
+    node: Callable[[], contextlib.AbstractAsyncContextManager[Served]],
+) -> None:
+    async with (
+        node() as a,
+        node() as b,
+        joined(b, "room", CN) as cn,
+        joined(b, "room", US) as us,
+        joined(a, "room", US) as us_on_a,
+    ):
+        status, body = await call(a.base, "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]})
+        assert status == 200, body
+        await asyncio.wait_for(cn.closed.wait(), WITHIN)
+        assert cn.close_code == 4409
+        assert cn.messages[-1]["type"] == "ejected"
+        assert not us.closed.is_set()
+        assert not us_on_a.closed.is_set()
+        assert [p.participant for p in b.geofence.participants()] == [us.participant_id]
+        status, body = await call(b.base, "GET", "/rooms/room/policy")
+        assert (status, body["version"]) == (200, 1)
+
+
+async def test_serve_with_redis_unreachable_exits_2_naming_it() -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sfu_geofence",
+        "serve",
+        "--port",
+        "0",
+        "--redis",
+        f"redis://:hunter2@127.0.0.1:{port}/0",
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), WITHIN)
+    assert process.returncode == 2
+    assert f"cannot reach Redis at redis://127.0.0.1:{port}/0" in stderr.decode()
+    assert "hunter2" not in stderr.decode()
+
+
+async def test_kill_9_of_the_node_and_of_redis_after_an_acknowledged_change_loses_nothing(
+    redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+
+    async def serve() -> tuple[asyncio.subprocess.Process, str]:
+        process = await spawn_module("sfu_geofence", "serve", "--port", "0", "--redis", redis.url)
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), WITHIN)).decode()
+        assert line.startswith("listening on "), line
+        return process, line.removeprefix("listening on ").strip().removesuffix("/ws")
+
+    process, base = await serve()
+    try:
+        status, body = await call(base, "PUT", "/rooms/kept/policy", {"mode": "deny", "countries": ["CN"]})
+        assert status == 200, body
+        process.send_signal(signal.SIGKILL)
+        await redis.kill()
+    finally:
+        await stop(process)
+    await redis.start()
+    process, base = await serve()
+    try:
+        status, body = await call(base, "GET", "/rooms/kept/policy")
+        assert status == 200, body
+        assert (body["policy"]["countries"], body["version"]) == (["CN"], 1)
+    finally:
+        await stop(process)
