@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -111,6 +111,8 @@ class RedisPolicyStore:
         self._listener: PolicyListener | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self.catch_ups = 0
+        """Full re-reads that found something this node had missed (gaps, reconnections)."""
         self.subscribed = asyncio.Event()
         """Set while the watcher is subscribed and caught up (cleared when its connection drops)."""
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="redis-policy-watcher")
@@ -124,7 +126,7 @@ class RedisPolicyStore:
         default: RoomPolicy | None = None,
         poll_interval: float = 1.0,
         connect_timeout: float = 5.0,
-    ) -> RedisPolicyStore:
+    ) -> Self:
         """Connect, seed the default (first node of a new cluster only), read every policy, subscribe.
 
         Raises StorageError naming the server when it cannot be reached within ``connect_timeout``.
@@ -142,6 +144,11 @@ class RedisPolicyStore:
             await client.aclose()
             raise StorageError(f"cannot reach Redis at {name}: {exc or type(exc).__name__}") from None
         return cls(client, url, keys, snapshot, poll_interval)
+
+    async def server_version(self) -> str:
+        """The Redis server's version (what reports name as what they ran against)."""
+        info = await self._client.info("server")
+        return str(info["redis_version"])
 
     # -- PolicySource ------------------------------------------------------------------------------
 
@@ -239,6 +246,7 @@ class RedisPolicyStore:
             if fresh.rooms.get(room) != current.rooms.get(room)
         }
         self._snapshot = fresh
+        self.catch_ups += 1
         logger.info("policies caught up from Redis: version %d -> %d", current.version, fresh.version)
         self._notify(PolicyUpdate(fresh.version, frozenset(changed), fresh.default != current.default))
 
