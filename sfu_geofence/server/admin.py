@@ -4,8 +4,8 @@ JSON over HTTP behind a bearer token, as an aiohttp sub-application the server m
 ``app.add_subapp("/api", create_admin_app(...))``. Countries and addresses of participants are shown
 here and nowhere else: this API is the operator's, never a participant's.
 
-Every call that changes something answers only once the change is committed to SQLite by the
-geofence (acknowledged = persisted). Every refusal is a specific status and a JSON body
+Every call that changes something answers only once the change is committed to the geofence's store
+(SQLite, or Redis in a cluster: acknowledged = persisted). Every refusal is a specific status and a JSON body
 ``{"error": code, "message": sentence}``; a refused call changes nothing. See docs/operations.md.
 """
 
