@@ -18,6 +18,8 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 REDIS_SERVER = "redis-server"
+PERSISTENCE = ("--appendonly", "yes", "--appendfsync", "always")
+"""How production should run Redis for policies (docs/operations.md, Durability)."""
 
 
 def free_port() -> int:
@@ -44,22 +46,12 @@ class RedisServer:
         executable = shutil.which(REDIS_SERVER)
         if executable is None:
             raise FileNotFoundError(f"{REDIS_SERVER} is not installed (apt-get install redis-server)")
+        where = ("--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory))
+        persistence = ("--save", "", *PERSISTENCE)
         self.process = await asyncio.create_subprocess_exec(
             executable,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--dir",
-            str(self.directory),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--protected-mode",
-            "yes",
+            *where,
+            *persistence,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )

@@ -99,15 +99,10 @@ async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_par
 
 async def test_serve_with_redis_unreachable_exits_2_naming_it() -> None:
     port = free_port()
+    argv = ("-m", "sfu_geofence", "serve", "--port", "0", "--redis", f"redis://:hunter2@127.0.0.1:{port}/0")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--port",
-        "0",
-        "--redis",
-        f"redis://:hunter2@127.0.0.1:{port}/0",
+        *argv,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
