@@ -275,22 +275,30 @@ class RedisPolicyStore:
                         await self._received(message["data"])
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, ValueError) as exc:
+            except (RedisError, OSError, StorageError) as exc:
                 self.subscribed.clear()
                 logger.warning("Redis at %s: policy watch interrupted (%s); retrying", self._name, exc)
+                await asyncio.sleep(min(self._poll_interval, 0.5))
+            except Exception:
+                # Whatever else (a bug, a listener's failure): keep following changes, say so loudly.
+                self.subscribed.clear()
+                logger.exception("Redis at %s: policy watch failed; retrying", self._name)
                 await asyncio.sleep(min(self._poll_interval, 0.5))
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
     async def _received(self, data: bytes) -> None:
-        change: dict[str, Any] = json.loads(data)
-        policy = change.get("policy")
-        await self._applied(
-            int(change["version"]),
-            change.get("room"),
-            None if policy is None else RoomPolicy.from_dict(policy),
-        )
+        try:
+            change: dict[str, Any] = json.loads(data)
+            version, room, policy = int(change["version"]), change["room"], change["policy"]
+            parsed = None if policy is None else RoomPolicy.from_dict(policy)
+        except (ValueError, KeyError, TypeError) as exc:
+            # Not ours (something else published here): what the state says is the truth.
+            logger.warning("Redis at %s: unreadable policy change message (%s); re-reading", self._name, exc)
+            await self.resync()
+            return
+        await self._applied(version, room, parsed)
 
 
 async def _read(client: aioredis.Redis, keys: RedisKeys) -> _Snapshot:
@@ -320,5 +328,8 @@ def _entry(version: int, policy: RoomPolicy) -> str:
 
 
 def _load(text: bytes) -> tuple[int, RoomPolicy]:
-    entry = json.loads(text)
-    return int(entry["version"]), RoomPolicy.from_dict(entry["policy"])
+    try:
+        entry = json.loads(text)
+        return int(entry["version"]), RoomPolicy.from_dict(entry["policy"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StorageError(f"unreadable policy in Redis: {exc}") from None

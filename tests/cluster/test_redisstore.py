@@ -220,3 +220,19 @@ async def test_the_first_node_seeds_the_default_and_later_nodes_keep_the_cluster
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_message_that_is_not_a_policy_change_stops_no_node_from_following_changes(
+    nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]], redis: RedisServer
+) -> None:
+    async with nodes() as a, nodes() as b:
+        raw = aioredis.Redis.from_url(redis.url)
+        try:
+            for junk in (b'{"room": "x"}', b"not json", b'{"version": "1", "room": 5, "policy": []}'):
+                await raw.publish(RedisKeys().changes, junk)
+        finally:
+            await raw.aclose()
+        b.geofence.admit("room", "cn", CN)
+        await a.geofence.change_policy("room", RoomPolicy.deny("CN"))
+        await eventually(lambda: None if b.ejected else "b stopped following", within=10)
+        assert b.store.version == 1
