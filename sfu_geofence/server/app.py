@@ -135,6 +135,12 @@ def create_geofenced_app(
     logger.info(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
+    if config.redis_url is not None:
+        from ..cluster.redisstore import describe_url  # only a cluster node needs the client
+
+        logger.info(
+            "policies in Redis at %s, shared with every node using it", describe_url(config.redis_url)
+        )
     return app
 
 
