@@ -255,7 +255,13 @@ class RedisPolicyStore:
             self._listener(update)
 
     async def _watch(self) -> None:
-        """Follow the change channel for ever; on every (re)subscription and gap, re-read everything."""
+        """Follow the change channel for ever; on every (re)subscription and gap, re-read everything.
+
+        A dropped connection is retried at once (joins meanwhile are decided on the last policies
+        read, so the window stays one reconnection long), then with a backoff up to 0.5 s while
+        Redis stays unreachable.
+        """
+        failures = 0
         while not self._closed:
             pubsub = self._client.pubsub()
             try:
@@ -271,6 +277,7 @@ class RedisPolicyStore:
                         # what was missed before is in the state we read now.
                         await self.resync()
                         self.subscribed.set()
+                        failures = 0
                     elif message["type"] == "message":
                         await self._received(message["data"])
             except asyncio.CancelledError:
@@ -278,15 +285,16 @@ class RedisPolicyStore:
             except (RedisError, OSError, StorageError) as exc:
                 self.subscribed.clear()
                 logger.warning("Redis at %s: policy watch interrupted (%s); retrying", self._name, exc)
-                await asyncio.sleep(min(self._poll_interval, 0.5))
             except Exception:
                 # Whatever else (a bug, a listener's failure): keep following changes, say so loudly.
                 self.subscribed.clear()
                 logger.exception("Redis at %s: policy watch failed; retrying", self._name)
-                await asyncio.sleep(min(self._poll_interval, 0.5))
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+            if failures:
+                await asyncio.sleep(min(0.05 * 2**failures, 0.5, self._poll_interval))
+            failures = min(failures + 1, 8)
 
     async def _received(self, data: bytes) -> None:
         try:
