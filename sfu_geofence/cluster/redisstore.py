@@ -186,7 +186,12 @@ class RedisPolicyStore:
             )
         except (RedisError, OSError) as exc:
             raise StorageError(f"policy change not stored: Redis at {self._name}: {exc}") from None
-        await self._applied(version, room, policy)
+        try:
+            await self._applied(version, room, policy)
+        except (RedisError, OSError, StorageError) as exc:
+            # Stored (acknowledged), but a gap before it could not be re-read: the watcher catches
+            # this node up when Redis answers again; the change itself must not be reported lost.
+            logger.warning("Redis at %s: change %d stored, catching up later (%s)", self._name, version, exc)
         return version
 
     def close(self) -> None:
