@@ -115,6 +115,7 @@ class RedisPolicyStore:
         """Full re-reads that found something this node had missed (gaps, reconnections)."""
         self.subscribed = asyncio.Event()
         """Set while the watcher is subscribed and caught up (cleared when its connection drops)."""
+        self._catching_up: asyncio.Task[None] | None = None
         self._watcher = asyncio.get_running_loop().create_task(self._watch(), name="redis-policy-watcher")
 
     @classmethod
@@ -169,6 +170,22 @@ class RedisPolicyStore:
     def listen(self, listener: PolicyListener) -> None:
         self._listener = listener
 
+    async def ready(self, within: float = 1.0) -> None:
+        """At once while following changes; else one re-read (shared by every caller meanwhile,
+        so a burst of joins costs one read) for at most ``within`` seconds. Redis unreachable: the
+        last policies read stand (docs/operations.md)."""
+        if self.subscribed.is_set() or self._closed:
+            return
+        if self._catching_up is None or self._catching_up.done():
+            self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
+        await asyncio.wait({self._catching_up}, timeout=within)
+
+    async def _catch_up(self) -> None:
+        try:
+            await self.resync()
+        except (RedisError, OSError, StorageError) as exc:
+            logger.warning("Redis at %s: cannot catch up before a join (%s)", self._name, exc)
+
     async def write(self, room: str | None, policy: RoomPolicy | None) -> int:
         """One atomic change in Redis; returns its version once this node's snapshot has it."""
         if self._closed:
@@ -203,6 +220,8 @@ class RedisPolicyStore:
     async def aclose(self) -> None:
         """:meth:`close`, then wait for the watcher and the connection pool to finish."""
         self.close()
+        if self._catching_up is not None:
+            self._catching_up.cancel()
         # redis-py's read timeout can swallow one cancellation (asyncio.timeout racing it, Python
         # 3.11): cancel again until the task is done, so closing never waits for a poll interval.
         while not self._watcher.done():

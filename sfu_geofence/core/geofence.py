@@ -215,6 +215,12 @@ class Geofence:
             return evaluator.decide(location, address, identity)
         return decision
 
+    async def ready(self) -> None:
+        """Awaited by a host that can, before :meth:`admit`: a node of a cluster that lost track of
+        changes (its subscription dropped) re-reads the policies first, so it admits nobody under
+        a policy older than the newest it can read. Returns at once otherwise; never raises."""
+        await self._policies.ready()
+
     def admit(self, room: str, participant: str, address: str, identity: str | None = None) -> Decision:
         """Called once per participant session at signaling time, before the host allocates anything.
 

@@ -84,6 +84,11 @@ class PolicySource(Protocol):
         Returns the new version. Raises StorageError when the change is not stored."""
         ...
 
+    async def ready(self) -> None:
+        """Return once the snapshot is the newest the store can read now: at once when it knows it
+        is (a shared store that is following changes); never raises, never waits unboundedly."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -111,6 +116,9 @@ class PolicyStore:
 
     def listen(self, listener: PolicyListener) -> None:
         self._listener = listener
+
+    async def ready(self) -> None:
+        """Always: nobody else changes this store."""
 
     async def write(self, room: str | None, policy: RoomPolicy | None) -> int:
         """:meth:`set` or :meth:`set_default`: a local commit, done before this returns."""

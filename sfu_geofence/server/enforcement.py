@@ -57,6 +57,7 @@ class GeofenceHost(SfuObserver):
             self._eject, database=database, locator=locator, policies=policies, audit=audit
         )
         sfu.admission = self.admit
+        sfu.admission_ready = self.geofence.ready
         sfu.observer.observers.append(self)
 
     def close(self) -> None:

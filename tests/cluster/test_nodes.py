@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from sfu_geofence.cluster.redisstore import RedisPolicyStore
 from sfu_geofence.server import ServerConfig
@@ -26,6 +27,7 @@ from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.redis import RedisServer, free_port
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
 from sfu_geofence.testing.testdb import build_database
+from sfu_geofence.testing.wait import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -41,12 +43,13 @@ def database(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def node(redis: RedisServer, database: Path) -> Callable[[], contextlib.AbstractAsyncContextManager[Served]]:
+def node(redis: RedisServer, database: Path) -> Callable[..., contextlib.AbstractAsyncContextManager[Served]]:
     @contextlib.asynccontextmanager
-    async def started() -> AsyncIterator[Served]:
+    async def started(url: str | None = None, poll_interval: float = 1.0) -> AsyncIterator[Served]:
         """What ``serve --redis URL`` serves, in this process."""
-        store = await RedisPolicyStore.open(redis.url)
-        config = ServerConfig(db_path=str(database), admin=AdminConfig(TOKEN), redis_url=redis.url)
+        url = url or redis.url
+        store = await RedisPolicyStore.open(url, poll_interval=poll_interval)
+        config = ServerConfig(db_path=str(database), admin=AdminConfig(TOKEN), redis_url=url)
         try:
             async with geofenced_on_loopback(config, policies=store) as served:
                 yield served
@@ -76,7 +79,7 @@ async def joined(served: Served, room: str, address: str) -> AsyncIterator[Synth
 
 
 async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_participant_on_node_b(
-    node: Callable[[], contextlib.AbstractAsyncContextManager[Served]],
+    node: Callable[..., contextlib.AbstractAsyncContextManager[Served]],
 ) -> None:
     async with (
         node() as a,
@@ -95,6 +98,48 @@ async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_par
         assert [p.participant for p in b.geofence.participants()] == [us.participant_id]
         status, body = await call(b.base, "GET", "/rooms/room/policy")
         assert (status, body["version"]) == (200, 1)
+
+
+async def test_a_node_that_lost_its_subscription_reads_the_policies_again_before_it_admits_anyone(
+    node: Callable[..., contextlib.AbstractAsyncContextManager[Served]], redis: RedisServer
+) -> None:
+    raw = aioredis.Redis.from_url(redis.url)
+    try:
+        await raw.acl_setuser(
+            "node-b",
+            enabled=True,
+            passwords=["+node-b-password"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all"],
+        )
+        url_b = redis.url.replace("redis://", "redis://node-b:node-b-password@")
+        async with node() as a, node(url_b, poll_interval=60.0) as b:
+            store_b = b.geofence.policies
+            assert isinstance(store_b, RedisPolicyStore)
+            await asyncio.wait_for(store_b.subscribed.wait(), WITHIN)
+            # Node B may read and write keys but no longer subscribe: Redis drops its subscription,
+            # and every resubscription fails; the counter poll is a minute away.
+            await raw.acl_setuser("node-b", enabled=True, reset_channels=True)
+            await eventually(
+                lambda: None if not store_b.subscribed.is_set() else "still subscribed", within=WITHIN
+            )
+            status, body = await call(
+                a.base, "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]}
+            )
+            assert status == 200, body
+            assert store_b.version == 0  # b has not heard of it
+            peer = SyntheticPeer(b.url, "room", CN, name="cn", tracks=[])
+            try:
+                await peer.join(within=WITHIN)
+                await asyncio.wait_for(peer.closed.wait(), WITHIN)
+                assert peer.close_code == 4403, peer.messages
+            finally:
+                await peer.close()
+            assert store_b.version == 1
+            assert not store_b.subscribed.is_set()
+    finally:
+        await raw.aclose()
 
 
 async def test_serve_with_redis_unreachable_exits_2_naming_it() -> None:
