@@ -193,6 +193,8 @@ async def test_with_redis_gone_a_node_keeps_enforcing_refuses_changes_and_resume
         await a.geofence.change_policy("room", RoomPolicy.deny("CN"))
         await eventually(lambda: None if b.store.version == 1 else "b behind", within=10)
         await redis.kill()
+        await eventually(lambda: None if not b.store.subscribed.is_set() else "b still subscribed", within=10)
+        await asyncio.wait_for(b.geofence.ready(), 10)  # cannot re-read: returns, does not raise
         assert not b.geofence.admit("room", "cn", CN).admitted  # decided on the last policies read
         with pytest.raises(StorageError, match=r"not stored: Redis at redis://127\.0\.0\.1:\d+/0"):
             await a.geofence.change_policy("room", None)
