@@ -35,7 +35,9 @@ Figures (the last line with ``--json``; ``_k20`` ones are at K = ``--relay-k``):
 
 Goals (issue 3): us_per_forwarded_packet["50"] <= 40 (Janus, in C, on this machine),
 relay_cpu_ratio_k20 >= 10, fps_min_k20 equal to the source's frame rate (checked as: no frame missing
-at any subscriber, and fps_min_k20 within 1 fps of the measured source rate).
+at any subscriber, and fps_min_k20 within 1 fps of the measured source rate); issue 12:
+gc_pause_max_ms <= 10 (the SFU's longest garbage-collector pause in any window, timed with
+gc.callbacks; the SFU process freezes what exists once started, as ``serve`` does).
 
     python -m bench.forwarding [--json]       (from the repository root; bounded under 3 minutes)
 """
@@ -45,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import multiprocessing
 import os
@@ -60,8 +63,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from sfu_geofence.eventloop import ENV_UVLOOP, add_uvloop_argument
+
 GOAL_US_PER_PACKET_K50 = 40.0
 GOAL_RELAY_RATIO_K20 = 10.0
+GOAL_GC_PAUSE_MS = 10.0
 ROOM = "bench"
 PUBLISHER_ADDRESS = {"sfu": "127.70.0.1", "relay": "127.70.0.2"}
 SUBSCRIBER_NETWORK = {"sfu": 71, "relay": 72}
@@ -87,14 +93,15 @@ def _child(conn: Connection, main: Callable[[Connection], Any]) -> None:
     """Run ``main(conn)`` under the loopback guard; report a crash to the parent instead of dying mute."""
     import logging
 
+    from sfu_geofence import eventloop
     from sfu_geofence.testing.netguard import loopback_only
 
     logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(name)s %(message)s")
     # Ctrl-C reaches the whole process group: the parent alone handles it and stops the children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with loopback_only():
-            asyncio.run(main(conn))
+        with loopback_only() as guard:  # the children inherit --no-uvloop as SFU_GEOFENCE_UVLOOP=0
+            eventloop.run(main(conn), factory=guard.loop_factory(eventloop.uvloop_enabled()))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
     except BaseException:
@@ -130,9 +137,22 @@ async def _serve(conn: Connection, kind: str) -> None:
     from sfu_geofence.testing.server import served_on_loopback
 
     if kind == "sfu":
+        from sfu_geofence.pauses import GcPauses
+
+        window, whole_run = GcPauses().install(), GcPauses().install()
+
+        def snapshot() -> dict[str, Any]:
+            # the collector's pauses since the previous snapshot (a window's start), and overall
+            figures = {**_sfu_snapshot(served.sfu), **window.snapshot()}
+            figures["gc_pause_max_ms_run"] = round(whole_run.max_ms, 3)
+            window.reset()
+            return figures
+
         async with served_on_loopback() as served:
+            gc.collect()
+            gc.freeze()  # as serve does once started
             conn.send(("ok", served.url))
-            await _answer_snapshots(conn, lambda: _sfu_snapshot(served.sfu))
+            await _answer_snapshots(conn, snapshot)
         return
     from bench.relay_sfu import RELAY, create_relay_app
 
@@ -487,6 +507,10 @@ class Window:
     real: list[str]
     generator_cpu_pct: float
     participants: int | None = None
+    gc_pause_max_ms: float | None = None
+    """The SFU's longest garbage-collector pause during the window (gc.callbacks)."""
+    gc_pause_max_ms_run: float | None = None
+    """... since the SFU started (joins included)."""
 
     @property
     def server_cpu_pct(self) -> float:
@@ -658,6 +682,8 @@ class Run:
             generator_cpu_pct=100 * generator_cpu / wall,
             udp_receive_buffer_drops=drops,
             participants=server1.get("participants"),
+            gc_pause_max_ms=server1.get("gc_pause_max_ms"),
+            gc_pause_max_ms_run=server1.get("gc_pause_max_ms_run"),
         )
         if window.participants is not None and (
             window.participants != self.k + 1 or server0["participants"] != self.k + 1
@@ -717,6 +743,7 @@ def report(
         per_frame_ratio = (relay.server_cpu_pct / sum(relay.fps.values())) / (
             k20.server_cpu_pct / sum(k20.fps.values())
         )
+    figures_gc = max((w.gc_pause_max_ms for w in sfu if w.gc_pause_max_ms is not None), default=None)
     figures: dict[str, Any] = {
         "us_per_forwarded_packet": us,
         "relay_cpu_ratio_k20": None if ratio is None else round(ratio, 2),
@@ -729,6 +756,8 @@ def report(
         "source_fps": args.fps,
         "source_fps_measured": round(first.source_fps, 2),
         "us_per_extra_forwarded_packet": None if slope is None else round(slope * 1e6, 2),
+        "gc_pause_max_ms": figures_gc,
+        "gc_pause_max_ms_run": sfu[-1].gc_pause_max_ms_run,
         "packet_count_source": "SFU consumers' packets_forwarded (socket sends that succeeded)",
         "publisher_packets_per_s": round(first.received / first.seconds, 1) if first.received else None,
         "publisher_video_frames_per_s": round(first.source_fps, 2),
@@ -750,6 +779,7 @@ def report(
                 "real_packets_lost": w.real_packets_lost,
                 "audio_packets_per_s_min": round(min(w.audio_pps.values()), 1),
                 "generator_cpu_pct": round(w.generator_cpu_pct, 1),
+                "gc_pause_max_ms": w.gc_pause_max_ms,
                 "window_s": round(w.seconds, 2),
             }
             for w in sfu
@@ -781,6 +811,7 @@ def report(
         "audio": {"codec": "opus", "frame_ms": args.audio_ms},
         "window_s": args.window,
         "real_subscribers": args.real,
+        "event_loop": "uvloop" if args.uvloop else "asyncio",
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "goals": {
@@ -789,6 +820,7 @@ def report(
             else us["50"] <= GOAL_US_PER_PACKET_K50,
             "relay_cpu_ratio_k20_ge_10": None if ratio is None else ratio >= GOAL_RELAY_RATIO_K20,
             "fps_min_k20_equals_source": None if k20 is None else fps_ok(k20),
+            "gc_pause_max_ms_le_10": None if figures_gc is None else figures_gc <= GOAL_GC_PAUSE_MS,
         },
     }
     return figures
@@ -835,6 +867,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=DEFAULT_VIDEO["fps"])
     parser.add_argument("--bitrate", type=int, default=DEFAULT_VIDEO["bitrate"])
     parser.add_argument("--audio-ms", type=int, default=20, help="Opus packet duration (default 20)")
+    add_uvloop_argument(parser)
     parser.add_argument(
         "--profile",
         metavar="FILE",
@@ -858,6 +891,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ[ENV_UVLOOP] = "1" if args.uvloop else "0"  # read by the child processes
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally blocks
     from sfu_geofence.testing.netguard import loopback_only
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
+from sfu_geofence import eventloop
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.synthetic.media import (
     AudioClipParams,
@@ -121,7 +122,10 @@ async def _publishers(
 def _publisher_process(
     conn: Connection, peers: int, seconds: float, video: dict[str, Any], audio: dict[str, Any]
 ) -> None:
-    asyncio.run(_publishers(conn, peers, seconds, VideoClipParams(**video), AudioClipParams(**audio)))
+    eventloop.run(
+        _publishers(conn, peers, seconds, VideoClipParams(**video), AudioClipParams(**audio)),
+        use_uvloop=eventloop.uvloop_enabled(),
+    )
 
 
 async def _subscribers(conn: Connection, peers: int, seconds: float) -> dict[str, Any]:
@@ -191,7 +195,9 @@ def main() -> None:
     parser.add_argument("--fps", type=int, default=VideoClipParams.fps)
     parser.add_argument("--bitrate", type=int, default=VideoClipParams.bitrate)
     parser.add_argument("--audio-ms", type=int, default=AudioClipParams.frame_ms, help="Opus packet duration")
+    eventloop.add_uvloop_argument(parser)
     args = parser.parse_args()
+    os.environ[eventloop.ENV_UVLOOP] = "1" if args.uvloop else "0"  # for the publisher process
     if not 1 <= args.peers <= 200 or not 1 <= args.seconds <= 20:
         parser.error("keep it light: 1..200 peers, 1..20 seconds")
     video = VideoClipParams(width=args.width, height=args.height, fps=args.fps, bitrate=args.bitrate)
@@ -206,7 +212,7 @@ def main() -> None:
     )
     publisher.start()
     try:
-        result = asyncio.run(_subscribers(here, args.peers, args.seconds))
+        result = eventloop.run(_subscribers(here, args.peers, args.seconds), use_uvloop=args.uvloop)
     finally:
         publisher.join(timeout=30)
         if publisher.is_alive():

@@ -15,7 +15,7 @@ from .core.errors import (
     InvalidPolicy,
     ParticipantError,
 )
-from .core.geofence import EjectCallback, EjectRequest, Geofence, ParticipantView, Trigger
+from .core.geofence import DatabaseAlarm, EjectCallback, EjectRequest, Geofence, ParticipantView, Trigger
 from .core.geolocation import DBIP_ATTRIBUTION, DatabaseInfo, Location, Locator, normalise_address
 from .core.policy import Enforcement, Mode, RelayedRule, RoomPolicy, UnknownRule
 from .core.policystore import PolicyInForce, PolicyStore
@@ -26,6 +26,7 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "ClosedError",
+    "DatabaseAlarm",
     "DatabaseError",
     "DatabaseInfo",
     "Decision",

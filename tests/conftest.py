@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver, running_coturn
+from sfu_geofence.testing.eventloops import GUARD_KEY
 from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
+from sfu_geofence.testing.netns import in_lan_namespace, is_own_lan_address
 
 # pytest_browser: tests marked `browser` run in a network namespace with only lo, and their fixtures
 # (docs/testing.md); pytester: for testing that plugin.
@@ -15,10 +20,17 @@ pytest_plugins = ["sfu_geofence.testing.pytest_browser", "pytester"]
 
 
 @pytest.fixture(scope="session", autouse=True)
-def loopback_guard() -> Iterator[LoopbackGuard]:
-    """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test."""
-    with loopback_only() as guard:
+def loopback_guard(request: pytest.FixtureRequest) -> Iterator[LoopbackGuard]:
+    """Refuse (and afterwards fail on) any traffic to a non-loopback address, in every test.
+
+    In a LAN namespace of the tests' own (tests marked ``lan``), its own dummy addresses are allowed too.
+    The guard also checks the uvloop loops of the directories that run on it
+    (sfu_geofence.testing.eventloops).
+    """
+    with loopback_only(is_own_lan_address if in_lan_namespace() else None) as guard:
+        request.config.stash[GUARD_KEY] = guard
         yield guard
+        del request.config.stash[GUARD_KEY]
     assert not guard.violations, f"traffic to non-loopback destinations: {guard.violations}"
 
 
@@ -37,3 +49,14 @@ def frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@pytest.fixture
+def turn_server(tmp_path: Path) -> Iterator[TurnServer]:
+    """A real coturn on 127.0.0.1 (relaying from 127.0.0.3), stopped by PID afterwards."""
+    if find_turnserver() is None:
+        skip_or_fail(COTURN_MISSING, kind="relay")
+    directory = tmp_path / "coturn"
+    directory.mkdir()
+    with running_coturn(directory) as server:
+        yield server

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.hostile import ATTACKS
-from sfu_geofence.testing.pytest_browser import skip_or_fail
+from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.redis import REDIS_SERVER
 
 ROOT = Path(__file__).parent.parent
@@ -70,7 +70,10 @@ def test_the_forwarding_bench_delivers_media_to_real_subscribers_and_sinks_and_p
         "us_per_forwarded_packet_k50_le_40",
         "relay_cpu_ratio_k20_ge_10",
         "fps_min_k20_equals_source",
+        "gc_pause_max_ms_le_10",
     }
+    assert figures["gc_pause_max_ms"] >= 0  # the SFU's collector pauses were timed in every window
+    assert all(row["gc_pause_max_ms"] is not None for row in figures["per_k"].values())
     assert figures["goals"]["us_per_forwarded_packet_k50_le_40"] is None  # K=50 was not run
 
 
@@ -108,9 +111,27 @@ def test_the_nack_need_bench_sees_an_honest_lossy_receiver_ask_for_what_it_lost(
 @pytest.mark.cluster
 def test_the_cluster_policy_bench_runs_a_real_redis_and_prints_its_figures() -> None:
     if shutil.which(REDIS_SERVER) is None:
-        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", "cluster tests")
+        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", kind="cluster")
     figures = run_bench("-m", "bench.cluster_policy", "--json", "--rounds", "5", timeout=120)
     assert figures["changes"] == 10
     assert figures["redis_version"].count(".") == 2
     for key in ("sqlite_ack_ms", "redis_ack_ms", "enforced_everywhere_ms"):
         assert figures[key]["p50"] > 0, key
+
+
+def test_the_ejection_bench_ejects_live_and_prints_gap_ratio_and_latency() -> None:
+    # 3 participants (2 stay, 1 ejected), one repetition, 1 s windows: ~15-25 s
+    figures = run_bench(
+        *("-m", "bench.ejection", "--json", "--repetitions", "1", "--countries", "US:2,CN:1"),
+        *("--before", "1", "--after", "1", "--workers", "1"),
+        timeout=170,
+    )
+    assert figures["worst_gap_ratio"] > 0
+    assert figures["ejection_latency_ms"]["count"] == 1  # cn-1, ejected
+    assert figures["ejection_latency_ms"]["p99"] >= 0
+    (run,) = figures["repetitions"]
+    assert run["tracks"] == 4  # us-1 <-> us-2, audio and video: the remaining tracks
+    assert set(run["sfu_loop_stall_max_ms"]) == {"before", "after"}  # the SFU timed its own stalls
+    assert [e["peer"] for e in run["ejected"]] == ["cn-1"]
+    assert set(figures["goals"]) == {"worst_gap_ratio_le_1.25", "ejection_latency_p99_le_20_ms"}
+    assert figures["failed_repetitions"] == []

@@ -36,7 +36,8 @@ from ..core.storage import StorageError
 logger = logging.getLogger(__name__)
 
 # KEYS: version, rooms hash, default. ARGV: room ('' for the default), policy JSON ('null' removes
-# the room's own policy), channel, room as JSON.
+# the room's own policy), channel, room as JSON, actor and reason as JSON (optional; in the message
+# only: each node's audit records them, the stored state is the policies alone).
 _WRITE = """
 local v = redis.call('INCR', KEYS[1])
 local entry = '{"version":' .. v .. ',"policy":' .. ARGV[2] .. '}'
@@ -47,7 +48,8 @@ elseif ARGV[2] == 'null' then
 else
   redis.call('HSET', KEYS[2], ARGV[1], entry)
 end
-redis.call('PUBLISH', ARGV[3], '{"version":' .. v .. ',"room":' .. ARGV[4] .. ',"policy":' .. ARGV[2] .. '}')
+redis.call('PUBLISH', ARGV[3], '{"version":' .. v .. ',"room":' .. ARGV[4] .. ',"policy":' .. ARGV[2]
+  .. ',"actor":' .. (ARGV[5] or 'null') .. ',"reason":' .. (ARGV[6] or 'null') .. '}')
 return v
 """
 
@@ -186,8 +188,17 @@ class RedisPolicyStore:
         except (RedisError, OSError, StorageError) as exc:
             logger.warning("Redis at %s: cannot catch up before a join (%s)", self._name, exc)
 
-    async def write(self, room: str | None, policy: RoomPolicy | None) -> int:
-        """One atomic change in Redis; returns its version once this node's snapshot has it."""
+    async def write(
+        self,
+        room: str | None,
+        policy: RoomPolicy | None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """One atomic change in Redis; returns its version once this node's snapshot has it.
+        ``actor`` and ``reason`` travel with the change's message (a node that catches up by a
+        re-read instead hears of it without them)."""
         if self._closed:
             raise ClosedError("policy store is closed")
         if room is None and policy is None:
@@ -198,13 +209,20 @@ class RedisPolicyStore:
             version = int(
                 await self._write_script(
                     keys=[keys.version, keys.rooms, keys.default],
-                    args=[room or "", text, keys.changes, json.dumps(room)],
+                    args=[
+                        room or "",
+                        text,
+                        keys.changes,
+                        json.dumps(room),
+                        json.dumps(actor),
+                        json.dumps(reason),
+                    ],
                 )
             )
         except (RedisError, OSError) as exc:
             raise StorageError(f"policy change not stored: Redis at {self._name}: {exc}") from None
         try:
-            await self._applied(version, room, policy)
+            await self._applied(version, room, policy, actor, reason)
         except (RedisError, OSError, StorageError) as exc:
             # Stored (acknowledged), but a gap before it could not be re-read: the watcher catches
             # this node up when Redis answers again; the change itself must not be reported lost.
@@ -231,7 +249,14 @@ class RedisPolicyStore:
 
     # -- keeping the snapshot current --------------------------------------------------------------
 
-    async def _applied(self, version: int, room: str | None, policy: RoomPolicy | None) -> None:
+    async def _applied(
+        self,
+        version: int,
+        room: str | None,
+        policy: RoomPolicy | None,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         """Apply the change of ``version`` if it is the next one, else re-read everything."""
         async with self._lock:
             current = self._snapshot
@@ -245,14 +270,14 @@ class RedisPolicyStore:
                 assert policy is not None
                 default = PolicyInForce(policy, version, inherited=True)
                 self._snapshot = _Snapshot(version, default, rooms)
-                self._notify(PolicyUpdate(version, default=True))
+                self._notify(PolicyUpdate(version, default=True, actor=actor, reason=reason))
                 return
             if policy is None:
                 rooms.pop(room, None)
             else:
                 rooms[room] = PolicyInForce(policy, version, inherited=False)
             self._snapshot = _Snapshot(version, current.default, rooms)
-            self._notify(PolicyUpdate(version, rooms=frozenset({room})))
+            self._notify(PolicyUpdate(version, rooms=frozenset({room}), actor=actor, reason=reason))
 
     async def resync(self) -> None:
         """Re-read every policy in one transaction and apply what differs from the snapshot."""
@@ -325,12 +350,18 @@ class RedisPolicyStore:
             change: dict[str, Any] = json.loads(data)
             version, room, policy = int(change["version"]), change["room"], change["policy"]
             parsed = None if policy is None else RoomPolicy.from_dict(policy)
+            actor, reason = _text_or_none(change.get("actor")), _text_or_none(change.get("reason"))
         except (ValueError, KeyError, TypeError) as exc:
             # Not ours (something else published here): what the state says is the truth.
             logger.warning("Redis at %s: unreadable policy change message (%s); re-reading", self._name, exc)
             await self.resync()
             return
-        await self._applied(version, room, parsed)
+        await self._applied(version, room, parsed, actor, reason)
+
+
+def _text_or_none(value: object) -> str | None:
+    """An attribution from a message: a string, else nothing (a message is not trusted for types)."""
+    return value if isinstance(value, str) else None
 
 
 async def _read(client: aioredis.Redis, keys: RedisKeys) -> _Snapshot:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..eventloop import add_uvloop_argument
+
 NAME = "loadtest"
 HELP = "load-test the SFU: many participants, many countries, live policy changes"
 
@@ -69,6 +71,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "order of appearance)",
     )
     parser.add_argument(
+        "--admin-url",
+        metavar="URL",
+        help="the --url server's admin listener, where its operator API is (default: its host, port 8081)",
+    )
+    parser.add_argument(
         "--admin-token",
         help="operator token of the --url server (prefer $SFU_GEOFENCE_ADMIN_TOKEN); --spawn makes its own",
     )
@@ -88,6 +95,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds for everybody to join and receive (default 60)",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="with --spawn: the server's --state-dir, kept after the run (for sfu-geofence report)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the report here")
     parser.add_argument(
         "--plot",
@@ -105,6 +118,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-gap-ratio", type=float, default=1.5, help="event/baseline gap p99 (default 1.5)"
     )
     parser.add_argument("--max-lost-packets", type=int, default=0, help="default 0")
+    add_uvloop_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     size = _SIZE.match(args.video_size)
     if size is None:
         raise ValueError(f"--video-size {args.video_size!r}: expected WxH, e.g. 320x240")
+    if args.state_dir is not None and not args.spawn:
+        raise ValueError("--state-dir is the spawned server's: it needs --spawn")
     for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
         if path is not None and not path.parent.is_dir():
             raise ValueError(f"{flag} {path}: directory {path.parent} does not exist")
@@ -134,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         steps=tuple(parse_step(text) for text in args.at),
         duration=args.duration,
         url=args.url,
+        admin_url=args.admin_url,
         admin_token=args.admin_token or os.environ.get(TOKEN_ENV),
         networks=parse_networks(args.network),
         workers=args.workers,
@@ -142,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
         ),
         audio=AudioClipParams(bitrate=args.audio_kbps * 1000, frame_ms=args.audio_ms),
         setup_timeout=args.setup_timeout,
+        state_dir=args.state_dir,
+        uvloop=args.uvloop,
     )
     thresholds = Thresholds(
         max_ejection_latency_ms=args.max_ejection_latency_ms,

@@ -20,14 +20,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from .audit import AuditEvent, AuditLog, EventKind
+from .auditrate import AuditRate, RefusalCounter
 from .decision import Decision, Verdict
 from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
 from .geolocation import DatabaseInfo, Location, Locator, normalise_address
+from .mediaaudit import MediaAuditLimit, MediaAudits, Report
 from .policy import RoomPolicy
 from .policystore import PolicyInForce, PolicySource, PolicyStore, PolicyUpdate
 
@@ -63,6 +66,16 @@ EjectCallback = Callable[[EjectRequest], None]
 
 
 @dataclass(frozen=True, slots=True)
+class DatabaseAlarm:
+    """The last database reload failed and the previous build still decides: for operators to act on."""
+
+    message: str
+    """Why, e.g. the file is corrupt or missing, and which build is kept."""
+    since: datetime
+    """When the reload failed (UTC)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ParticipantView:
     """What the core knows of one admitted participant: for operators only."""
 
@@ -89,6 +102,7 @@ class _Session:
         "ejecting",
         "identity",
         "media_address",
+        "media_audits",
         "media_decision",
         "media_relayed",
         "participant",
@@ -96,7 +110,13 @@ class _Session:
     )
 
     def __init__(
-        self, room: str, participant: str, address: str, identity: str | None, decision: Decision
+        self,
+        room: str,
+        participant: str,
+        address: str,
+        identity: str | None,
+        decision: Decision,
+        media_audits: MediaAudits,
     ) -> None:
         self.room = room
         self.participant = participant
@@ -106,6 +126,8 @@ class _Session:
         self.media_address: str | None = None
         self.media_relayed = False
         self.media_decision: Decision | None = None
+        self.media_audits = media_audits
+        """Which media reports of this session the audit has, and those counted beyond."""
         self.eject_decision: Decision | None = None
         """The decision an ejection was requested for (the signaling or the media one)."""
         self.eject_address: str | None = None
@@ -145,12 +167,16 @@ class Geofence:
         locator: Locator | None = None,
         policies: PolicySource | None = None,
         audit: AuditLog | None = None,
+        audit_rate: AuditRate | None = None,
+        media_audit: MediaAuditLimit | None = None,
     ) -> None:
         """Start deciding. Without ``locator``, open ``database`` (None: the embedded DB-IP file);
         a missing or corrupt file raises DatabaseError here, at start-up. Without ``policies`` or
         ``audit``, in-memory ones are used (nothing survives a restart). Objects passed in are
         closed by :meth:`close` all the same: the geofence owns them from now on. Every change the
-        policy store applies, whoever made it (another node of a cluster too), is enforced here."""
+        policy store applies, whoever made it (another node of a cluster too), is enforced here.
+        Refusals beyond ``audit_rate`` are counted in summary rows instead of one row each, and so
+        are a session's media reports beyond ``media_audit``."""
         self._eject = eject
         self._locator = locator or Locator(database)
         self._policies: PolicySource = policies or PolicyStore()
@@ -158,6 +184,9 @@ class Geofence:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
         self._audit_failures = 0
+        self._database_alarm: DatabaseAlarm | None = None
+        self._refusals = RefusalCounter(audit_rate or AuditRate())
+        self._media_audit = media_audit or MediaAuditLimit()
         self._rebuild_evaluators()
         self._database_loaded()
         self._policies.listen(self._policies_changed)
@@ -168,6 +197,11 @@ class Geofence:
     def database(self) -> DatabaseInfo:
         """The database build now deciding."""
         return self._locator.database
+
+    @property
+    def database_alarm(self) -> DatabaseAlarm | None:
+        """Set when the last reload (by an operator or a file watch) failed; cleared by one that works."""
+        return self._database_alarm
 
     @property
     def audit(self) -> AuditLog:
@@ -183,6 +217,11 @@ class Geofence:
         let in or kept in because of it.
         """
         return self._audit_failures
+
+    @property
+    def refusals_counted(self) -> int:
+        """Refusals counted in summary rows rather than recorded one by one (the audit's rate limit)."""
+        return self._refusals.suppressed
 
     @property
     def policies(self) -> PolicySource:
@@ -239,8 +278,18 @@ class Geofence:
             self._record(EventKind.ADMISSION, "error", room, participant, address, detail=str(exc))
             raise
         if decision.admitted:
-            self._sessions[(room, participant)] = _Session(room, participant, normalised, identity, decision)
-        self._record(EventKind.ADMISSION, decision.outcome, room, participant, normalised, decision)
+            self._sessions[(room, participant)] = _Session(
+                room, participant, normalised, identity, decision, MediaAudits(self._media_audit)
+            )
+        self._record(
+            EventKind.ADMISSION,
+            decision.outcome,
+            room,
+            participant,
+            normalised,
+            decision,
+            refusal=decision.verdict is not Verdict.ADMIT,
+        )
         return decision
 
     def media_address(self, room: str, participant: str, address: str, relayed: bool) -> Decision:
@@ -248,38 +297,46 @@ class Geofence:
 
         ``address`` is the remote address of the selected pair; ``relayed`` says the participant's
         media comes through a TURN relay (its address then is the relay's). A restricted media address
-        makes the core request an ejection; the decision is returned either way. A call that changes
-        neither the address, nor ``relayed``, nor the decision (a new port) is not audited again.
+        makes the core request an ejection; the decision is returned either way, every call is
+        decided, and an ejection the host failed to take is asked again. The audit is bounded per
+        session (:mod:`.mediaaudit`): an (address, relayed, decision) already audited for the
+        session (a new port, or back to an earlier address) is not audited again, and beyond a few
+        distinct ones they are counted in summary rows.
         """
         self._check_open()
         session = self._sessions.get((room, participant))
         if session is None:
             raise ParticipantError(f"participant {participant!r} is not admitted in room {room!r}")
         normalised = normalise_address(address)
-        before = (session.media_address, session.media_relayed, session.media_decision)
         session.media_address, session.media_relayed = normalised, relayed
         session.media_decision = self._decide_media(session)
         decision = session.media_decision
-        if before == (normalised, relayed, decision):
-            # Another pair from the same address (a new port): nothing new to audit or act on, and a
-            # client that churns source ports cannot write an audit row per STUN request.
-            return decision
-        self._record(
-            EventKind.MEDIA,
-            decision.outcome,
-            room,
-            participant,
-            normalised,
-            decision,
-            detail=_relayed(relayed),
-        )
-        self._act(session, decision, Trigger.MEDIA_ADDRESS)
+        self._write_media_summaries(session)
+        report = session.media_audits.report((normalised, relayed, decision))
+        if report is Report.NEW:
+            self._record(
+                EventKind.MEDIA,
+                decision.outcome,
+                room,
+                participant,
+                normalised,
+                decision,
+                detail=_relayed(relayed),
+            )
+            self._act(session, decision, Trigger.MEDIA_ADDRESS)
+        elif not decision.admitted:
+            # Already audited or beyond the audit's limit, and restricted: eject at once (its
+            # "requested" row names the address), or again when the host failed to take the last
+            # request (eject_failed). A monitor-mode would_eject comes with the entry's own row only.
+            self._act(session, decision, Trigger.MEDIA_ADDRESS)
         return decision
 
     def leave(self, room: str, participant: str) -> None:
         """Called when a participant session ends, for whatever reason; also the answer to an eject
         request. Unknown (never admitted, or already left) participants are ignored."""
         session = self._sessions.pop((room, participant), None)
+        if session is not None:
+            self._write_media_summaries(session, force=True)
         if session is not None and session.ejecting:
             decision = session.eject_decision or session.decision
             self._record(
@@ -294,14 +351,16 @@ class Geofence:
 
     # -- what operators change -------------------------------------------------------------------
 
-    def eject_by_operator(self, room: str, participant: str, reason: str) -> bool:
+    def eject_by_operator(
+        self, room: str, participant: str, reason: str, *, actor: str | None = None
+    ) -> bool:
         """An operator removes one participant by hand, whatever the policy (monitor mode too).
 
         Audited like every ejection (``requested`` now, ``completed`` at :meth:`leave`), then asked of
         the host through the same ``eject`` callable, with ``Trigger.OPERATOR``: one path out, so the
         host closes an operator's ejection exactly as a policy's. Returns False when the host's
         callable failed (audited as ``eject_failed``). Raises ParticipantError for a participant not
-        admitted in ``room``, or one whose ejection is already pending.
+        admitted in ``room``, or one whose ejection is already pending. ``actor`` (who did it) is audited.
         """
         self._check_open()
         session = self._sessions.get((room, participant))
@@ -315,52 +374,76 @@ class Geofence:
             Trigger.OPERATOR,
             f"{Trigger.OPERATOR}: {reason}",
             str(Trigger.OPERATOR),
+            actor,
         )
 
-    def set_policy(self, room: str, policy: RoomPolicy | None) -> int:
+    def set_policy(
+        self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """Give ``room`` its own policy (None: back to the default), persisted before returning;
-        current participants of the room are re-evaluated. Returns the new policy version.
+        current participants of the room are re-evaluated. Returns the new policy version. Who made
+        the change and why (``actor``, ``reason``: what the operator says) go into the audit.
 
         Synchronous, so only with a local :class:`PolicyStore`; :meth:`change_policy` works with any.
         """
-        return self._local_store().set(room, policy)
+        return self._local_store().set(room, policy, actor=actor, reason=reason)
 
-    def set_default_policy(self, policy: RoomPolicy) -> int:
+    def set_default_policy(
+        self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """Replace the server default; participants of rooms without a policy of their own are
-        re-evaluated. Returns the new policy version. Local store only, as :meth:`set_policy`."""
-        return self._local_store().set_default(policy)
+        re-evaluated. Returns the new policy version. ``actor`` and ``reason`` are audited. Local
+        store only, as :meth:`set_policy`."""
+        return self._local_store().set_default(policy, actor=actor, reason=reason)
 
-    async def change_policy(self, room: str, policy: RoomPolicy | None) -> int:
+    async def change_policy(
+        self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """:meth:`set_policy` with any policy store: returns once the store acknowledged the change
-        and this geofence enforced it (raises StorageError when the store did not take it)."""
+        and this geofence enforced it (raises StorageError when the store did not take it).
+        ``actor`` and ``reason`` are audited, on every node that hears of the change with them."""
         self._check_open()
-        return await self._policies.write(room, policy)
+        return await self._policies.write(room, policy, actor=actor, reason=reason)
 
-    async def change_default_policy(self, policy: RoomPolicy) -> int:
+    async def change_default_policy(
+        self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
         """:meth:`set_default_policy` with any policy store, as :meth:`change_policy`."""
         self._check_open()
-        return await self._policies.write(None, policy)
+        return await self._policies.write(None, policy, actor=actor, reason=reason)
 
-    def reload_database(self, path: str | Path | None = None) -> DatabaseInfo:
+    def reload_database(
+        self, path: str | Path | None = None, *, actor: str | None = None, reason: str | None = None
+    ) -> DatabaseInfo:
         """Swap to the database at ``path`` (None: re-read the current file) and re-evaluate everyone.
 
-        A missing or corrupt file raises DatabaseError, is audited, and the current database stays.
+        A missing or corrupt file raises DatabaseError, is audited, raises :attr:`database_alarm`,
+        and the current database stays. ``actor`` and ``reason`` are audited either way.
         """
         self._check_open()
         try:
             self._locator.reload(path)
         except DatabaseError as exc:
             logger.error("database reload failed, keeping %s: %s", self.database.label, exc)
-            self._record(EventKind.DATABASE, "reload_failed", detail=f"{exc}; kept {self.database.label}")
+            detail = f"{exc}; kept {self.database.label}"
+            self._record(EventKind.DATABASE, "reload_failed", detail=detail, actor=actor, reason=reason)
+            self._database_alarm = DatabaseAlarm(
+                f"{exc}; still using {self.database.label}", datetime.now(UTC)
+            )
             raise
+        self._database_alarm = None
         self._rebuild_evaluators()
-        self._database_loaded()
+        self._database_loaded(actor, reason)
         self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)
         return self.database
 
     def close(self) -> None:
-        """Close the database, policy store and audit log. Safe to call twice."""
+        """Close the database, policy store and audit log (after writing the refusals still counted).
+        Safe to call twice."""
         if not self._closed:
+            self._write_summaries(force=True)
+            for session in self._sessions.values():
+                self._write_media_summaries(session, force=True)
             self._closed = True
             self._locator.close()
             self._policies.close()
@@ -383,12 +466,17 @@ class Geofence:
         if self._closed:
             return
         self._rebuild_evaluators()
+        version, actor, reason = update.version, update.actor, update.reason
         for room in sorted(update.rooms):
             rule = self.policy(room).policy.describe()
-            self._record(EventKind.POLICY, "changed", room, rule=rule, version=update.version)
+            self._record(
+                EventKind.POLICY, "changed", room, rule=rule, version=version, actor=actor, reason=reason
+            )
         if update.default:
             rule = self._policies.default.policy.describe()
-            self._record(EventKind.POLICY, "default_changed", rule=rule, version=update.version)
+            self._record(
+                EventKind.POLICY, "default_changed", rule=rule, version=version, actor=actor, reason=reason
+            )
         self._reevaluate(
             [
                 s
@@ -405,12 +493,15 @@ class Geofence:
             room: Evaluator(p.policy, p.version) for room, p in self._policies.rooms().items()
         }
 
-    def _database_loaded(self) -> None:
+    def _database_loaded(self, actor: str | None = None, reason: str | None = None) -> None:
         info = self.database
         warning = info.staleness_warning()
         if warning:
             logger.warning("%s", warning)
-        self._record(EventKind.DATABASE, "loaded", database=info.label, detail=warning or info.path)
+        detail = warning or info.path
+        self._record(
+            EventKind.DATABASE, "loaded", database=info.label, detail=detail, actor=actor, reason=reason
+        )
 
     def _decide_media(self, session: _Session) -> Decision:
         assert session.media_address is not None
@@ -462,7 +553,13 @@ class Geofence:
         self._request_ejection(session, decision, trigger, str(trigger))
 
     def _request_ejection(
-        self, session: _Session, decision: Decision, trigger: Trigger, detail: str, reason: str | None = None
+        self,
+        session: _Session,
+        decision: Decision,
+        trigger: Trigger,
+        detail: str,
+        reason: str | None = None,
+        actor: str | None = None,
     ) -> bool:
         room, participant = session.room, session.participant
         session.ejecting, session.eject_reason, session.eject_decision = True, reason, decision
@@ -478,11 +575,13 @@ class Geofence:
             decision,
             detail,
             reason=reason,
+            actor=actor,
         )
         try:
             self._eject(EjectRequest(room, participant, trigger, decision))
         except Exception as exc:
-            # The host failed to take the request: keep the participant, say so, retry on next change.
+            # The host failed to take the request: keep the participant, say so, retry at the next
+            # re-evaluation or media report of a restricted address (even the same one).
             logger.exception("eject callable failed for %s in %s", participant, room)
             session.ejecting, session.eject_reason, session.eject_decision = False, None, None
             self._record(
@@ -512,12 +611,15 @@ class Geofence:
         version: int | None = None,
         database: str | None = None,
         reason: str | None = None,
+        actor: str | None = None,
+        refusal: bool = False,
     ) -> None:
         """Audit best-effort: enforcement never fails because the audit's storage does.
 
         A write that fails is logged and counted (:attr:`Geofence.audit_failures`); the caller goes
         on acting on its decision, so a full disk cannot keep a restricted participant in a room or
-        leave a refused one registered.
+        leave a refused one registered. A ``refusal`` beyond the audit rate is counted instead
+        (:mod:`.auditrate`).
         """
         event = AuditEvent(
             kind=kind,
@@ -530,9 +632,43 @@ class Geofence:
             database=decision.database if decision else database,
             rule=decision.rule if decision else rule,
             reason=reason or (str(decision.reason) if decision else None),
+            actor=actor,
             policy_version=decision.policy_version if decision else version,
             detail=detail,
         )
+        self._write_summaries()
+        if refusal and not self._refusals.record_one():
+            self._refusals.count(event)
+            return
+        self._write(event)
+
+    def _write_summaries(self, *, force: bool = False) -> None:
+        for summary in self._refusals.summaries(force=force):
+            self._write(summary)
+
+    def _write_media_summaries(self, session: _Session, *, force: bool = False) -> None:
+        audits = session.media_audits
+        for key, n in audits.due(force=force):
+            decision = key if isinstance(key, Decision) else None
+            self._write(
+                AuditEvent(
+                    kind=EventKind.MEDIA,
+                    outcome=key if isinstance(key, str) else key.outcome,
+                    room=session.room,
+                    participant=session.participant,
+                    country=decision.country if decision else None,
+                    source=decision.source if decision else None,
+                    database=decision.database if decision else None,
+                    rule=decision.rule if decision else None,
+                    reason=str(decision.reason) if decision else None,
+                    policy_version=decision.policy_version if decision else None,
+                    detail=audits.detail(),
+                    count=n,
+                )
+            )
+
+    def _write(self, event: AuditEvent) -> None:
+        kind, outcome, room, participant = event.kind, event.outcome, event.room, event.participant
         try:
             self._audit.record(event)
         except GeofenceError as exc:  # StorageError (disk full, read-only...), or the log closed

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import logging
+import os
 import re
 import stat
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class DatabaseInfo:
         if not self.stale(now):
             return None
         return (
-            f"geolocation database {self.label} ({self.path}) is {self.age(now).days} days old "
+            f"geolocation database {self.label} is {self.age(now).days} days old "
             f"(more than {STALE_AFTER.days}): update it"
         )
 
@@ -145,6 +146,24 @@ def normalise_address(address: str) -> str:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
     return str(ip)
+
+
+def unmapped_network(
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """``network``, or the IPv4 network it is when written IPv4-mapped (``::ffff:10.0.0.0/104``).
+
+    Addresses are compared after :func:`normalise_address` turns ``::ffff:a.b.c.d`` into ``a.b.c.d``,
+    so a network an operator wrote IPv4-mapped would otherwise never match anything. Only networks
+    inside ``::ffff:0:0/96`` are turned; a wider IPv6 network (``::/0``) matches IPv6 addresses only.
+    """
+    if (
+        isinstance(network, ipaddress.IPv6Network)
+        and network.prefixlen >= 96
+        and network.network_address.ipv4_mapped is not None
+    ):
+        return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
+    return network
 
 
 class _Build:
@@ -199,7 +218,7 @@ def _open(path: Path, *, embedded: bool) -> _Build:
     if not stat.S_ISREG(mode):  # a FIFO would block open() (and the event loop) until a writer came
         raise DatabaseError(f"geolocation database {str(path)!r} is not a regular file")
     try:
-        reader = maxminddb.open_database(str(path))
+        reader = _open_private_copy(path)
     except FileNotFoundError:
         raise DatabaseError(f"geolocation database {str(path)!r} does not exist") from None
     except (OSError, InvalidDatabaseError, ValueError, TypeError) as exc:
@@ -223,6 +242,35 @@ def _open(path: Path, *, embedded: bool) -> _Build:
         reader.close()
         raise
     return _Build(reader, info)
+
+
+def _open_private_copy(path: Path) -> Any:
+    """Open a copy of ``path`` in anonymous memory (a memfd), not the file itself.
+
+    maxminddb maps the file it opens. A file rewritten in place under a mapping (not what
+    ``geoipupdate`` does, but what ``cp`` or an editor does) would have lookups read torn data, and
+    one truncated under it would kill the whole process with SIGBUS at the next lookup. A private
+    copy costs one copy of the file at each (re)load (4 ms for the 8 MB embedded file) and its size
+    in memory, which a mapping of the file took in page cache anyway.
+    """
+    if not hasattr(os, "memfd_create"):  # not Linux: map the file itself
+        return maxminddb.open_database(str(path))
+    with open(path, "rb") as source:
+        copy = os.memfd_create("sfu-geofence-db", os.MFD_CLOEXEC)
+        try:
+            size, done = os.fstat(source.fileno()).st_size, 0
+            while done < size:
+                sent = os.sendfile(copy, source.fileno(), done, size - done)
+                if sent == 0:  # shrunk while being copied: what is there is checked like any file
+                    break
+                done += sent
+            name = f"/proc/self/fd/{copy}"
+            try:
+                return maxminddb.open_database(name)
+            except InvalidDatabaseError as exc:  # say which file, not which descriptor
+                raise InvalidDatabaseError(str(exc).replace(name, str(path))) from None
+        finally:
+            os.close(copy)  # the reader's mapping keeps the memory alive
 
 
 def _check_country_database(path: Path, database_type: str, records: list[Any]) -> None:
@@ -262,6 +310,12 @@ class Locator:
     def database(self) -> DatabaseInfo:
         """The build now answering lookups."""
         return self._build.info
+
+    @property
+    def reader(self) -> Any:
+        """The ``maxminddb`` reader now answering: its raw ``get`` is the baseline a benchmark compares
+        lookups against (the same bytes in memory, so that neither has the CPU cache to itself)."""
+        return self._build.reader
 
     @property
     def unknown(self) -> Location:

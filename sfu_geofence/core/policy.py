@@ -14,6 +14,7 @@ from typing import Any
 
 from .countries import country_code
 from .errors import InvalidCountryCode, InvalidPolicy
+from .geolocation import unmapped_network
 
 
 class Mode(StrEnum):
@@ -54,7 +55,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _network(text: str) -> Network:
     try:
-        return ipaddress.ip_network(text, strict=False)
+        # Addresses are decided unmapped (::ffff:a.b.c.d as a.b.c.d): so are exempt networks.
+        return unmapped_network(ipaddress.ip_network(text, strict=False))
     except (ValueError, TypeError):
         raise InvalidPolicy(f"exempt network {text!r} is not an IP network (e.g. 198.51.100.0/24)") from None
 

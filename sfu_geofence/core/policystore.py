@@ -56,6 +56,10 @@ class PolicyUpdate:
     """Rooms whose own policy was set, changed or removed."""
     default: bool = False
     """The server default changed (rooms without a policy of their own follow it)."""
+    actor: str | None = None
+    """Who made the change, as the operator said (None: not said, or a catch-up of several)."""
+    reason: str | None = None
+    """Why, as the operator said (None as for ``actor``)."""
 
 
 PolicyListener = Callable[[PolicyUpdate], None]
@@ -79,9 +83,17 @@ class PolicySource(Protocol):
         """Call ``listener`` after each change is applied to the snapshot (one listener: the geofence)."""
         ...
 
-    async def write(self, room: str | None, policy: RoomPolicy | None) -> int:
+    async def write(
+        self,
+        room: str | None,
+        policy: RoomPolicy | None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int:
         """Set ``room``'s policy (None: back to the default), or with ``room`` None the server default.
-        Returns the new version. Raises StorageError when the change is not stored."""
+        Returns the new version. Raises StorageError when the change is not stored. ``actor`` and
+        ``reason`` reach the listener with the change (on every node that hears of it one by one)."""
         ...
 
     async def ready(self) -> None:
@@ -120,13 +132,20 @@ class PolicyStore:
     async def ready(self) -> None:
         """Always: nobody else changes this store."""
 
-    async def write(self, room: str | None, policy: RoomPolicy | None) -> int:
+    async def write(
+        self,
+        room: str | None,
+        policy: RoomPolicy | None,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+    ) -> int:
         """:meth:`set` or :meth:`set_default`: a local commit, done before this returns."""
         if room is not None:
-            return self.set(room, policy)
+            return self.set(room, policy, actor=actor, reason=reason)
         if policy is None:
             raise ValueError("the server default cannot be removed, only replaced")
-        return self.set_default(policy)
+        return self.set_default(policy, actor=actor, reason=reason)
 
     @property
     def version(self) -> int:
@@ -145,8 +164,11 @@ class PolicyStore:
         """Rooms that have a policy of their own."""
         return dict(self._rooms)
 
-    def set(self, room: str, policy: RoomPolicy | None) -> int:
-        """Give ``room`` its own policy, or (None) return it to the default. Returns the new version."""
+    def set(
+        self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
+        """Give ``room`` its own policy, or (None) return it to the default. Returns the new version.
+        ``actor`` and ``reason`` are passed to the listener with the change."""
         version = self._version + 1
         if policy is None:
             self._write("DELETE FROM room_policy WHERE room = ?", (room,), version)
@@ -156,15 +178,15 @@ class PolicyStore:
                 "INSERT OR REPLACE INTO room_policy VALUES (?, ?, ?)", (room, _dump(policy), version), version
             )
             self._rooms[room] = PolicyInForce(policy, version, inherited=False)
-        self._changed(PolicyUpdate(version, rooms=frozenset({room})))
+        self._changed(PolicyUpdate(version, rooms=frozenset({room}), actor=actor, reason=reason))
         return version
 
-    def set_default(self, policy: RoomPolicy) -> int:
+    def set_default(self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None) -> int:
         """Replace the server default (rooms without a policy of their own). Returns the new version."""
         version = self._version + 1
         self._write("UPDATE default_policy SET policy = ?, version = ?", (_dump(policy), version), version)
         self._default = PolicyInForce(policy, version, inherited=True)
-        self._changed(PolicyUpdate(version, default=True))
+        self._changed(PolicyUpdate(version, default=True, actor=actor, reason=reason))
         return version
 
     def _changed(self, update: PolicyUpdate) -> None:

@@ -30,7 +30,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from .. import eventloop
 from ..core.policy import RoomPolicy
+from ..server.admin_listener import DEFAULT_ADMIN_PORT
 from ..synthetic.media import AudioClipParams, VideoClipParams, encode_opus_clip, encode_vp8_clip
 from ..testing.testdb import build_database
 from .report import RoomRequest, RunRecord, StepRecord
@@ -65,6 +67,9 @@ class LoadTestConfig:
     duration: float = 20.0
     url: str | None = None
     """A running server's signaling URL; None: spawn one."""
+    admin_url: str | None = None
+    """The running server's admin listener (operator API under ``/api``); None: the host of ``url``
+    on the default admin port."""
     admin_token: str | None = None
     networks: Mapping[str, ipaddress.IPv4Network] = field(default_factory=dict)
     workers: int = 2
@@ -72,6 +77,11 @@ class LoadTestConfig:
     audio: AudioClipParams = field(default_factory=AudioClipParams)
     setup_timeout: float = 60.0
     join_timeout: float = 30.0
+    state_dir: Path | None = None
+    """With a spawned server: its ``--state-dir``, kept after the run (``sfu-geofence report`` reads
+    its audit log); None: the server keeps its state in memory."""
+    uvloop: bool = True
+    """The coordinator, the workers and a spawned server run on uvloop (False: asyncio's loop)."""
 
 
 def signaling_url(text: str) -> str:
@@ -89,6 +99,15 @@ def signaling_url(text: str) -> str:
         )
     path = parts.path.rstrip("/")
     return f"http://{parts.netloc}{path if path.endswith('/ws') else path + '/ws'}"
+
+
+def admin_base_url(text: str | None, signaling: str) -> str:
+    """``--admin-url`` (``http://HOST:PORT``), by default the signaling server's host on the default
+    admin port; on loopback, as the participants are."""
+    if text is None:
+        host = urlsplit(signaling).hostname or "127.0.0.1"
+        return f"http://{f'[{host}]' if ':' in host else host}:{DEFAULT_ADMIN_PORT}"
+    return signaling_url(text).removesuffix("/ws")
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -186,12 +205,13 @@ class LoadRunner:
         if config.url is None:
             plan = self._plan({})
             token = secrets.token_urlsafe(32)
-            url = await self._spawn_server(scratch, plan, token)
+            url, admin = await self._spawn_server(scratch, plan, token)
         else:
             url = signaling_url(config.url)
+            admin = admin_base_url(config.admin_url, url)
             if token is None and any(isinstance(s, PolicyStep) for s in config.steps):
                 raise LoadTestError(f"policy steps need the operator token: --admin-token or ${TOKEN_ENV}")
-            initial = await self._read_policies(url, token) if token else {}
+            initial = await self._read_policies(admin, token) if token else {}
             plan = self._plan(initial)
         media = media_description(config.video, config.audio)
         self.say(
@@ -200,9 +220,8 @@ class LoadRunner:
             f"{media['video']['clip_kbps']} kbit/s, audio opus {config.audio.frame_ms} ms "
             f"{media['audio']['kbps']:g} kbit/s"
         )
-        base = url.removesuffix("/ws")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession(base_url=base, headers=headers) as api:
+        async with aiohttp.ClientSession(base_url=admin, headers=headers) as api:
             self._start_workers(plan, url)
             progress = asyncio.ensure_future(self._print_progress(plan))
             try:
@@ -254,11 +273,13 @@ class LoadRunner:
 
     # -- server -----------------------------------------------------------------------------------------
 
-    async def _spawn_server(self, scratch: Path, plan: Plan, token: str) -> str:
+    async def _spawn_server(self, scratch: Path, plan: Plan, token: str) -> tuple[str, str]:
+        """Start ``serve``; returns its signaling URL and its admin listener's base URL."""
         database = build_database(
             scratch / "loadtest.mmdb", [f"{net}={country}" for country, net in plan.networks.items()]
         )
         self._server_log = scratch / "server.log"
+        config_uvloop = self.config.uvloop
         package_root = str(PACKAGE_ROOT)
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
         with self._server_log.open("wb") as log:
@@ -274,6 +295,11 @@ class LoadRunner:
                 str(database),
                 "--log-level",
                 "warning",
+                *(("--state-dir", str(self.config.state_dir)) if self.config.state_dir else ()),
+                # everybody joins at once: more joins in progress than a server's default allows
+                "--cap-pending-joins",
+                str(max(64, 2 * len(plan.initial_peers))),
+                *(() if config_uvloop else ("--no-uvloop",)),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
@@ -287,9 +313,12 @@ class LoadRunner:
         text = line.decode(errors="replace").strip()
         if not text.startswith("listening on "):
             raise LoadTestError(f"the spawned server did not start (said {text!r}); see its log below")
+        admin = (await self._server.stdout.readline()).decode(errors="replace").strip()
+        if not admin.startswith("admin listening on "):
+            raise LoadTestError(f"the spawned server has no admin listener (said {admin!r})")
         mapping = ", ".join(f"{c}={n}" for c, n in plan.networks.items())
         self.say(f"server pid {self._server.pid}: {text} (database {mapping})")
-        return text.split()[-1]
+        return text.split()[-1], admin.split()[3]
 
     async def _stop_server(self) -> None:
         process = self._server
@@ -304,8 +333,7 @@ class LoadRunner:
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
 
-    async def _read_policies(self, url: str, token: str) -> dict[str, RoomPolicy]:
-        base = url.removesuffix("/ws")
+    async def _read_policies(self, base: str, token: str) -> dict[str, RoomPolicy]:
         policies: dict[str, RoomPolicy] = {}
         async with aiohttp.ClientSession(base_url=base, headers={"Authorization": f"Bearer {token}"}) as api:
             for room in self._plan({}).rooms:
@@ -350,6 +378,7 @@ class LoadRunner:
             audio=self.config.audio,
             peers=tuple(peers),
             join_timeout=self.config.join_timeout,
+            uvloop=self.config.uvloop,
         )
         process = self._ctx.Process(
             target=worker_main,
@@ -361,7 +390,7 @@ class LoadRunner:
         theirs.close()
         handle = _WorkerHandle(process, ours, [p.name for p in peers], dedicated)
         self.workers.append(handle)
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable, handle)
+        eventloop.add_blocking_reader(ours.fileno(), self._on_readable, handle)
         return handle
 
     def _live(self) -> list[_WorkerHandle]:
@@ -566,7 +595,7 @@ class LoadRunner:
 
 def run_loadtest(config: LoadTestConfig, out: IO[str] = sys.stderr) -> tuple[Plan, RunRecord]:
     """Run a scenario to its end (blocking); Ctrl-C stops it and every process it started."""
-    return asyncio.run(LoadRunner(config, out).run())
+    return eventloop.run(LoadRunner(config, out).run(), use_uvloop=config.uvloop)
 
 
 __all__ = ["LoadRunner", "LoadTestConfig", "LoadTestError", "run_loadtest", "signaling_url"]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal
 
+from .. import eventloop
 from ..synthetic.client import SyntheticPeer
 from ..synthetic.media import (
     AudioClipParams,
@@ -62,6 +63,7 @@ class WorkerConfig:
     """Joined at once when the worker starts."""
     join_timeout: float = 30.0
     progress_interval: float = 1.0
+    uvloop: bool = True
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class Worker:
         encode_vp8_clip(self.config.video)  # once per process, before anybody joins
         encode_opus_clip(self.config.audio)
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.conn.fileno(), self._on_readable)
+        eventloop.add_blocking_reader(self.conn.fileno(), self._on_readable)
         try:
             for spec in self.config.peers:
                 self._start(spec)
@@ -331,5 +333,5 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     logging.basicConfig(
         level=logging.WARNING, format=f"worker {os.getpid()} %(levelname)s %(name)s %(message)s"
     )
-    with loopback_only():
-        asyncio.run(Worker(conn, config).run())
+    with loopback_only() as guard:
+        eventloop.run(Worker(conn, config).run(), factory=guard.loop_factory(config.uvloop))

@@ -28,7 +28,8 @@ class IceLimits:
     """What one connection may hold; a browser offers a handful of candidates, never dozens."""
 
     remote_candidates: int = 20
-    """Remote candidates kept (from the SDP and learned peer-reflexive); later ones are ignored."""
+    """Remote candidates kept (from the SDP and learned peer-reflexive); later ones are ignored. The
+    checks that came before the answer was applied may add ``peer_reflexive`` more at ``connect()``."""
     pairs: int = 20
     """Candidate pairs on the check list; the lowest-priority unchecked pairs go first."""
     peer_reflexive: int = 4
@@ -110,7 +111,8 @@ def admits_check(
     A check from a known remote candidate always may. One from a new source would make aioice learn
     a peer-reflexive candidate: it may once authenticated, and only if the connection has room for
     one, after dropping its oldest peer-reflexive candidate that is not nominated (with its pairs)
-    when ``limits.peer_reflexive`` or ``limits.remote_candidates`` is reached.
+    when ``limits.peer_reflexive`` or ``limits.remote_candidates`` is reached. Before ``connect()``,
+    as many new sources as ``limits.peer_reflexive`` may have checks waiting for it.
     """
     remote: list[Candidate] = connection._remote_candidates
     host, port = addr
@@ -119,6 +121,8 @@ def admits_check(
             return True
     if not _authentic(connection, message):
         return True  # aioice answers it with an error and learns nothing
+    if not connection._early_checks_done:
+        return _admits_early_check(connection, addr, limits, counters)
     reflexive = [c for c in remote if c.type == "prflx"]
     if len(reflexive) < limits.peer_reflexive and len(remote) < limits.remote_candidates:
         return True
@@ -132,6 +136,25 @@ def admits_check(
         _remove_pair(connection._check_list, pair)
     counters.peer_reflexive_pruned += 1
     return True
+
+
+def _admits_early_check(
+    connection: Connection, addr: tuple[str, int], limits: IceLimits, counters: CandidateCounters
+) -> bool:
+    """Whether a check from a new source may wait for ``connect()`` (aioice keeps up to 100).
+
+    The offer gives a client the server's credentials, so it can send checks before its answer is
+    applied; ``connect()`` then learns a peer-reflexive candidate, a pair and a triggered check for
+    every source waiting, with none of the checks above. So at most ``limits.peer_reflexive`` new
+    sources may wait; nothing is nominated yet, and a real client's checks are retransmitted until
+    its answer's candidates make them known.
+    """
+    known = {(c._network_host, c.port) for c in connection._remote_candidates}
+    waiting = {source for _, source, _ in connection._early_checks} - known
+    if addr in waiting or len(waiting) < limits.peer_reflexive:
+        return True
+    counters.checks_ignored += 1
+    return False
 
 
 def _authentic(connection: Connection, message: Any) -> bool:

@@ -45,7 +45,7 @@ from aiortc.rtp import (
     pack_remb_fci,
 )
 
-from . import require_pinned_versions
+from . import codecs, require_pinned_versions
 from .inbound import InboundStreams
 from .nack import NackTracker
 
@@ -72,6 +72,12 @@ class ForwardingReceiver(RTCRtpReceiver):
 
     def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
         super().__init__(kind, transport)
+        # The stock receiver's decoding state is never used (_handle_rtp_packet is ours): its bitrate
+        # estimator alone is 1,000 one-millisecond buckets, i.e. ~2,000 live objects per video m-line,
+        # sendonly ones included, for every full garbage collection to walk (162,000 in a room of 9:
+        # 30-100 ms pauses of every forwarded stream, measured after an ejection).
+        for name in ("jitter_buffer", "nack_generator", "remote_bitrate_estimator"):
+            setattr(self, f"_RTCRtpReceiver__{name}", None)
         self.kind = kind
         self.sink: PacketSink | None = None
         """Where packets go; None drops them (a publication with no producer yet)."""
@@ -81,7 +87,10 @@ class ForwardingReceiver(RTCRtpReceiver):
         self.foreign_packets = 0
         """Packets dropped because their SSRC is not the publisher's (see :class:`InboundStreams`)."""
         self._nack = NackTracker() if kind == "video" else None
-        self._bitrate = RemoteBitrateEstimator() if kind == "video" else None
+        self._video = kind == "video"
+        self._bitrate: RemoteBitrateEstimator | None = None
+        """REMB for the publisher's congestion control: made at the first video packet (an m-line
+        that only sends never gets one)."""
         # The stock RTCP loop (receiver reports) reads the private statistics dict: share it.
         self._inbound = InboundStreams({}, {}, getattr(self, "_RTCRtpReceiver__remote_streams"))  # noqa: B009
         self._receiving = False
@@ -112,9 +121,11 @@ class ForwardingReceiver(RTCRtpReceiver):
             if ssrc_table.get(packet.ssrc) is self:
                 del ssrc_table[packet.ssrc]
             return
-        bitrate = self._bitrate
-        if bitrate is not None and packet.extensions.abs_send_time is not None:
+        if self._video and packet.extensions.abs_send_time is not None:
             # As the stock receiver does: the publisher's congestion control needs REMB (no transport-cc).
+            bitrate = self._bitrate
+            if bitrate is None:
+                bitrate = self._bitrate = RemoteBitrateEstimator()
             remb = bitrate.add(
                 abs_send_time=packet.extensions.abs_send_time,
                 arrival_time_ms=arrival_time_ms,
@@ -220,10 +231,13 @@ class ForwardingSender(RTCRtpSender):
 class RtpEgress:
     """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
 
-    __slots__ = ("_dtls", "send_errors")
+    __slots__ = ("_addr", "_dtls", "_pair", "send_errors")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
+        self._pair: Any = None
+        self._addr: tuple[str, int] | None = None
+        """The nominated pair's remote address (aioice builds a new tuple on each read: kept)."""
         self.send_errors = 0
 
     def send(self, data: bytes) -> bool:
@@ -232,13 +246,15 @@ class RtpEgress:
         if dtls._state is not State.CONNECTED:
             return False
         pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return False
+        if pair is not self._pair:
+            if pair is None:
+                return False
+            self._pair, self._addr = pair, pair.remote_addr
         transport = pair.protocol.transport
         if transport is None:
             return False
         try:
-            transport.sendto(dtls._tx_srtp.protect(data), pair.remote_addr)
+            transport.sendto(dtls._tx_srtp.protect(data), self._addr)
         except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
             self.send_errors += 1
             return False
@@ -251,6 +267,7 @@ def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str)
     Must be called before the transceiver is first negotiated.
     """
     require_pinned_versions()
+    codecs.install()
     transceiver = pc.addTransceiver(kind, direction=direction)
     transceiver.setCodecPreferences(
         [c for c in RTCRtpSender.getCapabilities(kind).codecs if c.mimeType.lower() in FORWARDED_CODECS]

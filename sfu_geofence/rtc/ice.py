@@ -6,7 +6,8 @@ passes a STUN check. This module wraps four methods of :class:`aioice.Connection
 dispatch of its sockets (once, idempotently, see :func:`install`) so that a connection created while an
 :class:`IcePolicy` is current:
 
-* gathers host candidates only on the policy's ``bind`` addresses,
+* gathers host candidates only on the policy's ``bind`` addresses (none with the relay transport
+  policy, as stock aioice),
 * ignores remote candidates (SDP or trickled) outside ``allowed_remote`` and every mDNS name, never
   resolving it,
 * ignores STUN checks from sources outside ``allowed_remote``: no reply, no peer-reflexive candidate,
@@ -41,9 +42,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from aioice import Candidate, Connection, mdns
+from aioice import Candidate, Connection, TransportPolicy, mdns
 from aioice.ice import CandidatePair, StunProtocol
 
+from ..core.geolocation import unmapped_network
 from . import require_pinned_versions
 from .candidates import CandidateCounters, IceLimits, admits_check, admits_remote_candidate, trim_pairs
 from .media_source import MediaSource
@@ -82,6 +84,10 @@ class IcePolicy:
             raise ValueError("an ICE policy needs at least one bind address")
         for address in self.bind:
             ipaddress.ip_address(address)  # raises ValueError naming the bad address
+        # Remote addresses are compared unmapped (::ffff:a.b.c.d as a.b.c.d): so are the networks.
+        for name in ("allowed_remote", "relay_networks"):
+            unmapped = tuple(dict.fromkeys(unmapped_network(n) for n in getattr(self, name)))
+            object.__setattr__(self, name, unmapped)
 
     @classmethod
     def from_strings(
@@ -108,8 +114,9 @@ class IcePolicy:
 
 
 def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """Parse ``"127.0.0.0/8"``-style strings (host bits allowed); raises ValueError naming a bad one."""
-    return tuple(ipaddress.ip_network(text.strip(), strict=False) for text in texts)
+    """Parse ``"127.0.0.0/8"``-style strings (host bits allowed; ``::ffff:10.0.0.0/104`` as the IPv4
+    network it is); raises ValueError naming a bad one."""
+    return tuple(unmapped_network(ipaddress.ip_network(text.strip(), strict=False)) for text in texts)
 
 
 def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -310,7 +317,9 @@ def install() -> None:
         timeout: int = 5,  # noqa: ASYNC109 (aioice's)
     ) -> list[Candidate]:
         policy = policy_of(self)
-        if policy is not None:
+        # With iceTransportPolicy "relay" aioice gathers no host candidate (addresses is empty), and
+        # neither does the policy: only the TURN server's relayed candidate may be offered.
+        if policy is not None and self._transport_policy is TransportPolicy.ALL:
             addresses = list(policy.bind)
         return await original_component_candidates(self, component, addresses, timeout)
 

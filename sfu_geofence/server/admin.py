@@ -36,7 +36,6 @@ from ..core.errors import (
     ParticipantError,
 )
 from ..core.geofence import Geofence, ParticipantView
-from ..core.geolocation import DatabaseInfo
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyInForce
 from ..core.storage import StorageError
@@ -52,8 +51,12 @@ MIN_TOKEN_LENGTH = 16
 AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
 #: Largest request body (a policy, a reload request).
 MAX_BODY = 64 * 1024
-#: Longest reason an operator may give for an ejection (it goes into the audit log).
+#: Longest reason an operator may give for a change or an ejection (it goes into the audit log).
 MAX_REASON = 500
+#: Longest ``actor`` (who makes a change, as the operator names themself) kept in the audit log.
+MAX_ACTOR = 100
+#: Fields every changing call accepts beside its own: who makes the change and why (audited).
+ATTRIBUTION = frozenset({"actor", "reason"})
 REALM = "sfu-geofence"
 
 
@@ -252,10 +255,9 @@ async def eject_participant(request: web.Request) -> web.Response:
     """Remove one participant by hand: audited, then closed by the SFU (202: the close follows)."""
     fence = request.app[ADMIN].geofence
     room, participant = _room(request), request.match_info["participant"]
-    body = await _json_object(request, allowed={"reason"}, required=False)
-    reason = body.get("reason", "ejected by an operator")
-    if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
-        raise ApiError(422, "invalid_reason", f"reason must be a string of 1 to {MAX_REASON} characters")
+    body = await _json_object(request, allowed=set(ATTRIBUTION), required=False)
+    change = _Change.of(body)
+    reason = change.reason or "ejected by an operator"
     views = fence.participants(room)
     view = next((v for v in views if v.participant == participant), None)
     if view is None:
@@ -265,7 +267,7 @@ async def eject_participant(request: web.Request) -> web.Response:
     if view.ejecting:
         raise ApiError(409, "ejection_pending", f"the ejection of {participant!r} is already under way")
     try:
-        taken = fence.eject_by_operator(room, participant, reason)
+        taken = fence.eject_by_operator(room, participant, reason, actor=change.actor)
     except ParticipantError as exc:  # left between the check and now
         raise ApiError(404, "unknown_participant", str(exc)) from None
     if not taken:
@@ -332,9 +334,11 @@ async def put_room_policy(request: web.Request) -> web.Response:
     """Replace a room's policy; its participants now restricted are ejected (or would be)."""
     fence = request.app[ADMIN].geofence
     room = _room(request)
-    policy = _parse_policy(await _json_object(request))
+    body = await _json_object(request)
+    change = _Change.of(body)
+    policy = _parse_policy({k: v for k, v in body.items() if k not in ATTRIBUTION})
     before = _Ejections.before(fence)
-    await fence.change_policy(room, policy)
+    await fence.change_policy(room, policy, actor=change.actor, reason=change.reason)
     return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
@@ -342,12 +346,13 @@ async def delete_room_policy(request: web.Request) -> web.Response:
     """Return a room to the server default."""
     fence = request.app[ADMIN].geofence
     room = _room(request)
+    change = _Change.of(await _json_object(request, allowed=set(ATTRIBUTION), required=False))
     if room not in fence.policies.rooms():
         raise ApiError(
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
         )
     before = _Ejections.before(fence)
-    await fence.change_policy(room, None)
+    await fence.change_policy(room, None, actor=change.actor, reason=change.reason)
     return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
@@ -358,9 +363,11 @@ async def get_default_policy(request: web.Request) -> web.Response:
 async def put_default_policy(request: web.Request) -> web.Response:
     """Replace the server default, which every room without a policy of its own follows."""
     fence = request.app[ADMIN].geofence
-    policy = _parse_policy(await _json_object(request))
+    body = await _json_object(request)
+    change = _Change.of(body)
+    policy = _parse_policy({k: v for k, v in body.items() if k not in ATTRIBUTION})
     before = _Ejections.before(fence)
-    await fence.change_default_policy(policy)
+    await fence.change_default_policy(policy, actor=change.actor, reason=change.reason)
     return web.json_response({**_policy(fence.policies.default), **before.since()})
 
 
@@ -516,26 +523,27 @@ def _event(event: AuditEvent) -> dict[str, Any]:
 
 
 async def get_database(request: web.Request) -> web.Response:
-    return web.json_response(_database(request.app[ADMIN].geofence.database))
+    return web.json_response(_database(request.app[ADMIN].geofence))
 
 
 async def reload_database(request: web.Request) -> web.Response:
     """Swap in a new database file (or re-read the current one); a bad file keeps the old one."""
     fence = request.app[ADMIN].geofence
-    body = await _json_object(request, allowed={"path"}, required=False)
+    body = await _json_object(request, allowed={"path", *ATTRIBUTION}, required=False)
+    change = _Change.of(body)
     path = body.get("path")
     if path is not None and (not isinstance(path, str) or not path):
         raise ApiError(422, "invalid_path", "path must be a non-empty string (a file on the server)")
     _regular_file_or_missing(path if path is not None else fence.database.path)
     before = _Ejections.before(fence)
     try:
-        info = fence.reload_database(path)
+        fence.reload_database(path, actor=change.actor, reason=change.reason)
     except DatabaseError as exc:
-        kept = _database(fence.database)
+        kept = _database(fence)
         raise ApiError(
             422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
         ) from None
-    return web.json_response({**_database(info), **before.since()})
+    return web.json_response({**_database(fence), **before.since()})
 
 
 def _regular_file_or_missing(path: str) -> None:
@@ -550,22 +558,49 @@ def _regular_file_or_missing(path: str) -> None:
         raise ApiError(422, "invalid_path", f"{path!r} is not a regular file (a .mmdb database file)")
 
 
-def _database(info: DatabaseInfo) -> dict[str, Any]:
+def _database(fence: Geofence) -> dict[str, Any]:
+    info, alarm = fence.database, fence.database_alarm
     return {
         "label": info.label,
         "path": info.path,
         "type": info.database_type,
         "built": info.built.isoformat(),
         "age_days": round(info.age().total_seconds() / 86400, 1),
+        "age_seconds": round(info.age().total_seconds()),
         "stale": info.stale(),
         "warning": info.staleness_warning(),
         "embedded": info.embedded,
         "ip_version": info.ip_version,
         "attribution": info.attribution,
+        "alarm": None if alarm is None else {"message": alarm.message, "since": alarm.since.isoformat()},
     }
 
 
 # -- request bodies --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """Who makes a change and why, as the operator says (optional; audited, shown in reports)."""
+
+    actor: str | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> _Change:
+        return cls(
+            _text_field(body, "actor", MAX_ACTOR, "invalid_actor"),
+            _text_field(body, "reason", MAX_REASON, "invalid_reason"),
+        )
+
+
+def _text_field(body: Mapping[str, Any], name: str, longest: int, code: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= longest or not value.isprintable():
+        raise ApiError(422, code, f"{name} must be a printable string of 1 to {longest} characters")
+    return value
 
 
 async def _json_object(

@@ -1,25 +1,37 @@
 """The aiohttp application: configuration, the SFU it hosts, the signaling route, the geofence.
 
 :func:`create_app` is the media plane alone (what the SFU's own tests serve); :func:`create_geofenced_app`
-is the product: the same application with a :class:`GeofenceHost` enforcing room policies and, when a
-token is configured, the operator API under ``/api``.
+is the product: the same application with a :class:`GeofenceHost` enforcing room policies, and the
+admin listener's application (``/metrics``, and the operator API under ``/api`` when a token is
+configured) in ``app[ADMIN_APP]``, served on an address and port of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from aiohttp import web
 
+from ..core.geolocation import unmapped_network
 from ..core.policystore import PolicySource
 from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
-from .admin import AdminConfig, create_admin_app
+from .admin import AdminConfig
+from .admin_listener import AdminListenerConfig, create_admin_listener_app
+from .caps import AdmissionGate, Caps
+from .dbwatch import DatabaseWatch
+from .drain import Drain
 from .enforcement import GeofenceHost
+from .metrics import Metrics
+from .protocol import IceServer
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
+from .retention import AuditRetention
 from .signaling import SignalingSession
 from .state import StateConfig
 
@@ -40,6 +52,9 @@ class ServerConfig:
     selected pair comes from one of these is relayed (the room's ``relayed`` rule decides it), any
     other is decided on its address, whatever candidate type the client wrote. Merged with
     ``ice.relay_networks`` at construction, so both say the same."""
+    ice_servers: tuple[IceServer, ...] = ()
+    """STUN/TURN servers handed to every client in ``joined`` (``--turn``): a browser behind a firewall
+    reaches the SFU through them. Declare the TURN server's relay addresses in ``turn_relays``."""
     db_path: str | None = None
     """Geolocation database of the geofence; None: the embedded DB-IP Country Lite file."""
     proxies: ProxyConfig = field(default_factory=ProxyConfig)
@@ -51,6 +66,8 @@ class ServerConfig:
     audit stays in ``state``); None: in ``state``'s SQLite, as a single process."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
+    admin_listener: AdminListenerConfig = field(default_factory=AdminListenerConfig)
+    """Where the operator API and ``/metrics`` listen: never on the public listener."""
     max_message_bytes: int = 256 * 1024
     """Largest signaling message accepted; larger ones close the session with 4413."""
     heartbeat: float = 2.0
@@ -64,18 +81,39 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
+    db_watch_interval: float = 5.0
+    """Seconds between two looks at the ``db_path`` file, reloaded when replaced; 0: no watch."""
+    drain_timeout: float = 10.0
+    """Seconds a stop (SIGTERM) may take to tell everyone and flush the audit before the process exits."""
+    caps: Caps = field(default_factory=Caps)
+    """Admission control: WebSockets, joins in progress, participants, join rate (per address, total)."""
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)  # an address, not a name: say exactly where we listen
-        relays = tuple(dict.fromkeys((*self.ice.relay_networks, *self.turn_relays)))
+        relays = tuple(
+            dict.fromkeys(unmapped_network(n) for n in (*self.ice.relay_networks, *self.turn_relays))
+        )
         # Frozen: one place (this) keeps the two views of the declared relays equal.
         object.__setattr__(self, "turn_relays", relays)
         object.__setattr__(self, "ice", replace(self.ice, relay_networks=relays))
+        if self.db_watch_interval < 0:
+            raise ValueError(
+                f"the database watch interval must be 0 (off) or more, not {self.db_watch_interval}"
+            )
+        if not self.drain_timeout > 0:
+            raise ValueError(f"the drain timeout must be positive, not {self.drain_timeout}")
 
 
 CONFIG = web.AppKey("config", ServerConfig)
 SFU = web.AppKey("sfu", Sfu)
 GEOFENCE_HOST = web.AppKey("geofence_host", GeofenceHost)
+DRAIN = web.AppKey("drain", Drain)
+DATABASE_WATCH = web.AppKey("database_watch", DatabaseWatch)
+AUDIT_RETENTION = web.AppKey("audit_retention", AuditRetention)
+GATE = web.AppKey("gate", AdmissionGate)
+METRICS = web.AppKey("metrics", Metrics)
+ADMIN_APP = web.AppKey("admin_app", web.Application)
+"""The admin listener's application of a geofenced app (serve it on ``config.admin_listener``)."""
 IDENTITY = web.RequestKey("identity", str)
 """Set by an authentication middleware of the deployment on ``/ws`` requests: who the client is,
 as the server vouches for it (a token's subject). Rooms' ``exempt_participants`` match it."""
@@ -90,7 +128,8 @@ def create_app(
     config = config or ServerConfig()
     app = web.Application()
     app[CONFIG] = config
-    app[SFU] = Sfu(
+    app[GATE] = gate = AdmissionGate(config.caps)
+    app[SFU] = sfu = Sfu(
         SfuConfig(
             ice=config.ice,
             negotiation_timeout=config.negotiation_timeout,
@@ -98,12 +137,19 @@ def create_app(
             max_participants_per_room=config.max_participants_per_room,
         ),
         admission=admission,
-        observers=observers,
+        observers=[gate, *observers],
+    )
+    app[DRAIN] = drain = Drain()
+    app[METRICS] = metrics = Metrics(sfu, gate)
+    sfu.observer.observers.append(metrics)
+    metrics.add(
+        "gauge", "sfu_geofence_draining", "1 while the server drains (SIGTERM)", lambda: drain.draining
     )
     install_trusted_proxies(app, config.proxies)
     app.router.add_get("/ws", websocket_handler)
     app.cleanup_ctx.append(_sfu_lifetime)
-    app.on_shutdown.append(_close_participants)
+    app.cleanup_ctx.append(_metrics_probe)
+    app.on_shutdown.append(_drain)
     return app
 
 
@@ -112,7 +158,8 @@ def create_geofenced_app(
     observers: Iterable[SfuObserver] = (),
     policies: PolicySource | None = None,
 ) -> web.Application:
-    """:func:`create_app` with the geofence enforcing every room, and the operator API if configured.
+    """:func:`create_app` with the geofence enforcing every room; its admin listener's application
+    (metrics, and the operator API if a token is configured) is ``app[ADMIN_APP]``.
 
     Opens the database and the state directory now: a missing or corrupt file fails here, at start-up.
     ``policies``: a store opened by the caller (a cluster's, :mod:`sfu_geofence.cluster`); default the
@@ -127,11 +174,21 @@ def create_geofenced_app(
         audit=config.state.open_audit(),
     )
     app[GEOFENCE_HOST] = host
+    if config.db_path is not None and config.db_watch_interval > 0:
+        app[DATABASE_WATCH] = watch = DatabaseWatch(host.geofence, config.db_watch_interval)
+        app.cleanup_ctx.append(_watch_database)  # its cleanup runs before the geofence closes
+        app[METRICS].add(
+            "counter",
+            "sfu_geofence_database_watch_reloads",
+            "Reloads of the --db file started by its watch (it changed), successful or not",
+            lambda: watch.reloads,
+        )
+    if config.state.audit_retention_days is not None:
+        app[AUDIT_RETENTION] = AuditRetention(host.geofence.audit, config.state.audit_retention_days)
+        app.cleanup_ctx.append(_retain_audit)
     app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
-    if config.admin.token is not None:
-        app.add_subapp("/api", create_admin_app(host.geofence, host, config.admin.token))
-    else:
-        logger.info("no operator token configured: the operator API (/api) is not mounted")
+    add_geofence_metrics(app[METRICS], host)
+    app[ADMIN_APP] = create_admin_listener_app(host, app[METRICS], config.admin.token)
     logger.info(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
@@ -144,6 +201,73 @@ def create_geofenced_app(
     return app
 
 
+async def _watch_database(app: web.Application) -> AsyncIterator[None]:
+    async with _running(app[DATABASE_WATCH].run()):
+        yield
+
+
+async def _retain_audit(app: web.Application) -> AsyncIterator[None]:
+    retention = app[AUDIT_RETENTION]
+    await retention.prune_safely()  # at start-up, before anyone joins
+    async with _running(retention.run(delay=retention.interval)):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` as a task for the life of the application (cancelled before the geofence closes)."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
+    """The geofence's figures: ejections by trigger, decision and ejection times, database, audit."""
+    fence = host.geofence
+    host.observe_decision = metrics.decision_seconds.observe
+    host.observe_ejection = metrics.ejection_seconds.observe
+    metrics.add(
+        "counter",
+        "sfu_geofence_ejections",
+        "Ejections requested, by trigger",
+        lambda: {(str(trigger),): n for trigger, n in host.ejections.items()},
+        labels=("trigger",),
+    )
+    metrics.add(
+        "gauge",
+        "sfu_geofence_database_age_seconds",
+        "Age of the geolocation database build deciding now",
+        lambda: fence.database.age().total_seconds(),
+    )
+    metrics.add(
+        "gauge",
+        "sfu_geofence_database_alarm",
+        "1 while the last database reload failed (the old build still decides; GET /api/database: why)",
+        lambda: fence.database_alarm is not None,
+    )
+    metrics.add(
+        "counter",
+        "sfu_geofence_audit_write_failures",
+        "Audit events that could not be written (enforcement went on)",
+        lambda: fence.audit_failures,
+    )
+    metrics.add(
+        "counter",
+        "sfu_geofence_audit_refusals_counted",
+        "Refusals over the audit's rate, counted in summary rows instead of one row each",
+        lambda: fence.refusals_counted,
+    )
+
+
+async def _metrics_probe(app: web.Application) -> AsyncIterator[None]:
+    async with _running(app[METRICS].probe()):
+        yield
+
+
 async def _close_geofence(app: web.Application) -> None:
     app[GEOFENCE_HOST].close()
 
@@ -153,25 +277,47 @@ async def _sfu_lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[SFU].close()
 
 
-async def _close_participants(app: web.Application) -> None:
-    # On shutdown, before aiohttp cancels the WebSocket handlers: tell every client why.
+async def _drain(app: web.Application) -> None:
+    # On shutdown (the listening socket is closed already), before aiohttp cancels the WebSocket
+    # handlers: no more joins, and every client told why, joined or not.
+    app[DRAIN].start()
     await app[SFU].close()
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
     """GET /ws: one signaling session (docs/protocol.md)."""
     config = request.app[CONFIG]
+    drain = request.app[DRAIN]
+    if drain.draining:
+        raise web.HTTPServiceUnavailable(text="the server is shutting down")
     address = participant_address(request)  # before the handshake: a bad one is an HTTP 400
-    ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=2 * config.max_message_bytes)
-    await ws.prepare(request)
-    session = SignalingSession(
-        request.app[SFU],
-        ws,
-        address=address,
-        max_message_bytes=config.max_message_bytes,
-        max_errors=config.max_errors,
-        identity=request.get(IDENTITY),
-        join_timeout=config.join_timeout,
-    )
-    await session.run()
+    gate = request.app[GATE]
+    over = gate.open_websocket(address)
+    if over is not None:  # before the upgrade: no WebSocket, no session, the connection closed at once
+        logger.debug("WebSocket of %s refused: %s", address, over)
+        status = web.HTTPTooManyRequests if over.per_address else web.HTTPServiceUnavailable
+        refusal = status(text=f"{over.message} ({over})", headers={"Retry-After": "5", "Connection": "close"})
+        refusal.force_close()
+        raise refusal
+    try:
+        ws = web.WebSocketResponse(heartbeat=config.heartbeat, max_msg_size=2 * config.max_message_bytes)
+        await ws.prepare(request)
+        session = SignalingSession(
+            request.app[SFU],
+            ws,
+            address=address,
+            max_message_bytes=config.max_message_bytes,
+            max_errors=config.max_errors,
+            identity=request.get(IDENTITY),
+            join_timeout=config.join_timeout,
+            gate=gate,
+            ice_servers=config.ice_servers,
+        )
+        drain.opened(session)
+        try:
+            await session.run()
+        finally:
+            drain.closed(session)
+    finally:
+        gate.close_websocket(address)
     return ws

@@ -1,6 +1,6 @@
-"""The demo conference server: ``serve``'s geofenced application plus the pages in demo/.
+"""The demo conference server: ``serve``'s geofenced application plus the pages in ``pages/``.
 
-A browser on this machine always connects from 127.0.0.1, which is in no country. To show the geofence
+A browser on this machine signals from 127.0.0.1, which is in no country. To show the geofence
 at work, the demo lets a tab *pretend* to connect from a sample address of a chosen country: the query
 parameter ``?from=CN`` on any request (the page puts it on its WebSocket URL) makes ``request.remote``
 the sample address for that request, as a trusted proxy's ``X-Forwarded-For`` would (aiohttp-remotes
@@ -8,10 +8,11 @@ clones the request the same way). Everything downstream (signaling, the geofence
 ejections, the media-address check, the audit log, the operator API) is the code real traffic goes
 through; only the address differs.
 
-Only the signaling address can be pretended: every tab's media still comes from 127.0.0.1, which no
-database places in a country. The media-address check therefore sees an unknown country for everyone;
-rooms admit unknown countries by default, so that changes nothing unless a room refuses them (then
-every tab is ejected once its media connects; exempting 127.0.0.0/8 in that room avoids it).
+Only the signaling address can be pretended: every tab's media still comes from this machine (its
+LAN address, which ``sfu-geofence demo``'s ICE gathers on and accepts, or 127.0.0.1), usually in no
+country. The media-address check therefore sees an unknown country for everyone; rooms admit unknown
+countries by default, so that changes nothing unless a room refuses them (then every tab is ejected
+once its media connects; exempting 127.0.0.0/8 and the LAN in that room avoids it).
 
 This is a hole by design, so it exists only here: ``sfu-geofence serve`` never installs it, and the
 demo listens on loopback only and honours ``from`` only from loopback peers.
@@ -29,12 +30,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..sfu import SfuObserver
-from .app import GEOFENCE_HOST, ServerConfig, create_geofenced_app
+from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 
 logger = logging.getLogger(__name__)
 
-PAGES = Path(__file__).resolve().parents[2] / "demo"
-"""The conference page and the operator console: plain HTML/JS, served as they are."""
+PAGES = Path(__file__).resolve().parent / "pages"
+"""The conference page and the operator console: plain HTML/JS, served as they are.
+
+Package data (pyproject's ``package-data``), so a wheel or ``pip install .`` serves them too."""
 
 FROM_PARAMETER = "from"
 """Query parameter naming the sample origin a request pretends to come from."""
@@ -95,25 +98,26 @@ DEMO = web.AppKey("demo", DemoConfig)
 
 
 def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -> web.Application:
-    """``serve``'s application (:func:`create_geofenced_app`) plus the pages and ``?from=``.
+    """``serve``'s application (:func:`create_geofenced_app`) plus the meeting page and ``?from=``;
+    its admin listener's application (``app[ADMIN_APP]``) gets the operator console.
 
     Admission, ejection, the media-address check and the operator API under /api are the product's
     own: the demo adds no hook of its own, only the address a tab pretends to come from.
     """
     if not (config.pages / "index.html").is_file():
-        raise FileNotFoundError(
-            f"the demo pages are not in {config.pages}: run the demo from a source checkout "
-            "(pip install -e .)"
-        )
+        raise FileNotFoundError(f"the demo pages are not in {config.pages}: a broken installation")
     app = create_geofenced_app(config.server, observers=observers)
     # Where a trusted-proxy middleware would sit (the demo trusts none): before every handler, the
     # signaling route's participant_address() and the operator API included.
     app.middlewares.append(pretend_origin({origin.country: origin for origin in config.origins}))
     app[DEMO] = config
     app.router.add_get("/", _page("index.html"))
-    app.router.add_get("/console", _page("console.html"))
     app.router.add_get("/origins", sample_origins)
     app.router.add_static("/demo/", config.pages)
+    admin = app[ADMIN_APP]
+    admin[DEMO] = config
+    admin.router.add_get("/console", _page("console.html"))
+    admin.router.add_static("/demo/", config.pages)
     return app
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ..core.audit import AuditLog
@@ -59,6 +60,12 @@ class GeofenceHost(SfuObserver):
         sfu.admission = self.admit
         sfu.admission_ready = self.geofence.ready
         sfu.observer.observers.append(self)
+        self.ejections: dict[Trigger, int] = dict.fromkeys(Trigger, 0)
+        """Ejections requested since start-up, by trigger (for the metrics)."""
+        self.observe_decision: Callable[[float], None] = _ignore
+        """Told how many seconds each admission decision took (the metrics' histogram)."""
+        self.observe_ejection: Callable[[float], None] = _ignore
+        """Told how many seconds each ejection took, from request to closed peer connection."""
 
     def close(self) -> None:
         """Close the geofence (its database, policy store and audit log). Safe to call twice."""
@@ -71,35 +78,45 @@ class GeofenceHost(SfuObserver):
 
         When the geofence cannot decide, the refusal is ``internal``: the client sees an internal error.
         """
+        started = time.perf_counter()
         try:
             decision = self.geofence.admit(
                 request.room, request.participant_id, request.address, request.identity
             )
+            self.observe_decision(time.perf_counter() - started)
         except InvalidAddress:
-            return Refusal("Your network address could not be read, so this meeting cannot admit you.")
+            return Refusal(
+                "Your network address could not be read, so this meeting cannot admit you.",
+                code="invalid_address",
+            )
         except GeofenceError as exc:
             # The server failed (the geofence closed under a shutdown, a store error): nobody's country
             # was refused, so this must not look like a refusal by policy (4403): an internal refusal
             # closes the session as an internal error (4500); the geofence has audited what it could,
             # the log says why.
             logger.error("admission of %s in %s failed: %s", request.participant_id, request.room, exc)
-            return Refusal("The server cannot admit anyone right now.", internal=True)
+            return Refusal("The server cannot admit anyone right now.", internal=True, code="internal_error")
         if decision.admitted:
             return None
         logger.debug("refused %s in %s: %s", request.participant_id, request.room, decision.reason)
-        return Refusal(refusal_reason(decision))
+        return Refusal(refusal_reason(decision), code=str(decision.reason))
 
     # -- the geofence's eject callable ---------------------------------------------------------------
 
     def _eject(self, request: EjectRequest) -> None:
         # Never close from inside the geofence's call (a policy change, an ICE callback): schedule it.
-        asyncio.get_running_loop().call_soon(self._remove, request)
+        asyncio.get_running_loop().call_soon(self._remove, request, time.perf_counter())
+        self.ejections[request.trigger] += 1
 
-    def _remove(self, request: EjectRequest) -> None:
+    def _remove(self, request: EjectRequest, requested: float) -> None:
         logger.info("ejecting %s from %s (%s)", request.participant, request.room, request.trigger)
+        participant = self.sfu.participant(request.participant)
         removed = self.sfu.remove_participant(
             request.participant, CloseReason.EJECTED, ejection_reason(request)
         )
+        if participant is not None and removed:
+            closed = participant.close(CloseReason.EJECTED, "")  # idempotent: the closing under way
+            closed.add_done_callback(lambda _: self.observe_ejection(time.perf_counter() - requested))
         if not removed:  # it left meanwhile; participant_left has already answered with leave()
             self.geofence.leave(request.room, request.participant)
 
@@ -126,6 +143,10 @@ class GeofenceHost(SfuObserver):
     def display_names(self, room: str) -> Mapping[str, str]:
         found = self.sfu.rooms.get(room)
         return {} if found is None else {pid: p.name for pid, p in found.participants.items()}
+
+
+def _ignore(seconds: float) -> None:
+    pass
 
 
 def _place(decision: Decision) -> str:

@@ -34,6 +34,10 @@ class CloseCode(enum.IntEnum):
     """The client's answer could not be applied."""
     ROOM_FULL = 4429
     """The room has reached its participant limit."""
+    ADDRESS_LIMIT = 4430
+    """Too many sessions or joins in progress from the client's address, or joins too fast."""
+    OVER_CAPACITY = 4503
+    """The server is at capacity (a global cap); the client may retry later."""
     INTERNAL_ERROR = 4500
     """A server bug; the client may retry."""
 
@@ -150,6 +154,55 @@ def _parse_join(data: dict[str, Any]) -> Join:
     return Join(room=room, name=name, publish=frozenset(k for k, v in publish.items() if v))
 
 
+@dataclass(frozen=True)
+class IceServer:
+    """A STUN/TURN server handed to clients in ``joined`` (``--turn``), as ``RTCIceServer`` takes it."""
+
+    url: str
+    """``turn:host:port``, ``turns:...`` or ``stun:...`` (RFC 7064/7065)."""
+    username: str | None = None
+    credential: str | None = None
+
+    SCHEMES = ("turn:", "turns:", "stun:", "stuns:")
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(self.SCHEMES) or len(self.url) > 512:
+            raise ValueError(
+                f"{self.url[:80]!r} is not a TURN or STUN URL (turn:HOST:PORT, turns:..., stun:...)"
+            )
+        if self.url.startswith(("turn:", "turns:")) and not (self.username and self.credential):
+            raise ValueError(f"TURN server {self.url} needs a username and a credential")
+
+    def to_message(self) -> dict[str, str]:
+        """The ``RTCIceServer`` dictionary a browser passes to ``setConfiguration``."""
+        server = {"urls": self.url}
+        if self.username is not None and self.credential is not None:
+            server |= {"username": self.username, "credential": self.credential}
+        return server
+
+
+@dataclass(frozen=True)
+class Joined:
+    """``joined``: the join is accepted; who is there already, and the ICE servers to use."""
+
+    participant: str
+    room: str
+    participants: tuple[tuple[str, str], ...]
+    """(id, display name) of everyone else in the room: never addresses or places."""
+    ice_servers: tuple[IceServer, ...] = ()
+
+    def to_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "type": "joined",
+            "participant": self.participant,
+            "room": self.room,
+            "participants": [{"participant": pid, "name": name} for pid, name in self.participants],
+        }
+        if self.ice_servers:  # only a server given --turn says anything more
+            message["ice_servers"] = [server.to_message() for server in self.ice_servers]
+        return message
+
+
 def offer_message(offer: Offer) -> dict[str, Any]:
     return {
         "type": "offer",
@@ -170,6 +223,17 @@ def offer_message(offer: Offer) -> dict[str, Any]:
 
 def event_message(event: PeerEvent) -> dict[str, Any]:
     return {"type": event.type, "participant": event.participant, "name": event.name}
+
+
+def closing_message(reason: str, message: str) -> dict[str, Any]:
+    """Sent before the server closes a session: ``reason`` is a :class:`CloseReason` value or
+    ``join-timeout``."""
+    return {"type": "closing", "reason": reason, "message": message}
+
+
+def refused_message(reason: str) -> dict[str, Any]:
+    """The join was refused; ``reason`` concerns the refused client only."""
+    return {"type": "refused", "reason": reason}
 
 
 def error_message(code: str, message: str) -> dict[str, Any]:

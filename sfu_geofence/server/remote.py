@@ -29,6 +29,8 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp_remotes import XForwardedFiltered
 from multidict import MultiMapping
 
+from ..core.geolocation import unmapped_network
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -46,11 +48,12 @@ class ProxyConfig:
 
     @property
     def networks(self) -> tuple[Network, ...]:
-        """The trusted proxies, parsed (a single address is a /32 or /128 network)."""
+        """The trusted proxies, parsed (a single address is a /32 or /128 network; an IPv4-mapped
+        one, ``::ffff:10.0.0.5``, the IPv4 network it is: peers and entries are compared unmapped)."""
         networks = []
         for text in self.trusted:
             try:
-                networks.append(ipaddress.ip_network(text, strict=False))
+                networks.append(unmapped_network(ipaddress.ip_network(text, strict=False)))
             except ValueError:
                 raise ValueError(
                     f"trusted proxy {text!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"

@@ -14,25 +14,38 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .. import eventloop
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
 from .admin import TOKEN_ENV, AdminConfig
-from .app import ServerConfig, create_geofenced_app
+from .admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
+from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
+from .caps import Caps
+from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 from .logs import keep_addresses_at_debug
+from .protocol import IceServer
 from .remote import ProxyConfig
 from .state import StateConfig
 
+if TYPE_CHECKING:
+    from ..cluster.redisstore import RedisPolicyStore
+
 NAME = "serve"
-HELP = "run the geofenced SFU (WebSocket signaling on /ws, operator API on /api)"
+HELP = "run the geofenced SFU (WebSocket signaling on /ws; operator API and metrics on the admin port)"
 
 ENV_HOST = "SFU_GEOFENCE_HOST"
 ENV_PORT = "SFU_GEOFENCE_PORT"
 ENV_ICE_ADDRESSES = "SFU_GEOFENCE_ICE_ADDRESSES"
 ENV_ALLOW_REMOTE = "SFU_GEOFENCE_ALLOW_REMOTE"
 ENV_TURN_RELAY = "SFU_GEOFENCE_TURN_RELAY"
+ENV_TURN = "SFU_GEOFENCE_TURN"
+ENV_TURN_USERNAME = "SFU_GEOFENCE_TURN_USERNAME"
+ENV_TURN_CREDENTIAL = "SFU_GEOFENCE_TURN_CREDENTIAL"
 ENV_DB = "SFU_GEOFENCE_DB"
 ENV_LOG_LEVEL = "SFU_GEOFENCE_LOG_LEVEL"
 ENV_LOOPBACK_ONLY = "SFU_GEOFENCE_LOOPBACK_ONLY"
@@ -41,6 +54,16 @@ ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
 ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 ENV_REDIS = "SFU_GEOFENCE_REDIS"
+ENV_ADMIN_HOST = "SFU_GEOFENCE_ADMIN_HOST"
+ENV_ADMIN_PORT = "SFU_GEOFENCE_ADMIN_PORT"
+CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
+"""``--cap-websockets-per-address`` reads ``SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS``, and so on."""
+
+logger = logging.getLogger(__name__)
+
+ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
+ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
+ENV_AUDIT_RETENTION = "SFU_GEOFENCE_AUDIT_RETENTION"
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -71,6 +94,35 @@ def turn_relays_from_args(
     return networks(args.turn_relays or _listed(ENV_TURN_RELAY, environ) or ())
 
 
+def add_turn_argument(parser: argparse.ArgumentParser) -> None:
+    """``--turn URL`` (repeatable), shared by ``serve`` and ``demo``: handed to every client in ``joined``."""
+    parser.add_argument(
+        "--turn",
+        action="append",
+        dest="turn_urls",
+        metavar="URL",
+        help=f"TURN (or STUN) server browsers are told to use, e.g. turn:turn.example.org:3478; repeatable "
+        f"(${ENV_TURN}, comma-separated). Its long-term credential comes from ${ENV_TURN_USERNAME} and "
+        f"${ENV_TURN_CREDENTIAL} only (argv is public). Declare its relay addresses with --turn-relay",
+    )
+
+
+def ice_servers_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> tuple[IceServer, ...]:
+    """The ``--turn`` servers with the environment's credential; ValueError names what is wrong."""
+    environ = os.environ if environ is None else environ
+    urls = args.turn_urls or _listed(ENV_TURN, environ) or ()
+    username = environ.get(ENV_TURN_USERNAME) or None
+    credential = environ.get(ENV_TURN_CREDENTIAL) or None
+    try:
+        return tuple(
+            IceServer(url, username, credential) if url.startswith("turn") else IceServer(url) for url in urls
+        )
+    except ValueError as exc:
+        raise ValueError(f"--turn: {exc} (set ${ENV_TURN_USERNAME} and ${ENV_TURN_CREDENTIAL})") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the flags of ``serve`` (defaults come from the environment, then from here)."""
     parser.add_argument(
@@ -79,6 +131,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get(ENV_PORT, "8080")), help=f"listen port (${ENV_PORT})"
     )
+    parser.add_argument(
+        "--admin-host",
+        default=os.environ.get(ENV_ADMIN_HOST, "127.0.0.1"),
+        help=f"listen address of the operator API and /metrics (${ENV_ADMIN_HOST}; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(os.environ[ENV_ADMIN_PORT]) if os.environ.get(ENV_ADMIN_PORT) else None,
+        help=f"port of the operator API and /metrics (${ENV_ADMIN_PORT}; default {DEFAULT_ADMIN_PORT}, "
+        "or any free one when --port is 0; 0: any free one)",
+    )
+    add_cap_arguments(parser)
     parser.add_argument(
         "--ice-address",
         action="append",
@@ -94,7 +159,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"network media may come from; repeatable (${ENV_ALLOW_REMOTE}; default loopback only)",
     )
     add_turn_relay_argument(parser)
+    add_turn_argument(parser)
     parser.add_argument("--db", default=os.environ.get(ENV_DB), help=f"geolocation database path (${ENV_DB})")
+    _seconds(
+        parser,
+        "--db-watch",
+        ENV_DB_WATCH,
+        ServerConfig.db_watch_interval,
+        "look at the --db file this often and reload it when it is replaced; 0: never",
+    )
     parser.add_argument(
         "--admin-token",
         help=f"bearer token of the operator API under /api; prefer ${ENV_ADMIN_TOKEN} (argv is public). "
@@ -122,6 +195,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"SQLite synchronous setting of the audit log (${ENV_AUDIT_SYNC}; default NORMAL: survives "
         "a crash, FULL: also a power cut)",
     )
+    _seconds(
+        parser,
+        "--drain-timeout",
+        ENV_DRAIN_TIMEOUT,
+        ServerConfig.drain_timeout,
+        "on SIGTERM: seconds to tell everyone and flush the audit before exiting",
+    )
+    parser.add_argument(
+        "--audit-retention",
+        type=float,
+        default=float(os.environ[ENV_AUDIT_RETENTION]) if os.environ.get(ENV_AUDIT_RETENTION) else None,
+        metavar="DAYS",
+        help=f"delete audit events older than this many days (${ENV_AUDIT_RETENTION}; default: keep all)",
+    )
     parser.add_argument(
         "--redis",
         default=os.environ.get(ENV_REDIS) or None,
@@ -142,9 +229,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENV_LOOPBACK_ONLY, "") not in ("", "0"),
         help=f"refuse to listen or bind ICE outside 127.0.0.0/8 and ::1 (${ENV_LOOPBACK_ONLY})",
     )
+    eventloop.add_uvloop_argument(parser)
 
 
 configure = add_arguments
+
+
+def _seconds(parser: argparse.ArgumentParser, flag: str, env: str, default: float, text: str) -> None:
+    parser.add_argument(
+        flag,
+        type=float,
+        default=float(os.environ.get(env, default)),
+        metavar="SECONDS",
+        help=f"{text} (${env}; default {default:g})",
+    )
+
+
+def add_cap_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of :class:`Caps`: ``--cap-NAME`` (and ``SFU_GEOFENCE_CAP_NAME``)."""
+    defaults = Caps()
+    group = parser.add_argument_group("admission control (docs/operations.md)")
+    for item in fields(Caps):
+        group.add_argument(
+            f"--cap-{item.name.replace('_', '-')}",
+            dest=f"cap_{item.name}",
+            type=_cap_type(item.name),
+            metavar="N",
+            help=f"(${CAP_ENV_PREFIX}{item.name.upper()}; default {getattr(defaults, item.name)})",
+        )
+
+
+def _cap_type(name: str) -> type[float] | type[int]:
+    return float if name == "join_rate" else int
+
+
+def caps_from_args(args: argparse.Namespace) -> Caps:
+    """The caps: each flag, else its environment variable, else the default; ValueError names a bad one."""
+    values: dict[str, float] = {}
+    for item in fields(Caps):
+        given = getattr(args, f"cap_{item.name}", None)
+        env = CAP_ENV_PREFIX + item.name.upper()
+        if given is None and os.environ.get(env):
+            try:
+                given = _cap_type(item.name)(os.environ[env])
+            except ValueError:
+                raise ValueError(f"${env}: {os.environ[env]!r} is not a number") from None
+        if given is not None:
+            values[item.name] = given
+    return Caps(**values)  # type: ignore[arg-type]
+
+
+def admin_port(args: argparse.Namespace) -> int:
+    """``--admin-port``; without it, the default port, or any free one when ``--port`` is 0 (tests,
+    several servers on one machine: two fixed admin ports would collide)."""
+    if args.admin_port is not None:
+        return int(args.admin_port)
+    return 0 if args.port == 0 else DEFAULT_ADMIN_PORT
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -152,7 +292,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     ice_addresses = args.ice_addresses or _listed(ENV_ICE_ADDRESSES) or ["127.0.0.1"]
     allow_remote = args.allow_remote or _listed(ENV_ALLOW_REMOTE) or list(DEFAULT_ALLOW_REMOTE)
     if args.loopback_only:
-        for address in [args.host, *ice_addresses]:
+        for address in [args.host, args.admin_host, *ice_addresses]:
             if not ipaddress.ip_address(address).is_loopback:
                 raise ValueError(f"--loopback-only: {address} is not a loopback address")
     if not 0 <= args.port <= 65535:
@@ -166,61 +306,145 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         ice=IcePolicy.from_strings(ice_addresses, allow_remote),
         turn_relays=turn_relays_from_args(args),
+        ice_servers=ice_servers_from_args(args),
         db_path=args.db,
         proxies=ProxyConfig(tuple(args.trusted_proxies or _listed(ENV_TRUSTED_PROXIES) or ())),
         state=StateConfig(
-            Path(args.state_dir) if args.state_dir else None, audit_synchronous=args.audit_sync
+            Path(args.state_dir) if args.state_dir else None,
+            audit_synchronous=args.audit_sync,
+            audit_retention_days=args.audit_retention,
         ),
         admin=AdminConfig.from_env(args.admin_token),
         redis_url=args.redis,
+        drain_timeout=args.drain_timeout,
+        db_watch_interval=args.db_watch,
+        admin_listener=AdminListenerConfig(args.admin_host, admin_port(args)),
+        caps=caps_from_args(args),
     )
 
 
-async def serve(config: ServerConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then close every participant."""
+@dataclass(frozen=True)
+class Listener:
+    """One application on one address and port (0: any free one)."""
 
-    def announce(base: str) -> None:
-        print(f"listening on {base}/ws", flush=True)
+    app: web.Application
+    host: str
+    port: int
 
-    if config.redis_url is None:
-        await run_app_until_signalled(create_geofenced_app(config), config.host, config.port, announce)
-        return
-    from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
 
-    store = await RedisPolicyStore.open(config.redis_url)  # unreachable: StorageError, exit 2
+def within_file_budget(config: ServerConfig) -> ServerConfig:
+    """Raise the open-file limit, log the capacity, and fit the caps under it (before allocating)."""
+    budget: FileBudget = raise_open_file_limit()
+    caps = fit_caps(config.caps, budget, sockets_per_participant=len(config.ice.bind))
+    logger.info(
+        "open-file limit %d (was %d, hard %d): room for %d WebSockets and %d participants "
+        "(%d joining at once), at most %d from one address",
+        budget.soft,
+        budget.before,
+        budget.hard,
+        caps.websockets,
+        caps.participants,
+        caps.pending_joins,
+        caps.participants_per_address,
+    )
+    return replace(config, caps=caps)
+
+
+def listeners(app: web.Application, config: ServerConfig) -> list[Listener]:
+    """A geofenced app's public listener, then its admin listener."""
+    admin = config.admin_listener
+    return [Listener(app, config.host, config.port), Listener(app[ADMIN_APP], admin.host, admin.port)]
+
+
+async def serve(config: ServerConfig) -> bool:
+    """Serve until SIGINT or SIGTERM, then drain; True when the drain finished within its timeout."""
+    config = within_file_budget(config)
+
+    def announce(public: str, admin: str) -> None:
+        print(f"listening on {public}/ws", flush=True)
+        print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
+
+    store: RedisPolicyStore | None = None
+    if config.redis_url is not None:
+        from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
+
+        store = await RedisPolicyStore.open(config.redis_url)  # unreachable: StorageError, exit 2
     try:
         app = create_geofenced_app(config, policies=store)
-        await run_app_until_signalled(app, config.host, config.port, announce)
+        return await run_until_signalled(
+            listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
+        )
     finally:
-        await store.aclose()
+        if store is not None:
+            await store.aclose()
 
 
-async def run_app_until_signalled(
-    app: web.Application, host: str, port: int, announce: Callable[[str], None]
-) -> None:
-    """Serve ``app`` on ``host:port`` until SIGINT or SIGTERM, then clean it up (closing everyone).
+async def run_until_signalled(
+    served: Sequence[Listener],
+    announce: Callable[[list[str]], None],
+    drain_timeout: float = ServerConfig.drain_timeout,
+) -> bool:
+    """Serve each application on its address until SIGINT or SIGTERM, then drain them, the last one
+    first (docs/operations.md).
 
-    ``announce`` is called once listening, with the base URL (``http://host:port``, the port the
-    system picked when ``port`` is 0): what ``serve`` and ``demo`` print.
+    ``announce`` is called once all listen, with their base URLs (``http://host:port``, the port the
+    system picked when ``port`` is 0): what ``serve`` and ``demo`` print. The drain (no more joins,
+    everyone told ``shutdown`` with close 1001, the audit flushed) gets ``drain_timeout`` seconds, and
+    a second signal cuts it short. Returns True when it finished in time.
     """
-    runner = web.AppRunner(app)
-    await runner.setup()
+    runners: list[web.AppRunner] = []
+    signals = asyncio.Queue[int]()
+    loop = asyncio.get_running_loop()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        bases = []
+        for listener in served:
+            runner = web.AppRunner(listener.app, shutdown_timeout=drain_timeout)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, listener.host, listener.port).start()
+            bound_host, bound_port = runner.addresses[0][:2]
+            bases.append(f"http://{_url_host(bound_host)}:{bound_port}")
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, signals.put_nowait, signum)
         # Everything allocated so far lives as long as the process: keep it out of the cyclic
         # collector's full collections, which otherwise pause every participant's media while they
         # walk it.
         gc.freeze()
-        bound_host, bound_port = runner.addresses[0][:2]
-        announce(f"http://{_url_host(bound_host)}:{bound_port}")
-        await stop.wait()
+        announce(bases)
+        received = await signals.get()
+    except BaseException:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        raise
+    logger.info("%s: draining (at most %g s)", signal.Signals(received).name, drain_timeout)
+    try:
+        return await _drain(runners, drain_timeout, signals)
     finally:
-        await runner.cleanup()
+        # Whatever the drain did: the audit log is flushed and closed before the process exits.
+        for listener in served:
+            if GEOFENCE_HOST in listener.app:
+                listener.app[GEOFENCE_HOST].close()
+
+
+async def _drain(runners: list[web.AppRunner], limit: float, signals: asyncio.Queue[int]) -> bool:
+    async def cleanup_all() -> None:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+    cleanup = asyncio.ensure_future(cleanup_all())
+    another = asyncio.ensure_future(signals.get())
+    done, _ = await asyncio.wait({cleanup, another}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+    another.cancel()
+    if cleanup in done:
+        cleanup.result()
+        logger.info("drained: every session told and closed")
+        return True
+    cleanup.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cleanup
+    why = "a second signal" if another in done else f"the drain timeout ({limit:g} s)"
+    logger.warning("drain cut short by %s: the connections still open are dropped", why)
+    return False
 
 
 def _url_host(host: str) -> str:
@@ -241,12 +465,13 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``serve``; returns the exit status."""
+    """Run ``serve``; returns the exit status: 0 after a complete drain, 1 when it was cut short."""
     config = config_from_args(args)
     configure_logging(args)
+    drained = True
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config))
-    return 0
+        drained = eventloop.run(serve(config), use_uvloop=args.uvloop)
+    return 0 if drained else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,18 +21,23 @@ from ..sfu import (
     Sfu,
     WrongState,
 )
+from .caps import AdmissionGate
 from .protocol import (
     CLOSE_CODE_FOR_REASON,
     Answer,
     CloseCode,
     ErrorCode,
+    IceServer,
     Join,
+    Joined,
     Leave,
     ProtocolError,
+    closing_message,
     error_message,
     event_message,
     offer_message,
     parse_client_message,
+    refused_message,
 )
 
 logger = logging.getLogger(__name__)
@@ -88,7 +93,7 @@ class WebSocketChannel:
         if reason is CloseReason.EJECTED:
             self.send({"type": "ejected", "reason": detail})
         elif reason is not CloseReason.LEFT:
-            self.send({"type": "closing", "reason": reason.value, "message": detail})
+            self.send(closing_message(reason.value, detail))
         code = self.close_code_override or CLOSE_CODE_FOR_REASON[reason]
         self.close(code, detail)
 
@@ -130,8 +135,12 @@ class SignalingSession:
         max_errors: int,
         join_timeout: float,
         identity: str | None = None,
+        gate: AdmissionGate | None = None,
+        ice_servers: tuple[IceServer, ...] = (),
     ) -> None:
         self.sfu = sfu
+        self.gate = gate
+        """Admission control: asked before the SFU allocates anything for a join."""
         self.ws = ws
         self.address = address
         self.identity = identity
@@ -142,6 +151,8 @@ class SignalingSession:
         self._max_errors = max_errors
         self._errors = 0
         self._join_timeout = join_timeout
+        self._ice_servers = ice_servers
+        """Told to the client in ``joined`` (a TURN server for clients behind a firewall)."""
 
     async def run(self) -> None:
         join_timer = asyncio.get_running_loop().call_later(self._join_timeout, self._join_timed_out)
@@ -161,8 +172,18 @@ class SignalingSession:
             self._end(CloseReason.DISCONNECTED, "signaling connection lost")
             await self.channel.wait_closed()
 
+    def shut_down(self) -> None:
+        """The server is draining: a session that has not joined is told so and closed (1001); a joined
+        one is the SFU's, which closes it with the same reason."""
+        if self.participant is None:
+            message = "the server is shutting down"
+            self.channel.send(closing_message(CloseReason.SHUTDOWN.value, message))
+            self.channel.close(CloseCode.GOING_AWAY, message)
+
     async def _handle_text(self, text: str) -> bool:
         """Handle one message; False when the session is over."""
+        if self.channel.ended:  # closed meanwhile (a drain): not even a join may start now
+            return False
         if len(text) > self._max_message_bytes or len(text.encode()) > self._max_message_bytes:
             self._fatal(CloseCode.MESSAGE_TOO_LARGE, f"message larger than {self._max_message_bytes} bytes")
             return False
@@ -190,6 +211,13 @@ class SignalingSession:
     def _join(self, join: Join) -> None:
         if self.participant is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already joined")
+        over = self.gate.check_join(self.address) if self.gate is not None else None
+        if over is not None:
+            logger.debug("join of %s refused: %s", self.address, over)
+            self._refuse(
+                over.message, CloseCode.ADDRESS_LIMIT if over.per_address else CloseCode.OVER_CAPACITY
+            )
+            return
         try:
             participant = self.sfu.join(
                 room=join.room,
@@ -205,25 +233,17 @@ class SignalingSession:
                 logger.debug("the undecided join came from %s", self.address)
                 self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
                 return
-            self.channel.send({"type": "refused", "reason": refused.reason})
-            code = CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL
-            self.channel.close(code, refused.reason)
+            self._refuse(refused.reason, CloseCode.REFUSED if refused.by_policy else CloseCode.ROOM_FULL)
             return
         self.participant = participant
         room = self.sfu.rooms[join.room]
         # Queued before the first offer, which the participant's negotiation task sends later.
-        self.channel.send(
-            {
-                "type": "joined",
-                "participant": participant.id,
-                "room": join.room,
-                "participants": [
-                    {"participant": other.id, "name": other.name}
-                    for other in room.participants.values()
-                    if other is not participant
-                ],
-            }
-        )
+        others = tuple((o.id, o.name) for o in room.participants.values() if o is not participant)
+        self.channel.send(Joined(participant.id, join.room, others, self._ice_servers).to_message())
+
+    def _refuse(self, reason: str, code: CloseCode) -> None:
+        self.channel.send(refused_message(reason))
+        self.channel.close(code, reason)
 
     async def _answer(self, answer: Answer) -> None:
         participant = self.participant
@@ -254,7 +274,7 @@ class SignalingSession:
     def _fatal(self, code: CloseCode, message: str, reason: str = CloseReason.PROTOCOL_ERROR.value) -> None:
         self.channel.close_code_override = code
         if self.participant is None:
-            self.channel.send({"type": "closing", "reason": reason, "message": message})
+            self.channel.send(closing_message(reason, message))
             self.channel.close(code, message)
         else:
             internal = code is CloseCode.INTERNAL_ERROR

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.audit import AuditLog
+from ..core.audit import DEFAULT_RESERVE, AuditLog
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyStore
 from ..core.storage import Synchronous
@@ -31,8 +31,16 @@ class StateConfig:
     directory: Path | None = None
     """Holds ``policies.sqlite`` and ``audit.sqlite`` (created if missing); None: in memory only."""
     audit_synchronous: Synchronous = "NORMAL"
+    audit_retention_days: float | None = None
+    """Audit events older than this many days are deleted (``--audit-retention``); None: kept for ever."""
+    audit_reserve: int = DEFAULT_RESERVE
+    """Free bytes the audit log leaves on the state directory's file system for policy changes."""
 
     def __post_init__(self) -> None:
+        if self.audit_retention_days is not None and not self.audit_retention_days > 0:
+            raise ValueError(
+                f"the audit retention must be a positive number of days: {self.audit_retention_days}"
+            )
         if self.audit_synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"audit_synchronous must be FULL or NORMAL, not {self.audit_synchronous!r}")
         if self.directory is not None:
@@ -53,7 +61,9 @@ class StateConfig:
 
     def open_audit(self) -> AuditLog:
         self._make_private(self.audit_path)
-        return AuditLog(self.audit_path or ":memory:", synchronous=self.audit_synchronous)
+        return AuditLog(
+            self.audit_path or ":memory:", synchronous=self.audit_synchronous, reserve=self.audit_reserve
+        )
 
     def _make_private(self, database: Path | None) -> None:
         """The directory 0700 and ``database`` (and its journals) 0600, whoever made them and when.

@@ -115,7 +115,15 @@ class Consumer:
     answer) joins the producer's fan-out. Closing never touches the producer or other consumers.
     """
 
-    def __init__(self, producer: Producer, subscriber_id: str, transceiver: RTCRtpTransceiver) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        subscriber_id: str,
+        transceiver: RTCRtpTransceiver,
+        subscriber_budget: RetransmissionBudget | None = None,
+    ) -> None:
+        """``subscriber_budget`` is shared by all of the subscriber's consumers (their NACKs arrive
+        together, one compound RTCP datagram can name every stream)."""
         sender = transceiver.sender
         if not isinstance(sender, ForwardingSender):
             raise TypeError("a consumer needs a transceiver made by add_forwarding_transceiver")
@@ -136,7 +144,7 @@ class Consumer:
         self.nacks_over_budget = 0
         """NACK entries dropped by :mod:`~sfu_geofence.sfu.retransmission`: repeats, beyond the cap per
         NACK, or over the budget."""
-        self._budget = RetransmissionBudget()
+        self._budget = RetransmissionBudget(shared=subscriber_budget)
         self._egress: RtpEgress | None = None
         self._ssrc = sender._ssrc
         self._pt_map: dict[int, int] = {}
@@ -190,7 +198,10 @@ class Consumer:
             self._start(packet, ntp)
         sequence_number = (packet.sequence_number + self._seq_offset) & 0xFFFF  # type: ignore[operator]
         timestamp = (packet.timestamp + self._ts_offset) & 0xFFFFFFFF
-        if self._send(packet, pt, sequence_number, timestamp, abs_send_time):
+        # _send without its call and checks: set together at activation, which precedes any forward
+        block = self._extensions.for_packet(packet, abs_send_time)  # type: ignore[union-attr]
+        data = rewrite(packet, pt, sequence_number, timestamp, self._ssrc, block)
+        if self._egress.send(data):  # type: ignore[union-attr]
             sender = self.sender
             self.packets_forwarded += 1
             sender.packets_sent += 1

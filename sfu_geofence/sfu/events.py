@@ -42,7 +42,7 @@ class JoinRequest:
 
     room: str
     participant_id: str
-    """Assigned by the SFU, unique for the life of the process."""
+    """Assigned by the SFU: 96 random bits, never the id of a live participant."""
     address: str
     """The signaling connection's remote IP address."""
     name: str
@@ -59,6 +59,9 @@ class Refusal:
     internal: bool = False
     """The hook could not decide (a server fault), so this is no refusal by policy: the client is told
     of an internal error (4500) instead."""
+    code: str = "refused"
+    """Why, for operators' counts (metrics): one of a few fixed words (e.g. a decision's reason),
+    never anything the client chose."""
 
 
 AdmissionHook = Callable[[JoinRequest], Refusal | None]
@@ -121,6 +124,11 @@ class SfuObserver:
     def participant_joined(self, participant: Participant) -> None:
         """Admitted and allocated; no media yet."""
 
+    def join_completed(self, participant: Participant) -> None:
+        """Its join is no longer in progress: its media connection (ICE and DTLS) came up for the
+        first time, or its first negotiation found nothing to negotiate (nothing to publish, nobody
+        to receive yet: no peer connection sockets to wait for)."""
+
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         """Gone, for whatever reason, with everything it owned."""
 
@@ -167,6 +175,9 @@ class Observers(SfuObserver):
 
     def participant_joined(self, participant: Participant) -> None:
         self._notify("participant_joined", lambda o: o.participant_joined(participant))
+
+    def join_completed(self, participant: Participant) -> None:
+        self._notify("join_completed", lambda o: o.join_completed(participant))
 
     def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
         self._notify("participant_left", lambda o: o.participant_left(participant, reason, detail))

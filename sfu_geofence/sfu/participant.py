@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
@@ -20,7 +21,6 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc import sdp as aiortc_sdp
 
 from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
@@ -29,6 +29,11 @@ from .consumer import Consumer
 from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver, TrackInfo
 from .negotiation import NegotiationScheduler
 from .producer import Producer
+from .retransmission import (
+    SUBSCRIBER_RETRANSMISSION_BURST,
+    SUBSCRIBER_RETRANSMISSIONS_PER_SECOND,
+    RetransmissionBudget,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,9 @@ class Participant:
         self.app_data: dict[str, Any] = {}
         self.channel = channel
         self.closed = False
+        self.join_complete = False
+        """Its media connection has come up (it may have failed since), or there was nothing to
+        negotiate when it joined: see :meth:`SfuObserver.join_completed`."""
         self.selected_pair: SelectedPair | None = None
         self.producers: dict[str, Producer] = {}
         """This participant's publications by kind; live (forwarded) once the first answer is applied."""
@@ -106,6 +114,10 @@ class Participant:
         self._connect_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
         self._ice_policy = ice_policy
+        self._retransmissions = RetransmissionBudget(
+            SUBSCRIBER_RETRANSMISSIONS_PER_SECOND, SUBSCRIBER_RETRANSMISSION_BURST
+        )
+        """What NACKs may buy from all of this participant's consumers together."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._publications: list[RTCRtpTransceiver] = []
         for kind in KINDS:
@@ -144,7 +156,7 @@ class Participant:
         # publisher and sees a recycled m-line carry a new track (``a=msid``).
         transceiver.sender._stream_id = producer.participant_id
         transceiver.sender._track_id = producer.id
-        consumer = Consumer(producer, self.id, transceiver)
+        consumer = Consumer(producer, self.id, transceiver, self._retransmissions)
         self.consumers[producer.id] = consumer
         self._pending.append((consumer, self._offers_made))
         self._observer.consumer_added(consumer)
@@ -194,7 +206,8 @@ class Participant:
             return
         self._dirty = False
         if not self.pc.getTransceivers():
-            return  # nothing to negotiate yet (no publication, nobody to receive)
+            self._complete_join()  # nothing to negotiate yet (no publication, nobody to receive)
+            return
         # Number the offer before awaiting anything: a subscription made while this offer is created
         # (the first setLocalDescription gathers ICE, and yields) may be missing from it, so it must
         # wait for the answer to the next offer, not to this one.
@@ -240,7 +253,7 @@ class Participant:
         return Offer(sdp=sdp, tracks=tracks, publish=publish)
 
     async def handle_answer(self, sdp: str) -> None:
-        """Apply the client's answer to the outstanding offer.
+        """Apply the client's answer to the outstanding offer, in its negotiation turn.
 
         Raises :class:`WrongState` if no offer is outstanding and :class:`InvalidAnswer` if the
         answer cannot be applied.
@@ -251,10 +264,13 @@ class Participant:
         self._require_real_size(sdp)
         sdp = bounded_candidate_lines(sdp, self._ice_policy.limits.remote_candidates)
         _require_fingerprints(sdp)
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
-        except Exception as exc:
-            raise InvalidAnswer(str(exc) or type(exc).__name__) from exc
+        async with self._scheduler.turn():
+            if self.closed or answer.done():
+                return  # closed (or timed out) while waiting for the turn
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+            except Exception as exc:
+                raise InvalidAnswer(str(exc) or type(exc).__name__) from exc
         if self.closed:
             return
         if self._answer_timer is not None:
@@ -272,7 +288,11 @@ class Participant:
     def _require_real_size(self, sdp: str) -> None:
         offer = self.pc.localDescription
         sections = 0 if offer is None else offer.sdp.count("\nm=")
-        limit, size = max_answer_bytes(sections), len(sdp.encode())
+        try:
+            size = len(sdp.encode())
+        except UnicodeEncodeError:  # "\ud800": JSON carries it, UTF-8 (and so any SDP) cannot
+            raise InvalidAnswer("the answer is not valid Unicode (it has a lone surrogate)") from None
+        limit = max_answer_bytes(sections)
         if size > limit:
             raise AnswerTooLarge(f"{size} bytes answering {sections} media sections (at most {limit})")
 
@@ -315,9 +335,16 @@ class Participant:
                 f"no media connection within {self._connect_timeout:g} s of the answer",
             )
 
+    def _complete_join(self) -> None:
+        if not self.join_complete and not self.closed:
+            self.join_complete = True
+            self._observer.join_completed(self)
+
     def _connection_state_changed(self) -> None:
-        if self.pc.connectionState == "connected" and self._connect_timer is not None:
-            self._connect_timer.cancel()
+        if self.pc.connectionState == "connected":
+            if self._connect_timer is not None:
+                self._connect_timer.cancel()
+            self._complete_join()
         if not self.closed and self.pc.connectionState == "failed":
             self._request_close(self, CloseReason.DISCONNECTED, "media connection failed")
 
@@ -353,14 +380,38 @@ def _require_fingerprints(sdp: str) -> None:
     """Refuse an answer whose media has no DTLS fingerprint.
 
     aiortc accepts it, then its connection task fails an assertion and the connection never reaches
-    "failed": the participant would stay, connected to nothing, until it leaves.
+    "failed": the participant would stay, connected to nothing, until it leaves. Checked by scanning
+    the lines as aiortc reads them (session-level ``a=fingerprint``/``a=setup`` apply to every
+    m-line): a full parse here cost as much as the one ``setRemoteDescription`` makes anyway.
     """
-    try:
-        description = aiortc_sdp.SessionDescription.parse(sdp)
-    except Exception:
-        return  # not SDP: setRemoteDescription says what is wrong with it
-    for media in description.media:
-        if media.port != 0 and (media.dtls is None or not media.dtls.fingerprints):
-            raise InvalidAnswer(
-                f"m-line {media.rtp.muxId or media.kind} has no DTLS fingerprint (a=fingerprint)"
-            )
+    session = _DtlsLines()
+    sections: list[_DtlsLines] = []
+    current = session
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            parts = line[2:].split()
+            current = _DtlsLines(label=parts[0] if parts else "?", used=len(parts) < 2 or parts[1] != "0")
+            sections.append(current)
+        elif line.startswith("a=fingerprint:"):
+            current.fingerprint = True
+        elif line.startswith("a=setup:"):
+            current.setup = True
+        elif line.startswith("a=mid:"):
+            current.label = line[6:].strip() or current.label
+    for media in sections:
+        has_setup = media.setup or session.setup
+        has_fingerprint = media.fingerprint or session.fingerprint
+        if media.used and not (has_setup and has_fingerprint):
+            raise InvalidAnswer(f"m-line {media.label} has no DTLS fingerprint (a=fingerprint)")
+
+
+@dataclass
+class _DtlsLines:
+    """What one SDP section (or the session part) says about DTLS."""
+
+    label: str = ""
+    """The m-line's ``a=mid``, else its kind."""
+    used: bool = True
+    """Not rejected (port 0)."""
+    fingerprint: bool = False
+    setup: bool = False

@@ -67,15 +67,18 @@ class Sfu:
         self.participants: dict[str, Participant] = {}
         self._closing: set[asyncio.Future[None]] = set()
         self._negotiations = NegotiationScheduler()
-        self._issued: set[str] = set()
+        self.joins_admitted = 0
+        self.refusals: dict[str, int] = {}
+        """Refused joins by :attr:`Refusal.code` (``room_full`` for a full room), for the metrics."""
 
     def new_participant_id(self) -> str:
-        """A random id, never issued before by this SFU: sequential ids would let a participant count
-        the joins (refused ones included) between its own and another's."""
+        """A random id: sequential ids would let a participant count the joins (refused ones included)
+        between its own and another's. 96 random bits make a repeat over the process's life
+        negligible, so only live participants are checked: no set of every id ever issued grows
+        with (refused) attempts."""
         while True:
-            participant_id = f"p{secrets.token_urlsafe(8)}"
-            if participant_id not in self._issued:
-                self._issued.add(participant_id)
+            participant_id = f"p{secrets.token_urlsafe(12)}"
+            if participant_id not in self.participants:
                 return participant_id
 
     def join(
@@ -98,10 +101,12 @@ class Sfu:
         # The limit first: an admitted participant must be one the SFU really allocates (the hook
         # may register it, e.g. the geofence until it leaves).
         if existing is not None and len(existing.participants) >= self.config.max_participants_per_room:
+            self._count_refusal("room_full")
             raise Refused("the room is full", by_policy=False)
         if self.admission is not None:
             refusal = self.admission(request)
             if refusal is not None:
+                self._count_refusal(refusal.code)
                 raise Refused(refusal.reason, by_policy=not refusal.internal, internal=refusal.internal)
         the_room = existing or self.rooms.setdefault(room, Room(room, self.observer))
         try:
@@ -114,9 +119,13 @@ class Sfu:
             self.observer.join_abandoned(request)
             raise
         self.participants[participant.id] = participant
+        self.joins_admitted += 1
         self.observer.participant_joined(participant)
         the_room.add(participant)
         return participant
+
+    def _count_refusal(self, code: str) -> None:
+        self.refusals[code] = self.refusals.get(code, 0) + 1
 
     def _allocate(
         self, request: JoinRequest, publish: Iterable[str], channel: ParticipantChannel, the_room: Room

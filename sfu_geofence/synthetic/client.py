@@ -25,12 +25,14 @@ from aiortc import (
     MediaStreamTrack,
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
     RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
 
-from ..rtc.ice import IcePolicy, use_policy
+from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, use_policy
 from ..rtc.keyframe import on_keyframe_request
 from ..rtc.tap import tap_of
 from .media import AudioClipParams, ClipTrack, OpusTrack, VideoClipParams, Vp8Track
@@ -75,6 +77,9 @@ class SyntheticPeer:
         tracks: Sequence[MediaStreamTrack] = (),
         clock: Callable[[], float] = time.monotonic,
         media_address: str | None = None,
+        ice_servers: Sequence[RTCIceServer] = (),
+        relay_only: bool = False,
+        allowed_remote: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS,
         rewrite_answer: Callable[[str], str] | None = None,
         prepare: Callable[[RTCPeerConnection], None] | None = None,
     ) -> None:
@@ -102,11 +107,21 @@ class SyntheticPeer:
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._answering: asyncio.Future[None] | None = None
+        """The latest offer's answer, which waits for the previous one's."""
         self._published = False
         self._closing = False
         self.media_address = media_address or address
         """Where ICE binds: the signaling address unless told otherwise (media from elsewhere)."""
-        self._policy = IcePolicy(bind=(self.media_address,))
+        self._policy = IcePolicy(bind=(self.media_address,), allowed_remote=allowed_remote)
+        """ICE on the media address, with the server's candidates in ``allowed_remote`` (loopback)."""
+        self._configuration = RTCConfiguration(
+            iceServers=list(ice_servers),
+            iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL,
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+        """No ICE server unless given one; ``relay_only``: offer only relayed candidates (a TURN
+        server's), as a browser with ``iceTransportPolicy: "relay"`` does."""
         self._rewrite_answer = rewrite_answer
         """Applied to each answer's SDP before it is sent: how a hostile client lies (tests only)."""
         self._prepare = prepare
@@ -149,7 +164,9 @@ class SyntheticPeer:
                 self.transcript.append(message.data)
                 data = json.loads(message.data)
                 if data.get("type") == "offer":
-                    await self._answer(data)
+                    # Answered beside the reading, in order, as a browser does: a close (an ejection)
+                    # that arrives meanwhile is read and acknowledged at once, its code kept.
+                    self._answering = asyncio.ensure_future(self._answer_in_turn(self._answering, data))
                     continue
                 self.messages.append(data)
                 if data.get("type") == "joined":
@@ -160,6 +177,16 @@ class SyntheticPeer:
         finally:
             self.close_code = self._ws.close_code
             self.closed.set()
+
+    async def _answer_in_turn(self, previous: asyncio.Future[None] | None, offer: dict[str, Any]) -> None:
+        if previous is not None:
+            await asyncio.wait({previous})
+        try:
+            await self._answer(offer)
+        except ConnectionError:
+            logger.debug("synthetic peer %s: closed while answering an offer", self.name)
+        except Exception:
+            logger.exception("synthetic peer %s: answering an offer failed", self.name)
 
     async def _answer(self, offer: dict[str, Any]) -> None:
         self.offers += 1
@@ -172,9 +199,7 @@ class SyntheticPeer:
                 new.append(track)
         with use_policy(self._policy):
             if self.pc is None:
-                self.pc = RTCPeerConnection(
-                    RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-                )
+                self.pc = RTCPeerConnection(self._configuration)
             pc = self.pc
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
             # Before aiortc starts the receivers (it does once this coroutine yields): no decoder.
@@ -234,6 +259,8 @@ class SyntheticPeer:
     async def close(self) -> None:
         """Close the connection and the WebSocket without a goodbye (idempotent)."""
         self._closing = True
+        if self._answering is not None:  # not under an answer being made (later offers are skipped)
+            await asyncio.wait({self._answering}, timeout=5)
         if self.pc is not None:
             await self.pc.close()
         for track in self.tracks:

@@ -2,8 +2,9 @@
 
 Chromium is Debian's (``apt-get install -y chromium``), driven by Playwright over a pipe; Playwright's
 own browser download is never used. Chromium with WebRTC is only ever launched inside a network
-namespace that has only ``lo`` (:mod:`sfu_geofence.testing.netns`): it gathers every interface whatever
-its flags say.
+namespace of the tests' own (:mod:`sfu_geofence.testing.netns`): it gathers every interface whatever
+its flags say. In a namespace with only ``lo`` it needs ``--allow-loopback-in-peer-connection``; in a
+LAN namespace it runs as people have it (:data:`STOCK_CHROMIUM_ARGS`: no WebRTC switch at all).
 
 Pages are observed through ``RTCPeerConnection.getStats()``. An init script records every peer
 connection a page creates, so any page (the demo included) can be measured without its cooperation.
@@ -23,14 +24,14 @@ from typing import Any
 from playwright.async_api import (
     Browser,
     BrowserContext,
+    BrowserType,
     ConsoleMessage,
     Error,
     Page,
-    Playwright,
     ViewportSize,
 )
 
-from .netns import in_loopback_only_namespace
+from .netns import Namespace, current_namespace
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +41,15 @@ CHROMIUM_ENV = "SFU_GEOFENCE_CHROMIUM"
 CHROMIUM_PATHS: tuple[str, ...] = ("/usr/lib/chromium/chromium", "/usr/bin/chromium")
 """Debian's binary first: ``/usr/bin/chromium`` is a wrapper script that prints shell noise."""
 
-CHROMIUM_ARGS: tuple[str, ...] = (
-    # A synthetic camera and microphone (640x480 at 20 fps), granted without a prompt. The grant also
-    # makes Chromium offer host addresses instead of mDNS names.
+FAKE_PROMPT = "--use-fake-ui-for-media-stream"
+"""Grants every camera/microphone prompt. It also makes Chromium offer host addresses instead of mDNS
+names, even to a page that never asked for a camera: a viewer who grants nothing runs without it."""
+
+STOCK_CHROMIUM_ARGS: tuple[str, ...] = (
+    # A synthetic camera and microphone (640x480 at 20 fps), granted without a prompt.
     "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    # With only lo in the namespace, Chromium gathers nothing at all without this.
-    "--allow-loopback-in-peer-connection",
-    # Belt and braces next to the namespace: no mDNS names, no DNS lookups.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    FAKE_PROMPT,
+    # Belt and braces next to the namespace: no DNS lookups, no background traffic.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
     "--disable-background-networking",
     "--disable-component-update",
@@ -58,6 +59,20 @@ CHROMIUM_ARGS: tuple[str, ...] = (
     "--no-default-browser-check",
     "--metrics-recording-only",
 )
+"""What a test needs of any Chromium: fake devices and no background networking; WebRTC left as shipped."""
+
+LOOPBACK_CHROMIUM_ARGS: tuple[str, ...] = (
+    # With only lo in the namespace, Chromium gathers nothing at all without this.
+    "--allow-loopback-in-peer-connection",
+    # No mDNS names: a loopback-only page's candidates are literal 127.0.0.1.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+)
+
+CHROMIUM_ARGS: dict[Namespace, tuple[str, ...]] = {
+    Namespace.LOOPBACK: (*STOCK_CHROMIUM_ARGS, *LOOPBACK_CHROMIUM_ARGS),
+    Namespace.LAN: STOCK_CHROMIUM_ARGS,
+}
+"""Launch arguments per kind of namespace."""
 
 VIEWPORT: ViewportSize = {"width": 1024, "height": 640}
 """Size of every participant's page, hence of its screenshots."""
@@ -140,26 +155,37 @@ CHROMIUM_MISSING = (
 )
 
 
-async def launch_chromium(playwright: Playwright, executable: str) -> Browser:
-    """Launch headless Chromium with fake media devices; refuses outside a loopback-only namespace."""
-    if not in_loopback_only_namespace():
+async def launch_chromium(chromium: BrowserType, executable: str, *, grant_media: bool = True) -> Browser:
+    """Launch headless Chromium with fake media devices; refuses outside a test namespace.
+
+    In a loopback-only namespace with the loopback switch; in a LAN namespace as shipped. Without
+    ``grant_media``, camera and microphone prompts are never answered: a person who grants nothing.
+    """
+    namespace = current_namespace()
+    if namespace is None:
         raise RuntimeError(
-            "refusing to launch Chromium with WebRTC outside a network namespace that has only lo "
+            "refusing to launch Chromium with WebRTC outside a network namespace of the tests' own "
             "(it would gather and use this machine's other addresses)"
         )
-    return await playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+    args = [arg for arg in CHROMIUM_ARGS[namespace] if grant_media or arg != FAKE_PROMPT]
+    return await chromium.launch(executable_path=executable, args=args)
 
 
-async def new_participant_context(browser: Browser, *, forwarded_for: str | None = None) -> BrowserContext:
+async def new_participant_context(
+    browser: Browser, *, forwarded_for: str | None = None, camera: bool = True
+) -> BrowserContext:
     """A fresh context (own cookies, own camera grant) whose pages record their peer connections.
 
     Every tab connects from 127.0.0.1, so a participant "comes from" another address only through a
     proxy header: ``forwarded_for`` is sent as ``X-Forwarded-For`` on every request, WebSocket
     handshakes included, for a server that trusts 127.0.0.1 as its proxy (aiohttp-remotes).
+    ``camera=False``: no camera or microphone permission (in a browser launched without
+    ``grant_media``, a stock Chromium then hides its addresses behind mDNS ``.local`` names).
     """
     headers = {} if forwarded_for is None else {"X-Forwarded-For": forwarded_for}
     context = await browser.new_context(viewport=VIEWPORT, extra_http_headers=headers)
-    await context.grant_permissions(["camera", "microphone"])
+    if camera:
+        await context.grant_permissions(["camera", "microphone"])
     await context.add_init_script(RECORD_PEER_CONNECTIONS)
     context.on("page", _log_page_problems)
     return context

@@ -3,10 +3,18 @@
 While installed, every ``connect``/``connect_ex``/``sendto``/``sendmsg`` on an internet socket whose
 destination is not a loopback address raises :class:`NonLoopbackDestination` *before* anything is sent,
 and is recorded so that a test session can fail even if some library swallowed the exception.
+
+Inside a LAN namespace of the tests' own (:mod:`sfu_geofence.testing.netns`), and there only, the
+addresses that namespace holds on its dummy interface are let through as well: they are local to it.
+
+uvloop sends and connects in C (libuv), never through :class:`socket.socket`: a process that runs on
+uvloop under the guard uses :meth:`LoopbackGuard.uvloop`, a uvloop loop whose datagram transports,
+connections and ``sock_*`` calls are checked the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import socket
@@ -14,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+import uvloop
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -46,22 +56,106 @@ class LoopbackGuard:
 
     violations: list[str] = field(default_factory=list)
     """One line per refused destination: ``"sendto 192.0.2.2:5000"``."""
+    also_allowed: Callable[[str], bool] | None = None
+    """Destinations allowed besides loopback (a LAN namespace's own addresses), or None."""
 
     def _check(self, sock: socket.socket, op: str, address: Any) -> None:
         # Cheapest tests first: this runs once per packet sent.
         if not isinstance(address, tuple) or not address:
             return
         host = str(address[0])
-        if not is_loopback(host) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        if is_loopback(host) or (self.also_allowed is not None and self.also_allowed(host)):
+            return
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
             line = f"{op} {host}:{address[1] if len(address) > 1 else '?'}"
             self.violations.append(line)
             raise NonLoopbackDestination(f"non-loopback destination refused by the test guard: {line}")
 
+    def _check_address(self, op: str, address: Any) -> None:
+        """The same check for an address a loop is given (a socket family is implied by the tuple)."""
+        if isinstance(address, tuple) and address and not is_loopback(str(address[0])):
+            line = f"{op} {address[0]}:{address[1] if len(address) > 1 else '?'}"
+            self.violations.append(line)
+            raise NonLoopbackDestination(f"non-loopback destination refused by the test guard: {line}")
+
+    def uvloop(self) -> asyncio.AbstractEventLoop:
+        """A new uvloop event loop whose every destination is checked (a ``loop_factory``)."""
+        return _GuardedUvloop(self)
+
+    def loop_factory(self, use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
+        """:meth:`uvloop`, or asyncio's loop (whose sockets the guard already checks)."""
+        return self.uvloop if use_uvloop else asyncio.new_event_loop
+
+
+class _GuardedDatagramTransport:
+    """A datagram transport whose ``sendto`` checks the destination first (uvloop's cannot be patched)."""
+
+    __slots__ = ("_guard", "_transport")
+
+    def __init__(self, transport: Any, guard: LoopbackGuard) -> None:
+        self._transport = transport
+        self._guard = guard
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if addr is not None:
+            self._guard._check_address("sendto", addr)
+        self._transport.sendto(data, addr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class _GuardedUvloop(uvloop.Loop):
+    """uvloop with the guard's checks where uvloop bypasses :class:`socket.socket`."""
+
+    def __init__(self, guard: LoopbackGuard) -> None:
+        super().__init__()
+        self._guard = guard
+
+    async def create_datagram_endpoint(
+        self, protocol_factory: Callable[[], Any], *args: Any, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        remote = kwargs.get("remote_addr", args[1] if len(args) > 1 else None)
+        self._guard._check_address("connect", remote)
+        guard = self._guard
+
+        def guarded_factory() -> Any:
+            protocol = protocol_factory()
+            made = protocol.connection_made
+
+            def connection_made(transport: Any) -> None:
+                made(_GuardedDatagramTransport(transport, guard))
+
+            protocol.connection_made = connection_made
+            return protocol
+
+        transport, protocol = await super().create_datagram_endpoint(guarded_factory, *args, **kwargs)
+        return _GuardedDatagramTransport(transport, guard), protocol
+
+    async def create_connection(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        host = kwargs.get("host", args[1] if len(args) > 1 else None)
+        if host is not None:
+            self._guard._check_address("connect", (host, kwargs.get("port", args[2] if len(args) > 2 else 0)))
+        result: tuple[Any, Any] = await super().create_connection(*args, **kwargs)
+        return result
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        self._guard._check(sock, "connect", address)
+        await super().sock_connect(sock, address)
+
+    async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> None:  # type: ignore[override]
+        self._guard._check(sock, "sendto", address)
+        await super().sock_sendto(sock, data, address)
+
 
 @contextmanager
-def loopback_only() -> Iterator[LoopbackGuard]:
-    """Install the guard on :class:`socket.socket` for the duration of the block."""
-    guard = LoopbackGuard()
+def loopback_only(also_allowed: Callable[[str], bool] | None = None) -> Iterator[LoopbackGuard]:
+    """Install the guard on :class:`socket.socket` for the duration of the block.
+
+    ``also_allowed`` lets more destinations through: :func:`netns.is_own_lan_address` in a LAN
+    namespace (the conftest passes it there only).
+    """
+    guard = LoopbackGuard(also_allowed=also_allowed)
     originals: dict[str, Callable[..., Any]] = {
         name: getattr(socket.socket, name) for name in ("connect", "connect_ex", "sendto", "sendmsg")
     }

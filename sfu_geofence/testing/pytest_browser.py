@@ -1,11 +1,13 @@
-"""pytest plugin for tests marked ``browser``: headless Chromium, only ever in a loopback-only namespace.
+"""pytest plugin for tests marked ``browser`` or ``lan``: run only ever in a namespace of their own.
 
 A plain ``python -m pytest`` runs in the host namespace, where Chromium would gather and use this
 machine's other addresses. So there the browser tests are not run in-process: the first of them to
 come up starts one child ``python -m pytest <their node ids>`` inside a fresh network namespace with
 only ``lo`` (:mod:`sfu_geofence.testing.netns`), and the child's own reports (pass, fail with its
 traceback, skip) are replayed as the results of the outer items. The outer run therefore fails when a
-browser test fails, and shows why.
+browser test fails, and shows why. Tests marked ``lan`` (browser tests or not) go the same way to a
+second child, in a *LAN namespace*: ``lo`` plus a dummy interface holding 198.18.0.1/24 and
+2001:db8::1/64, standing in for a network card (a stock browser's addresses, IPv6 beyond ::1).
 
 When the namespace cannot be created (not root, no ``unshare``) or Chromium is missing, the browser
 tests are skipped with the reason, unless ``CI=true``: then they fail, because CI must run them.
@@ -31,18 +33,26 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 import pytest_asyncio
 from pytest_asyncio import is_async_test
 
-from .netns import in_loopback_only_namespace, namespace_command, namespace_unavailable
+from .ci import running_in_ci, skip_or_fail
+from .netns import Namespace, current_namespace, namespace_command, namespace_unavailable
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
+__all__ = ["OpenPage", "environment_problem", "running_in_ci", "skip_or_fail"]
+
 BROWSER_MARK = "browser"
+LAN_MARK = "lan"
+LAN_MARKER = (
+    f"{LAN_MARK}: runs in a network namespace with lo and a dummy interface (198.18.0.1/24, "
+    "2001:db8::1/64), a child pytest of its own"
+)
 
 RESULTS_ENV = "SFU_GEOFENCE_BROWSER_RESULTS"
 """Set for the child run: the file its reports are appended to, one JSON object per line."""
@@ -51,30 +61,21 @@ RESULTS_ENV = "SFU_GEOFENCE_BROWSER_RESULTS"
 class OpenPage(Protocol):
     """The ``open_page`` fixture: ``await open_page(url)`` is a new participant showing ``url``."""
 
-    async def __call__(self, url: str, *, forwarded_for: str | None = None) -> Page:
-        """Open ``url`` in a fresh context (camera granted); see ``browser.new_participant_context``."""
+    async def __call__(self, url: str, *, forwarded_for: str | None = None, camera: bool = True) -> Page:
+        """Open ``url`` in a fresh context (camera granted unless told not to); see
+        ``browser.new_participant_context``."""
         ...
 
 
-def running_in_ci() -> bool:
-    """True when ``CI`` says so: environment problems then fail tests instead of skipping them."""
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def skip_or_fail(reason: str, what: str = "browser tests") -> NoReturn:
-    """Skip with ``reason`` locally; fail with it under ``CI=true`` (``what`` must run there)."""
-    if running_in_ci():
-        pytest.fail(f"{reason} (CI=true: {what} must run)", pytrace=False)
-    pytest.skip(reason)
-
-
-def environment_problem() -> str | None:
-    """Why browser tests cannot run here, or None."""
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed: python -m pip install -e '.[test]'"
-    unavailable = namespace_unavailable()
+def environment_problem(namespace: Namespace = Namespace.LOOPBACK, *, browser: bool = True) -> str | None:
+    """Why tests in that kind of namespace (with Chromium if ``browser``) cannot run here, or None."""
+    unavailable = namespace_unavailable(namespace)
     if unavailable is not None:
         return unavailable
+    if not browser:
+        return None
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed: python -m pip install -e '.[test]'"
     from .browser import CHROMIUM_MISSING, find_chromium
 
     return CHROMIUM_MISSING if find_chromium() is None else None
@@ -82,9 +83,12 @@ def environment_problem() -> str | None:
 
 @dataclass
 class _ChildRun:
-    """The browser tests of this session, run by one child pytest inside a loopback-only namespace."""
+    """Tests of this session run by one child pytest inside a fresh namespace of one kind."""
 
+    namespace: Namespace
     nodeids: list[str]
+    browser: bool
+    """Whether any of them needs Chromium."""
     started: bool = False
     problem: str | None = None
     returncode: int | None = None
@@ -95,7 +99,7 @@ class _ChildRun:
 
     def run(self, config: pytest.Config) -> None:
         self.started = True
-        self.problem = environment_problem()
+        self.problem = environment_problem(self.namespace, browser=self.browser)
         if self.problem is not None:
             return
         with tempfile.TemporaryDirectory(prefix="sfu-geofence-browser-") as scratch:
@@ -117,7 +121,7 @@ class _ChildRun:
             argv += ["-c", str(config.inipath)]
         try:
             child = subprocess.run(
-                namespace_command([*argv, *self.nodeids]),
+                namespace_command([*argv, *self.nodeids], self.namespace),
                 cwd=config.rootpath,
                 env={**os.environ, RESULTS_ENV: str(results)},
                 capture_output=True,
@@ -147,9 +151,10 @@ class _ChildRun:
 
     def reports_for(self, item: pytest.Item) -> list[pytest.TestReport]:
         if self.problem is not None:
-            reason = f"browser test not run: {self.problem}"
+            kind = "browser" if item.get_closest_marker(BROWSER_MARK) else self.namespace.name
+            reason = f"{kind.lower()} test not run: {self.problem}"
             if running_in_ci():
-                return _failed(item, f"{reason} (CI=true: browser tests must run)")
+                return _failed(item, f"{reason} (CI=true: {kind.lower()} tests must run)")
             return _skipped(item, reason)
         reports = self.reports.get(item.nodeid)
         if reports:
@@ -167,7 +172,7 @@ class _ChildRun:
         )
 
 
-_CHILD_RUN = pytest.StashKey[_ChildRun]()
+_CHILD_RUNS = pytest.StashKey[list[_ChildRun]]()
 
 
 def _replay_warning(config: pytest.Config, warning: dict[str, Any]) -> None:
@@ -218,31 +223,50 @@ def _failed(item: pytest.Item, message: str) -> list[pytest.TestReport]:
     ]
 
 
+def namespace_of(item: pytest.Item) -> Namespace | None:
+    """The kind of namespace a test must run in: ``lan`` marks a LAN one, ``browser`` a loopback-only one."""
+    if item.get_closest_marker(LAN_MARK):
+        return Namespace.LAN
+    return Namespace.LOOPBACK if item.get_closest_marker(BROWSER_MARK) else None
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Put browser tests in the session loop; outside a namespace, hand them to a child run."""
-    browser_items = [item for item in items if item.get_closest_marker(BROWSER_MARK)]
-    for item in browser_items:
-        if is_async_test(item):
+    """Put browser tests in the session loop; tests of another namespace go to a child run of it."""
+    for item in items:
+        if item.get_closest_marker(BROWSER_MARK) and is_async_test(item):
             item.add_marker(pytest.mark.asyncio(loop_scope="session"), append=False)
-    if not browser_items or RESULTS_ENV in os.environ or in_loopback_only_namespace():
-        return
-    for item in browser_items:
-        # The child run has its own per-test timeouts and an overall one; none around the replay.
-        item.add_marker(pytest.mark.timeout(0))
-    config.stash[_CHILD_RUN] = _ChildRun([item.nodeid for item in browser_items])
+    if RESULTS_ENV in os.environ:
+        return  # the child run: given exactly the tests of its namespace
+    here = current_namespace()
+    runs: list[_ChildRun] = []
+    for namespace in Namespace:
+        elsewhere = [item for item in items if namespace_of(item) is namespace and namespace is not here]
+        if not elsewhere:
+            continue
+        for item in elsewhere:
+            # The child run has its own per-test timeouts and an overall one; none around the replay.
+            item.add_marker(pytest.mark.timeout(0))
+        browser = any(item.get_closest_marker(BROWSER_MARK) for item in elsewhere)
+        runs.append(_ChildRun(namespace, [item.nodeid for item in elsewhere], browser))
+    if runs:
+        config.stash[_CHILD_RUNS] = runs
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    child_run = item.config.stash.get(_CHILD_RUN, None)
-    if child_run is None or item.nodeid not in child_run.nodeids:
+    runs = item.config.stash.get(_CHILD_RUNS, [])
+    child_run = next((run for run in runs if item.nodeid in run.nodeids), None)
+    if child_run is None:
         return None
     if not child_run.started:
         child_run.run(item.config)
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     for report in child_run.reports_for(item):
         item.ihook.pytest_runtest_logreport(report=report)
+    # What pytest's own teardown phase would do: leave set up only what ``nextitem`` needs, so an
+    # in-process test of this module before the replayed one does not keep its module set up.
+    item.session._setupstate.teardown_exact(nextitem)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
 
@@ -282,32 +306,36 @@ class _ReportRecorder:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not any(line.startswith(f"{LAN_MARK}:") for line in config.getini("markers")):
+        config.addinivalue_line("markers", LAN_MARKER)  # a project of its own may not declare it
     path = os.environ.get(RESULTS_ENV)
     if path is not None:
         config.pluginmanager.register(_ReportRecorder(config, path), "sfu-geofence-browser-recorder")
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    child_run = config.stash.get(_CHILD_RUN, None)
-    if child_run is None or not child_run.started or child_run.problem is not None:
-        return
-    terminalreporter.section("browser tests (child pytest in a network namespace with only lo)")
-    command = shlex.join(namespace_command(["python", "-m", "pytest"]))
-    terminalreporter.line(
-        f"{len(child_run.nodeids)} test(s) run by `{command} ...`: "
-        f"exit status {child_run.returncode}, {child_run.seconds:.1f} s"
-    )
-    if not child_run.complete:
-        terminalreporter.line("child output:")
-        terminalreporter.line(child_run.output)
+    for child_run in config.stash.get(_CHILD_RUNS, []):
+        if not child_run.started or child_run.problem is not None:
+            continue
+        namespace = child_run.namespace.value
+        terminalreporter.section(f"tests in a network namespace with {namespace} (child pytest)")
+        command = shlex.join(namespace_command(["python", "-m", "pytest"], child_run.namespace))
+        terminalreporter.line(
+            f"{len(child_run.nodeids)} test(s) run by `{command} ...`: "
+            f"exit status {child_run.returncode}, {child_run.seconds:.1f} s"
+        )
+        if not child_run.complete:
+            terminalreporter.line("child output:")
+            terminalreporter.line(child_run.output)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def chromium() -> AsyncIterator[Browser]:
-    """One headless Chromium for the session (fake camera and microphone), in the namespace only."""
-    if not in_loopback_only_namespace():
+    """One headless Chromium for the session (fake camera and microphone), in a test namespace only:
+    with the loopback switch where there is only lo, as shipped in a LAN namespace."""
+    if current_namespace() is None:
         pytest.fail(
-            "browser tests run only inside a network namespace with only lo, which plain "
+            "browser tests run only inside a network namespace of their own, which plain "
             f"`python -m pytest` arranges (this process has {RESULTS_ENV} set but other interfaces)",
             pytrace=False,
         )
@@ -319,7 +347,7 @@ async def chromium() -> AsyncIterator[Browser]:
     if executable is None:
         skip_or_fail(CHROMIUM_MISSING)
     async with async_playwright() as playwright:
-        browser = await launch_chromium(playwright, executable)
+        browser = await launch_chromium(playwright.chromium, executable)
         try:
             yield browser
         finally:
@@ -328,13 +356,25 @@ async def chromium() -> AsyncIterator[Browser]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def open_page(chromium: Browser) -> AsyncIterator[OpenPage]:
-    """Factory of participants: each call opens ``url`` in a fresh context; all closed afterwards."""
-    from .browser import new_participant_context
+    """Factory of participants: each call opens ``url`` in a fresh context; all closed afterwards.
+
+    ``camera=False`` opens it in a second Chromium (launched on first use) whose camera and
+    microphone prompts are never granted: a viewer who grants nothing, hidden behind mDNS names.
+    """
+    from .browser import find_chromium, launch_chromium, new_participant_context
 
     contexts = []
+    ungranted: list[Browser] = []
 
-    async def open_participant(url: str, *, forwarded_for: str | None = None) -> Page:
-        context = await new_participant_context(chromium, forwarded_for=forwarded_for)
+    async def open_participant(url: str, *, forwarded_for: str | None = None, camera: bool = True) -> Page:
+        browser = chromium
+        if not camera:
+            if not ungranted:
+                executable = find_chromium()
+                assert executable is not None  # the chromium fixture found it
+                ungranted.append(await launch_chromium(chromium.browser_type, executable, grant_media=False))
+            browser = ungranted[0]
+        context = await new_participant_context(browser, forwarded_for=forwarded_for, camera=camera)
         contexts.append(context)
         page = await context.new_page()
         await page.goto(url)
@@ -343,3 +383,5 @@ async def open_page(chromium: Browser) -> AsyncIterator[OpenPage]:
     yield open_participant
     for context in contexts:
         await context.close()
+    for browser in ungranted:
+        await browser.close()

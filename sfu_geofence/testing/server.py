@@ -11,6 +11,7 @@ from aiohttp import web
 from ..core.geofence import Geofence
 from ..core.policystore import PolicySource
 from ..server import GEOFENCE_HOST, SFU, ServerConfig, create_app, create_geofenced_app
+from ..server.app import ADMIN_APP
 from ..sfu import AdmissionHook, Sfu, SfuObserver
 
 
@@ -22,10 +23,13 @@ class Served:
     """The signaling WebSocket URL."""
     sfu: Sfu
     app: web.Application
+    admin_base: str | None = None
+    """``http://127.0.0.1:PORT`` of the admin listener (operator API under ``/api``, ``/metrics``), if
+    the app has one (:func:`geofenced_on_loopback`)."""
 
     @property
     def base(self) -> str:
-        """``http://127.0.0.1:PORT`` (the operator API is under ``/api``)."""
+        """``http://127.0.0.1:PORT`` of the public listener (signaling, demo pages)."""
         return self.url.removesuffix("/ws")
 
     @property
@@ -65,13 +69,33 @@ def _on_loopback(config: ServerConfig | None) -> ServerConfig:
 
 @asynccontextmanager
 async def app_on_loopback(app: web.Application) -> AsyncIterator[Served]:
-    """Run an application of :func:`create_app` (add middlewares first) on 127.0.0.1, any port."""
+    """Run an application of :func:`create_app` (add middlewares first) on 127.0.0.1, any port, and
+    its admin listener's application (if it has one) on another."""
+    public = await _listen(app)
+    admin = await _listen(app[ADMIN_APP]) if ADMIN_APP in app else None
+    try:
+        yield Served(
+            url=f"{_base(public)}/ws",
+            sfu=app[SFU],
+            app=app,
+            admin_base=_base(admin) if admin is not None else None,
+        )
+    finally:
+        if admin is not None:
+            await admin.cleanup()
+        await public.cleanup()
+
+
+async def _listen(app: web.Application) -> web.AppRunner:
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
     try:
-        await site.start()
-        port = runner.addresses[0][1]
-        yield Served(url=f"http://127.0.0.1:{port}/ws", sfu=app[SFU], app=app)
-    finally:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+    except BaseException:
         await runner.cleanup()
+        raise
+    return runner
+
+
+def _base(runner: web.AppRunner) -> str:
+    return f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -10,6 +10,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from aioice import Connection
@@ -18,8 +19,9 @@ from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.rtc.candidates import IceLimits
 from sfu_geofence.rtc.forwarding import ice_connection_of
-from sfu_geofence.rtc.ice import ice_stats
+from sfu_geofence.rtc.ice import IcePolicy, ice_stats, use_policy
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.sdp import ice_credentials, with_extra_candidates
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
@@ -46,6 +48,50 @@ async def joined(served: Served, peer: SyntheticPeer) -> AsyncIterator[Connectio
         yield connection
     finally:
         await peer.close()
+
+
+@dataclass
+class Churning:
+    """A connected participant of a deny-CN room at 127.1.2.1, and senders of checks as it."""
+
+    connection: Connection
+    participant: Participant
+    peer: SyntheticPeer
+    churns: list[PrflxChurner]
+
+
+@asynccontextmanager
+async def churning(served: Served, *hosts: str) -> AsyncIterator[Churning]:
+    """A participant joined from 127.1.2.1 and senders of its authenticated checks from new ports of
+    ``hosts`` (closed on exit)."""
+    served.geofence.set_policy(ROOM, RoomPolicy.deny("CN"))
+    peer = SyntheticPeer(served.url, ROOM, "127.1.2.1", tracks=synthetic_tracks()[:1])
+    async with joined(served, peer) as connection:
+        assert peer.pc is not None
+        participant = served.sfu.participants[str(peer.participant_id)]
+        assert participant.selected_pair is not None
+        server = participant.selected_pair.local_address
+        credentials = (
+            ice_credentials(peer.pc.remoteDescription.sdp),
+            ice_credentials(peer.pc.localDescription.sdp),
+        )
+        churns = [PrflxChurner(host, server, *credentials) for host in hosts]
+        try:
+            yield Churning(connection, participant, peer, churns)
+        finally:
+            for churn in churns:
+                churn.close()
+
+
+async def nominated_check(churn: PrflxChurner, participant: Participant) -> None:
+    """One check from a new port of ``churn.host``; returns once the SFU has nominated that pair."""
+    port = await churn.check_from_new_port()
+
+    def nominated() -> str | None:
+        pair = participant.selected_pair
+        return None if pair is not None and pair.remote_address == (churn.host, port) else "not nominated"
+
+    await eventually(nominated, within=WITHIN)
 
 
 async def test_a_candidate_bomb_is_cut_to_the_limit_before_aioice_pairs_it_and_the_call_connects(
@@ -110,36 +156,86 @@ async def test_forty_checks_from_new_source_ports_keep_few_candidates_and_make_o
 ) -> None:
     # Each authenticated check from a new port would be a new peer-reflexive candidate, pair,
     # nomination and media-address audit row; the address (and so the decision) never changes.
-    async with geofenced_on_loopback(ServerConfig(db_path=str(database))) as served:
-        served.geofence.set_policy(ROOM, RoomPolicy.deny("CN"))
-        churner = SyntheticPeer(served.url, ROOM, "127.1.2.1", tracks=synthetic_tracks()[:1])
-        async with joined(served, churner) as connection:
-            assert churner.pc is not None
-            participant = served.sfu.participants[str(churner.participant_id)]
-            assert participant.selected_pair is not None
-            churn = PrflxChurner(
-                "127.1.2.1",
-                participant.selected_pair.local_address,
-                ice_credentials(churner.pc.remoteDescription.sdp),
-                ice_credentials(churner.pc.localDescription.sdp),
-            )
-            try:
-                for _ in range(40):
-                    port = await churn.check_from_new_port()
+    async with (
+        geofenced_on_loopback(ServerConfig(db_path=str(database))) as served,
+        churning(served, "127.1.2.1") as churning_peer,
+    ):
+        [churn] = churning_peer.churns
+        for _ in range(40):
+            await nominated_check(churn, churning_peer.participant)
+        stats = ice_stats(churning_peer.connection)
+        assert stats.peer_reflexive <= LIMITS.peer_reflexive
+        assert stats.remote_candidates <= LIMITS.remote_candidates
+        assert stats.pairs <= LIMITS.pairs
+        assert stats.candidates.peer_reflexive_pruned == 40 - LIMITS.peer_reflexive
+        events = served.geofence.audit.events(
+            participant=churning_peer.peer.participant_id, kind=EventKind.MEDIA
+        )
+        assert [(e.address, e.outcome) for e in events] == [("127.1.2.1", "admitted")]
 
-                    def nominated(port: int = port) -> str | None:
-                        pair = participant.selected_pair
-                        return (
-                            None if pair is not None and pair.remote_address[1] == port else "not nominated"
-                        )
 
-                    await eventually(nominated, within=WITHIN)
-            finally:
-                churn.close()
-            stats = ice_stats(connection)
-            assert stats.peer_reflexive <= LIMITS.peer_reflexive
-            assert stats.remote_candidates <= LIMITS.remote_candidates
-            assert stats.pairs <= LIMITS.pairs
-            assert stats.candidates.peer_reflexive_pruned == 40 - LIMITS.peer_reflexive
-            events = served.geofence.audit.events(participant=churner.participant_id, kind=EventKind.MEDIA)
-            assert [(e.address, e.outcome) for e in events] == [("127.1.2.1", "admitted")]
+async def test_checks_alternating_between_two_addresses_make_one_audit_row_per_address(
+    database: Path,
+) -> None:
+    # A client with two addresses (one IPv6 /64 has unlimited ones) alternating its checks: every
+    # nomination is decided, but each address is audited once for the session, not once per check.
+    async with (
+        geofenced_on_loopback(ServerConfig(db_path=str(database))) as served,
+        churning(served, "127.1.2.2", "127.1.2.3") as churning_peer,
+    ):
+        for i in range(30):
+            await nominated_check(churning_peer.churns[i % 2], churning_peer.participant)
+        events = served.geofence.audit.events(
+            participant=churning_peer.peer.participant_id, kind=EventKind.MEDIA
+        )
+        assert [(e.address, e.outcome, e.count) for e in events] == [
+            ("127.1.2.1", "admitted", 1),
+            ("127.1.2.2", "admitted", 1),
+            ("127.1.2.3", "admitted", 1),
+        ]
+
+
+async def test_checks_from_new_ports_before_the_answer_is_applied_stay_within_the_prflx_limit() -> None:
+    # The offer gives a client the server's credentials: it can send authenticated checks before its
+    # answer is applied. aioice keeps up to 100 of them and, once it connects, learns a peer-reflexive
+    # candidate, a pair and a triggered check (a nomination) for each source, past every limit.
+    with use_policy(IcePolicy(bind=("127.0.0.1",))):
+        server = Connection(ice_controlling=True)
+    with use_policy(IcePolicy(bind=("127.1.3.1",))):
+        client = Connection(ice_controlling=False)
+    for connection in (server, client):
+        await connection.gather_candidates()
+    [server_candidate] = server.local_candidates
+    churn = PrflxChurner(
+        "127.1.3.1",
+        (server_candidate.host, server_candidate.port),
+        (server.local_username, server.local_password),
+        (client.local_username, client.local_password),
+    )
+    try:
+        for _ in range(12):
+            await churn.check_from_new_port()
+
+        def all_received() -> str | None:
+            # Kept by aioice until connect() (its private list), or ignored by the limit.
+            seen = len(server._early_checks) + ice_stats(server).candidates.checks_ignored
+            return None if seen == 12 else f"{seen} of 12 checks received"
+
+        await eventually(all_received, within=WITHIN)
+        client.remote_username, client.remote_password = server.local_username, server.local_password
+        for candidate in server.local_candidates:
+            await client.add_remote_candidate(candidate)
+        await client.add_remote_candidate(None)
+        server.remote_username, server.remote_password = client.local_username, client.local_password
+        for candidate in client.local_candidates:
+            await server.add_remote_candidate(candidate)
+        await server.add_remote_candidate(None)
+        await asyncio.gather(server.connect(), client.connect())
+        stats = ice_stats(server)
+        assert stats.peer_reflexive <= LIMITS.peer_reflexive, stats
+        assert stats.remote_candidates <= LIMITS.remote_candidates, stats
+        assert stats.candidates.checks_ignored == 12 - LIMITS.peer_reflexive, stats
+    finally:
+        churn.close()
+        await client.close()
+        await server.close()

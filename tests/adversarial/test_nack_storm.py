@@ -13,7 +13,13 @@ import pytest
 from hostile_call import Call
 
 from sfu_geofence.sfu import Consumer
-from sfu_geofence.sfu.retransmission import MAX_NACK_ENTRIES, RETRANSMISSION_BURST, RETRANSMISSIONS_PER_SECOND
+from sfu_geofence.sfu.retransmission import (
+    MAX_NACK_ENTRIES,
+    RETRANSMISSION_BURST,
+    RETRANSMISSIONS_PER_SECOND,
+    SUBSCRIBER_RETRANSMISSION_BURST,
+    SUBSCRIBER_RETRANSMISSIONS_PER_SECOND,
+)
 from sfu_geofence.testing.attacks import NACK_STORM_BYTES, nack, nack_storm_packet, send_protected
 from sfu_geofence.testing.wait import eventually
 
@@ -102,4 +108,44 @@ async def test_a_storm_of_nacks_buys_at_most_the_budget_and_the_others_are_still
     before = honest.retransmissions
     await send_protected(viewer_receiver.transport, nack(1, honest.sender._ssrc, [(_recent(honest, 3), 0)]))
     await _answered(honest, before + 1)
+    await call.advancing()
+
+
+async def test_one_datagram_of_nacks_for_every_stream_buys_at_most_the_subscribers_budget(call: Call) -> None:
+    # One compound RTCP datagram can carry a NACK for each stream a subscriber receives: with budgets
+    # per consumer only, what it buys grows with the room (here 4 streams x 64 numbers, all answerable).
+    consumers = [
+        call.consumer(source, kind, call.attacker)
+        for source in (call.publisher, call.viewer)
+        for kind in ("audio", "video")
+    ]
+    for source in (call.publisher, call.viewer):
+        for kind in ("audio", "video"):
+            producer = call.producer(source, kind)
+            await eventually(
+                lambda p=producer: None if p.packets_received > 2 * MAX_NACK_ENTRIES else "history short",
+                within=20,
+            )
+    transport = call.receiver(call.attacker, call.publisher, "audio").transport
+
+    def handled() -> int:
+        return sum(c.retransmissions + c.nacks_unanswerable + c.nacks_over_budget for c in consumers)
+
+    before_handled = handled()
+    before_sent = sum(c.retransmissions for c in consumers)
+    datagram = b"".join(
+        nack(1, c.sender._ssrc, [(_recent(c, MAX_NACK_ENTRIES) + 16 * i, 0x7FFF) for i in range(4)])
+        for c in consumers
+    )
+    started = time.monotonic()
+    await send_protected(transport, datagram)
+    asked = len(consumers) * MAX_NACK_ENTRIES
+    await eventually(
+        lambda: None if handled() - before_handled >= asked else "the NACKs are not handled yet",
+        within=10,
+        interval=0.005,
+    )
+    elapsed = time.monotonic() - started
+    sent = sum(c.retransmissions for c in consumers) - before_sent
+    assert sent <= SUBSCRIBER_RETRANSMISSION_BURST + SUBSCRIBER_RETRANSMISSIONS_PER_SECOND * elapsed, sent
     await call.advancing()

@@ -105,7 +105,7 @@ async def test_the_operator_api_shows_a_self_declared_relay_as_direct_media_from
     async with (
         relabelling_participant(config, monitor) as (served, peer),
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session,
-        session.get(f"{served.base}/api/rooms/{ROOM}/participants") as response,
+        session.get(f"{served.admin_base}/api/rooms/{ROOM}/participants") as response,
     ):
         assert response.status == 200
         [listed] = (await response.json())["participants"]

@@ -49,9 +49,10 @@ async def served(database: Path, tmp_path: Path) -> AsyncIterator[Served]:
 
 
 async def _api(served: Served, method: str, path: str, body: str | None = None) -> tuple[int, Any]:
+    assert served.admin_base is not None, "the operator API is on the admin listener"
     async with (
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session,
-        session.request(method, served.base + path, data=body) as response,
+        session.request(method, served.admin_base + path, data=body) as response,
     ):
         return response.status, await response.json()
 

@@ -2,13 +2,15 @@
 
 Each tab is a participant that picks "Connect as if from" in the page's form, exactly as a newcomer
 would; the operator works in the console page. The server is ``sfu-geofence demo``'s: ``serve``'s
-geofenced application, so admission and ejection are the product's own code. The screenshots in docs/
-are taken by these tests.
+geofenced application, so admission and ejection are the product's own code. These tests take the
+screenshots of docs/ and the README: into a temporary directory, or into the directory named by
+$SFU_GEOFENCE_PICTURES, which ``python scripts/readme_pictures.py`` sets to docs/ to regenerate them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Page
 
+from sfu_geofence.core.errors import DatabaseError
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
@@ -25,12 +28,14 @@ from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app
 from sfu_geofence.sfu import SfuObserver
 from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.testing.browser import screenshot, video_advances, video_element_tracks
+from sfu_geofence.testing.demo_page import join, remote_tiles, tile_track, wait_for_remote_videos
 from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.pytest_browser import OpenPage
+from sfu_geofence.testing.server import app_on_loopback
 
 pytestmark = pytest.mark.browser
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+PICTURES_ENV = "SFU_GEOFENCE_PICTURES"
 TOKEN = "demo-test-token-0123456789"
 ROOM = "town-hall"
 ROOM_SIZE = 3
@@ -50,6 +55,9 @@ class Joins(SfuObserver):
 @dataclass
 class Demo:
     url: str
+    """The public listener: the meeting page and signaling."""
+    admin_url: str
+    """The admin listener: the operator console and its API."""
     app: web.Application
     joins: Joins
 
@@ -61,40 +69,16 @@ async def demo() -> AsyncIterator[Demo]:
         host="127.0.0.1", port=0, max_participants_per_room=ROOM_SIZE, admin=AdminConfig(TOKEN)
     )
     app = create_demo_app(DemoConfig(server), observers=[joins])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield Demo(f"http://127.0.0.1:{runner.addresses[0][1]}", app, joins)
-    finally:
-        await runner.cleanup()
+    async with app_on_loopback(app) as served:
+        assert served.admin_base is not None
+        yield Demo(served.base, served.admin_base, app, joins)
 
 
-async def join(page: Page, name: str, room: str, origin: str) -> None:
-    """What a person does: type a name and a room, choose where to "come from", click Join."""
-    await page.fill("#name", name)
-    await page.fill("#room", room)
-    await page.select_option("#from", origin)
-    await page.click("#join")
-    await page.wait_for_selector("body[data-state=in-meeting]", timeout=15_000)
-
-
-async def remote_tiles(page: Page) -> list[str]:
-    names: list[str] = await page.eval_on_selector_all(".tile.remote", "ts => ts.map(t => t.dataset.name)")
-    return sorted(names)
-
-
-async def wait_for_remote_videos(page: Page, names: list[str]) -> None:
-    await page.wait_for_function(
-        """(names) => {
-          const tiles = [...document.querySelectorAll('.tile.remote')];
-          return tiles.length === names.length
-            && tiles.every(t => names.includes(t.dataset.name) && !t.classList.contains('no-video'));
-        }""",
-        arg=names,
-        timeout=15_000,
-    )
+@pytest.fixture
+def pictures(tmp_path: Path) -> Path:
+    """Where screenshots go: never over tracked files, unless scripts/readme_pictures.py asks for docs/."""
+    chosen = os.environ.get(PICTURES_ENV)
+    return Path(chosen) if chosen else tmp_path / "pictures"
 
 
 async def meet(demo: Demo, open_page: OpenPage, room: str) -> dict[str, Page]:
@@ -113,17 +97,13 @@ async def meet(demo: Demo, open_page: OpenPage, room: str) -> dict[str, Page]:
     )
     for tab in tabs.values():
         assert await tab.text_content("#status") == "Connected"
-        assert await tab.is_hidden("#notice"), "the page offered loopback candidates: no hint to show"
-    # ...which a browser without the loopback switch would not: then the page explains what to do.
-    assert not await tabs["US"].evaluate(
-        "LOOPBACK_CANDIDATE.test('a=candidate:1 1 udp 2122260223 192.168.1.5 40000 typ host')"
+        assert await tab.is_hidden("#notice"), "the page offered candidates: no hint to show"
+    # An mDNS name is a candidate too (it reaches the server as a peer-reflexive one); none at all
+    # (a browser with no address but loopback, and no loopback switch) gets the hint.
+    assert await tabs["US"].evaluate(
+        "ANY_CANDIDATE.test('a=candidate:1 1 udp 2122260223 0b5e7c1d.local 40000 typ host')"
     )
     return tabs
-
-
-async def tile_track(page: Page, name: str) -> str:
-    [track] = await video_element_tracks(page, f".tile.remote[data-name='{name}'] video")
-    return track
 
 
 async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leaves_disappears(
@@ -164,15 +144,15 @@ async def test_three_countries_meet_each_sees_the_others_video_and_one_who_leave
 
 
 async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_keep_advancing_rejoin_refused(
-    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard
+    demo: Demo, open_page: OpenPage, loopback_guard: LoopbackGuard, pictures: Path
 ) -> None:
     """Issue 5's must-show, through the console and the geofence exactly as an operator would do it."""
     tabs = await meet(demo, open_page, ROOM)
     survivors = {"US": await tile_track(tabs["US"], "DE"), "DE": await tile_track(tabs["DE"], "US")}
-    await screenshot(tabs["US"], DOCS / "demo-conference.png", full_page=False)
+    await screenshot(tabs["US"], pictures / "demo-conference.png", full_page=False)
 
     # The operator sees who is where, and how the server decided it.
-    console = await open_page(f"{demo.url}/console#token={TOKEN}")
+    console = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await console.click(f"#rooms tr[data-room='{ROOM}']", timeout=10_000)
     china_row = "#participants tr[data-name='CN']"
     await console.wait_for_selector(china_row, timeout=10_000)
@@ -204,7 +184,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     assert await china.text_content("#screen-detail") == "close code 4409"
     assert await china.is_hidden("#meeting")
     assert await video_element_tracks(china, "video") == [], "never a frozen video"
-    await screenshot(china, DOCS / "demo-ejected.png", full_page=False)
+    await screenshot(china, pictures / "demo-ejected.png", full_page=False)
 
     # Everyone else: the ejected tile goes, and the video they still receive keeps advancing.
     for country, other in (("US", "DE"), ("DE", "US")):
@@ -218,7 +198,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     assert await china.text_content("#screen-reason") == "This meeting is not accessible from China (CN)."
     assert await china.text_content("#screen-detail") == "close code 4403"
     assert await video_element_tracks(china, "video") == []
-    await screenshot(china, DOCS / "demo-refused.png", full_page=False)
+    await screenshot(china, pictures / "demo-refused.png", full_page=False)
     assert [name for name, _ in demo.joins.seen] == ["US", "DE", "CN"], "the refused rejoin got nothing"
 
     # The console shows the policy, who is left, and the ejection in the live audit log.
@@ -231,7 +211,7 @@ async def test_the_operator_denies_china_the_chinese_tab_is_ejected_the_others_k
     )
     rule = await console.text_content(f"#rooms tr[data-room='{ROOM}'] td:nth-child(3)")
     assert rule == "deny CN"
-    await screenshot(console, DOCS / "demo-console.png")
+    await screenshot(console, pictures / "demo-console.png")
     assert loopback_guard.violations == []
 
 
@@ -244,7 +224,7 @@ async def test_an_operator_ejects_one_participant_by_hand_from_the_console(
         await join(tab, country, "back-office", country)
     await wait_for_remote_videos(tabs["US"], ["DE"])
 
-    console = await open_page(f"{demo.url}/console#token={TOKEN}")
+    console = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await console.click("#rooms tr[data-room='back-office']", timeout=10_000)
     await console.click("#participants tr[data-name='DE'] button.eject", timeout=10_000)
 
@@ -266,7 +246,7 @@ async def test_an_operator_ejects_one_participant_by_hand_from_the_console(
 async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     demo: Demo, open_page: OpenPage
 ) -> None:
-    console = await open_page(f"{demo.url}/console")
+    console = await open_page(f"{demo.admin_url}/console")
     await console.fill("#token", "not-the-operator-token")
     await console.click("#token-form button")
     await console.wait_for_selector("#unlock-error:not([hidden])")
@@ -275,7 +255,28 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     await console.fill("#token", TOKEN)
     await console.click("#token-form button")
     await console.wait_for_selector("body[data-state=open]")
-    assert "DB-IP Country Lite" in (await console.text_content("#database") or "")
+    # The build and its age, never the file's path.
+    database = await console.text_content("#database") or ""
+    assert database.startswith("DB-IP Country Lite 2026-06-01 (embedded) · built 2026-06-01 · "), database
+    assert database.endswith(" days old"), database
+    assert ".mmdb" not in (await console.text_content("body") or "")
+    # A reload that fails raises the alarm on the console (without the path of the file), until one works.
+    fence = demo.app[GEOFENCE_HOST].geofence
+    with pytest.raises(DatabaseError):
+        fence.reload_database("/nonexistent/GeoLite2-Country.mmdb")
+    await console.wait_for_selector("#database-alarm:not([hidden])", timeout=10_000)
+    alarm = await console.text_content("#database-alarm") or ""
+    assert alarm.startswith("The last database reload failed ("), alarm
+    assert "DB-IP Country Lite 2026-06-01 still decides" in alarm
+    assert "nonexistent" not in alarm
+    failed = "#audit tr[data-kind=database][data-outcome=reload_failed]"
+    await console.wait_for_selector(failed, timeout=10_000)
+    assert await console.text_content(f"{failed} td:nth-child(9)") == (
+        "the new file could not be used: the previous build still decides"
+    )
+    assert "nonexistent" not in (await console.text_content("body") or "")
+    fence.reload_database()
+    await console.wait_for_selector("#database-alarm[hidden]", state="attached", timeout=10_000)
     attribution = console.locator("footer a[href='https://db-ip.com']")
     assert await attribution.text_content() == "IP Geolocation by DB-IP"
 
@@ -304,6 +305,23 @@ async def test_the_console_opens_with_the_token_and_applies_a_room_policy_live(
     await console.wait_for_selector("#audit tr[data-kind=policy]", timeout=10_000)
 
     # The link `sfu-geofence demo` prints carries the token in the fragment, which the page then drops.
-    linked = await open_page(f"{demo.url}/console#token={TOKEN}")
+    linked = await open_page(f"{demo.admin_url}/console#token={TOKEN}")
     await linked.wait_for_selector(f"body[data-state=open] #rooms tr[data-room='{ROOM}']", timeout=10_000)
-    assert linked.url == f"{demo.url}/console"
+    assert linked.url == f"{demo.admin_url}/console"
+
+
+async def test_a_viewer_whose_answer_names_no_address_still_connects_and_gets_no_hint(
+    demo: Demo, open_page: OpenPage
+) -> None:
+    """A browser that grants no camera may answer with no candidate at all (its mDNS names not ready,
+    or none to be had) and connect anyway: the server learns its address from its checks. The page's
+    "no address" hint waits for a connection first (5 s), so it never shows such a viewer a false alarm."""
+    speaker = await open_page(f"{demo.url}/")
+    await join(speaker, "US", "no-address", "US")
+    viewer = await open_page(f"{demo.url}/", camera=False)
+    await join(viewer, "viewer", "no-address", "", watch=True)
+    await wait_for_remote_videos(viewer, ["US"])
+    await video_advances(viewer, tracks=[await tile_track(viewer, "US")], frames=10, within=20)
+    await asyncio.sleep(6)  # past the hint's delay
+    assert await viewer.text_content("#status") == "Connected"
+    assert await viewer.is_hidden("#notice")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sfu_geofence.testing.pytest_browser import skip_or_fail
+from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.redis import REDIS_SERVER, RedisServer, redis_server
 
 
@@ -16,7 +16,7 @@ from sfu_geofence.testing.redis import REDIS_SERVER, RedisServer, redis_server
 async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     """A redis-server of this test's own (AOF, appendfsync always, files in tmp_path), killed after."""
     if shutil.which(REDIS_SERVER) is None:
-        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", "cluster tests")
+        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", kind="cluster")
     directory = tmp_path / "redis"
     directory.mkdir()
     async with redis_server(directory) as server:

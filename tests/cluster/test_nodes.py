@@ -59,6 +59,12 @@ def node(redis: RedisServer, database: Path) -> Callable[..., contextlib.Abstrac
     return started
 
 
+def admin_base(served: Served) -> str:
+    """Where the node's operator API listens: its admin listener."""
+    assert served.admin_base is not None
+    return served.admin_base
+
+
 async def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as session,
@@ -88,7 +94,9 @@ async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_par
         joined(b, "room", US) as us,
         joined(a, "room", US) as us_on_a,
     ):
-        status, body = await call(a.base, "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]})
+        status, body = await call(
+            admin_base(a), "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]}
+        )
         assert status == 200, body
         await asyncio.wait_for(cn.closed.wait(), WITHIN)
         assert cn.close_code == 4409
@@ -96,7 +104,7 @@ async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_par
         assert not us.closed.is_set()
         assert not us_on_a.closed.is_set()
         assert [p.participant for p in b.geofence.participants()] == [us.participant_id]
-        status, body = await call(b.base, "GET", "/rooms/room/policy")
+        status, body = await call(admin_base(b), "GET", "/rooms/room/policy")
         assert (status, body["version"]) == (200, 1)
 
 
@@ -125,7 +133,7 @@ async def test_a_node_that_lost_its_subscription_reads_the_policies_again_before
                 lambda: None if not store_b.subscribed.is_set() else "still subscribed", within=WITHIN
             )
             status, body = await call(
-                a.base, "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]}
+                admin_base(a), "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]}
             )
             assert status == 200, body
             assert store_b.version == 0  # b has not heard of it
@@ -167,7 +175,9 @@ async def test_kill_9_of_the_node_and_of_redis_after_an_acknowledged_change_lose
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), WITHIN)).decode()
         assert line.startswith("listening on "), line
-        return process, line.removeprefix("listening on ").strip().removesuffix("/ws")
+        admin = (await asyncio.wait_for(process.stdout.readline(), WITHIN)).decode()
+        assert admin.startswith("admin listening on "), admin
+        return process, admin.split()[3]  # the operator API is on the admin listener
 
     process, base = await serve()
     try:

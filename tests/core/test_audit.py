@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sqlite3
-from datetime import UTC, datetime
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -71,3 +76,86 @@ def test_events_are_filtered_by_room_participant_kind_outcome_time_and_limit() -
     log.close()
     with pytest.raises(ClosedError):
         log.events()
+
+
+def test_a_log_written_before_the_actor_column_existed_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    with sqlite3.connect(path) as old:  # the schema of the previous version, with one event
+        old.execute(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, outcome TEXT, "
+            "room TEXT, participant TEXT, address TEXT, country TEXT, source TEXT, database TEXT, "
+            "rule TEXT, reason TEXT, policy_version INTEGER, detail TEXT, time TEXT)"
+        )
+        old.execute(
+            "INSERT INTO audit (kind, outcome, room, time) VALUES ('policy', 'changed', 'r', ?)",
+            (datetime(2026, 1, 2, tzinfo=UTC).isoformat(),),
+        )
+    old.close()
+    log = AuditLog(path)
+    log.record(AuditEvent(EventKind.POLICY, "changed", room="r", actor="alice", reason="why"))
+    assert [(e.id, e.actor, e.reason) for e in log.events()] == [(1, None, None), (2, "alice", "why")]
+    log.close()
+
+
+def test_pruning_deletes_the_oldest_events_in_bounded_batches_and_keeps_the_rest(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.sqlite", synchronous="NORMAL")
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    for n in range(25):
+        log.record(
+            AuditEvent(EventKind.ADMISSION, "admitted", participant=f"p{n}", time=day + timedelta(days=n))
+        )
+    cutoff = day + timedelta(days=12)
+    assert [log.prune(cutoff, batch=5) for _ in range(4)] == [5, 5, 2, 0]
+    kept = log.events()
+    assert [e.participant for e in kept] == [f"p{n}" for n in range(12, 25)]
+    assert all(e.time is not None and e.time >= cutoff for e in kept)
+    log.close()
+    with pytest.raises(ClosedError):
+        log.prune(cutoff)
+
+
+FULL_DISK = Path(__file__).with_name("full_disk_process.py")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare to mount a small file system in a namespace of its own",
+)
+def test_an_audit_log_that_fills_its_disk_stops_short_and_policy_changes_still_commit(
+    loopback_db: Path, tmp_path: Path
+) -> None:
+    """Policies and the audit share a directory (``--state-dir``), not the failure of a full disk."""
+    state = tmp_path / "state"
+    state.mkdir()
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, str(FULL_DISK), str(state)]  # noqa: RUF005
+        + [str(loopback_db), str(256 * 1024)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["audit_failures"] >= 1, outcome  # the log did fill up to its reserve
+    assert outcome["policy"] == 1, outcome  # and the policy change was committed all the same
+    assert outcome["free"] < 256 * 1024, outcome
+
+
+def test_a_log_written_before_the_count_column_is_read_and_extended(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT, outcome TEXT, room TEXT,"
+            " participant TEXT, address TEXT, country TEXT, source TEXT, database TEXT, rule TEXT,"
+            " reason TEXT, policy_version INTEGER, detail TEXT, time TEXT)"
+        )
+        old.execute(
+            "INSERT INTO audit (kind, outcome, time)"
+            " VALUES ('database', 'loaded', '2026-11-25T12:00:00+00:00')"
+        )
+    log = AuditLog(path)
+    log.record(AuditEvent(EventKind.ADMISSION, "refused", count=7))
+    assert [(e.kind, e.count) for e in log.events()] == [(EventKind.DATABASE, 1), (EventKind.ADMISSION, 7)]
+    log.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from sfu_geofence import (
     UnknownRule,
     Verdict,
 )
+from sfu_geofence.core.mediaaudit import MediaAuditLimit
 from sfu_geofence.testing.testdb import build_database
 
 CN, HK, DE, US, UNKNOWN = "127.86.0.1", "127.85.0.1", "127.49.0.1", "127.1.0.1", "127.99.0.1"
@@ -336,15 +337,20 @@ def test_reloading_an_asn_database_is_refused_audited_and_nobody_moves(
     assert (cn.admitted, cn.country) == (False, "CN")
 
 
-def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:
-    calls: list[str] = []
+def failing_once(calls: list[str]) -> Callable[[EjectRequest], None]:
+    """An eject callable that appends each participant to ``calls`` and raises the first time."""
 
     def eject(request: EjectRequest) -> None:
         calls.append(request.participant)
         if len(calls) == 1:
             raise RuntimeError("host busy")
 
-    fence = Geofence(eject, database=loopback_db)
+    return eject
+
+
+def test_a_failing_eject_callable_is_audited_and_retried_on_the_next_change(loopback_db: Path) -> None:
+    calls: list[str] = []
+    fence = Geofence(failing_once(calls), database=loopback_db)
     fence.admit("r", "p", CN)
     fence.set_policy("r", RoomPolicy.deny("CN"))
     fence.set_policy("r", RoomPolicy.deny("CN", "IR"))
@@ -412,3 +418,109 @@ def test_policies_and_audit_survive_a_restart_of_the_geofence(loopback_db: Path,
         ("p1", "refused")
     ]
     again.close()
+
+
+def test_alternating_media_addresses_are_audited_once_each(host: Host) -> None:
+    # A client with two addresses alternating its checks: each report is decided, each entry
+    # (address, relayed, decision) audited once for the session, not once per check.
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p", DE)
+    for i in range(30):
+        assert fence.media_address("r", "p", ("127.1.2.2", "127.1.2.3")[i % 2], relayed=False).admitted
+    assert [(e.address, e.count) for e in fence.audit.events(kind=EventKind.MEDIA)] == [
+        ("127.1.2.2", 1),
+        ("127.1.2.3", 1),
+    ]
+    assert fence.participants("r")[0].media_address == "127.1.2.3"
+
+
+def test_media_addresses_beyond_the_limit_are_counted_and_a_restricted_one_still_ejects(
+    loopback_db: Path,
+) -> None:
+    # An IPv6 /64 gives a client unlimited addresses: beyond a few per session the audit counts
+    # them in summary rows, written when the session ends, while every one is still decided.
+    host = Host()
+    fence = Geofence(host.eject, database=loopback_db, media_audit=MediaAuditLimit(distinct=3))
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p", DE)
+    for i in range(10):
+        assert fence.media_address("r", "p", f"127.1.2.{i}", relayed=False).admitted
+    assert host.requests == []
+    decision = fence.media_address("r", "p", "fd00:86::7", relayed=False)
+    assert (decision.admitted, decision.country) == (False, "CN")
+    assert host.ejected() == [("p", Trigger.MEDIA_ADDRESS)]
+    [requested] = fence.audit.events(kind=EventKind.EJECTION)
+    assert (requested.outcome, requested.address, requested.country) == ("requested", "fd00:86::7", "CN")
+    media = fence.audit.events(kind=EventKind.MEDIA)
+    assert [(e.address, e.count) for e in media] == [(f"127.1.2.{i}", 1) for i in range(3)]
+    fence.leave("r", "p")
+    summaries = fence.audit.events(kind=EventKind.MEDIA)[3:]
+    assert sorted((e.outcome, e.country, e.address, e.count) for e in summaries) == [
+        ("admitted", "US", None, 7),
+        ("refused", "CN", None, 1),
+    ]
+    assert all(e.participant == "p" and "counted" in (e.detail or "") for e in summaries)
+    fence.close()
+
+
+def test_a_churning_sessions_summaries_are_written_at_most_once_an_interval_and_when_it_ends(
+    loopback_db: Path,
+) -> None:
+    def fence(interval: float) -> Geofence:
+        limit = MediaAuditLimit(distinct=1, summary_interval=interval)
+        fence = Geofence(Host().eject, database=loopback_db, media_audit=limit)
+        fence.admit("r", "p", DE)
+        return fence
+
+    def counts(fence: Geofence) -> list[tuple[str | None, int]]:
+        return [(e.address, e.count) for e in fence.audit.events(kind=EventKind.MEDIA)]
+
+    slow = fence(3600)
+    for i in range(50):
+        slow.media_address("r", "p", f"127.1.2.{i}", relayed=False)
+    assert counts(slow) == [("127.1.2.0", 1)]
+    slow.leave("r", "p")
+    assert counts(slow) == [("127.1.2.0", 1), (None, 49)]
+    slow.close()
+
+    due_at_once = fence(1e-9)
+    for i in range(5):
+        due_at_once.media_address("r", "p", f"127.1.2.{i}", relayed=False)
+    # Each report writes what was counted before it, if due; the last one's count waits.
+    assert counts(due_at_once) == [("127.1.2.0", 1), (None, 1), (None, 1), (None, 1)]
+    due_at_once.leave("r", "p")
+    assert counts(due_at_once)[-1] == (None, 1)
+    due_at_once.close()
+
+
+def test_an_ejection_the_host_failed_to_take_is_asked_again_when_the_same_address_is_renominated(
+    loopback_db: Path,
+) -> None:
+    calls: list[str] = []
+    fence = Geofence(failing_once(calls), database=loopback_db)
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "p", DE)
+    assert not fence.media_address("r", "p", CN, relayed=False).admitted
+    assert not fence.media_address("r", "p", CN, relayed=False).admitted  # a new port, same address
+    assert calls == ["p", "p"]
+    assert [e.outcome for e in fence.audit.events(kind=EventKind.EJECTION)] == [
+        "requested",
+        "eject_failed",
+        "requested",
+    ]
+    assert [e.address for e in fence.audit.events(kind=EventKind.MEDIA)] == [CN]
+    assert not fence.media_address("r", "p", CN, relayed=False).admitted  # pending: not asked twice
+    assert calls == ["p", "p"]
+    fence.close()
+
+
+def test_a_monitor_mode_media_address_reported_again_is_not_audited_again(host: Host) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN", enforcement=Enforcement.MONITOR))
+    fence.admit("r", "p", DE)
+    for _ in range(5):
+        assert fence.media_address("r", "p", CN, relayed=False).admitted
+    assert outcomes(fence, EventKind.MEDIA) == [("p", "would_refuse")]
+    assert outcomes(fence, EventKind.EJECTION) == [("p", "would_eject")]
+    assert host.requests == []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from sfu_geofence import DBIP_ATTRIBUTION, DatabaseError, InvalidAddress, Locator, normalise_address
+from sfu_geofence.core.geolocation import unmapped_network
 from sfu_geofence.testing.testdb import build_database
 
 
@@ -47,6 +51,23 @@ def test_ipv4_mapped_ipv6_addresses_are_looked_up_as_the_ipv4_address_they_carry
     for address in ("::ffff:114.114.114.114", "::FFFF:114.114.114.114", "0:0:0:0:0:ffff:7272:7272"):
         assert located(locator, address) == ("CN", "country_code"), address
     assert normalise_address("::ffff:8.8.8.8") == "8.8.8.8"
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+        ("::ffff:10.0.0.5/128", "10.0.0.5/32"),
+        ("::ffff:0:0/96", "0.0.0.0/0"),
+        ("10.0.0.0/8", "10.0.0.0/8"),
+        ("::/0", "::/0"),  # wider than ::ffff:0:0/96: an IPv6 network, matching IPv6 addresses only
+        ("fd00::/8", "fd00::/8"),
+    ],
+)
+def test_networks_written_ipv4_mapped_are_the_ipv4_networks_addresses_are_compared_with(
+    written: str, meant: str
+) -> None:
+    assert unmapped_network(ipaddress.ip_network(written)) == ipaddress.ip_network(meant)
 
 
 def test_addresses_missing_from_the_database_are_unknown_not_errors(loopback_db: Path) -> None:
@@ -220,3 +241,35 @@ def test_a_database_older_than_30_days_is_reported_stale(tmp_path: Path) -> None
     assert warning is not None
     assert "31 days old" in warning
     assert Locator().database.stale(now)  # the embedded build of 2026-06-01
+
+
+_REWRITTEN_IN_PLACE = """
+import sys
+from sfu_geofence import Locator
+path, replacement = sys.argv[1], open(sys.argv[2], "rb").read()
+locator = Locator(path)
+with open(path, "r+b") as file:  # what cp or an editor does: same inode, truncated, rewritten
+    file.truncate(0)
+    file.flush()
+    print(locator.locate("127.86.0.1").country, flush=True)
+    file.write(replacement[: len(replacement) // 2])
+    file.flush()
+    print(locator.locate("127.86.0.1").country, flush=True)
+"""
+
+
+def test_a_database_file_truncated_and_rewritten_in_place_does_not_disturb_the_build_in_use(
+    tmp_path: Path,
+) -> None:
+    """The reader answers from its own copy: a mapping of the file itself would read the torn file, or
+    die of SIGBUS at the first lookup after the truncation."""
+    build_database(tmp_path / "geo.mmdb", ["127.86.0.0/16=CN"])
+    build_database(tmp_path / "next.mmdb", ["127.86.0.0/16=DE"])
+    result = subprocess.run(
+        [sys.executable, "-c", _REWRITTEN_IN_PLACE, str(tmp_path / "geo.mmdb"), str(tmp_path / "next.mmdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert (result.returncode, result.stdout.split()) == (0, ["CN", "CN"]), result.stderr

@@ -84,3 +84,10 @@ def test_exemptions_match_identities_and_addresses_in_networks() -> None:
     assert policy.exempts("alice", None)
     assert policy.exempts(None, "fd00::5")
     assert not policy.exempts("bob", "127.0.0.1")
+
+
+def test_an_exempt_network_written_ipv4_mapped_is_the_ipv4_network_it_names() -> None:
+    # Addresses are decided unmapped (::ffff:a.b.c.d as a.b.c.d): so are exempt networks.
+    policy = RoomPolicy.deny("CN", exempt_networks=frozenset({"::ffff:198.51.100.0/120"}))
+    assert policy.exempt_networks == frozenset({"198.51.100.0/24"})
+    assert policy.exempts(None, "198.51.100.7")

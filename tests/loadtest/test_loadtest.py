@@ -92,7 +92,7 @@ def test_a_spawned_run_ejects_exactly_the_cn_participant_and_writes_the_report_a
 
 
 @pytest.fixture
-def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
+def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     """A running server whose database puts the US participants' network in CN and vice versa."""
     database = build_database(
         tmp_path / "swapped.mmdb", ["127.10.0.0/16=CN", "127.11.0.0/16=US"]
@@ -119,7 +119,9 @@ def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
         assert line.startswith("listening on http://127.0.0.1:"), line
-        yield line.split()[-1], token
+        admin = process.stdout.readline().strip()
+        assert admin.startswith("admin listening on http://127.0.0.1:"), admin
+        yield line.split()[-1], admin.split()[3], token
     finally:
         process.terminate()
         process.wait(10)
@@ -127,11 +129,12 @@ def server_with_swapped_database(tmp_path: Path) -> Iterator[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_a_server_that_ejects_the_wrong_participant_fails_the_run_with_collateral_and_missed(
-    server_with_swapped_database: tuple[str, str], tmp_path: Path
+    server_with_swapped_database: tuple[str, str, str], tmp_path: Path
 ) -> None:
-    url, token = server_with_swapped_database
+    url, admin, token = server_with_swapped_database
     result = loadtest(
         "--url", url,
+        "--admin-url", admin,
         "--countries", "US:1,CN:1,DE:1",
         "--duration", "6",
         "--at", "3s:deny:CN",
@@ -164,3 +167,50 @@ def test_bad_arguments_exit_2_with_the_argument_named() -> None:
     result = loadtest("--url", "http://192.0.2.2:8080", "--countries", "US:2")
     assert result.returncode == 2
     assert "the server must be on loopback" in result.stderr
+
+
+def _by_country_and_room(entries: list[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for entry in entries:
+        key = (entry["country"], entry["room"])
+        counts[key] = counts.get(key, 0) + entry.get("count", 1)
+    return counts
+
+
+@pytest.mark.slow
+def test_the_transparency_report_of_a_spawned_runs_state_directory_counts_what_the_load_test_saw(
+    tmp_path: Path,
+) -> None:
+    state = tmp_path / "state"
+    result = loadtest(
+        "--spawn",
+        "--countries", "US:2,CN:2,HK:1",
+        "--rooms", "2",
+        "--duration", "9",
+        "--at", "3s:deny:CN,HK@room-1",
+        "--at", "5s:add:CN:2",
+        "--at", "6s:add:HK:1@room-1",
+        "--state-dir", str(state),
+        "--json", str(tmp_path / "loadtest.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = read(tmp_path / "loadtest.json")
+    assert {(e["country"], e["room"]) for e in seen["ejected"]} == {("CN", "room-1"), ("HK", "room-1")}
+    assert {(e["country"], e["room"]) for e in seen["refused"]} == {("CN", "room-1"), ("HK", "room-1")}
+
+    command = ["report", "--json", "--state-dir", str(state), "--since", "2000-01-01"]
+    report = subprocess.run(
+        [sys.executable, "-m", "sfu_geofence", *command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=True,
+    )
+    told = json.loads(report.stdout)
+    assert _by_country_and_room(told["ejections"]["rows"]) == _by_country_and_room(seen["ejected"])
+    assert _by_country_and_room(told["refusals"]["rows"]) == _by_country_and_room(seen["refused"])
+    assert told["ejections"]["by_trigger"] == {"policy_changed": len(seen["ejected"])}
+    assert set(told["refusals"]["by_trigger"]) == {"country_denied"}
+    changes = [(c["room"], c["rule"].split(";")[0]) for c in told["policy_changes"]]
+    assert changes == [("room-1", "deny CN,HK")]

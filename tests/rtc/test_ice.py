@@ -171,11 +171,17 @@ async def test_the_selected_pair_is_reported_when_nominated_and_to_observers_add
         ((), False),
         ((ipaddress.ip_network("127.0.0.0/24"),), False),
         ((ipaddress.ip_network("127.86.0.0/24"),), True),
+        ((ipaddress.ip_network("::ffff:127.86.0.0/120"),), True),
     ],
-    ids=["no relay declared", "another relay declared", "its address is a declared relay"],
+    ids=[
+        "no relay declared",
+        "another relay declared",
+        "its address is a declared relay",
+        "its address is a relay declared IPv4-mapped",
+    ],
 )
 async def test_a_pair_is_relayed_only_when_its_remote_address_is_a_declared_relay_whatever_its_type(
-    relay_networks: tuple[ipaddress.IPv4Network, ...], relayed: bool
+    relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], relayed: bool
 ) -> None:
     # The peer at 127.86.0.7 labels its host candidate "typ relay": the label alone decides nothing.
     judge = IcePolicy(bind=("127.0.0.1",), relay_networks=relay_networks)

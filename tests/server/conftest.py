@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
+from sfu_geofence.testing.eventloops import loop_factories
 from sfu_geofence.testing.server import Served, served_on_loopback
 
 
@@ -13,3 +15,10 @@ from sfu_geofence.testing.server import Served, served_on_loopback
 async def served() -> AsyncIterator[Served]:
     async with served_on_loopback() as server:
         yield server
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """These tests run on uvloop, as ``serve`` does (the loopback guard still in force)."""
+    return loop_factories(config)

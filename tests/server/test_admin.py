@@ -545,8 +545,9 @@ async def test_the_audit_log_is_read_page_by_page_with_after_id_without_skipping
     event = page["events"][0]
     assert set(event) == {
         "id", "time", "kind", "outcome", "room", "participant", "address", "country", "source",
-        "database", "rule", "reason", "policy_version", "detail",
+        "database", "rule", "reason", "actor", "policy_version", "detail", "count",
     }  # fmt: skip
+    assert event["count"] == 1
     empty = await operator.call("GET", f"/audit?after_id={event['id']}", 200)
     assert empty == {"events": [], "last_id": event["id"], "more": False, "audit_failures": 0}
 
@@ -596,7 +597,8 @@ async def test_bad_audit_parameters_are_refused_with_a_specific_error(
 async def test_the_database_in_use_is_described_with_its_age_and_attribution(operator: Operator) -> None:
     body = await operator.call("GET", "/database", 200)
     info = operator.host.geofence.database
-    assert body | {"age_days": 0.0} == {
+    assert body["age_seconds"] < 60  # built by the fixture just now
+    assert body | {"age_days": 0.0, "age_seconds": 0} == {
         "label": info.label,
         "path": str(operator.database),
         "type": "DBIP-Country-Lite",
@@ -607,6 +609,8 @@ async def test_the_database_in_use_is_described_with_its_age_and_attribution(ope
         "embedded": False,
         "ip_version": 6,
         "attribution": None,
+        "age_seconds": 0,
+        "alarm": None,
     }
 
 
@@ -644,6 +648,9 @@ async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_o
         assert before.label in answer["message"]
         assert answer["kept"]["path"] == str(operator.database)
         assert host.geofence.database == before
+        # ...and the alarm stays up, for the console and monitoring, until a reload works.
+        assert answer["kept"]["alarm"]["message"] == answer["message"]
+        assert (await operator.call("GET", "/database", 200))["alarm"] == answer["kept"]["alarm"]
     assert (await operator.call("POST", "/database/reload", 422, json={"path": 7}))["error"] == "invalid_path"
     assert (await operator.call("POST", "/database/reload", 422, json={"file": "x"}))[
         "error"
@@ -657,9 +664,66 @@ async def test_a_database_reload_ejects_who_moved_and_a_bad_file_keeps_the_old_o
 
     moved = write_contract_database(tmp_path / "moved.mmdb", moved={"DE": "CN"})
     body = await operator.call("POST", "/database/reload", 200, json={"path": str(moved)})
-    assert body["path"] == str(moved)
+    assert (body["path"], body["alarm"]) == (str(moved), None)
     assert [(e["participant"], e["country"]) for e in body["ejections"]] == [(de, "CN")]
     await operator.gone("r", de)
     assert host.connected("r") == {us}
     again = await operator.call("POST", "/database/reload", 200)  # no body: re-read the current file
     assert (again["path"], again["ejections"]) == (str(moved), [])
+
+
+# -- who made a change, and why ------------------------------------------------------------------------
+
+
+async def test_every_change_records_the_actor_and_reason_the_operator_gives(
+    operator: Operator, tmp_path: Path
+) -> None:
+    who = {"actor": "alice@ops", "reason": "ticket 4711: sanctions list update"}
+    await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["CN"], **who})
+    await operator.call("PUT", "/policy/default", 200, json={"mode": "deny", "countries": ["RU"], **who})
+    await operator.call("DELETE", "/rooms/r/policy", 200, json=who)
+    await operator.call("PUT", "/rooms/r/policy", 200, json={"countries": ["TW"]})  # both are optional
+    de = await operator.host.join("r", DE)
+    await operator.call("POST", f"/rooms/r/participants/{de}/eject", 202, json=who)
+    await operator.call("POST", "/database/reload", 200, json=who)
+    audit = operator.host.geofence.audit
+    changes = [(e.outcome, e.room, e.rule, e.actor, e.reason) for e in audit.events(kind=EventKind.POLICY)]
+    tail = "unknown admit; relayed use-signaling-country; enforce"
+    assert changes == [
+        ("changed", "r", f"deny CN; {tail}", *who.values()),
+        ("default_changed", None, f"deny RU; {tail}", *who.values()),
+        ("changed", "r", f"deny RU; {tail}", *who.values()),
+        ("changed", "r", f"deny TW; {tail}", None, None),
+    ]
+    [requested] = audit.events(kind=EventKind.EJECTION, outcome="requested")
+    assert (requested.actor, requested.reason, requested.detail) == (
+        "alice@ops",
+        "operator",
+        "operator: ticket 4711: sanctions list update",
+    )
+    [*_, reloaded] = audit.events(kind=EventKind.DATABASE)
+    assert (reloaded.outcome, reloaded.actor, reloaded.reason) == ("loaded", *who.values())
+    events = (await operator.call("GET", "/audit?kind=policy", 200))["events"]
+    assert [(e["actor"], e["reason"]) for e in events] == [tuple(who.values())] * 3 + [(None, None)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("actor", "", "invalid_actor"),
+        ("actor", "x" * 101, "invalid_actor"),
+        ("actor", 7, "invalid_actor"),
+        ("actor", "bob\nFAKE LOG LINE", "invalid_actor"),
+        ("reason", "", "invalid_reason"),
+        ("reason", "y" * 501, "invalid_reason"),
+        ("reason", ["a list"], "invalid_reason"),
+    ],
+)
+async def test_a_bad_actor_or_reason_is_refused_422_and_changes_nothing(
+    operator: Operator, field: str, value: object, error: str
+) -> None:
+    before = operator.host.geofence.policy("r")
+    answer = await operator.call("PUT", "/rooms/r/policy", 422, json={"countries": ["CN"], field: value})
+    assert answer["error"] == error
+    assert operator.host.geofence.policy("r") == before
+    assert operator.audit(EventKind.POLICY) == []

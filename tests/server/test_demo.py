@@ -20,12 +20,15 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.rtc.machine import machine_ice_policy
 from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
+from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
+from sfu_geofence.testing.server import Served, app_on_loopback
 from sfu_geofence.testing.wait import eventually
 
 TOKEN = "demo-test-token-0123456789"
@@ -48,9 +51,22 @@ async def demo_app() -> web.Application:
 
 
 @pytest.fixture
-async def demo_url(demo_app: web.Application) -> AsyncIterator[str]:
-    async for url in _serve(demo_app):
-        yield url
+async def demo_served(demo_app: web.Application) -> AsyncIterator[Served]:
+    async with app_on_loopback(demo_app) as served:
+        yield served
+
+
+@pytest.fixture
+def demo_url(demo_served: Served) -> str:
+    """The public listener: signaling and the meeting page."""
+    return demo_served.base
+
+
+@pytest.fixture
+def admin_url(demo_served: Served) -> str:
+    """The admin listener: the console, the operator API, the metrics."""
+    assert demo_served.admin_base is not None
+    return demo_served.admin_base
 
 
 async def _joined_address(app: web.Application, ws_url: str, room: str = "r1") -> str:
@@ -90,14 +106,14 @@ async def test_a_websocket_with_from_joins_from_that_countrys_sample_address(
 
 
 async def test_the_demo_admits_through_the_geofence_a_room_policy_refuses_the_pretended_country(
-    demo_app: web.Application, demo_url: str
+    demo_app: web.Application, demo_url: str, admin_url: str
 ) -> None:
     """No admission of the demo's own: the operator API's policy is what refuses a ``?from=CN`` tab."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     ws = demo_url.replace("http", "ws") + "/ws"
     async with aiohttp.ClientSession() as http:
         policy = {"mode": "deny", "countries": ["CN"]}
-        async with http.put(f"{demo_url}/api/rooms/r1/policy", json=policy, headers=headers) as response:
+        async with http.put(f"{admin_url}/api/rooms/r1/policy", json=policy, headers=headers) as response:
             assert response.status == 200, await response.text()
         async with http.ws_connect(ws + "?from=CN") as refused:
             await refused.send_str(json.dumps({"type": "join", "room": "r1", "name": "n"}))
@@ -106,7 +122,7 @@ async def test_the_demo_admits_through_the_geofence_a_room_policy_refuses_the_pr
         assert answer == {"type": "refused", "reason": "This meeting is not accessible from China (CN)."}
         assert (closed.type, refused.close_code) == (aiohttp.WSMsgType.CLOSE, 4403)
         assert await _joined_address(demo_app, ws + "?from=DE") == "194.25.0.60"
-        async with http.get(f"{demo_url}/api/audit", headers=headers) as response:
+        async with http.get(f"{admin_url}/api/audit", headers=headers) as response:
             events = (await response.json())["events"]
     joins = [
         (e["kind"], e["outcome"], e["address"], e["country"]) for e in events if e["kind"] == "admission"
@@ -118,13 +134,13 @@ async def test_the_demo_admits_through_the_geofence_a_room_policy_refuses_the_pr
 
 
 async def test_demo_media_comes_from_loopback_which_a_room_refusing_unknown_countries_ejects(
-    demo_app: web.Application, demo_url: str
+    demo_app: web.Application, demo_url: str, admin_url: str
 ) -> None:
     """What docs/demo.md says: ``?from=`` moves the signaling address only; the geofence's media check
     sees every tab's real ICE address (127.0.0.1, in no country). Exempting 127.0.0.0/8 lets a room
     refuse unknown countries in the demo; without the exemption the tab is ejected."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    room = f"{demo_url}/api/rooms/lab"
+    room = f"{admin_url}/api/rooms/lab"
     refuse_unknown: dict[str, Any] = {"mode": "deny", "countries": [], "unknown": "refuse"}
     ws = demo_url.replace("http", "ws") + "/ws?from=DE"
     peer = SyntheticPeer(ws, "lab", "127.0.0.1", name="de", tracks=synthetic_tracks())
@@ -208,27 +224,35 @@ async def test_serve_has_no_such_mechanism_its_participants_come_from_their_sock
         assert await _joined_address(app, ws) == "127.0.0.1"
 
 
-async def test_the_pages_the_origins_and_the_operator_api_are_served_by_the_same_app(demo_url: str) -> None:
+async def test_the_meeting_is_on_the_public_listener_the_console_and_its_api_on_the_admin_one(
+    demo_url: str, admin_url: str
+) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(demo_url + "/") as page:
             assert page.status == 200
             text = await page.text()
             assert "Join a meeting" in text
             assert '<a href="https://db-ip.com"' in text
-        async with http.get(demo_url + "/console") as console:
+        async with http.get(admin_url + "/console") as console:
             assert "Operator token" in await console.text()
-        for asset, kind in [("app.js", "javascript"), ("console.js", "javascript"), ("style.css", "css")]:
-            async with http.get(f"{demo_url}/demo/{asset}") as response:
-                assert response.status == 200
-                assert kind in response.headers["Content-Type"]
+        for base, assets in [(demo_url, ["app.js", "style.css"]), (admin_url, ["console.js", "style.css"])]:
+            for asset in assets:
+                async with http.get(f"{base}/demo/{asset}") as response:
+                    assert response.status == 200
+                    assert ("css" if asset.endswith("css") else "javascript") in response.headers[
+                        "Content-Type"
+                    ]
         async with http.get(demo_url + "/origins") as response:
             origins = await response.json()
             assert origins["attribution"] == "IP Geolocation by DB-IP (https://db-ip.com)"
             assert {"country": "CN", "name": "China", "address": "114.114.114.114"} in origins["origins"]
-        async with http.get(demo_url + "/api/rooms") as response:
-            assert response.status == 401
         headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with http.get(demo_url + "/api/rooms", headers=headers) as response:
+        for path in ["/console", "/api/rooms", "/metrics"]:  # nothing of the operator's on the public port
+            async with http.get(demo_url + path, headers=headers) as response:
+                assert response.status == 404, path
+        async with http.get(admin_url + "/api/rooms") as response:
+            assert response.status == 401
+        async with http.get(admin_url + "/api/rooms", headers=headers) as response:
             assert (response.status, await response.json()) == (200, {"rooms": []})
 
 
@@ -254,7 +278,9 @@ def test_the_command_takes_the_token_from_the_environment_or_makes_one_up() -> N
     made = {demo_command.config_from_args(args, {}).admin_token for _ in range(2)}
     assert len(made) == 2
     assert all(len(token) >= 16 for token in made)
-    assert given.server.ice.bind == ("127.0.0.1",)
+    # ICE on loopback and this machine's own addresses: a browser as shipped has a way in.
+    assert given.server.ice == machine_ice_policy()
+    assert given.server.ice.bind[0] == "127.0.0.1"
     assert given.server.turn_relays == ()
 
 
@@ -268,28 +294,45 @@ def test_the_command_declares_turn_relays_by_flag_or_environment() -> None:
     assert [str(n) for n in from_env.server.turn_relays] == ["127.0.0.8/32", "127.0.0.9/32"]
 
 
+def test_the_command_hands_browsers_a_turn_server_whose_credential_comes_from_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    demo_command.configure(parser)
+    args = parser.parse_args(["--turn", "turn:127.0.0.1:3478"])
+    env = {"SFU_GEOFENCE_TURN_USERNAME": "meeting", "SFU_GEOFENCE_TURN_CREDENTIAL": "s3cret-credential"}
+    assert demo_command.config_from_args(args, env).server.ice_servers == (
+        IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential"),
+    )
+    with pytest.raises(ValueError, match="needs a username and a credential"):
+        demo_command.config_from_args(args, {})
+
+
 def test_the_command_refuses_a_non_loopback_address(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--host", "192.0.2.2"]) == 2
     assert "listens on loopback only" in capsys.readouterr().err
 
 
 async def test_the_readme_command_starts_prints_where_to_go_and_stops_on_sigterm() -> None:
-    process = await spawn_module("sfu_geofence", "demo", "--port", "0", "--log-level", "error")
+    process = await spawn_module(
+        "sfu_geofence", "demo", "--port", "0", "--admin-port", "0", "--log-level", "error"
+    )
     try:
         assert process.stdout is not None
         printed = [(await asyncio.wait_for(process.stdout.readline(), 20)).decode() for _ in range(6)]
         assert printed[0].startswith("sfu-geofence demo: video meeting and operator console (DB-IP")
         [page] = re.findall(r"open (http://127\.0\.0\.1:\d+/) ", printed[1])
-        [console, token] = re.findall(r"operator console: (http://\S+/console)#token=(\S+)", printed[2])[0]
+        [console, token] = re.findall(r"operator console: (http://\S+/)console#token=(\S+)", printed[2])[0]
+        assert console != page  # the admin listener's own port
         assert printed[4].strip() == "IP Geolocation by DB-IP (https://db-ip.com)"
         async with aiohttp.ClientSession() as http:
             async with http.get(page) as response:
                 assert response.status == 200
-            async with http.get(console) as response:
+            async with http.get(console + "console") as response:
                 assert response.status == 200
             headers = {"Authorization": f"Bearer {token}"}
-            async with http.get(page + "api/database", headers=headers) as response:
+            async with http.get(console + "api/database", headers=headers) as response:
                 assert (await response.json())["embedded"] is True
+            async with http.get(page + "api/database", headers=headers) as response:
+                assert response.status == 404
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), 10) == 0
     finally:

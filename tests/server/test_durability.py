@@ -37,7 +37,10 @@ STARTUP = 60.0  # a loaded 2-core machine
 class Server:
     process: asyncio.subprocess.Process
     url: str
+    """The operator API's base URL."""
     session: aiohttp.ClientSession
+    ws_url: str = ""
+    """The signaling URL (``serve`` only)."""
 
     async def call(self, method: str, path: str, *, json: Any = None) -> tuple[int, Any]:
         async with self.session.request(method, self.url + path, json=json, headers=AUTH) as response:
@@ -45,8 +48,11 @@ class Server:
 
 
 @asynccontextmanager
-async def started(*args: str, env: Mapping[str, str], api_of: Callable[[str], str]) -> AsyncIterator[Server]:
-    """Run ``python args...``; ``api_of`` reads the API's URL from its first line of output."""
+async def started(
+    *args: str, env: Mapping[str, str], api_of: Callable[[list[str]], tuple[str, str]], lines: int = 1
+) -> AsyncIterator[Server]:
+    """Run ``python args...``; ``api_of`` reads the API's URL and the signaling URL (if any) from its
+    first ``lines`` lines of output."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *args,
@@ -55,18 +61,20 @@ async def started(*args: str, env: Mapping[str, str], api_of: Callable[[str], st
     )
     try:
         assert process.stdout is not None
-        line = (await asyncio.wait_for(process.stdout.readline(), STARTUP)).decode()
+        said = [(await asyncio.wait_for(process.stdout.readline(), STARTUP)).decode() for _ in range(lines)]
+        api, ws = api_of(said)
         async with aiohttp.ClientSession() as session:
-            yield Server(process, api_of(line), session)
+            yield Server(process, api, session, ws)
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
 
 
-def admin_server_api(line: str) -> str:
+def admin_server_api(lines: list[str]) -> tuple[str, str]:
+    [line] = lines
     assert line.startswith("listening "), f"server did not start: {line!r}"
-    return f"http://127.0.0.1:{int(line.split()[1])}/api"
+    return f"http://127.0.0.1:{int(line.split()[1])}/api", ""
 
 
 def server_process(state_dir: Path, database: Path, synchronous: str) -> AbstractAsyncContextManager[Server]:
@@ -138,19 +146,30 @@ async def test_policies_and_audit_survive_a_clean_restart(tmp_path: Path, databa
         ]
 
 
-def serve_api(line: str) -> str:
-    assert line.startswith("listening on http://127.0.0.1:"), f"serve did not start: {line!r}"
-    return line.split()[-1].removesuffix("/ws") + "/api"
+def serve_api(lines: list[str]) -> tuple[str, str]:
+    public, admin = lines
+    assert public.startswith("listening on http://127.0.0.1:"), f"serve did not start: {public!r}"
+    assert admin.startswith("admin listening on http://127.0.0.1:"), f"no admin listener: {admin!r}"
+    return admin.split()[3] + "/api", public.split()[-1]
 
 
 def serve_process(state_dir: Path, database: Path) -> AbstractAsyncContextManager[Server]:
-    """``python -m sfu_geofence serve`` itself, token from the environment, on an ephemeral port."""
-    args = ("-m", "sfu_geofence", "serve", "--loopback-only", "--port", "0", "--db", str(database))
-    return started(*args, "--state-dir", str(state_dir), env={TOKEN_ENV: TOKEN}, api_of=serve_api)
+    """``python -m sfu_geofence serve`` itself, token from the environment, on ephemeral ports."""
+    args = ("-m", "sfu_geofence", "serve", "--loopback-only", "--port", "0", "--admin-port", "0")
+    return started(
+        *args,
+        "--db",
+        str(database),
+        "--state-dir",
+        str(state_dir),
+        env={TOKEN_ENV: TOKEN},
+        api_of=serve_api,
+        lines=2,
+    )
 
 
 async def join_from(server: Server, address: str) -> list[dict[str, Any]]:
-    peer = SyntheticPeer(server.url.removesuffix("/api") + "/ws", "room", address, name="x")
+    peer = SyntheticPeer(server.ws_url, "room", address, name="x")
     try:
         await peer.join(publish={}, within=STARTUP)
         return peer.messages

@@ -80,7 +80,8 @@ async def served(config: ServerConfig) -> AsyncIterator[Served]:
 @pytest.fixture
 async def api(served: Served) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
-        yield Api(session, served.base + "/api")
+        assert served.admin_base is not None
+        yield Api(session, served.admin_base + "/api")
 
 
 @dataclass
@@ -315,7 +316,7 @@ async def test_without_a_token_the_operator_api_is_not_mounted(database: Path) -
     async with (
         geofenced_on_loopback(ServerConfig(db_path=str(database))) as served,
         aiohttp.ClientSession() as session,
-        session.get(served.base + "/api/rooms", headers=AUTH) as response,
+        session.get(f"{served.admin_base}/api/rooms", headers=AUTH) as response,
     ):
         assert response.status == 404
 

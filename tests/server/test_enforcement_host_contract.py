@@ -2,8 +2,10 @@
 
 Every participant is a :class:`SyntheticPeer` whose WebSocket comes from its own loopback address in the
 contract database's ranges, so it really arrives from that country. Participants given a media address
-publish audio with ICE bound to that address: the SFU reports the pair ICE really selected. Identities
-are vouched for as a deployment's authentication middleware would (here: by the client's address).
+publish audio with ICE bound to that address: the SFU reports the pair ICE really selected. A relayed
+participant offers only the relayed candidate of a real TURN server (coturn on loopback), so its media
+really reaches the SFU from the relay's address. Identities are vouched for as a deployment's
+authentication middleware would (here: by the client's address).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.server import IDENTITY, ServerConfig, create_geofenced_app
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
+from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver
 from sfu_geofence.testing.host_contract import WITHIN, HostContract
 from sfu_geofence.testing.sdp import relabel_as_relay
 from sfu_geofence.testing.server import Served, app_on_loopback
@@ -29,10 +33,11 @@ from sfu_geofence.testing.wait import eventually
 class SfuHarness:
     """The HostHarness over a served, geofenced SFU."""
 
-    supports_relay = False  # no TURN server on loopback: the relayed rule is tested on GeofenceHost
+    supports_relay = True  # through a real coturn
 
-    def __init__(self, served: Served, identities: dict[str, str]) -> None:
+    def __init__(self, served: Served, identities: dict[str, str], turn: TurnServer | None) -> None:
         self.served = served
+        self._turn = turn
         self._identities = identities
         self.peers: dict[str, SyntheticPeer] = {}
         self._refused: list[SyntheticPeer] = []
@@ -51,7 +56,6 @@ class SfuHarness:
         relayed: bool = False,
         claims_relay: bool = False,
     ) -> str | None:
-        assert not relayed, "this harness cannot relay media"
         if identity is not None:
             self._identities[address] = identity
         tracks = synthetic_tracks()[:1] if media_address is not None else []
@@ -61,6 +65,8 @@ class SfuHarness:
             address,
             tracks=tracks,
             media_address=media_address,
+            ice_servers=[self.turn().ice_server()] if relayed else [],
+            relay_only=relayed,
             rewrite_answer=relabel_as_relay if claims_relay else None,
         )
         await peer.join(within=WITHIN)
@@ -83,6 +89,12 @@ class SfuHarness:
 
             await eventually(reported, within=WITHIN)
         return participant
+
+    def turn(self) -> TurnServer:
+        """The test's coturn (a machine without one runs every case but the relayed one)."""
+        if self._turn is None:
+            skip_or_fail(COTURN_MISSING, kind="relay")
+        return self._turn
 
     async def hang_up(self, room: str, participant: str) -> None:
         await self.peers[participant].close()
@@ -112,12 +124,18 @@ def vouch_by_address(identities: dict[str, str]) -> web.Middleware:
 
 class TestTheSfuKeepsTheHostContract(HostContract):
     @pytest.fixture
-    async def harness(self, contract_database: Path) -> AsyncIterator[SfuHarness]:
+    async def harness(
+        self, contract_database: Path, request: pytest.FixtureRequest
+    ) -> AsyncIterator[SfuHarness]:
+        # Started before the harness, so stopped after its peers have closed their allocations.
+        turn = request.getfixturevalue("turn_server") if find_turnserver() else None
         identities: dict[str, str] = {}
-        app = create_geofenced_app(ServerConfig(db_path=str(contract_database)))
+        # The operator declares coturn's relay address: only media from there counts as relayed.
+        relays = () if turn is None else (turn.relay_network,)
+        app = create_geofenced_app(ServerConfig(db_path=str(contract_database), turn_relays=relays))
         app.middlewares.append(vouch_by_address(identities))
         async with app_on_loopback(app) as served:
-            harness = SfuHarness(served, identities)
+            harness = SfuHarness(served, identities, turn)
             try:
                 yield harness
             finally:

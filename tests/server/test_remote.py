@@ -154,11 +154,24 @@ async def test_the_websocket_upgrade_sees_the_forwarded_address_too(behind_proxi
             assert (await ws.receive_json()) == {"remote": remote}
 
 
+async def test_a_trusted_proxy_written_ipv4_mapped_is_trusted(fence: Geofence) -> None:
+    # Peers and forwarded entries are compared unmapped: ::ffff:127.0.0.2 is the proxy 127.0.0.2.
+    server = await serve(whoami_app(fence, ProxyConfig((f"::ffff:{PROXY}",))))
+    try:
+        assert await whoami(server, PROXY, {"X-Forwarded-For": CN_CLIENT}) == (
+            200,
+            {"remote": CN_CLIENT, "country": "CN"},
+        )
+    finally:
+        await server.close()
+
+
 def test_trusted_proxies_are_addresses_or_networks_and_are_normalised() -> None:
-    assert ProxyConfig(("10.0.0.5", "10.1.2.3/16", "fd00::1")).trusted == (
+    assert ProxyConfig(("10.0.0.5", "10.1.2.3/16", "fd00::1", "::ffff:10.2.0.0/112")).trusted == (
         "10.0.0.5/32",
         "10.1.0.0/16",
         "fd00::1/128",
+        "10.2.0.0/16",
     )
     with pytest.raises(ValueError, match=r"'proxy\.example' is not an IP address or network"):
         ProxyConfig(("proxy.example",))

@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
-import sys
+import sqlite3
+import time
 from pathlib import Path
 
+import aiohttp
 import netaddr
 import pytest
+from aiohttp import web
 from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
-from sfu_geofence.server import ServerConfig
-from sfu_geofence.server.serve import add_arguments, config_from_args
-from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.process import spawn_module, stop
+from sfu_geofence.core.errors import ClosedError
+from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_app
+from sfu_geofence.server.caps import Caps
+from sfu_geofence.server.protocol import IceServer
+from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
+from sfu_geofence.server.state import StateConfig
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
+from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
+from sfu_geofence.testing.wait import eventually
 
 
 def _config(argv: list[str]) -> ServerConfig:
@@ -120,6 +129,30 @@ def test_turn_relays_are_declared_by_repeated_flags_or_the_environment(
     assert _config(["--turn-relay", "127.0.0.7"]).turn_relays == (ipaddress.ip_network("127.0.0.7/32"),)
 
 
+def test_ipv4_mapped_networks_in_flags_are_the_ipv4_networks_they_name() -> None:
+    # Remote and forwarded addresses are compared unmapped (::ffff:a.b.c.d as a.b.c.d): a network
+    # written IPv4-mapped would never have matched anything.
+    config = _config(
+        [
+            "--turn-relay",
+            "::ffff:127.0.0.7",
+            "--allow-remote",
+            "::ffff:127.0.0.0/104",
+            "--trusted-proxy",
+            "::ffff:127.0.0.6/127",
+        ]
+    )
+    relay = ipaddress.ip_network("127.0.0.7/32")
+    assert (config.turn_relays, config.ice.relay_networks) == ((relay,), (relay,))
+    assert config.ice.allowed_remote == (ipaddress.ip_network("127.0.0.0/8"),)
+    assert config.proxies.trusted == ("127.0.0.6/31",)
+    assert config.ice.is_relay("127.0.0.7")
+    assert config.ice.allows_remote("127.200.0.1")
+    # A network given as a value, not text, too.
+    given = ServerConfig(turn_relays=(ipaddress.ip_network("::ffff:127.0.0.8/126"),))
+    assert given.turn_relays == given.ice.relay_networks == (ipaddress.ip_network("127.0.0.8/30"),)
+
+
 def test_a_server_config_keeps_its_turn_relays_and_its_ice_policys_relay_networks_equal() -> None:
     relay = ipaddress.ip_network("127.0.0.7/32")
     given = ServerConfig(turn_relays=(relay,))
@@ -127,9 +160,55 @@ def test_a_server_config_keeps_its_turn_relays_and_its_ice_policys_relay_network
     assert ServerConfig(ice=given.ice).turn_relays == (relay,)
 
 
+def test_caps_and_the_admin_listener_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    plain = _config([])
+    assert plain.caps == Caps()
+    assert (plain.admin_listener.host, plain.admin_listener.port) == ("127.0.0.1", 8081)
+    assert _config(["--port", "0"]).admin_listener.port == 0  # never two servers on one fixed admin port
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_WEBSOCKETS_PER_ADDRESS", "5")
+    monkeypatch.setenv("SFU_GEOFENCE_CAP_JOIN_RATE", "0.5")
+    monkeypatch.setenv("SFU_GEOFENCE_ADMIN_PORT", "9100")
+    config = _config(["--cap-join-rate", "3", "--cap-participants", "20", "--admin-host", "127.0.0.9"])
+    assert (config.caps.websockets_per_address, config.caps.join_rate, config.caps.participants) == (
+        5,
+        3.0,
+        20,
+    )
+    assert (config.admin_listener.host, config.admin_listener.port) == ("127.0.0.9", 9100)
+
+
+def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_environments_credential(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("SFU_GEOFENCE_"):
+            monkeypatch.delenv(name)
+    assert _config([]).ice_servers == ()
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_USERNAME", "meeting")
+    monkeypatch.setenv("SFU_GEOFENCE_TURN_CREDENTIAL", "s3cret-credential")
+    flagged = _config(["--turn", "turn:127.0.0.1:3478", "--turn", "stun:127.0.0.1:3478"])
+    assert flagged.ice_servers == (
+        IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential"),
+        IceServer("stun:127.0.0.1:3478"),
+    )
+    monkeypatch.setenv("SFU_GEOFENCE_TURN", "turns:127.0.0.1:5349?transport=tcp")
+    assert [server.url for server in _config([]).ice_servers] == ["turns:127.0.0.1:5349?transport=tcp"]
+    assert [server.url for server in _config(["--turn", "turn:127.0.0.1:1"]).ice_servers] == [
+        "turn:127.0.0.1:1"
+    ]
+
+
 @pytest.mark.parametrize(
     ("flags", "error"),
     [
+        (["--cap-join-burst", "0"], "caps: join_burst must be at least 1"),
+        (["--admin-host", "192.0.2.2"], "192.0.2.2 is not a loopback address"),
+        (["--admin-port", "70000"], "--admin-port 70000 is out of range"),
+        (["--turn", "turn:127.0.0.1:3478"], "needs a username and a credential"),
+        (["--turn", "http://127.0.0.1:3478"], "is not a TURN or STUN URL"),
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
         (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),
@@ -195,21 +274,7 @@ async def test_serve_runs_a_server_that_admits_a_client_and_stops_on_sigterm() -
 async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_printed(
     flags: list[str], environment: dict[str, str], logged: bool
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SFU_GEOFENCE_")} | environment
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sfu_geofence",
-        "serve",
-        "--loopback-only",
-        "--port",
-        "0",
-        *flags,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
+    process = await spawn_serve(*flags, env=environment, stderr=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
         assert process.stderr is not None
@@ -221,3 +286,79 @@ async def test_the_log_level_of_serve_decides_whether_the_start_up_info_line_is_
     finally:
         await stop(process)
     assert ("INFO sfu_geofence.server.app geofence: DB-IP Country Lite" in stderr) is logged, stderr
+
+
+async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits_0_within_the_drain_timeout(
+    tmp_path: Path,
+) -> None:
+    drain_timeout = 8.0
+    process = await spawn_module(
+        "sfu_geofence",
+        "serve",
+        "--loopback-only",
+        "--port",
+        "0",
+        "--state-dir",
+        str(tmp_path),
+        "--drain-timeout",
+        str(drain_timeout),
+    )
+    url = ""
+    peers: list[SyntheticPeer] = []
+    try:
+        assert process.stdout is not None
+        url = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().split()[-1]
+        peers = [SyntheticPeer(url, "drained", f"127.0.51.{i}", tracks=synthetic_tracks()) for i in (1, 2)]
+        for peer in peers:
+            await peer.join()
+            assert peer.participant_id is not None
+        await eventually(lambda: everyone_receives(peers), within=20)
+        waiting = SyntheticPeer(url, "drained", "127.0.51.3")  # connected, not joined yet
+        await waiting.connect()
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), drain_timeout + 5) == 0
+        assert time.monotonic() - started < drain_timeout
+        for peer in [*peers, waiting]:
+            await asyncio.wait_for(peer.closed.wait(), 5)
+            assert peer.close_code == 1001, peer.name
+            closing = [m for m in peer.messages if m["type"] == "closing"]
+            assert closing == [
+                {"type": "closing", "reason": "shutdown", "message": "the server is shutting down"}
+            ], peer.name
+        # The audit log was flushed and closed: everything is in audit.sqlite, no write-ahead log left.
+        assert not (tmp_path / "audit.sqlite-wal").exists()
+        with contextlib.closing(sqlite3.connect(tmp_path / "audit.sqlite")) as db:
+            [[admitted]] = db.execute(
+                "SELECT count(*) FROM audit WHERE kind = 'admission' AND outcome = 'admitted'"
+            ).fetchall()
+        assert admitted == 2
+        # Nobody can join any more: the listening socket is gone.
+        async with aiohttp.ClientSession() as session:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.ws_connect(url)
+    finally:
+        for peer in peers:
+            await peer.close()
+        await stop(process)
+
+
+async def test_a_drain_that_cannot_finish_is_cut_short_at_the_drain_timeout_and_the_audit_still_closed(
+    tmp_path: Path,
+) -> None:
+    app = create_geofenced_app(ServerConfig(port=0, state=StateConfig(tmp_path)))
+
+    async def hang(app: web.Application) -> None:  # e.g. a peer connection that never finishes closing
+        await asyncio.Event().wait()
+
+    app.on_shutdown.append(hang)
+    announced = asyncio.Event()
+    running = asyncio.ensure_future(
+        run_until_signalled([Listener(app, "127.0.0.1", 0)], lambda _: announced.set(), drain_timeout=0.5)
+    )
+    await asyncio.wait_for(announced.wait(), 20)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(running, 10) is False
+    with pytest.raises(ClosedError):
+        app[GEOFENCE_HOST].geofence.audit.events()
+    assert not (tmp_path / "audit.sqlite-wal").exists()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sfu_geofence.server import ServerConfig
+from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.signaling import close_reason_bytes
 from sfu_geofence.sfu import JoinRequest, Refusal
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
@@ -256,3 +257,29 @@ async def test_the_message_limit_counts_utf8_bytes_not_characters() -> None:
             assert peer.close_code == 4413
         finally:
             await peer.close()
+
+
+async def test_joined_hands_the_client_the_configured_ice_servers_and_says_nothing_of_them_by_default(
+    served: Served,
+) -> None:
+    turn = IceServer("turn:127.0.0.1:3478", "meeting", "s3cret-credential")
+    async with served_on_loopback(
+        ServerConfig(ice_servers=(turn, IceServer("stun:127.0.0.1:3478")))
+    ) as with_turn:
+        for url, expected in (
+            (served.url, None),
+            (
+                with_turn.url,
+                [
+                    {"urls": "turn:127.0.0.1:3478", "username": "meeting", "credential": "s3cret-credential"},
+                    {"urls": "stun:127.0.0.1:3478"},
+                ],
+            ),
+        ):
+            peer = SyntheticPeer(url, "room-t", "127.0.40.9", name="t")
+            try:
+                await peer.join(publish={})
+                [joined] = [m for m in peer.messages if m["type"] == "joined"]
+                assert joined.get("ice_servers") == expected
+            finally:
+                await peer.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 
 from sfu_geofence.rtc.ice import IcePolicy
 from sfu_geofence.sfu import Sfu, SfuConfig
+from sfu_geofence.testing.eventloops import loop_factories
 from sfu_geofence.testing.server import Served, served_on_loopback
 
 
@@ -30,3 +32,10 @@ async def served() -> AsyncIterator[Served]:
 @pytest.fixture(autouse=True)
 def _starts_like_serve(frozen_heap: None) -> None:
     """Every SFU test's process starts like serve's (see ``frozen_heap``)."""
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """These tests run on uvloop, as ``serve`` does (the loopback guard still in force)."""
+    return loop_factories(config)

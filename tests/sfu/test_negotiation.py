@@ -40,6 +40,46 @@ async def test_offers_are_made_in_turn_once_each_and_other_tasks_run_between_the
     await scheduler.close()
 
 
-async def _drained(scheduler: NegotiationScheduler) -> None:
-    while scheduler.offers_made < 3:
+async def _drained(scheduler: NegotiationScheduler, offers: int = 3) -> None:
+    while scheduler.offers_made < offers:
         await asyncio.sleep(0)
+
+
+async def test_answers_arriving_together_are_applied_one_loop_iteration_apart() -> None:
+    # Seven answers after an ejection arrive in one read of the sockets; applied back to back they
+    # stalled every forwarded packet for their sum (43 ms measured). "packets" stands for what the
+    # loop reads between two iterations: it must come between any two negotiation steps.
+    history: list[str] = []
+    scheduler = NegotiationScheduler()
+    loop = asyncio.get_running_loop()
+
+    async def apply_answer(name: str) -> None:
+        async with scheduler.turn():
+            history.append(f"answer {name}")  # setRemoteDescription: synchronous, it never yields
+            loop.call_soon(history.append, "packets")
+
+    await asyncio.gather(*(apply_answer(name) for name in "abc"))
+    assert history == ["answer a", "packets", "answer b", "packets", "answer c", "packets"]
+
+
+async def test_an_offer_and_an_answer_take_turns_too() -> None:
+    history: list[str] = []
+    scheduler = NegotiationScheduler()
+    loop = asyncio.get_running_loop()
+
+    class Offering(_Recorder):
+        async def make_offer(self) -> None:
+            await super().make_offer()
+            loop.call_soon(history.append, "packets")
+
+    scheduler.schedule(Offering("a", history))
+
+    async def apply_answer() -> None:
+        async with scheduler.turn():
+            history.append("answer b")
+            loop.call_soon(history.append, "packets")
+
+    await asyncio.gather(apply_answer(), _drained(scheduler, offers=1))
+    assert sorted(h for h in history if h != "packets") == ["answer b", "offer a"]
+    assert all(x == "packets" or y == "packets" for x, y in itertools.pairwise(history)), history
+    await scheduler.close()

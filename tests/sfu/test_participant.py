@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiortc import RTCSessionDescription
 
-from sfu_geofence.sfu import Sfu
+from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.sfu import CloseReason, InvalidAnswer, Sfu
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
@@ -84,3 +86,100 @@ async def test_participant_ids_are_random_and_unique(sfu: Sfu) -> None:
         for a, b in itertools.pairwise(ids)
     ]
     assert max(shared) < 6
+
+
+async def test_an_answer_with_a_lone_surrogate_is_an_invalid_answer(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # JSON can carry "\ud800", UTF-8 cannot: a host handing such an answer over gets the documented
+    # InvalidAnswer, not whatever encoding it first raises.
+    client = clients("127.0.0.61")
+    participant = sfu.join("r", "surrogate", client.address, client.channel, publish=("audio",))
+    await eventually(lambda: None if client.channel.offers else "no offer", within=15)
+    with use_policy(IcePolicy(bind=(client.address,))):  # loopback only, as AnsweringClient does
+        await client.pc.setRemoteDescription(
+            RTCSessionDescription(sdp=client.channel.offers[0].sdp, type="offer")
+        )
+        await client.pc.setLocalDescription(await client.pc.createAnswer())
+    sdp = client.pc.localDescription.sdp.replace("s=-", "s=\ud800", 1)
+    with pytest.raises(InvalidAnswer, match="Unicode"):
+        await participant.handle_answer(sdp)
+
+
+async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterations(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # An ejection makes every remaining participant renegotiate; their answers then arrive in one
+    # read of the sockets. Applied back to back they would hold the event loop (and every forwarded
+    # packet) for their sum: "packets" stands for what the loop reads between two iterations.
+    names = ("a", "b", "c", "d")
+    answering = {name: clients(f"127.0.51.{i + 1}") for i, name in enumerate(names)}
+    participants = {}
+    for name, client in answering.items():
+        participants[name] = sfu.join("r", name, client.address, client.channel, publish=("audio",))
+        await client.answer(participants[name])
+    quiet = 0
+    while quiet < 3:  # answer the re-offers the later joins caused, until none comes for a while
+        await asyncio.sleep(0.05)
+        pending = [name for name in names if participants[name].awaiting_answer]
+        quiet = 0 if pending else quiet + 1
+        for name in pending:
+            await answering[name].answer(participants[name])
+
+    sfu.remove_participant(participants["d"].id, CloseReason.EJECTED, "test")
+    staying = names[:3]
+    answers = {}
+    for name in staying:
+        client = answering[name]
+        await eventually(
+            lambda c=client: None if len(c.channel.offers) > c.answered else "no re-offer", within=15
+        )
+        offer = client.channel.offers[client.answered]
+        await client.pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
+        await client.pc.setLocalDescription(await client.pc.createAnswer())
+        client.answered += 1
+        answers[name] = client.pc.localDescription.sdp
+
+    history: list[str] = []
+    loop = asyncio.get_running_loop()
+    for name in staying:
+        participant = participants[name]
+        apply: Callable[[RTCSessionDescription], Awaitable[None]] = participant.pc.setRemoteDescription
+
+        async def recorded(
+            description: RTCSessionDescription,
+            name: str = name,
+            apply: Callable[[RTCSessionDescription], Awaitable[None]] = apply,
+        ) -> None:
+            history.append(f"apply {name}")
+            loop.call_soon(history.append, "packets")
+            await apply(description)
+
+        participant.pc.setRemoteDescription = recorded  # type: ignore[method-assign]
+    await asyncio.gather(*(participants[name].handle_answer(answers[name]) for name in staying))
+    assert sorted(h for h in history if h != "packets") == ["apply a", "apply b", "apply c"]
+    assert all(x == "packets" or y == "packets" for x, y in itertools.pairwise(history)), history
+
+
+async def test_an_answer_whose_fingerprint_is_at_session_level_is_applied(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # RFC 8122 allows a=fingerprint (and a=setup) for the whole session, before the first m-line.
+    client = clients("127.0.52.1")
+    participant = sfu.join("r", "a", client.address, client.channel, publish=("audio", "video"))
+    await eventually(lambda: None if client.channel.offers else "no offer", within=15)
+    offer = RTCSessionDescription(sdp=client.channel.offers[0].sdp, type="offer")
+    with use_policy(IcePolicy(bind=(client.address,))):
+        await client.pc.setRemoteDescription(offer)
+        await client.pc.setLocalDescription(await client.pc.createAnswer())
+    lines = client.pc.localDescription.sdp.splitlines()
+    fingerprints = [line for line in lines if line.startswith(("a=fingerprint:", "a=setup:"))]
+    media = [line for line in lines if not line.startswith(("a=fingerprint:", "a=setup:"))]
+    first_media = next(i for i, line in enumerate(media) if line.startswith("m="))
+    session_level = [*media[:first_media], *dict.fromkeys(fingerprints), *media[first_media:]]
+    await participant.handle_answer("\r\n".join(session_level) + "\r\n")
+    assert participant.published
+    await eventually(
+        lambda: None if participant.pc.connectionState == "connected" else "not connected", within=15
+    )
+    assert client.channel.ended == []

@@ -1,4 +1,4 @@
-"""What one NACK may buy: each number once, at most 64 of them, within a per-consumer budget."""
+"""What one NACK may buy: each number once, at most 64 of them, within budgets per consumer and subscriber."""
 
 from __future__ import annotations
 
@@ -36,3 +36,14 @@ def test_what_was_granted_but_not_sent_is_given_back() -> None:
     assert budget.take(50) == 50
     budget.refund(20)
     assert budget.take(50) == 20
+
+
+def test_consumers_sharing_a_subscriber_budget_never_get_more_than_it_together() -> None:
+    clock = FakeClock()
+    subscriber = RetransmissionBudget(rate=100, burst=60, clock=clock)
+    audio, video = (RetransmissionBudget(rate=100, burst=50, clock=clock, shared=subscriber) for _ in "av")
+    assert audio.take(50) == 50
+    assert video.take(50) == 10  # its own bucket is full, the subscriber's is not
+    video.refund(10)  # not sent: both buckets get it back
+    assert subscriber.take(60) == 10
+    assert video.take(50) == 0

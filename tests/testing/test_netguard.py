@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from typing import Any
 
 import pytest
+import uvloop
 
+from sfu_geofence import eventloop
 from sfu_geofence.testing.netguard import NonLoopbackDestination, is_loopback, loopback_only
 
 
@@ -54,3 +58,64 @@ def test_non_loopback_destination_is_refused_before_sending(op: str) -> None:
     with loopback_only() as guard, pytest.raises(NonLoopbackDestination):
         getattr(sock, op)(*args)
     assert guard.violations == [f"{op} 192.0.2.2:9"]
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """Keeps its transport as aioice's StunProtocol does, and what it receives."""
+
+    def __init__(self) -> None:
+        self.transport: Any = None
+        self.received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.received.put_nowait(data)
+
+
+def test_a_guarded_uvloop_carries_loopback_datagrams_and_refuses_others_before_sending() -> None:
+    async def main() -> tuple[bytes, NonLoopbackDestination | None]:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, uvloop.Loop)
+        _, rx = await loop.create_datagram_endpoint(_Datagrams, local_addr=("127.0.0.1", 0))
+        # bound to 127.0.0.1: should the guard ever fail, the kernel refuses to route off the machine
+        tx_transport, tx = await loop.create_datagram_endpoint(_Datagrams, local_addr=("127.0.0.1", 0))
+        tx.transport.sendto(b"ping", rx.transport.get_extra_info("sockname"))
+        received = await asyncio.wait_for(rx.received.get(), 5)
+        refused = None
+        try:
+            tx.transport.sendto(b"x", ("192.0.2.2", 9))  # the protocol's own reference, as aioice sends
+        except NonLoopbackDestination as exc:
+            refused = exc
+        with pytest.raises(NonLoopbackDestination):
+            tx_transport.sendto(b"x", ("192.0.2.3", 9))  # the transport the loop returned
+        tx_transport.close()
+        rx.transport.close()
+        return received, refused
+
+    with loopback_only() as guard:
+        received, refused = eventloop.run(main(), factory=guard.uvloop)
+    assert received == b"ping"
+    assert refused is not None
+    assert guard.violations == ["sendto 192.0.2.2:9", "sendto 192.0.2.3:9"]
+
+
+def test_a_guarded_uvloop_refuses_connections_off_loopback() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(NonLoopbackDestination):
+            await loop.create_connection(asyncio.Protocol, "192.0.2.2", 9, local_addr=("127.0.0.1", 0))
+        with pytest.raises(NonLoopbackDestination):
+            await loop.create_datagram_endpoint(
+                _Datagrams, local_addr=("127.0.0.1", 0), remote_addr=("192.0.2.4", 9)
+            )
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.close()  # closed: a failing guard errors with EBADF instead of connecting
+        with pytest.raises(NonLoopbackDestination):
+            await loop.sock_connect(sock, ("192.0.2.5", 9))
+
+    with loopback_only() as guard:
+        eventloop.run(main(), factory=guard.uvloop)
+    assert guard.violations == ["connect 192.0.2.2:9", "connect 192.0.2.4:9", "connect 192.0.2.5:9"]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sfu_geofence.testing.netns import in_loopback_only_namespace
+from sfu_geofence.testing.netns import Namespace, in_loopback_only_namespace
 from sfu_geofence.testing.pytest_browser import environment_problem, skip_or_fail
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -85,3 +85,59 @@ def test_without_a_namespace_browser_tests_skip_with_the_reason_but_fail_under_c
     result = session.runpytest_subprocess()
     result.assert_outcomes(passed=1, **{outcome: 3})
     result.stdout.fnmatch_lines(["*browser test not run: unshare and ip not found*"])
+
+
+LAN_SESSION = """
+import socket
+
+import pytest
+
+from sfu_geofence.testing.netns import LAN_INTERFACE, in_lan_namespace
+
+
+@pytest.fixture(scope="module")
+def module_resource():
+    yield "set up once per module"
+
+
+def test_an_unmarked_test_here(module_resource):
+    assert not in_lan_namespace()
+
+
+@pytest.mark.lan
+def test_a_lan_test_sees_lo_and_the_dummy_interface(module_resource):
+    assert sorted(name for _, name in socket.if_nameindex()) == sorted(["lo", LAN_INTERFACE])
+    assert in_lan_namespace()
+"""
+
+NEXT_MODULE = """
+def test_the_next_module_sets_up_cleanly():
+    pass
+"""
+
+
+def test_lan_tests_run_in_a_lan_namespace_child_and_the_next_module_still_sets_up(
+    session: pytest.Pytester,
+) -> None:
+    if in_loopback_only_namespace():
+        pytest.skip("in a namespace already: nothing is handed to a child run")
+    session.makepyfile(test_lan=LAN_SESSION, test_next=NEXT_MODULE)
+    problem = environment_problem(Namespace.LAN, browser=False)
+    if problem is not None:
+        skip_or_fail(problem)
+    result = session.runpytest_subprocess("-v", "test_lan.py", "test_next.py")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*1 test(s) run by `unshare --net*sfugf-lan type dummy*: exit status 0*"])
+
+
+def test_a_replayed_test_between_two_modules_leaves_the_next_one_set_up_cleanly(
+    session: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A module that mixes in-process and replayed tests: replaying tears down what pytest would."""
+    if in_loopback_only_namespace():
+        pytest.skip("in a namespace already: nothing is handed to a child run")
+    session.makepyfile(test_lan=LAN_SESSION, test_next=NEXT_MODULE)
+    monkeypatch.setenv("PATH", str(session.path))  # no unshare: the lan test is replayed as skipped
+    monkeypatch.delenv("CI", raising=False)
+    result = session.runpytest_subprocess("test_lan.py", "test_next.py")
+    result.assert_outcomes(passed=2, skipped=1)

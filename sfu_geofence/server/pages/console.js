@@ -3,6 +3,7 @@
 
 const TOKEN_KEY = "sfu-geofence-operator-token";
 const ROOMS_EVERY_MS = 1500;
+const DATABASE_EVERY_MS = 5000;
 const AUDIT_EVERY_MS = 1000;
 const AUDIT_KEEP = 300;
 const DEFAULT = Symbol("default policy");
@@ -106,14 +107,33 @@ async function unlock() {
   $("audit").tBodies[0].replaceChildren();
   await Promise.all([refreshRooms(), refreshAudit()]);
   timers.push(setInterval(refreshRooms, ROOMS_EVERY_MS));
+  timers.push(setInterval(refreshDatabase, DATABASE_EVERY_MS));
   timers.push(setInterval(refreshAudit, AUDIT_EVERY_MS));
 }
 
+/** The build and its age, never the file's path (the console may be on a shared screen). */
 function showDatabase(database) {
-  $("database").textContent = `${database.label}${database.embedded ? " (embedded)" : ""}`;
+  const days = Math.floor(database.age_seconds / 86400);
+  const age = days === 0 ? "less than a day old" : `${days} day${days === 1 ? "" : "s"} old`;
+  $("database").textContent =
+    `${database.label}${database.embedded ? " (embedded)" : ""} · built ${database.built.slice(0, 10)} · ${age}`;
   $("database").title = database.attribution || "";
   $("database-warning").hidden = !database.warning;
   $("database-warning").textContent = database.warning || "";
+  const alarm = database.alarm;
+  $("database-alarm").hidden = !alarm;
+  $("database-alarm").textContent = alarm
+    ? `The last database reload failed (${new Date(alarm.since).toLocaleString()}): ` +
+      `${database.label} still decides. The server log and GET /api/database say why.`
+    : "";
+}
+
+async function refreshDatabase() {
+  try {
+    showDatabase(await api("GET", "/database"));
+  } catch (error) {
+    if (!(error instanceof Locked)) showError(error.message);
+  }
 }
 
 // -- rooms and participants ----------------------------------------------------------------------------
@@ -319,6 +339,17 @@ async function refreshAudit() {
   }
 }
 
+/** Why an event happened, and who made a change; a database event names the build, never a file. */
+function why(e) {
+  const text =
+    e.kind !== "database"
+      ? e.reason ?? e.detail
+      : e.outcome === "loaded"
+        ? e.database
+        : "the new file could not be used: the previous build still decides";
+  return e.actor ? `${text ?? ""} (by ${e.actor})` : text;
+}
+
 function addAudit(events) {
   const body = $("audit").tBodies[0];
   for (const e of events) {
@@ -332,7 +363,7 @@ function addAudit(events) {
       e.participant,
       element("span", e.address, "mono"),
       e.country,
-      e.reason ?? e.detail,
+      why(e),
       e.rule,
     ]);
     for (const cell of [tr.cells[8], tr.cells[9]]) {

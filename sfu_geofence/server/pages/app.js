@@ -5,12 +5,18 @@
 
 const GATHERING_TIMEOUT_MS = 5000;
 
-// The demo server only talks to 127.0.0.1, and browsers leave loopback out of WebRTC unless told.
-const LOOPBACK_HINT =
-  "This demo server exchanges media over loopback (127.0.0.1) only, and browsers leave loopback out " +
-  "of WebRTC by default: start Chrome or Chromium with --allow-loopback-in-peer-connection, or set " +
-  "media.peerconnection.ice.loopback to true in Firefox's about:config, then reload.";
-const LOOPBACK_CANDIDATE = /^a=candidate:\S+ \d+ \S+ \d+ (127\.\d+\.\d+\.\d+|::1) /m;
+// The demo server accepts media from this machine's own addresses (and loopback) only. A browser that
+// offers no candidate at all (a machine with no network but loopback) cannot reach it; say how to fix it.
+const NO_CANDIDATE_HINT =
+  "Your browser offered no network address for this call, so its media cannot reach the demo server, " +
+  "which accepts media from this machine's own addresses only. Connect this machine to a network (any " +
+  "interface will do), or start Chrome or Chromium with --allow-loopback-in-peer-connection (Firefox: " +
+  "set media.peerconnection.ice.loopback to true in about:config), then reload.";
+const ANY_CANDIDATE = /^a=candidate:/m;
+// An answer without candidates can still connect: a browser that hides its addresses (mDNS) may finish
+// gathering before its names are ready, and the server learns its address from its checks. So the hint
+// waits this long for a connection first.
+const HINT_AFTER_MS = 5000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -65,14 +71,18 @@ function status(text) {
 }
 
 class Session {
-  constructor({ name, room, from }) {
+  constructor({ name, room, from, watch }) {
     this.name = name;
     this.room = room;
     this.from = from;
+    this.watch = watch; // receive only: no camera, no microphone (the browser then hides its addresses)
     this.ended = false;
     this.leaving = false;
     this.serverReason = null;
-    this.noLoopback = false;
+    this.noCandidate = false;
+    this.everConnected = false;
+    this.hintTimer = null;
+    this.hintDue = false;
     this.peers = new Map(); // participant id -> { name, tile, tracks: Map(kind -> track) }
     this.gone = new Set(); // ids that left: an offer made before they left must not bring them back
     this.queue = Promise.resolve(); // offers are answered one at a time, in order
@@ -83,8 +93,8 @@ class Session {
 
   async start() {
     setState("joining");
-    status("Starting camera and microphone…");
-    this.local = await localMedia();
+    status(this.watch ? "Joining without camera…" : "Starting camera and microphone…");
+    this.local = this.watch ? new MediaStream() : await localMedia();
     if (this.ended) return this.stopLocal();
     const publish = { audio: this.local.getAudioTracks().length > 0, video: this.local.getVideoTracks().length > 0 };
     $("local-video").srcObject = this.local;
@@ -118,6 +128,10 @@ class Session {
     }
     switch (message.type) {
       case "joined":
+        // The server's TURN/STUN servers (serve/demo --turn), before the first offer is answered.
+        if (message.ice_servers?.length) {
+          this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: message.ice_servers });
+        }
         demo.participant = message.participant;
         demo.room = message.room;
         setState("in-meeting");
@@ -169,18 +183,32 @@ class Session {
     try {
       await gatheringComplete(pc, GATHERING_TIMEOUT_MS);
     } finally {
-      this.checkLoopback(pc.localDescription.sdp);
+      this.checkCandidates(pc.localDescription.sdp);
     }
     if (this.ended) return;
     this.send({ type: "answer", sdp: pc.localDescription.sdp });
     demo.offers += 1;
   }
 
-  /** No loopback candidate in our answer: this browser cannot reach the demo server; say how to fix it. */
-  checkLoopback(sdp) {
-    this.noLoopback = !LOOPBACK_CANDIDATE.test(sdp);
-    $("notice").hidden = !this.noLoopback;
-    $("notice").textContent = this.noLoopback ? LOOPBACK_HINT : "";
+  /** No candidate at all in our answer, and no connection after a while: say how to fix it. */
+  checkCandidates(sdp) {
+    this.noCandidate = !ANY_CANDIDATE.test(sdp);
+    clearTimeout(this.hintTimer);
+    this.hintDue = false;
+    if (this.noCandidate && !this.everConnected) {
+      this.hintTimer = setTimeout(() => {
+        this.hintDue = true;
+        this.showHint();
+      }, HINT_AFTER_MS);
+    }
+    this.showHint();
+  }
+
+  /** The hint is for a browser that offered nothing and has not connected. */
+  showHint() {
+    const show = this.noCandidate && !this.everConnected && this.hintDue;
+    $("notice").hidden = !show;
+    $("notice").textContent = show ? NO_CANDIDATE_HINT : "";
   }
 
   /** Each offer's "tracks" is the whole current mapping of m-lines to participants. */
@@ -235,9 +263,11 @@ class Session {
   }
 
   showConnection() {
-    if (demo.state !== "in-meeting") return;
     const state = this.pc.connectionState;
+    if (state === "connected") this.everConnected = true;
+    if (demo.state !== "in-meeting") return;
     status(state === "connected" ? "Connected" : `Media: ${state}`);
+    this.showHint();
   }
 
   leave() {
@@ -261,13 +291,15 @@ class Session {
     const ending = (left ? ENDINGS[1000] : ENDINGS[code]) || LOST;
     const words = left ? "" : this.serverReason || reason || "";
     this.end();
-    showEnding(ending, words, code, this.noLoopback ? LOOPBACK_HINT : "");
+    const hint = this.noCandidate && !this.everConnected ? NO_CANDIDATE_HINT : "";
+    showEnding(ending, words, code, hint);
   }
 
   /** Tear everything down: no tile, no track, no connection outlives the session. */
   end() {
     if (this.ended) return;
     this.ended = true;
+    clearTimeout(this.hintTimer);
     for (const id of [...this.peers.keys()]) this.removePeer(id);
     this.pc?.close();
     this.stopLocal();
@@ -377,15 +409,24 @@ function showLobby(message) {
   $("lobby-error").textContent = message || "";
 }
 
-async function join() {
+let watching = false; // how the last join was made: "Rejoin" repeats it
+
+async function join(watch = watching) {
   const form = $("join-form");
   if (!form.reportValidity()) return;
+  watching = watch;
   demo.participant = null;
   demo.room = null;
   demo.closeCode = null;
   demo.reason = null;
-  session = new Session({ name: $("name").value.trim(), room: $("room").value.trim(), from: $("from").value });
+  session = new Session({
+    name: $("name").value.trim(),
+    room: $("room").value.trim(),
+    from: $("from").value,
+    watch,
+  });
   $("join").disabled = true;
+  $("watch").disabled = true;
   try {
     await session.start();
   } catch (error) {
@@ -395,6 +436,7 @@ async function join() {
     showLobby(`Could not start: ${error.message || error}`);
   } finally {
     $("join").disabled = false;
+    $("watch").disabled = false;
   }
 }
 
@@ -419,8 +461,9 @@ async function loadOrigins() {
 
 $("join-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  join();
+  join(false);
 });
+$("watch").addEventListener("click", () => join(true));
 $("leave").addEventListener("click", () => session?.leave());
 $("rejoin").addEventListener("click", () => join());
 $("back").addEventListener("click", () => showLobby());
