@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sfu_geofence.cluster.redisstore import _WRITE, RedisKeys, RedisPolicyStore
+from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import EjectRequest, Geofence
 from sfu_geofence.core.geolocation import Locator
 from sfu_geofence.core.policy import RoomPolicy
@@ -77,6 +78,23 @@ async def test_a_change_made_on_one_node_is_enforced_on_every_other_node(
         assert b.geofence.decide("room", US).policy_version == version
         assert not b.geofence.admit("room", "cn-again", CN).admitted
         assert a.ejected == []  # a has nobody in the room
+
+
+async def test_who_made_a_change_and_why_is_audited_on_every_node(
+    nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]],
+) -> None:
+    async with nodes() as a, nodes() as b:
+        room = await a.geofence.change_policy("room", RoomPolicy.deny("CN"), actor="alice", reason="ticket 1")
+        default = await a.geofence.change_default_policy(RoomPolicy.deny("IR"), actor="bob", reason="review")
+        back = await b.geofence.change_policy("room", None)  # said by nobody
+        await eventually(lambda: None if a.store.version == back else "a is behind", within=10)
+        for node in (a, b):
+            events = node.geofence.audit.events(kind=EventKind.POLICY)
+            assert [(e.outcome, e.room, e.policy_version, e.actor, e.reason) for e in events] == [
+                ("changed", "room", room, "alice", "ticket 1"),
+                ("default_changed", None, default, "bob", "review"),
+                ("changed", "room", back, None, None),
+            ]
 
 
 async def test_two_operators_on_two_nodes_at_once_200_times_lose_no_change(
