@@ -198,6 +198,8 @@ def create_geofenced_app(
         logger.info(
             "policies in Redis at %s, shared with every node using it", describe_url(config.redis_url)
         )
+    if policies is not None:
+        add_cluster_metrics(app[METRICS], policies)
     return app
 
 
@@ -223,6 +225,26 @@ async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def add_cluster_metrics(metrics: Metrics, policies: PolicySource) -> None:
+    """A Redis store's figures: how often this node caught up, and whether it follows changes now."""
+    from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
+
+    if not isinstance(policies, RedisPolicyStore):
+        return
+    metrics.add(
+        "counter",
+        "sfu_geofence_policy_catch_ups",
+        "Full re-reads of the policies in Redis that found changes this node had missed",
+        lambda: policies.catch_ups,
+    )
+    metrics.add(
+        "gauge",
+        "sfu_geofence_policy_subscribed",
+        "1 while this node follows the policy changes in Redis (subscribed and caught up), else 0",
+        lambda: float(policies.subscribed.is_set()),
+    )
 
 
 def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:

@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
-from sfu_geofence.cluster.redisstore import RedisPolicyStore
+from sfu_geofence.cluster.redisstore import _WRITE, RedisKeys, RedisPolicyStore
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.synthetic.client import SyntheticPeer
@@ -148,6 +149,54 @@ async def test_a_node_that_lost_its_subscription_reads_the_policies_again_before
             assert not store_b.subscribed.is_set()
     finally:
         await raw.aclose()
+
+
+async def scrape(served: Served) -> dict[str, float]:
+    """The node's unlabelled figures, from its admin listener's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{admin_base(served)}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+
+async def test_a_nodes_metrics_say_whether_it_follows_the_changes_and_how_often_it_caught_up(
+    node: Callable[..., contextlib.AbstractAsyncContextManager[Served]], redis: RedisServer
+) -> None:
+    subscribed, catch_ups = "sfu_geofence_policy_subscribed", "sfu_geofence_policy_catch_ups_total"
+
+    async def until(expected: tuple[float, float]) -> None:
+        """Scrape until (subscribed, catch-ups) are ``expected``, at most WITHIN seconds."""
+        deadline = asyncio.get_running_loop().time() + WITHIN
+        while True:
+            figures = await scrape(a)
+            found = (figures[subscribed], figures[catch_ups])
+            if found == expected:
+                return
+            assert asyncio.get_running_loop().time() < deadline, f"{subscribed}, {catch_ups}: {found}"
+            await asyncio.sleep(0.05)
+
+    async with node(poll_interval=60.0) as a:
+        store = a.geofence.policies
+        assert isinstance(store, RedisPolicyStore)
+        await asyncio.wait_for(store.subscribed.wait(), WITHIN)
+        await until((1.0, 0.0))
+        keys, raw = RedisKeys(), aioredis.Redis.from_url(redis.url)
+        try:
+            # One transaction: the node's subscription is dropped, then a change is published to nobody.
+            async with raw.pipeline(transaction=True) as pipe:
+                pipe.client_kill_filter(_type="pubsub")
+                policy = '{"mode": "deny", "countries": ["CN"]}'
+                pipe.eval(
+                    _WRITE, 3, keys.version, keys.rooms, keys.default, "room", policy, keys.changes, '"room"'
+                )
+                await pipe.execute()
+        finally:
+            await raw.aclose()
+        await until((1.0, 1.0))  # resubscribed, caught up
+        await redis.kill()
+        await until((0.0, 1.0))
+        await redis.start()
+        await until((1.0, 1.0))  # nothing missed meanwhile
 
 
 async def test_serve_with_redis_unreachable_exits_2_naming_it() -> None:
