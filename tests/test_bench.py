@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 
 from bench.hostile import ATTACKS
+from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.redis import REDIS_SERVER
 
 ROOT = Path(__file__).parent.parent
 
@@ -103,6 +106,17 @@ def test_the_nack_need_bench_sees_an_honest_lossy_receiver_ask_for_what_it_lost(
     assert figures["packets_per_s_both_tracks"] > 0
     assert figures["nacks_per_s"] > 0  # 20 % loss: the receiver asks
     assert 0 < figures["max_numbers_per_nack"] <= 128
+
+
+@pytest.mark.cluster
+def test_the_cluster_policy_bench_runs_a_real_redis_and_prints_its_figures() -> None:
+    if shutil.which(REDIS_SERVER) is None:
+        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", kind="cluster")
+    figures = run_bench("-m", "bench.cluster_policy", "--json", "--rounds", "5", timeout=120)
+    assert figures["changes"] == 10
+    assert figures["redis_version"].count(".") == 2
+    for key in ("sqlite_ack_ms", "redis_ack_ms", "enforced_everywhere_ms"):
+        assert figures[key]["p50"] > 0, key
 
 
 def test_the_ejection_bench_ejects_live_and_prints_gap_ratio_and_latency() -> None:

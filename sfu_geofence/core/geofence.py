@@ -32,7 +32,7 @@ from .evaluator import Evaluator
 from .geolocation import DatabaseInfo, Location, Locator, normalise_address
 from .mediaaudit import MediaAuditLimit, MediaAudits, Report
 from .policy import RoomPolicy
-from .policystore import PolicyInForce, PolicyStore
+from .policystore import PolicyInForce, PolicySource, PolicyStore, PolicyUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Geofence:
         *,
         database: str | Path | None = None,
         locator: Locator | None = None,
-        policies: PolicyStore | None = None,
+        policies: PolicySource | None = None,
         audit: AuditLog | None = None,
         audit_rate: AuditRate | None = None,
         media_audit: MediaAuditLimit | None = None,
@@ -173,12 +173,13 @@ class Geofence:
         """Start deciding. Without ``locator``, open ``database`` (None: the embedded DB-IP file);
         a missing or corrupt file raises DatabaseError here, at start-up. Without ``policies`` or
         ``audit``, in-memory ones are used (nothing survives a restart). Objects passed in are
-        closed by :meth:`close` all the same: the geofence owns them from now on. Refusals beyond
-        ``audit_rate`` are counted in summary rows instead of one row each, and so are a session's
-        media reports beyond ``media_audit``."""
+        closed by :meth:`close` all the same: the geofence owns them from now on. Every change the
+        policy store applies, whoever made it (another node of a cluster too), is enforced here.
+        Refusals beyond ``audit_rate`` are counted in summary rows instead of one row each, and so
+        are a session's media reports beyond ``media_audit``."""
         self._eject = eject
         self._locator = locator or Locator(database)
-        self._policies = policies or PolicyStore()
+        self._policies: PolicySource = policies or PolicyStore()
         self._audit = audit or AuditLog()
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
@@ -188,6 +189,7 @@ class Geofence:
         self._media_audit = media_audit or MediaAuditLimit()
         self._rebuild_evaluators()
         self._database_loaded()
+        self._policies.listen(self._policies_changed)
 
     # -- what operators read -------------------------------------------------------------------
 
@@ -222,7 +224,7 @@ class Geofence:
         return self._refusals.suppressed
 
     @property
-    def policies(self) -> PolicyStore:
+    def policies(self) -> PolicySource:
         return self._policies
 
     def policy(self, room: str) -> PolicyInForce:
@@ -251,6 +253,12 @@ class Geofence:
         if decision is None or evaluator.exempting:
             return evaluator.decide(location, address, identity)
         return decision
+
+    async def ready(self) -> None:
+        """Awaited by a host that can, before :meth:`admit`: a node of a cluster that lost track of
+        changes (its subscription dropped) re-reads the policies first, so it admits nobody under
+        a policy older than the newest it can read. Returns at once otherwise; never raises."""
+        await self._policies.ready()
 
     def admit(self, room: str, participant: str, address: str, identity: str | None = None) -> Decision:
         """Called once per participant session at signaling time, before the host allocates anything.
@@ -374,33 +382,35 @@ class Geofence:
     ) -> int:
         """Give ``room`` its own policy (None: back to the default), persisted before returning;
         current participants of the room are re-evaluated. Returns the new policy version. Who made
-        the change and why (``actor``, ``reason``: what the operator says) go into the audit."""
-        self._check_open()
-        version = self._policies.set(room, policy)
-        self._rebuild_evaluators()
-        rule = self.policy(room).policy.describe()
-        self._record(
-            EventKind.POLICY, "changed", room, rule=rule, version=version, actor=actor, reason=reason
-        )
-        self._reevaluate([s for s in self._sessions.values() if s.room == room], Trigger.POLICY_CHANGED)
-        return version
+        the change and why (``actor``, ``reason``: what the operator says) go into the audit.
+
+        Synchronous, so only with a local :class:`PolicyStore`; :meth:`change_policy` works with any.
+        """
+        return self._local_store().set(room, policy, actor=actor, reason=reason)
 
     def set_default_policy(
         self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
     ) -> int:
         """Replace the server default; participants of rooms without a policy of their own are
-        re-evaluated. Returns the new policy version. ``actor`` and ``reason`` are audited."""
+        re-evaluated. Returns the new policy version. ``actor`` and ``reason`` are audited. Local
+        store only, as :meth:`set_policy`."""
+        return self._local_store().set_default(policy, actor=actor, reason=reason)
+
+    async def change_policy(
+        self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
+        """:meth:`set_policy` with any policy store: returns once the store acknowledged the change
+        and this geofence enforced it (raises StorageError when the store did not take it).
+        ``actor`` and ``reason`` are audited, on every node that hears of the change with them."""
         self._check_open()
-        version = self._policies.set_default(policy)
-        self._rebuild_evaluators()
-        rule = policy.describe()
-        self._record(
-            EventKind.POLICY, "default_changed", rule=rule, version=version, actor=actor, reason=reason
-        )
-        self._reevaluate(
-            [s for s in self._sessions.values() if s.room not in self._evaluators], Trigger.POLICY_CHANGED
-        )
-        return version
+        return await self._policies.write(room, policy, actor=actor, reason=reason)
+
+    async def change_default_policy(
+        self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
+    ) -> int:
+        """:meth:`set_default_policy` with any policy store, as :meth:`change_policy`."""
+        self._check_open()
+        return await self._policies.write(None, policy, actor=actor, reason=reason)
 
     def reload_database(
         self, path: str | Path | None = None, *, actor: str | None = None, reason: str | None = None
@@ -444,6 +454,37 @@ class Geofence:
     def _check_open(self) -> None:
         if self._closed:
             raise GeofenceError("the geofence is closed")
+
+    def _local_store(self) -> PolicyStore:
+        self._check_open()
+        if not isinstance(self._policies, PolicyStore):
+            raise GeofenceError("policies live in a shared store: change them with change_policy()")
+        return self._policies
+
+    def _policies_changed(self, update: PolicyUpdate) -> None:
+        """The store applied a change (this process's or another's): audit it, enforce it."""
+        if self._closed:
+            return
+        self._rebuild_evaluators()
+        version, actor, reason = update.version, update.actor, update.reason
+        for room in sorted(update.rooms):
+            rule = self.policy(room).policy.describe()
+            self._record(
+                EventKind.POLICY, "changed", room, rule=rule, version=version, actor=actor, reason=reason
+            )
+        if update.default:
+            rule = self._policies.default.policy.describe()
+            self._record(
+                EventKind.POLICY, "default_changed", rule=rule, version=version, actor=actor, reason=reason
+            )
+        self._reevaluate(
+            [
+                s
+                for s in self._sessions.values()
+                if s.room in update.rooms or (update.default and s.room not in self._evaluators)
+            ],
+            Trigger.POLICY_CHANGED,
+        )
 
     def _rebuild_evaluators(self) -> None:
         default = self._policies.default

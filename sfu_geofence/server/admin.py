@@ -4,8 +4,8 @@ JSON over HTTP behind a bearer token, as an aiohttp sub-application the server m
 ``app.add_subapp("/api", create_admin_app(...))``. Countries and addresses of participants are shown
 here and nowhere else: this API is the operator's, never a participant's.
 
-Every call that changes something answers only once the change is committed to SQLite by the
-geofence (acknowledged = persisted). Every refusal is a specific status and a JSON body
+Every call that changes something answers only once the change is committed to the geofence's store
+(SQLite, or Redis in a cluster: acknowledged = persisted). Every refusal is a specific status and a JSON body
 ``{"error": code, "message": sentence}``; a refused call changes nothing. See docs/operations.md.
 """
 
@@ -338,7 +338,7 @@ async def put_room_policy(request: web.Request) -> web.Response:
     change = _Change.of(body)
     policy = _parse_policy({k: v for k, v in body.items() if k not in ATTRIBUTION})
     before = _Ejections.before(fence)
-    fence.set_policy(room, policy, actor=change.actor, reason=change.reason)
+    await fence.change_policy(room, policy, actor=change.actor, reason=change.reason)
     return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
@@ -352,7 +352,7 @@ async def delete_room_policy(request: web.Request) -> web.Response:
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
         )
     before = _Ejections.before(fence)
-    fence.set_policy(room, None, actor=change.actor, reason=change.reason)
+    await fence.change_policy(room, None, actor=change.actor, reason=change.reason)
     return web.json_response({"room": room, **_policy(fence.policy(room)), **before.since(room)})
 
 
@@ -367,7 +367,7 @@ async def put_default_policy(request: web.Request) -> web.Response:
     change = _Change.of(body)
     policy = _parse_policy({k: v for k, v in body.items() if k not in ATTRIBUTION})
     before = _Ejections.before(fence)
-    fence.set_default_policy(policy, actor=change.actor, reason=change.reason)
+    await fence.change_default_policy(policy, actor=change.actor, reason=change.reason)
     return web.json_response({**_policy(fence.policies.default), **before.since()})
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from ..core.geolocation import unmapped_network
+from ..core.policystore import PolicySource
 from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig
@@ -60,6 +61,9 @@ class ServerConfig:
     """Reverse proxies whose X-Forwarded-For is believed when placing a participant."""
     state: StateConfig = field(default_factory=StateConfig)
     """Where the geofence keeps policies and the audit log (None: in memory, lost at exit)."""
+    redis_url: str | None = None
+    """``--redis``: policies live in this Redis, shared with every node given the same one (the
+    audit stays in ``state``); None: in ``state``'s SQLite, as a single process."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
     admin_listener: AdminListenerConfig = field(default_factory=AdminListenerConfig)
@@ -150,19 +154,23 @@ def create_app(
 
 
 def create_geofenced_app(
-    config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
+    config: ServerConfig | None = None,
+    observers: Iterable[SfuObserver] = (),
+    policies: PolicySource | None = None,
 ) -> web.Application:
     """:func:`create_app` with the geofence enforcing every room; its admin listener's application
     (metrics, and the operator API if a token is configured) is ``app[ADMIN_APP]``.
 
     Opens the database and the state directory now: a missing or corrupt file fails here, at start-up.
+    ``policies``: a store opened by the caller (a cluster's, :mod:`sfu_geofence.cluster`); default the
+    state directory's SQLite.
     """
     config = config or ServerConfig()
     app = create_app(config, observers=observers)
     host = GeofenceHost(
         app[SFU],
         database=config.db_path,
-        policies=config.state.open_policies(),
+        policies=policies or config.state.open_policies(),
         audit=config.state.open_audit(),
     )
     app[GEOFENCE_HOST] = host
@@ -184,6 +192,14 @@ def create_geofenced_app(
     logger.info(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
+    if config.redis_url is not None:
+        from ..cluster.redisstore import describe_url  # only a cluster node needs the client
+
+        logger.info(
+            "policies in Redis at %s, shared with every node using it", describe_url(config.redis_url)
+        )
+    if policies is not None:
+        add_cluster_metrics(app[METRICS], policies)
     return app
 
 
@@ -209,6 +225,26 @@ async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def add_cluster_metrics(metrics: Metrics, policies: PolicySource) -> None:
+    """A Redis store's figures: how often this node caught up, and whether it follows changes now."""
+    from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
+
+    if not isinstance(policies, RedisPolicyStore):
+        return
+    metrics.add(
+        "counter",
+        "sfu_geofence_policy_catch_ups",
+        "Full re-reads of the policies in Redis that found changes this node had missed",
+        lambda: policies.catch_ups,
+    )
+    metrics.add(
+        "gauge",
+        "sfu_geofence_policy_subscribed",
+        "1 while this node follows the policy changes in Redis (subscribed and caught up), else 0",
+        lambda: float(policies.subscribed.is_set()),
+    )
 
 
 def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:

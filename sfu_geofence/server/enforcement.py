@@ -28,7 +28,7 @@ from ..core.decision import Decision, Reason
 from ..core.errors import GeofenceError, InvalidAddress, ParticipantError
 from ..core.geofence import EjectRequest, Geofence, Trigger
 from ..core.geolocation import Locator
-from ..core.policystore import PolicyStore
+from ..core.policystore import PolicySource
 from ..rtc.ice import SelectedPair
 from ..sfu import CloseReason, JoinRequest, Participant, Refusal, Sfu, SfuObserver
 
@@ -48,7 +48,7 @@ class GeofenceHost(SfuObserver):
         *,
         database: str | Path | None = None,
         locator: Locator | None = None,
-        policies: PolicyStore | None = None,
+        policies: PolicySource | None = None,
         audit: AuditLog | None = None,
     ) -> None:
         if sfu.admission is not None:
@@ -58,6 +58,7 @@ class GeofenceHost(SfuObserver):
             self._eject, database=database, locator=locator, policies=policies, audit=audit
         )
         sfu.admission = self.admit
+        sfu.admission_ready = self.geofence.ready
         sfu.observer.observers.append(self)
         self.ejections: dict[Trigger, int] = dict.fromkeys(Trigger, 0)
         """Ejections requested since start-up, by trigger (for the metrics)."""

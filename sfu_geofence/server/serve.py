@@ -16,6 +16,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -30,6 +31,9 @@ from .logs import keep_addresses_at_debug
 from .protocol import IceServer
 from .remote import ProxyConfig
 from .state import StateConfig
+
+if TYPE_CHECKING:
+    from ..cluster.redisstore import RedisPolicyStore
 
 NAME = "serve"
 HELP = "run the geofenced SFU (WebSocket signaling on /ws; operator API and metrics on the admin port)"
@@ -49,6 +53,7 @@ ENV_ADMIN_TOKEN = TOKEN_ENV
 ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
 ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
+ENV_REDIS = "SFU_GEOFENCE_REDIS"
 ENV_ADMIN_HOST = "SFU_GEOFENCE_ADMIN_HOST"
 ENV_ADMIN_PORT = "SFU_GEOFENCE_ADMIN_PORT"
 CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
@@ -205,6 +210,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"delete audit events older than this many days (${ENV_AUDIT_RETENTION}; default: keep all)",
     )
     parser.add_argument(
+        "--redis",
+        default=os.environ.get(ENV_REDIS) or None,
+        metavar="URL",
+        help=f"keep policies in this Redis (redis://host:port/db), shared by every node given the same "
+        f"one; a change through any node is enforced on all (${ENV_REDIS}; default: policies in "
+        "--state-dir, this process only)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -284,6 +297,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
                 raise ValueError(f"--loopback-only: {address} is not a loopback address")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port {args.port} is out of range")
+    if args.redis is not None:
+        from ..cluster.redisstore import describe_url
+
+        describe_url(args.redis)  # a URL Redis's client can use, or ValueError naming the schemes
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -298,6 +315,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             audit_retention_days=args.audit_retention,
         ),
         admin=AdminConfig.from_env(args.admin_token),
+        redis_url=args.redis,
         drain_timeout=args.drain_timeout,
         db_watch_interval=args.db_watch,
         admin_listener=AdminListenerConfig(args.admin_host, admin_port(args)),
@@ -346,10 +364,19 @@ async def serve(config: ServerConfig) -> bool:
         print(f"listening on {public}/ws", flush=True)
         print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
 
-    app = create_geofenced_app(config)
-    return await run_until_signalled(
-        listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
-    )
+    store: RedisPolicyStore | None = None
+    if config.redis_url is not None:
+        from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
+
+        store = await RedisPolicyStore.open(config.redis_url)  # unreachable: StorageError, exit 2
+    try:
+        app = create_geofenced_app(config, policies=store)
+        return await run_until_signalled(
+            listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
+        )
+    finally:
+        if store is not None:
+            await store.aclose()
 
 
 async def run_until_signalled(

@@ -190,6 +190,10 @@ class SignalingSession:
         try:
             parsed = parse_client_message(text)
             if isinstance(parsed, Join):
+                if self.sfu.admission_ready is not None:
+                    await self.sfu.admission_ready()  # a cluster node that fell behind catches up
+                    if self.channel.ended:  # timed out or closed meanwhile
+                        return False
                 self._join(parsed)
             elif isinstance(parsed, Answer):
                 await self._answer(parsed)

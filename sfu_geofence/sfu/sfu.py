@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..rtc.ice import IcePolicy
@@ -58,6 +58,9 @@ class Sfu:
         self.config = config or SfuConfig()
         self.admission = admission
         """Called before anything is allocated for a joining participant; may refuse."""
+        self.admission_ready: Callable[[], Awaitable[None]] | None = None
+        """Awaited by signaling before a join reaches :meth:`join` (the geofence's
+        :meth:`~sfu_geofence.core.geofence.Geofence.ready`: a cluster node catching up first)."""
         self.observer = Observers(list(observers))
         """Add :class:`SfuObserver` instances to ``observer.observers`` to follow what happens."""
         self.rooms: dict[str, Room] = {}

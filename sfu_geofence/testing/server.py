@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from aiohttp import web
 
 from ..core.geofence import Geofence
+from ..core.policystore import PolicySource
 from ..server import GEOFENCE_HOST, SFU, ServerConfig, create_app, create_geofenced_app
 from ..server.app import ADMIN_APP
 from ..sfu import AdmissionHook, Sfu, SfuObserver
@@ -51,10 +52,14 @@ async def served_on_loopback(
 
 @asynccontextmanager
 async def geofenced_on_loopback(
-    config: ServerConfig | None = None, observers: Iterable[SfuObserver] = ()
+    config: ServerConfig | None = None,
+    observers: Iterable[SfuObserver] = (),
+    policies: PolicySource | None = None,
 ) -> AsyncIterator[Served]:
-    """Run what ``serve`` runs (:func:`create_geofenced_app`) on 127.0.0.1 and an ephemeral port."""
-    async with app_on_loopback(create_geofenced_app(_on_loopback(config), observers=observers)) as served:
+    """Run what ``serve`` runs (:func:`create_geofenced_app`) on 127.0.0.1 and an ephemeral port;
+    ``policies``: a store of the caller's (a cluster node's), closed with the server."""
+    app = create_geofenced_app(_on_loopback(config), observers=observers, policies=policies)
+    async with app_on_loopback(app) as served:
         yield served
 
 

@@ -68,6 +68,14 @@ def test_environment_variables_set_defaults_and_flags_win(monkeypatch: pytest.Mo
     assert _config(["--ice-address", "127.0.0.9"]).ice.bind == ("127.0.0.9",)
 
 
+def test_redis_is_off_unless_a_flag_or_the_environment_names_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SFU_GEOFENCE_REDIS", raising=False)
+    assert _config([]).redis_url is None
+    monkeypatch.setenv("SFU_GEOFENCE_REDIS", "redis://127.0.0.1:6390/1")
+    assert _config([]).redis_url == "redis://127.0.0.1:6390/1"
+    assert _config(["--redis", "redis://127.0.0.1:6391/0"]).redis_url == "redis://127.0.0.1:6391/0"
+
+
 def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("SFU_GEOFENCE_"):
@@ -204,6 +212,7 @@ def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_e
         (["--admin-token", "short"], "at least 16 characters"),
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
         (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),
+        (["--redis", "http://127.0.0.1:6379/0"], "Redis URL must specify one of the following schemes"),
     ],
 )
 def test_bad_geofence_flags_are_refused_with_the_reason(

@@ -1,0 +1,1 @@
+"""Many SFU processes as one geofence: what they share through Redis (docs/operations.md)."""

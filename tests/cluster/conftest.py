@@ -1,0 +1,23 @@
+"""Cluster tests run a real ``redis-server`` on 127.0.0.1 (marker ``cluster``), never a mock."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.redis import REDIS_SERVER, RedisServer, redis_server
+
+
+@pytest.fixture
+async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own (AOF, appendfsync always, files in tmp_path), killed after."""
+    if shutil.which(REDIS_SERVER) is None:
+        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", kind="cluster")
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    async with redis_server(directory) as server:
+        yield server
