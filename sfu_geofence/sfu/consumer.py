@@ -12,6 +12,7 @@ from aiortc.codecs import is_rtx
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from ..rtc.access import header_extension_ids, negotiated_codecs, sender_ssrc
 from ..rtc.forwarding import ForwardingSender, RtpEgress, ntp_now
 from .history import StoredPacket
 from .retransmission import RetransmissionBudget, requested
@@ -146,7 +147,7 @@ class Consumer:
         NACK, or over the budget."""
         self._budget = RetransmissionBudget(shared=subscriber_budget)
         self._egress: RtpEgress | None = None
-        self._ssrc = sender._ssrc
+        self._ssrc = sender_ssrc(sender)
         self._pt_map: dict[int, int] = {}
         self._seq_offset: int | None = None
         self._ts_offset = 0
@@ -166,7 +167,7 @@ class Consumer:
         transceiver = self.transceiver
         theirs = {
             codec_key(c): c.payloadType
-            for c in transceiver._codecs
+            for c in negotiated_codecs(transceiver)
             if c.payloadType is not None and not is_rtx(c)
         }
         self._pt_map = {
@@ -177,8 +178,7 @@ class Consumer:
         if not self._pt_map or transceiver.mid is None:
             logger.debug("consumer %s: no codec in common with the subscriber", self.id)
             return False
-        ids = {extension.uri: extension.id for extension in transceiver._headerExtensions}
-        self._extensions = ExtensionBlock(transceiver.mid, ids, self.kind)
+        self._extensions = ExtensionBlock(transceiver.mid, header_extension_ids(transceiver), self.kind)
         self._egress = RtpEgress(self.sender.transport)
         self.sender.on_keyframe_request = self.producer.request_keyframe
         self.sender.on_nack = self.retransmit

@@ -22,6 +22,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from ..rtc.access import set_msid
 from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
@@ -154,8 +155,7 @@ class Participant:
         transceiver = self._take_slot(producer.kind)
         # One remote stream per publisher, one track id per producer: a browser groups the tracks by
         # publisher and sees a recycled m-line carry a new track (``a=msid``).
-        transceiver.sender._stream_id = producer.participant_id
-        transceiver.sender._track_id = producer.id
+        set_msid(transceiver.sender, producer.participant_id, producer.id)
         consumer = Consumer(producer, self.id, transceiver, self._retransmissions)
         self.consumers[producer.id] = consumer
         self._pending.append((consumer, self._offers_made))

@@ -12,6 +12,7 @@ from aiortc import RTCRtpTransceiver
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
+from ..rtc.access import negotiated_codecs
 from ..rtc.forwarding import ForwardingReceiver, ntp_now
 from ..rtc.nack import STREAM_RESET_DISTANCE
 from .history import PacketHistory, StoredPacket
@@ -63,7 +64,7 @@ class Producer:
     @property
     def codecs(self) -> dict[int, RTCRtpCodecParameters]:
         """Codecs the publisher may send, by payload type (negotiated in its answer)."""
-        return {c.payloadType: c for c in self._transceiver._codecs if c.payloadType is not None}
+        return {c.payloadType: c for c in negotiated_codecs(self._transceiver) if c.payloadType is not None}
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:

@@ -15,6 +15,8 @@ from aiortc import MediaStreamTrack
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RTCP_RTPFB, RTCP_RTPFB_NACK, is_rtcp, pack_rtcp_packet
 
+from ..rtc.access import RtpSend, intercept_rtp, send_rtp
+
 NACK_STORM_BYTES = 1172
 """The size of the NACK packets of the measured storm (issue 9): 290 FCI entries."""
 
@@ -48,14 +50,16 @@ class OutgoingRtp:
     def __init__(self, transport: RTCDtlsTransport) -> None:
         self.transport = transport
         self.last: dict[int, bytes] = {}
-        send = transport._send_rtp
 
-        async def recording(data: bytes) -> None:
-            if not is_rtcp(data) and len(data) >= 12:
-                self.last[struct.unpack_from("!I", data, 8)[0]] = data
-            await send(data)
+        def recording(send: RtpSend) -> RtpSend:
+            async def record(data: bytes) -> None:
+                if not is_rtcp(data) and len(data) >= 12:
+                    self.last[struct.unpack_from("!I", data, 8)[0]] = data
+                await send(data)
 
-        transport._send_rtp = recording  # type: ignore[method-assign]
+            return record
+
+        intercept_rtp(transport, recording)
 
 
 def silence(track: MediaStreamTrack) -> None:
@@ -74,4 +78,4 @@ def silence(track: MediaStreamTrack) -> None:
 
 async def send_protected(transport: RTCDtlsTransport, data: bytes) -> None:
     """Send one RTP or RTCP packet (as bytes) SRTP-protected on the attacker's own DTLS transport."""
-    await transport._send_rtp(data)
+    await send_rtp(transport, data)
