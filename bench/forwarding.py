@@ -94,7 +94,7 @@ def _child(conn: Connection, main: Callable[[Connection], Any]) -> None:
     import logging
 
     from sfu_geofence import eventloop
-    from sfu_geofence.testing.netguard import loopback_only
+    from sfu_geofence.netguard import loopback_only
 
     logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(name)s %(message)s")
     # Ctrl-C reaches the whole process group: the parent alone handles it and stops the children.
@@ -893,7 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ[ENV_UVLOOP] = "1" if args.uvloop else "0"  # read by the child processes
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally blocks
-    from sfu_geofence.testing.netguard import loopback_only
+    from sfu_geofence.netguard import loopback_only
 
     started = time.monotonic()
     sfu_windows: list[Window] = []

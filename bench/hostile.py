@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown attacks {sorted(unknown)}; choose from {', '.join(ATTACKS)}")
 
-    from sfu_geofence.testing.netguard import loopback_only
+    from sfu_geofence.netguard import loopback_only
     from sfu_geofence.testing.testdb import build_database
 
     load = os.getloadavg()

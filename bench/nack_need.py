@@ -28,8 +28,8 @@ from typing import Any
 from aiortc import RTCPeerConnection
 from aiortc.rtp import RTCP_RTPFB_NACK, AnyRtcpPacket, RtcpRtpfbPacket
 
+from sfu_geofence.netguard import loopback_only
 from sfu_geofence.synthetic.media import AudioClipParams, OpusTrack, VideoClipParams, Vp8Track, publish
-from sfu_geofence.testing.netguard import loopback_only
 from sfu_geofence.testing.peers import connect_pair
 
 

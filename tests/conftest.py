@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from sfu_geofence.netguard import LoopbackGuard, loopback_only
 from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver, running_coturn
 from sfu_geofence.testing.eventloops import GUARD_KEY
-from sfu_geofence.testing.netguard import LoopbackGuard, loopback_only
 from sfu_geofence.testing.netns import in_lan_namespace, is_own_lan_address
 
 # pytest_browser: tests marked `browser` run in a network namespace with only lo, and their fixtures

@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..testing.testdb import build_database  # needs mmdb-writer: only for this command
+    from ..core.dbbuild import build_database  # needs mmdb-writer: only for this command
 
     built = datetime.strptime(args.built, "%Y-%m-%d").replace(tzinfo=UTC) if args.built else None
     path = build_database(args.output, args.maps, shape=args.shape, built=built)

@@ -31,10 +31,10 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .. import eventloop
+from ..core.dbbuild import build_database
 from ..core.policy import RoomPolicy
 from ..server.admin_listener import DEFAULT_ADMIN_PORT
 from ..synthetic.media import AudioClipParams, VideoClipParams, encode_opus_clip, encode_vp8_clip
-from ..testing.testdb import build_database
 from .report import RoomRequest, RunRecord, StepRecord
 from .scenario import AddStep, CountryCount, KillStep, PeerSpec, Plan, PolicyStep, Step, plan_scenario
 from .worker import (

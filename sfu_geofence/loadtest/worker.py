@@ -31,6 +31,7 @@ from multiprocessing.connection import Connection
 from typing import Literal
 
 from .. import eventloop
+from ..netguard import loopback_only
 from ..synthetic.client import SyntheticPeer
 from ..synthetic.media import (
     AudioClipParams,
@@ -41,7 +42,6 @@ from ..synthetic.media import (
     encode_vp8_clip,
 )
 from ..synthetic.meter import TrackMeter
-from ..testing.netguard import loopback_only
 from .scenario import PeerSpec
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import pytest
 
 from ..eventloop import uvloop_enabled
-from .netguard import LoopbackGuard
+from ..netguard import LoopbackGuard
 
 GUARD_KEY = pytest.StashKey[LoopbackGuard]()
 

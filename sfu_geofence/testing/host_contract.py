@@ -29,9 +29,9 @@ from typing import ClassVar, Protocol, runtime_checkable
 import pytest
 
 from ..core.audit import EventKind
+from ..core.dbbuild import build_database
 from ..core.geofence import Geofence
 from ..core.policy import Enforcement, RelayedRule, RoomPolicy
-from .testdb import build_database
 from .wait import eventually
 
 #: Loopback ranges the contract database puts in countries (127.99.0.0/16 stays unknown).

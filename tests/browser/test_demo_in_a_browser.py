@@ -22,6 +22,7 @@ from playwright.async_api import Page
 
 from sfu_geofence.core.errors import DatabaseError
 from sfu_geofence.core.policy import RoomPolicy
+from sfu_geofence.netguard import LoopbackGuard
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app
@@ -29,7 +30,6 @@ from sfu_geofence.sfu import SfuObserver
 from sfu_geofence.sfu.participant import Participant
 from sfu_geofence.testing.browser import screenshot, video_advances, video_element_tracks
 from sfu_geofence.testing.demo_page import join, remote_tiles, tile_track, wait_for_remote_videos
-from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.pytest_browser import OpenPage
 from sfu_geofence.testing.server import app_on_loopback
 

@@ -22,6 +22,7 @@ from aiohttp.typedefs import Handler
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from playwright.async_api import Page
 
+from sfu_geofence.netguard import LoopbackGuard
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.synthetic.media import VideoClipParams, Vp8Track, encode_vp8_clip, publish
 from sfu_geofence.testing.browser import (
@@ -31,7 +32,6 @@ from sfu_geofence.testing.browser import (
     video_advances,
     video_element_tracks,
 )
-from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.netns import in_loopback_only_namespace
 from sfu_geofence.testing.pytest_browser import OpenPage
 

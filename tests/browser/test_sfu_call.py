@@ -11,11 +11,11 @@ import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Page
 
+from sfu_geofence.netguard import LoopbackGuard
 from sfu_geofence.server import SFU, ServerConfig, create_app
 from sfu_geofence.sfu import Sfu
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.browser import video_advances
-from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.pytest_browser import OpenPage
 from sfu_geofence.testing.wait import eventually
 

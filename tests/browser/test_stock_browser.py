@@ -21,10 +21,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Page
 
+from sfu_geofence.netguard import LoopbackGuard
 from sfu_geofence.server.admin import TOKEN_ENV
 from sfu_geofence.testing.browser import selected_candidate_pairs, video_advances, video_element_tracks
 from sfu_geofence.testing.demo_page import join, tile_track, wait_for_remote_videos
-from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.netns import LAN_IPV4, LAN_IPV6
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.pytest_browser import OpenPage

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.core.policy import RelayedRule, RoomPolicy
+from sfu_geofence.netguard import LoopbackGuard
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.demo import DemoConfig, create_demo_app
@@ -24,7 +25,6 @@ from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.testing.browser import video_advances
 from sfu_geofence.testing.coturn import TurnServer
 from sfu_geofence.testing.demo_page import join, tile_track, wait_for_remote_videos
-from sfu_geofence.testing.netguard import LoopbackGuard
 from sfu_geofence.testing.pytest_browser import OpenPage
 
 pytestmark = [pytest.mark.browser, pytest.mark.relay]

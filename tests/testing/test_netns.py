@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from sfu_geofence.testing.netguard import LoopbackGuard, NonLoopbackDestination
+from sfu_geofence.netguard import LoopbackGuard, NonLoopbackDestination
 from sfu_geofence.testing.netns import (
     LAN_INTERFACE,
     LAN_IPV4,

@@ -10,7 +10,7 @@ import pytest
 import uvloop
 
 from sfu_geofence import eventloop
-from sfu_geofence.testing.netguard import NonLoopbackDestination, is_loopback, loopback_only
+from sfu_geofence.netguard import NonLoopbackDestination, is_loopback, loopback_only
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import geoip2.database
 import maxminddb
 import pytest
 
-from sfu_geofence.testing.testdb import Assignment, build_database
+from sfu_geofence.core.dbbuild import Assignment, build_database
 
 
 def test_larger_networks_may_be_given_after_the_smaller_ones_inside_them(tmp_path: Path) -> None:
