@@ -244,17 +244,18 @@ async def nack_storm(attack: Attack) -> None:
 async def sequence_jumps(attack: Attack) -> None:
     from aiortc.rtp import RtpPacket
 
+    from sfu_geofence.rtc.access import sender_ssrc
     from sfu_geofence.testing.attacks import OutgoingRtp, send_protected, silence
 
     attacker = attack.attacker
     video = attacker.tracks[1]
     sender = next(t.sender for t in attacker.pc.getTransceivers() if t.sender.track is video)
     outgoing = OutgoingRtp(sender.transport)
-    while sender._ssrc not in outgoing.last:
+    while sender_ssrc(sender) not in outgoing.last:
         await asyncio.sleep(0.01)
     silence(video)
     await asyncio.sleep(0.1)
-    template = RtpPacket.parse(outgoing.last[sender._ssrc])
+    template = RtpPacket.parse(outgoing.last[sender_ssrc(sender)])
     sequence_number, timestamp = template.sequence_number, template.timestamp
 
     async def one() -> int:

@@ -12,6 +12,7 @@ import time
 import pytest
 from hostile_call import Call
 
+from sfu_geofence.rtc.access import sender_ssrc
 from sfu_geofence.sfu import Consumer
 from sfu_geofence.sfu.retransmission import (
     MAX_NACK_ENTRIES,
@@ -61,7 +62,7 @@ async def _settled(consumer: Consumer) -> None:
 async def test_a_nack_naming_one_packet_fifty_times_is_answered_once(call: Call) -> None:
     consumer = call.consumer(call.publisher, "audio", call.attacker)
     receiver = call.receiver(call.attacker, call.publisher, "audio")
-    ssrc = consumer.sender._ssrc
+    ssrc = sender_ssrc(consumer.sender)
     await send_protected(receiver.transport, nack(1, ssrc, [(_recent(consumer, 5), 0)] * 50))
     await send_protected(receiver.transport, nack(1, ssrc, [(_recent(consumer, 6), 0)]))  # a barrier
     await _answered(consumer, 2)
@@ -72,7 +73,7 @@ async def test_a_nack_naming_hundreds_of_numbers_has_at_most_64_looked_at(call: 
     consumer = call.consumer(call.publisher, "audio", call.attacker)
     receiver = call.receiver(call.attacker, call.publisher, "audio")
     await _history_of(call, 100)
-    ssrc = consumer.sender._ssrc
+    ssrc = sender_ssrc(consumer.sender)
     first = _recent(consumer, 20 * 17)
     await send_protected(receiver.transport, nack(1, ssrc, [(first + 17 * i, 0xFFFF) for i in range(20)]))
     await send_protected(receiver.transport, nack(1, ssrc, [(_recent(consumer, 2), 0)]))  # a barrier
@@ -87,7 +88,7 @@ async def test_a_storm_of_nacks_buys_at_most_the_budget_and_the_others_are_still
     consumer = call.consumer(call.publisher, "audio", call.attacker)
     receiver = call.receiver(call.attacker, call.publisher, "audio")
     await _history_of(call, MAX_NACK_ENTRIES)
-    ssrc = consumer.sender._ssrc
+    ssrc = sender_ssrc(consumer.sender)
     started = time.monotonic()
     for _ in range(20):  # each: the 64 most recent numbers, four entries of 16 + their pids
         first = _recent(consumer, MAX_NACK_ENTRIES)
@@ -106,7 +107,9 @@ async def test_a_storm_of_nacks_buys_at_most_the_budget_and_the_others_are_still
     honest = call.consumer(call.publisher, "audio", call.viewer)
     viewer_receiver = call.receiver(call.viewer, call.publisher, "audio")
     before = honest.retransmissions
-    await send_protected(viewer_receiver.transport, nack(1, honest.sender._ssrc, [(_recent(honest, 3), 0)]))
+    await send_protected(
+        viewer_receiver.transport, nack(1, sender_ssrc(honest.sender), [(_recent(honest, 3), 0)])
+    )
     await _answered(honest, before + 1)
     await call.advancing()
 
@@ -134,7 +137,7 @@ async def test_one_datagram_of_nacks_for_every_stream_buys_at_most_the_subscribe
     before_handled = handled()
     before_sent = sum(c.retransmissions for c in consumers)
     datagram = b"".join(
-        nack(1, c.sender._ssrc, [(_recent(c, MAX_NACK_ENTRIES) + 16 * i, 0x7FFF) for i in range(4)])
+        nack(1, sender_ssrc(c.sender), [(_recent(c, MAX_NACK_ENTRIES) + 16 * i, 0x7FFF) for i in range(4)])
         for c in consumers
     )
     started = time.monotonic()

@@ -13,6 +13,7 @@ import pytest
 from aiortc.rtp import RTCP_RTPFB_NACK, AnyRtcpPacket, RtcpRtpfbPacket, RtpPacket
 from hostile_call import Call
 
+from sfu_geofence.rtc.access import sender_ssrc
 from sfu_geofence.rtc.nack import STREAM_RESET_DISTANCE
 from sfu_geofence.testing.attacks import OutgoingRtp, jumped_rtp, send_protected, silence
 from sfu_geofence.testing.wait import eventually
@@ -31,7 +32,7 @@ async def test_jumps_ask_the_publisher_for_nothing_and_subscribers_see_a_continu
     video = attacker.tracks[1]
     video_sender = next(t.sender for t in attacker.pc.getTransceivers() if t.sender.track is video)
     outgoing = OutgoingRtp(video_sender.transport)
-    ssrc = video_sender._ssrc
+    ssrc = sender_ssrc(video_sender)
     await eventually(lambda: None if ssrc in outgoing.last else "no video sent yet", within=5)
     silence(video)
 

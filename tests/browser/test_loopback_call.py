@@ -23,7 +23,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from playwright.async_api import Page
 
 from sfu_geofence.netguard import LoopbackGuard
-from sfu_geofence.rtc.ice import IcePolicy, use_policy
+from sfu_geofence.rtc.forwarding import ice_connection_of
+from sfu_geofence.rtc.ice import IcePolicy, selected_pair, use_policy
 from sfu_geofence.synthetic.media import VideoClipParams, Vp8Track, encode_vp8_clip, publish
 from sfu_geofence.testing.browser import (
     inbound_video,
@@ -114,11 +115,6 @@ async def call_server() -> AsyncIterator[CallServer]:
         await runner.cleanup()
 
 
-def _ice_connection(pc: RTCPeerConnection) -> Any:
-    """The aioice connection behind the (bundled) transport: test introspection only."""
-    return pc.getTransceivers()[0].sender.transport.transport.iceGatherer._connection
-
-
 def _is_loopback_literal(host: str) -> bool:
     """An IP literal in 127.0.0.0/8 or ::1; never a name (mDNS ``.local`` or otherwise)."""
     return IcePolicy().allows_remote(host)
@@ -155,12 +151,14 @@ async def test_a_browser_receives_an_aiortc_peers_video_with_every_packet_on_loo
     assert offered, "the browser offered no candidates"
     assert all(_is_loopback_literal(host) for _, host in offered), offered
     [pc] = call_server.peers
-    connection = _ice_connection(pc)
+    connection = ice_connection_of(pc)
+    assert connection is not None
     assert connection.remote_candidates
     assert all(_is_loopback_literal(c.host) for c in connection.remote_candidates)
-    nominated = connection._nominated[1]
-    assert nominated.local_candidate.host == "127.0.0.1"
-    assert _is_loopback_literal(nominated.remote_addr[0])
+    nominated = selected_pair(connection)
+    assert nominated is not None
+    assert nominated.local_address[0] == "127.0.0.1"
+    assert _is_loopback_literal(nominated.remote_address[0])
     pairs = await selected_candidate_pairs(browser)
     assert pairs
     assert all(_is_loopback_literal(p.local_address) and p.remote_address == "127.0.0.1" for p in pairs)

@@ -13,6 +13,7 @@ import pytest
 from aiortc import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 
+from sfu_geofence.rtc.access import sender_ssrc
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
 from sfu_geofence.sfu import CloseReason, Consumer, Participant, SfuObserver
@@ -338,7 +339,7 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     receiver._handle_rtcp_packet = record  # type: ignore[method-assign,assignment]
     await eventually(lambda: None if reports else "no sender report", within=5)
     report = reports[-1]
-    assert report.ssrc == consumer.sender._ssrc
+    assert report.ssrc == sender_ssrc(consumer.sender)
     assert 0 < report.sender_info.packet_count <= consumer.sender.packets_sent
     assert report.sender_info.ntp_timestamp > 0
 
