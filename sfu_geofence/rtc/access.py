@@ -41,11 +41,6 @@ def set_msid(sender: RTCRtpSender, stream_id: str, track_id: str) -> None:
     sender._track_id = track_id
 
 
-def msid_of(sender: RTCRtpSender) -> tuple[str, str]:
-    """The stream and track ids the sender's ``a=msid`` line carries."""
-    return sender._stream_id, sender._track_id
-
-
 async def send_rtp(transport: RTCDtlsTransport, data: bytes) -> None:
     """Send one clear-text RTP or RTCP packet SRTP-protected on a DTLS transport."""
     await transport._send_rtp(data)
