@@ -4,6 +4,7 @@ This package's top level is the geofence core only; importing it imports neither
 """
 
 from .core.audit import AuditEvent, AuditLog, EventKind
+from .core.contract import CONTRACT_VERSION
 from .core.countries import country_code, is_country_code
 from .core.decision import Decision, Reason, Verdict
 from .core.errors import (
@@ -22,6 +23,7 @@ from .core.policystore import PolicyInForce, PolicyStore
 from .core.storage import StorageError
 
 __all__ = [
+    "CONTRACT_VERSION",
     "DBIP_ATTRIBUTION",
     "AuditEvent",
     "AuditLog",

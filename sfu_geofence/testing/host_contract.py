@@ -12,6 +12,9 @@ provides a :class:`HostHarness` through a ``harness`` fixture in a subclass of :
             yield MySfuHarness(sfu)
             await sfu.close()
 
+A harness states the contract version it keeps (``contract_version = sfu_geofence.CONTRACT_VERSION``
+once the host does what docs/plugin.md of that version says); the suite fails it on any other.
+
 The suite writes the database (``contract_database``) that puts the loopback ranges of
 :data:`CONTRACT_NETWORKS` in countries, so a harness that really connects peers from those
 addresses makes them really arrive from those countries. Policies are applied and databases
@@ -29,6 +32,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import pytest
 
 from ..core.audit import EventKind
+from ..core.contract import CONTRACT_VERSION
 from ..core.dbbuild import build_database
 from ..core.geofence import Geofence
 from ..core.policy import Enforcement, RelayedRule, RoomPolicy
@@ -56,6 +60,9 @@ class HostHarness(Protocol):
     def geofence(self) -> Geofence:
         """The geofence the host embeds, reading ``contract_database``."""
         ...
+
+    contract_version: int
+    """The version of docs/plugin.md's contract the host was written against (:data:`CONTRACT_VERSION`)."""
 
     supports_relay: bool
     """Whether :meth:`join` can make media arrive through a TURN relay (``relayed=True``)."""
@@ -89,6 +96,14 @@ class HostHarness(Protocol):
         """Participants of ``room`` the host holds any resource for (session, peer connection,
         transport, ...). A refused participant must never appear here."""
         ...
+
+
+def check_contract_version(declared: object) -> None:
+    """Fail, naming both versions, unless a host declares the contract version this core keeps."""
+    assert declared == CONTRACT_VERSION, (
+        f"the host keeps host contract version {declared!r}, the geofence core's is {CONTRACT_VERSION}: "
+        "read what changed in docs/plugin.md, adapt the host, then declare the new version"
+    )
 
 
 def write_contract_database(path: Path, *, moved: dict[str, str] | None = None) -> Path:
@@ -159,6 +174,9 @@ class HostContract:
         return [str(e.participant) for e in events]
 
     # -- the specification -------------------------------------------------------------------------
+
+    async def test_the_host_declares_the_contract_version_the_core_keeps(self, harness: HostHarness) -> None:
+        check_contract_version(getattr(harness, "contract_version", None))
 
     async def test_a_restricted_participant_is_refused_at_join_and_nothing_is_allocated(
         self, harness: HostHarness

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.audit import AuditLog
+from ..core.contract import CONTRACT_VERSION
 from ..core.geofence import EjectRequest, Geofence
 from ..core.policystore import PolicyStore
 
@@ -31,6 +32,7 @@ class Session:
 class ReferenceHost:
     """An in-process host: ``join`` stands for a signaling request, ``hang_up`` for a peer leaving."""
 
+    contract_version = CONTRACT_VERSION
     supports_relay = True
 
     def __init__(

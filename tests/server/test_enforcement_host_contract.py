@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from sfu_geofence.core.audit import EventKind
+from sfu_geofence.core.contract import CONTRACT_VERSION
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.server import IDENTITY, ServerConfig, create_geofenced_app
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
@@ -33,6 +34,7 @@ from sfu_geofence.testing.wait import eventually
 class SfuHarness:
     """The HostHarness over a served, geofenced SFU."""
 
+    contract_version = CONTRACT_VERSION
     supports_relay = True  # through a real coturn
 
     def __init__(self, served: Served, identities: dict[str, str], turn: TurnServer | None) -> None:

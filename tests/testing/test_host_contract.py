@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sfu_geofence.testing.host_contract import HostContract, HostHarness
+from sfu_geofence import CONTRACT_VERSION
+from sfu_geofence.testing.host_contract import HostContract, HostHarness, check_contract_version
 from sfu_geofence.testing.reference_host import ReferenceHost
 
 
@@ -35,3 +36,16 @@ async def test_the_reference_host_closes_only_the_ejected_participant_with_the_t
     assert host.closed == [("r", cn, "policy_changed")]
     assert host.connected("r") == frozenset({de})
     await host.close()
+
+
+def test_a_host_declaring_another_contract_version_fails_naming_both() -> None:
+    check_contract_version(CONTRACT_VERSION)
+    with pytest.raises(AssertionError, match=f"version 0, the geofence core's is {CONTRACT_VERSION}"):
+        check_contract_version(0)
+    with pytest.raises(AssertionError, match="version None"):
+        check_contract_version(None)  # a harness that declares none
+
+
+def test_docs_plugin_md_states_the_contract_version_the_core_keeps() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "plugin.md").read_text()
+    assert f"**Contract version: {CONTRACT_VERSION}** (`sfu_geofence.CONTRACT_VERSION`)" in text
