@@ -22,6 +22,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from ..protocol import KINDS
 from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
@@ -36,8 +37,6 @@ from .retransmission import (
 )
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("audio", "video")
 
 
 class WrongState(Exception):

@@ -20,11 +20,11 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.protocol import IceServer
 from sfu_geofence.rtc.machine import machine_ice_policy
 from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
-from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
