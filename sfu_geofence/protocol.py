@@ -9,8 +9,8 @@ from __future__ import annotations
 import enum
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import Field, dataclass, fields
+from typing import Any, ClassVar, Self
 
 
 class CloseCode(enum.IntEnum):
@@ -67,6 +67,20 @@ MAX_NAME_LENGTH = 64
 KINDS = ("audio", "video")
 
 
+class _Flat:
+    """A message whose fields go on the wire as they are, after its ``type``."""
+
+    type: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    def to_message(self) -> dict[str, Any]:
+        return {"type": self.type} | {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> Self:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
 @dataclass(frozen=True)
 class Join:
     """``join``: enter a room, saying which kinds of media the client will send."""
@@ -82,24 +96,18 @@ class Join:
 
 
 @dataclass(frozen=True)
-class Answer:
+class Answer(_Flat):
     """``answer``: the client's SDP answer to the last offer."""
 
     type: ClassVar[str] = "answer"
     sdp: str
 
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "sdp": self.sdp}
-
 
 @dataclass(frozen=True)
-class Leave:
+class Leave(_Flat):
     """``leave``: the client says goodbye (the server closes with 1000)."""
 
     type: ClassVar[str] = "leave"
-
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type}
 
 
 ClientMessage = Join | Answer | Leave
@@ -283,39 +291,25 @@ class OfferMessage:
 
 
 @dataclass(frozen=True)
-class ParticipantJoined:
+class ParticipantJoined(_Flat):
     """``participant-joined``: someone entered the room (their media comes in a later offer)."""
 
     type: ClassVar[str] = "participant-joined"
     participant: str
     name: str
 
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "participant": self.participant, "name": self.name}
-
-    @classmethod
-    def from_message(cls, data: dict[str, Any]) -> ParticipantJoined:
-        return cls(data["participant"], data["name"])
-
 
 @dataclass(frozen=True)
-class ParticipantLeft:
+class ParticipantLeft(_Flat):
     """``participant-left``: someone left, for whatever reason (never shared with the others)."""
 
     type: ClassVar[str] = "participant-left"
     participant: str
     name: str
 
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "participant": self.participant, "name": self.name}
-
-    @classmethod
-    def from_message(cls, data: dict[str, Any]) -> ParticipantLeft:
-        return cls(data["participant"], data["name"])
-
 
 @dataclass(frozen=True)
-class ErrorMessage:
+class ErrorMessage(_Flat):
     """``error``: a bad client message was ignored; the session continues."""
 
     type: ClassVar[str] = "error"
@@ -323,46 +317,25 @@ class ErrorMessage:
     """An :class:`ErrorCode` value."""
     message: str
 
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "code": self.code, "message": self.message}
-
-    @classmethod
-    def from_message(cls, data: dict[str, Any]) -> ErrorMessage:
-        return cls(data["code"], data["message"])
-
 
 @dataclass(frozen=True)
-class RefusedMessage:
+class RefusedMessage(_Flat):
     """``refused``: the join was refused (a close follows); the text concerns the refused client only."""
 
     type: ClassVar[str] = "refused"
     reason: str
 
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "reason": self.reason}
-
-    @classmethod
-    def from_message(cls, data: dict[str, Any]) -> RefusedMessage:
-        return cls(data["reason"])
-
 
 @dataclass(frozen=True)
-class EjectedMessage:
+class EjectedMessage(_Flat):
     """``ejected``: the client was removed by policy or by an operator (close 4409 follows)."""
 
     type: ClassVar[str] = "ejected"
     reason: str
 
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "reason": self.reason}
-
-    @classmethod
-    def from_message(cls, data: dict[str, Any]) -> EjectedMessage:
-        return cls(data["reason"])
-
 
 @dataclass(frozen=True)
-class ClosingMessage:
+class ClosingMessage(_Flat):
     """``closing``: the server is about to close the session.
 
     ``reason`` is a close reason's value (``protocol-error``, ``shutdown``...) or ``join-timeout``.
@@ -371,13 +344,6 @@ class ClosingMessage:
     type: ClassVar[str] = "closing"
     reason: str
     message: str
-
-    def to_message(self) -> dict[str, Any]:
-        return {"type": self.type, "reason": self.reason, "message": self.message}
-
-    @classmethod
-    def from_message(cls, data: dict[str, Any]) -> ClosingMessage:
-        return cls(data["reason"], data["message"])
 
 
 ServerMessage = (
