@@ -19,12 +19,10 @@ from ..protocol import (
     Join,
     Joined,
     Leave,
-    OfferedTrack,
     OfferMessage,
     ParticipantJoined,
     ParticipantLeft,
     ProtocolError,
-    PublishSlot,
     RefusedMessage,
     ServerMessage,
     encode,
@@ -60,11 +58,7 @@ CLOSE_CODE_FOR_REASON: dict[CloseReason, CloseCode] = {
 
 def offer_message(offer: Offer) -> OfferMessage:
     """The SFU's offer as the client sees it."""
-    return OfferMessage(
-        sdp=offer.sdp,
-        tracks=tuple(OfferedTrack(t.mid, t.participant, t.name, t.kind, t.producer) for t in offer.tracks),
-        publish=tuple(PublishSlot(mid, kind) for mid, kind in offer.publish),
-    )
+    return OfferMessage(offer.sdp, offer.tracks, offer.publish)
 
 
 def event_message(event: PeerEvent) -> ParticipantJoined | ParticipantLeft:
