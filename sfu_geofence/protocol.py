@@ -373,19 +373,24 @@ _SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
 
 
 def parse_server_message(text: str) -> ServerMessage:
-    """Read one server message (a client's side); ``ValueError`` for anything else.
+    """Read one server message (a client's side); ``ValueError`` for anything else."""
+    return server_message(json.loads(text))
 
-    The server is trusted by its clients, so this checks the type, not every field's bounds.
+
+def server_message(data: object) -> ServerMessage:
+    """The server message a decoded JSON value is; ``ValueError`` if it is none.
+
+    The server is trusted by its clients, so this checks the type and the fields' presence, not
+    every field's bounds.
     """
-    data = json.loads(text)
     name = data.get("type") if isinstance(data, dict) else None
     kind = _SERVER_MESSAGES.get(name) if isinstance(name, str) else None
-    if kind is None:
-        raise ValueError(f"not a server message: {text[:80]!r}")
+    if kind is None or not isinstance(data, dict):
+        raise ValueError(f"not a server message: {str(data)[:80]!r}")
     try:
         return kind.from_message(data)
     except (KeyError, TypeError) as exc:
-        raise ValueError(f"malformed {data['type']} message: {exc!r}") from None
+        raise ValueError(f"malformed {name} message: {exc!r}") from None
 
 
 def encode(message: ClientMessage | ServerMessage) -> str:

@@ -43,7 +43,7 @@ from ..protocol import (
     PublishSlot,
     ServerMessage,
     encode,
-    parse_server_message,
+    server_message,
 )
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, use_policy
 from ..rtc.keyframe import on_keyframe_request
@@ -110,7 +110,7 @@ class SyntheticPeer:
         self.messages: list[dict[str, Any]] = []
         """Every message from the server except offers, in order."""
         self.parsed: list[ServerMessage] = []
-        """:attr:`messages`, typed."""
+        """:attr:`messages` of the types this client knows (all the server sends today), typed."""
         self.transcript: list[str] = []
         """Every text frame from the server, offers included, as received (for privacy checks)."""
         self.offers = 0
@@ -178,14 +178,19 @@ class SyntheticPeer:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     continue
                 self.transcript.append(message.data)
-                parsed = parse_server_message(message.data)
+                data = json.loads(message.data)
+                try:
+                    parsed: ServerMessage | None = server_message(data)
+                except ValueError:
+                    parsed = None  # not one this client knows: kept in messages, not acted on
                 if isinstance(parsed, OfferMessage):
                     # Answered beside the reading, in order, as a browser does: a close (an ejection)
                     # that arrives meanwhile is read and acknowledged at once, its code kept.
                     self._answering = asyncio.ensure_future(self._answer_in_turn(self._answering, parsed))
                     continue
-                self.messages.append(json.loads(message.data))
-                self.parsed.append(parsed)
+                self.messages.append(data)
+                if parsed is not None:
+                    self.parsed.append(parsed)
                 if isinstance(parsed, Joined):
                     self.participant_id = parsed.participant
                     self.joined.set()
