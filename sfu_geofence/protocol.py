@@ -338,8 +338,11 @@ class EjectedMessage(_Flat):
 class ClosingMessage(_Flat):
     """``closing``: the server is about to close the session.
 
-    ``reason`` is a close reason's value (``protocol-error``, ``shutdown``...) or ``join-timeout``.
+    ``reason`` is a close reason's value (``protocol-error``, ``shutdown``...) or :attr:`JOIN_TIMEOUT`.
     """
+
+    JOIN_TIMEOUT: ClassVar[str] = "join-timeout"
+    """The client did not join in time (before any participant exists, so no close reason of the SFU's)."""
 
     type: ClassVar[str] = "closing"
     reason: str

@@ -284,7 +284,8 @@ class SignalingSession:
 
     def _join_timed_out(self) -> None:
         if self.participant is None and not self.channel.ended:
-            self._fatal(CloseCode.TIMEOUT, f"no join within {self._join_timeout:g} s", "join-timeout")
+            message = f"no join within {self._join_timeout:g} s"
+            self._fatal(CloseCode.TIMEOUT, message, ClosingMessage.JOIN_TIMEOUT)
 
     def _error(self, code: ErrorCode, message: str) -> None:
         self._errors += 1
