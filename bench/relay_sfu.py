@@ -19,10 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import WSMsgType, web
 from aiortc import (
@@ -35,11 +33,22 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 
+from sfu_geofence.protocol import (
+    KINDS,
+    Answer,
+    Join,
+    Joined,
+    Leave,
+    OfferedTrack,
+    OfferMessage,
+    ProtocolError,
+    PublishSlot,
+    encode,
+    parse_client_message,
+)
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("audio", "video")
 
 
 @dataclass
@@ -82,12 +91,15 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
         async for message in ws:
             if message.type is not WSMsgType.TEXT:
                 continue
-            data: dict[str, Any] = json.loads(message.data)
-            if data.get("type") == "join" and pc is None:
-                pc = await _join(state, ws, data)
-            elif data.get("type") == "answer" and pc is not None:
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type="answer"))
-            elif data.get("type") == "leave":
+            try:
+                parsed = parse_client_message(message.data)
+            except ProtocolError:
+                continue  # only the synthetic peers talk to it
+            if isinstance(parsed, Join) and pc is None:
+                pc = await _join(state, ws, parsed)
+            elif isinstance(parsed, Answer) and pc is not None:
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=parsed.sdp, type="answer"))
+            elif isinstance(parsed, Leave):
                 break
     finally:
         if pc is not None:
@@ -98,12 +110,10 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _join(state: RelayState, ws: web.WebSocketResponse, data: dict[str, Any]) -> RTCPeerConnection:
+async def _join(state: RelayState, ws: web.WebSocketResponse, join: Join) -> RTCPeerConnection:
     participant = f"r{next(state.ids)}"
-    publish = [kind for kind in KINDS if data.get("publish", {}).get(kind)]
-    await ws.send_json(
-        {"type": "joined", "participant": participant, "room": data.get("room", ""), "participants": []}
-    )
+    publish = [kind for kind in KINDS if kind in join.publish]
+    await ws.send_str(encode(Joined(participant, join.room, ())))
     if not publish:
         await state.published.wait()  # subscribers get the publisher's tracks in their first offer
     with use_policy(state.ice):
@@ -127,22 +137,20 @@ async def _join(state: RelayState, ws: web.WebSocketResponse, data: dict[str, An
                 pc.addTransceiver(state.relay.subscribe(track), direction="sendonly")
         await pc.setLocalDescription(await pc.createOffer())
     transceivers = pc.getTransceivers()
-    await ws.send_json(
-        {
-            "type": "offer",
-            "sdp": pc.localDescription.sdp,
-            "tracks": [_track_info(state, t) for t in transceivers if t.direction == "sendonly"],
-            "publish": [{"mid": t.mid, "kind": t.kind} for t in transceivers if t.direction == "recvonly"],
-        }
+    offer = OfferMessage(
+        sdp=pc.localDescription.sdp,
+        tracks=tuple(_track_info(state, t) for t in transceivers if t.direction == "sendonly"),
+        publish=tuple(PublishSlot(str(t.mid), t.kind) for t in transceivers if t.direction == "recvonly"),
     )
+    await ws.send_str(encode(offer))
     return pc
 
 
-def _track_info(state: RelayState, transceiver: RTCRtpTransceiver) -> dict[str, Any]:
-    return {
-        "mid": transceiver.mid,
-        "participant": state.publisher,
-        "name": "publisher",
-        "kind": transceiver.kind,
-        "producer": f"relay-{transceiver.kind}",
-    }
+def _track_info(state: RelayState, transceiver: RTCRtpTransceiver) -> OfferedTrack:
+    return OfferedTrack(
+        mid=str(transceiver.mid),
+        participant=state.publisher,
+        name="publisher",
+        kind=transceiver.kind,
+        producer=f"relay-{transceiver.kind}",
+    )

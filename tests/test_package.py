@@ -16,17 +16,22 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
-def test_importing_the_package_imports_neither_aiortc_nor_aiohttp() -> None:
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("sfu_geofence", "Geofence"), ("sfu_geofence.protocol", "Join")],
+    ids=["the core", "the signaling protocol"],
+)
+def test_importing_the_package_imports_neither_aiortc_nor_aiohttp(module: str, name: str) -> None:
     code = (
-        "import sfu_geofence, sys; "
+        f"import {module}, sys; "
         "bad = [m for m in ('aiortc', 'aiohttp', 'aioice') if m in sys.modules]; "
-        "assert not bad, bad; print(sfu_geofence.Geofence.__name__)"
+        f"assert not bad, bad; print({module}.{name}.__name__)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False
     )
-    assert (result.returncode, result.stdout.strip()) == (0, "Geofence"), result.stderr
+    assert (result.returncode, result.stdout.strip()) == (0, name), result.stderr
 
 
 def test_the_embedded_database_and_its_licence_are_package_data() -> None:

@@ -32,6 +32,7 @@ from typing import Literal
 
 from .. import eventloop
 from ..netguard import loopback_only
+from ..protocol import ClosingMessage, EjectedMessage, RefusedMessage
 from ..synthetic.client import SyntheticPeer
 from ..synthetic.media import (
     AudioClipParams,
@@ -248,16 +249,11 @@ class Worker:
         at = time.monotonic()
         if self._stopping:  # we closed it ourselves at the end
             return
-        types = [m.get("type") for m in peer.messages]
-        kind: EventKind = "refused" if "refused" in types else "ejected" if "ejected" in types else "closed"
-        detail = next(
-            (
-                str(m.get("reason", ""))
-                for m in peer.messages
-                if m.get("type") in ("refused", "ejected", "closing")
-            ),
-            "",
-        )
+        ends = [m for m in peer.parsed if isinstance(m, RefusedMessage | EjectedMessage | ClosingMessage)]
+        refused = any(isinstance(m, RefusedMessage) for m in ends)
+        ejected = any(isinstance(m, EjectedMessage) for m in ends)
+        kind: EventKind = "refused" if refused else "ejected" if ejected else "closed"
+        detail = ends[0].reason if ends else ""
         self._send(PeerEvent(spec.name, kind, at, close_code=peer.close_code, detail=detail))
         await peer.close()
 

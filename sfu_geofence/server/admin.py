@@ -39,7 +39,7 @@ from ..core.geofence import Geofence, ParticipantView
 from ..core.policy import RoomPolicy
 from ..core.policystore import PolicyInForce
 from ..core.storage import StorageError
-from .protocol import ROOM_PATTERN
+from ..protocol import ROOM_PATTERN
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..core.geolocation import unmapped_network
 from ..core.policystore import PolicySource
+from ..protocol import IceServer
 from ..rtc.ice import IcePolicy, IPNetwork
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig
@@ -29,7 +30,6 @@ from .dbwatch import DatabaseWatch
 from .drain import Drain
 from .enforcement import GeofenceHost
 from .metrics import Metrics
-from .protocol import IceServer
 from .remote import ProxyConfig, install_trusted_proxies, participant_address
 from .retention import AuditRetention
 from .signaling import SignalingSession

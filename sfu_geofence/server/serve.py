@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import eventloop
+from ..protocol import IceServer
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
 from .admin import TOKEN_ENV, AdminConfig
 from .admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
@@ -28,7 +29,6 @@ from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from .caps import Caps
 from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 from .logs import keep_addresses_at_debug
-from .protocol import IceServer
 from .remote import ProxyConfig
 from .state import StateConfig
 

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ..protocol import (
+    Answer,
+    CloseCode,
+    ClosingMessage,
+    EjectedMessage,
+    ErrorCode,
+    ErrorMessage,
+    IceServer,
+    Join,
+    Joined,
+    Leave,
+    OfferMessage,
+    ParticipantJoined,
+    ParticipantLeft,
+    ProtocolError,
+    RefusedMessage,
+    ServerMessage,
+    encode,
+    parse_client_message,
+)
 from ..sfu import (
     AnswerTooLarge,
     CloseReason,
@@ -22,27 +40,31 @@ from ..sfu import (
     WrongState,
 )
 from .caps import AdmissionGate
-from .protocol import (
-    CLOSE_CODE_FOR_REASON,
-    Answer,
-    CloseCode,
-    ErrorCode,
-    IceServer,
-    Join,
-    Joined,
-    Leave,
-    ProtocolError,
-    closing_message,
-    error_message,
-    event_message,
-    offer_message,
-    parse_client_message,
-    refused_message,
-)
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_ERROR = CloseReason.INTERNAL_ERROR.value
+
+CLOSE_CODE_FOR_REASON: dict[CloseReason, CloseCode] = {
+    CloseReason.LEFT: CloseCode.NORMAL,
+    CloseReason.SHUTDOWN: CloseCode.GOING_AWAY,
+    CloseReason.DISCONNECTED: CloseCode.DISCONNECTED,
+    CloseReason.EJECTED: CloseCode.EJECTED,
+    CloseReason.NEGOTIATION_TIMEOUT: CloseCode.TIMEOUT,
+    CloseReason.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
+    CloseReason.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
+}
+
+
+def offer_message(offer: Offer) -> OfferMessage:
+    """The SFU's offer as the client sees it."""
+    return OfferMessage(offer.sdp, offer.tracks, offer.publish)
+
+
+def event_message(event: PeerEvent) -> ParticipantJoined | ParticipantLeft:
+    """Someone else's arrival or departure, as the client sees it (id and display name only)."""
+    kind = ParticipantJoined if event.type == ParticipantJoined.type else ParticipantLeft
+    return kind(event.participant, event.name)
 
 
 MAX_CLOSE_REASON_BYTES = 123
@@ -73,13 +95,13 @@ class WebSocketChannel:
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self._ws = ws
-        self._queue: asyncio.Queue[dict[str, Any] | _Close] = asyncio.Queue()
+        self._queue: asyncio.Queue[ServerMessage | _Close] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write())
         self.ended = False
         self.close_code_override: int | None = None
         """A more specific close code the edge chose before ending the session (e.g. invalid SDP)."""
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ServerMessage) -> None:
         if not self.ended:
             self._queue.put_nowait(message)
 
@@ -91,9 +113,9 @@ class WebSocketChannel:
 
     def end(self, reason: CloseReason, detail: str) -> None:
         if reason is CloseReason.EJECTED:
-            self.send({"type": "ejected", "reason": detail})
+            self.send(EjectedMessage(detail))
         elif reason is not CloseReason.LEFT:
-            self.send(closing_message(reason.value, detail))
+            self.send(ClosingMessage(reason.value, detail))
         code = self.close_code_override or CLOSE_CODE_FOR_REASON[reason]
         self.close(code, detail)
 
@@ -112,7 +134,7 @@ class WebSocketChannel:
                 if isinstance(item, _Close):
                     await ws.close(code=item.code, message=close_reason_bytes(item.message))
                     return
-                await ws.send_str(json.dumps(item))
+                await ws.send_str(encode(item))
         except (ConnectionError, RuntimeError):
             pass  # the client is gone; the receive loop notices
 
@@ -177,7 +199,7 @@ class SignalingSession:
         one is the SFU's, which closes it with the same reason."""
         if self.participant is None:
             message = "the server is shutting down"
-            self.channel.send(closing_message(CloseReason.SHUTDOWN.value, message))
+            self.channel.send(ClosingMessage(CloseReason.SHUTDOWN.value, message))
             self.channel.close(CloseCode.GOING_AWAY, message)
 
     async def _handle_text(self, text: str) -> bool:
@@ -239,10 +261,10 @@ class SignalingSession:
         room = self.sfu.rooms[join.room]
         # Queued before the first offer, which the participant's negotiation task sends later.
         others = tuple((o.id, o.name) for o in room.participants.values() if o is not participant)
-        self.channel.send(Joined(participant.id, join.room, others, self._ice_servers).to_message())
+        self.channel.send(Joined(participant.id, join.room, others, self._ice_servers))
 
     def _refuse(self, reason: str, code: CloseCode) -> None:
-        self.channel.send(refused_message(reason))
+        self.channel.send(RefusedMessage(reason))
         self.channel.close(code, reason)
 
     async def _answer(self, answer: Answer) -> None:
@@ -262,19 +284,20 @@ class SignalingSession:
 
     def _join_timed_out(self) -> None:
         if self.participant is None and not self.channel.ended:
-            self._fatal(CloseCode.TIMEOUT, f"no join within {self._join_timeout:g} s", "join-timeout")
+            message = f"no join within {self._join_timeout:g} s"
+            self._fatal(CloseCode.TIMEOUT, message, ClosingMessage.JOIN_TIMEOUT)
 
     def _error(self, code: ErrorCode, message: str) -> None:
         self._errors += 1
         if self._errors > self._max_errors:
             self._fatal(CloseCode.PROTOCOL_ERROR, "too many protocol errors")
             return
-        self.channel.send(error_message(code, message))
+        self.channel.send(ErrorMessage(code, message))
 
     def _fatal(self, code: CloseCode, message: str, reason: str = CloseReason.PROTOCOL_ERROR.value) -> None:
         self.channel.close_code_override = code
         if self.participant is None:
-            self.channel.send(closing_message(reason, message))
+            self.channel.send(ClosingMessage(reason, message))
             self.channel.close(code, message)
         else:
             internal = code is CloseCode.INTERNAL_ERROR

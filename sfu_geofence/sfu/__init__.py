@@ -10,7 +10,6 @@ from .events import (
     PeerEvent,
     Refusal,
     SfuObserver,
-    TrackInfo,
 )
 from .participant import AnswerTooLarge, InvalidAnswer, Participant, WrongState
 from .producer import Producer
@@ -35,6 +34,5 @@ __all__ = [
     "Sfu",
     "SfuConfig",
     "SfuObserver",
-    "TrackInfo",
     "WrongState",
 ]

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from ..protocol import OfferedTrack, PublishSlot
+
 if TYPE_CHECKING:
     from ..rtc.ice import SelectedPair
     from .consumer import Consumer
@@ -69,26 +71,15 @@ AdmissionHook = Callable[[JoinRequest], Refusal | None]
 
 
 @dataclass(frozen=True)
-class TrackInfo:
-    """One forwarded track in an offer: which m-line carries whose media."""
-
-    mid: str
-    participant: str
-    """Publisher's participant id."""
-    name: str
-    """Publisher's display name."""
-    kind: str
-    producer: str
-
-
-@dataclass(frozen=True)
 class Offer:
-    """A server-made SDP offer and the map of its send m-lines."""
+    """A server-made SDP offer and the map of its m-lines (the protocol's own values: the edge sends
+    them as they are)."""
 
     sdp: str
-    tracks: tuple[TrackInfo, ...]
-    publish: tuple[tuple[str, str], ...] = ()
-    """(mid, kind) of the m-lines on which the server expects the client's own media."""
+    tracks: tuple[OfferedTrack, ...]
+    """Which send m-line carries whose media."""
+    publish: tuple[PublishSlot, ...] = ()
+    """The m-lines on which the server expects the client's own media."""
 
 
 @dataclass(frozen=True)

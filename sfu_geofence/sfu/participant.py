@@ -22,12 +22,13 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from ..protocol import KINDS, OfferedTrack, PublishSlot
 from ..rtc.access import set_msid
 from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
 from .consumer import Consumer
-from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver, TrackInfo
+from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver
 from .negotiation import NegotiationScheduler
 from .producer import Producer
 from .retransmission import (
@@ -37,8 +38,6 @@ from .retransmission import (
 )
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("audio", "video")
 
 
 class WrongState(Exception):
@@ -239,7 +238,7 @@ class Participant:
 
     def _describe(self, sdp: str) -> Offer:
         tracks = tuple(
-            TrackInfo(
+            OfferedTrack(
                 mid=consumer.transceiver.mid,
                 participant=consumer.producer.participant_id,
                 name=consumer.producer.participant_name,
@@ -249,7 +248,7 @@ class Participant:
             for consumer in self.consumers.values()
             if consumer.transceiver.mid is not None
         )
-        publish = tuple((t.mid, t.kind) for t in self._publications if t.mid is not None)
+        publish = tuple(PublishSlot(t.mid, t.kind) for t in self._publications if t.mid is not None)
         return Offer(sdp=sdp, tracks=tracks, publish=publish)
 
     async def handle_answer(self, sdp: str) -> None:

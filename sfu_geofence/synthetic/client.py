@@ -32,6 +32,19 @@ from aiortc import (
     RTCSessionDescription,
 )
 
+from ..protocol import (
+    Answer,
+    ClientMessage,
+    Join,
+    Joined,
+    Leave,
+    OfferedTrack,
+    OfferMessage,
+    PublishSlot,
+    ServerMessage,
+    encode,
+    server_message,
+)
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, use_policy
 from ..rtc.keyframe import on_keyframe_request
 from ..rtc.tap import tap_of
@@ -96,6 +109,8 @@ class SyntheticPeer:
         """What this peer receives, by producer id."""
         self.messages: list[dict[str, Any]] = []
         """Every message from the server except offers, in order."""
+        self.parsed: list[ServerMessage] = []
+        """:attr:`messages` of the types this client knows (all the server sends today), typed."""
         self.transcript: list[str] = []
         """Every text frame from the server, offers included, as received (for privacy checks)."""
         self.offers = 0
@@ -141,15 +156,16 @@ class SyntheticPeer:
             await self.connect()
         if publish is None:
             publish = {t.kind: True for t in self.tracks}
-        await self.send({"type": "join", "room": self.room, "name": self.name, "publish": publish})
+        kinds = frozenset(kind for kind, on in publish.items() if on)
+        await self.send(Join(self.room, self.name, kinds))
         joined = asyncio.ensure_future(self.joined.wait())
         closed = asyncio.ensure_future(self.closed.wait())
         await asyncio.wait({joined, closed}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
         joined.cancel()
         closed.cancel()
 
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.send_raw(json.dumps(message))
+    async def send(self, message: ClientMessage) -> None:
+        await self.send_raw(encode(message))
 
     async def send_raw(self, text: str) -> None:
         assert self._ws is not None
@@ -163,14 +179,20 @@ class SyntheticPeer:
                     continue
                 self.transcript.append(message.data)
                 data = json.loads(message.data)
-                if data.get("type") == "offer":
+                try:
+                    parsed: ServerMessage | None = server_message(data)
+                except ValueError:
+                    parsed = None  # not one this client knows: kept in messages, not acted on
+                if isinstance(parsed, OfferMessage):
                     # Answered beside the reading, in order, as a browser does: a close (an ejection)
                     # that arrives meanwhile is read and acknowledged at once, its code kept.
-                    self._answering = asyncio.ensure_future(self._answer_in_turn(self._answering, data))
+                    self._answering = asyncio.ensure_future(self._answer_in_turn(self._answering, parsed))
                     continue
                 self.messages.append(data)
-                if data.get("type") == "joined":
-                    self.participant_id = data["participant"]
+                if parsed is not None:
+                    self.parsed.append(parsed)
+                if isinstance(parsed, Joined):
+                    self.participant_id = parsed.participant
                     self.joined.set()
         except Exception:
             logger.exception("synthetic peer %s: reading signaling failed", self.name)
@@ -178,7 +200,7 @@ class SyntheticPeer:
             self.close_code = self._ws.close_code
             self.closed.set()
 
-    async def _answer_in_turn(self, previous: asyncio.Future[None] | None, offer: dict[str, Any]) -> None:
+    async def _answer_in_turn(self, previous: asyncio.Future[None] | None, offer: OfferMessage) -> None:
         if previous is not None:
             await asyncio.wait({previous})
         try:
@@ -188,40 +210,37 @@ class SyntheticPeer:
         except Exception:
             logger.exception("synthetic peer %s: answering an offer failed", self.name)
 
-    async def _answer(self, offer: dict[str, Any]) -> None:
+    async def _answer(self, offer: OfferMessage) -> None:
         self.offers += 1
         if self._closing:
             return
-        self._live = {track["producer"] for track in offer["tracks"]}
-        new: list[dict[str, str]] = []
-        for track in offer["tracks"]:
-            if track["producer"] not in self.received:
-                new.append(track)
+        self._live = {track.producer for track in offer.tracks}
+        new = [track for track in offer.tracks if track.producer not in self.received]
         with use_policy(self._policy):
             if self.pc is None:
                 self.pc = RTCPeerConnection(self._configuration)
             pc = self.pc
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type="offer"))
             # Before aiortc starts the receivers (it does once this coroutine yields): no decoder.
-            self._meter_new_tracks(pc, new, {slot["mid"] for slot in offer["publish"]})
+            self._meter_new_tracks(pc, new, {slot.mid for slot in offer.publish})
             if not self._published:
                 self._published = True
-                self._attach_tracks(pc, offer["publish"])
+                self._attach_tracks(pc, offer.publish)
             await pc.setLocalDescription(await pc.createAnswer())
         if self._prepare is not None and self.answers == 0:
             self._prepare(pc)
         sdp = pc.localDescription.sdp
         if self._rewrite_answer is not None:
             sdp = self._rewrite_answer(sdp)
-        await self.send({"type": "answer", "sdp": sdp})
+        await self.send(Answer(sdp))
         self.answers += 1
 
-    def _attach_tracks(self, pc: RTCPeerConnection, publish: list[dict[str, str]]) -> None:
+    def _attach_tracks(self, pc: RTCPeerConnection, publish: Sequence[PublishSlot]) -> None:
         by_mid: dict[str | None, RTCRtpTransceiver] = {t.mid: t for t in pc.getTransceivers()}
         tracks = list(self.tracks)
         for slot in publish:
-            transceiver = by_mid.get(slot["mid"])
-            track = next((t for t in tracks if t.kind == slot["kind"]), None)
+            transceiver = by_mid.get(slot.mid)
+            track = next((t for t in tracks if t.kind == slot.kind), None)
             if transceiver is None or track is None:
                 continue
             tracks.remove(track)
@@ -230,16 +249,16 @@ class SyntheticPeer:
             if isinstance(track, ClipTrack):
                 on_keyframe_request(transceiver.sender, track.request_keyframe)
 
-    def _meter_new_tracks(self, pc: RTCPeerConnection, new: list[dict[str, str]], publish: set[str]) -> None:
+    def _meter_new_tracks(self, pc: RTCPeerConnection, new: list[OfferedTrack], publish: set[str]) -> None:
         by_mid = {t.mid: t for t in pc.getTransceivers()}
         for track in new:
-            transceiver = by_mid[track["mid"]]
-            self.received[track["producer"]] = Received(
-                mid=track["mid"],
-                participant=track["participant"],
-                kind=track["kind"],
-                producer=track["producer"],
-                meter=self.meter.attach(transceiver, track["participant"]),
+            transceiver = by_mid[track.mid]
+            self.received[track.producer] = Received(
+                mid=track.mid,
+                participant=track.participant,
+                kind=track.kind,
+                producer=track.producer,
+                meter=self.meter.attach(transceiver, track.participant),
             )
         for transceiver in by_mid.values():
             if transceiver.mid not in publish and tap_of(transceiver.receiver) is None:
@@ -251,7 +270,7 @@ class SyntheticPeer:
         """Say goodbye and close everything."""
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ConnectionError):
-                await self.send({"type": "leave"})
+                await self.send(Leave())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.closed.wait(), 5)
         await self.close()

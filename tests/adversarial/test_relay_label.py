@@ -18,6 +18,7 @@ import aiohttp
 
 from sfu_geofence.core.audit import AuditEvent, EventKind
 from sfu_geofence.core.policy import Enforcement, RoomPolicy
+from sfu_geofence.protocol import EjectedMessage
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
@@ -68,11 +69,12 @@ async def test_a_self_declared_relay_is_ejected_for_its_media_country_and_audite
     async with relabelling_participant(ServerConfig(db_path=str(database))) as (served, peer):
         await asyncio.wait_for(peer.closed.wait(), WITHIN)
         assert peer.close_code == 4409
-        assert peer.messages[-1] == {
-            "type": "ejected",
-            "reason": "You were removed: your media comes from China (CN), "
-            "where this meeting is not accessible.",
-        }
+        assert (
+            peer.messages[-1]
+            == EjectedMessage(
+                "You were removed: your media comes from China (CN), where this meeting is not accessible."
+            ).to_message()
+        )
         [event] = media_events(served, peer)
         assert (event.address, event.country, event.outcome, event.detail) == (
             CN_MEDIA,

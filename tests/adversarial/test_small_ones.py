@@ -21,6 +21,7 @@ import pytest
 
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
+from sfu_geofence.protocol import Answer, ErrorMessage, Join, OfferMessage, encode
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.remote import ProxyConfig
@@ -63,11 +64,7 @@ async def test_deeply_nested_json_is_a_malformed_message_and_the_session_goes_on
         await peer.connect()
         await peer.send_raw(DEEP)
         await eventually(lambda: None if peer.messages else "no answer to the nested message", within=5)
-        assert peer.messages[0] == {
-            "type": "error",
-            "code": "malformed-json",
-            "message": "message nests too deeply",
-        }
+        assert peer.messages[0] == ErrorMessage("malformed-json", "message nests too deeply").to_message()
         await peer.join(publish={})
         assert peer.participant_id is not None
     finally:
@@ -82,10 +79,10 @@ async def test_a_deeply_nested_operator_request_body_is_a_400(served: Served) ->
 class _SurrogateAnswerer(SyntheticPeer):
     """Answers its first offer with an SDP whose mid is a lone surrogate (and no fingerprint)."""
 
-    async def _answer(self, offer: dict[str, Any]) -> None:
+    async def _answer(self, offer: OfferMessage) -> None:
         sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
         sdp += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:\ud800\r\n"
-        await self.send_raw(json.dumps({"type": "answer", "sdp": sdp}))  # json escapes it: "\ud800"
+        await self.send(Answer(sdp))  # json escapes it: "\ud800"
 
 
 async def test_a_lone_surrogate_in_an_answer_or_a_name_is_an_invalid_message(served: Served) -> None:
@@ -93,18 +90,19 @@ async def test_a_lone_surrogate_in_an_answer_or_a_name_is_an_invalid_message(ser
     try:
         await peer.join(publish={"audio": True})
         await eventually(lambda: None if len(peer.messages) >= 2 else f"messages: {peer.messages}", within=10)
-        assert peer.messages[1] == {
-            "type": "error",
-            "code": "invalid-message",
-            "message": '"sdp" must be valid Unicode (it has a lone surrogate)',
-        }
+        assert (
+            peer.messages[1]
+            == ErrorMessage(
+                "invalid-message", '"sdp" must be valid Unicode (it has a lone surrogate)'
+            ).to_message()
+        )
         assert not peer.closed.is_set()
     finally:
         await peer.close()
     named = SyntheticPeer(served.url, "room", "127.1.0.12")
     try:
         await named.connect()
-        await named.send_raw(json.dumps({"type": "join", "room": "room", "name": "\ud800", "publish": {}}))
+        await named.send(Join("room", "\ud800", frozenset()))
         await eventually(lambda: None if named.messages else "no answer to the join", within=5)
         assert named.messages[0]["code"] == "invalid-message"
     finally:
@@ -144,7 +142,7 @@ async def test_an_ipv4_mapped_forwarded_entry_of_a_trusted_proxy_is_that_proxy(s
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(PROXY, 0))) as session,
         session.ws_connect(served.url, headers=headers) as ws,
     ):
-        await ws.send_str(json.dumps({"type": "join", "room": "spoof", "publish": {}}))
+        await ws.send_str(encode(Join("spoof", publish=frozenset())))
         first = json.loads((await ws.receive(timeout=10)).data)
     assert first["type"] == "refused", first
     [event] = served.geofence.audit.events(room="spoof", kind=EventKind.ADMISSION)

@@ -12,6 +12,7 @@ from aiohttp import web
 from playwright.async_api import Page
 
 from sfu_geofence.netguard import LoopbackGuard
+from sfu_geofence.protocol import ParticipantLeft
 from sfu_geofence.server import SFU, ServerConfig, create_app
 from sfu_geofence.sfu import Sfu
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
@@ -98,9 +99,8 @@ async def test_two_browsers_and_an_aiortc_peer_each_receive_the_others_and_a_lea
             lambda: None if tab_ids[0] not in sfu.participants else "still in the room", within=10
         )
         await video_advances(tabs[1], tracks=[videos[str(peer.participant_id)]], frames=20, within=30)
-        assert {"type": "participant-left", "participant": tab_ids[0], "name": "tab0"} in await tabs[
-            1
-        ].evaluate("window.messages")
+        left = ParticipantLeft(tab_ids[0], "tab0").to_message()
+        assert left in await tabs[1].evaluate("window.messages")
         assert loopback_guard.violations == []
     finally:
         await peer.close()

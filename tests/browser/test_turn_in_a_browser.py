@@ -18,10 +18,10 @@ from aiohttp import web
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.core.policy import RelayedRule, RoomPolicy
 from sfu_geofence.netguard import LoopbackGuard
+from sfu_geofence.protocol import IceServer
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
 from sfu_geofence.server.demo import DemoConfig, create_demo_app
-from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.testing.browser import video_advances
 from sfu_geofence.testing.coturn import TurnServer
 from sfu_geofence.testing.demo_page import join, tile_track, wait_for_remote_videos

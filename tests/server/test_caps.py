@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 
+from sfu_geofence.protocol import Join, Joined, RefusedMessage, encode, parse_server_message
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.app import GATE
 from sfu_geofence.server.caps import AdmissionGate, Cap, Caps
@@ -152,10 +152,9 @@ async def test_joining_too_fast_is_refused_with_4430_before_anything_is_allocate
             await second.join(publish={})
             await second.closed.wait()
             assert second.messages == [
-                {
-                    "type": "refused",
-                    "reason": "Too many joins from your address: wait a few seconds and try again.",
-                }
+                RefusedMessage(
+                    "Too many joins from your address: wait a few seconds and try again."
+                ).to_message()
             ]
             assert second.close_code == 4430
             assert list(served.sfu.participants) == [first.participant_id]
@@ -223,7 +222,7 @@ async def test_the_total_participant_cap_is_refused_with_4503() -> None:
             await second.join(publish={})
             await second.closed.wait()
             assert second.messages == [
-                {"type": "refused", "reason": "The server is at capacity: try again later."}
+                RefusedMessage("The server is at capacity: try again later.").to_message()
             ]
             assert second.close_code == 4503
         finally:
@@ -236,6 +235,6 @@ async def _joined_without_answering(url: str, address: str) -> AsyncIterator[aio
     """A client that joins and never answers its offer: its join stays in progress."""
     connector = aiohttp.TCPConnector(local_addr=(address, 0))
     async with aiohttp.ClientSession(connector=connector) as session, session.ws_connect(url) as ws:
-        await ws.send_str(json.dumps({"type": "join", "room": "r", "name": "silent"}))
-        assert json.loads((await ws.receive(timeout=10)).data)["type"] == "joined"
+        await ws.send_str(encode(Join("r", "silent")))
+        assert isinstance(parse_server_message((await ws.receive(timeout=10)).data), Joined)
         yield ws

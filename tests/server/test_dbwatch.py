@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from sfu_geofence import EventKind, Geofence
+from sfu_geofence.protocol import EjectedMessage
 from sfu_geofence.server.admin import TOKEN_ENV
 from sfu_geofence.server.dbwatch import DatabaseWatch, FileVersion
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
@@ -186,10 +187,12 @@ async def test_serve_ejects_who_a_replaced_database_moves_into_a_denied_country_
             replace_atomically(database, write_contract_database(tmp_path / "moved.mmdb", moved={"DE": "CN"}))
             await asyncio.wait_for(de.closed.wait(), 20)
             assert de.close_code == 4409
-            assert de.messages[-1] == {
-                "type": "ejected",
-                "reason": "You were removed: this meeting is no longer accessible from China (CN).",
-            }
+            assert (
+                de.messages[-1]
+                == EjectedMessage(
+                    "You were removed: this meeting is no longer accessible from China (CN)."
+                ).to_message()
+            )
             before = (_frames_from(us, tw), _frames_from(tw, us))
             await eventually(
                 lambda: (

@@ -20,11 +20,11 @@ from aiohttp.test_utils import make_mocked_request
 from sfu_geofence.cli import main
 from sfu_geofence.commands import demo as demo_command
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.protocol import IceServer, Join, Leave, RefusedMessage, encode
 from sfu_geofence.rtc.machine import machine_ice_policy
 from sfu_geofence.server import GEOFENCE_HOST, SFU, ServerConfig, create_geofenced_app
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.server.demo import SAMPLE_ORIGINS, DemoConfig, create_demo_app, pretend_origin
-from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, stop
@@ -72,11 +72,11 @@ def admin_url(demo_served: Served) -> str:
 async def _joined_address(app: web.Application, ws_url: str, room: str = "r1") -> str:
     """Join over a real WebSocket and return the address the SFU admitted the participant with."""
     async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
-        await ws.send_str(json.dumps({"type": "join", "room": room, "name": "n"}))
+        await ws.send_str(encode(Join(room, "n")))
         joined: dict[str, Any] = json.loads((await ws.receive(timeout=10)).data)
         assert joined["type"] == "joined", joined
         address = app[SFU].participants[joined["participant"]].address
-        await ws.send_str(json.dumps({"type": "leave"}))
+        await ws.send_str(encode(Leave()))
         await ws.receive(timeout=10)
         return address
 
@@ -116,10 +116,10 @@ async def test_the_demo_admits_through_the_geofence_a_room_policy_refuses_the_pr
         async with http.put(f"{admin_url}/api/rooms/r1/policy", json=policy, headers=headers) as response:
             assert response.status == 200, await response.text()
         async with http.ws_connect(ws + "?from=CN") as refused:
-            await refused.send_str(json.dumps({"type": "join", "room": "r1", "name": "n"}))
+            await refused.send_str(encode(Join("r1", "n")))
             answer = json.loads((await refused.receive(timeout=10)).data)
             closed = await refused.receive(timeout=10)
-        assert answer == {"type": "refused", "reason": "This meeting is not accessible from China (CN)."}
+        assert answer == RefusedMessage("This meeting is not accessible from China (CN).").to_message()
         assert (closed.type, refused.close_code) == (aiohttp.WSMsgType.CLOSE, 4403)
         assert await _joined_address(demo_app, ws + "?from=DE") == "194.25.0.60"
         async with http.get(f"{admin_url}/api/audit", headers=headers) as response:

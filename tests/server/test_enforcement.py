@@ -22,6 +22,14 @@ import pytest
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import Geofence
 from sfu_geofence.core.policy import Enforcement, RelayedRule, RoomPolicy
+from sfu_geofence.protocol import (
+    ClosingMessage,
+    EjectedMessage,
+    Join,
+    ParticipantLeft,
+    RefusedMessage,
+    encode,
+)
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig
 from sfu_geofence.server.admin import AdminConfig
@@ -203,12 +211,14 @@ async def test_a_policy_applied_live_ejects_cn_alone_while_everyone_elses_media_
 
         await gone(served, cn)
         assert cn.close_code == 4409
-        assert cn.messages[-1] == {
-            "type": "ejected",
-            "reason": "You were removed: this meeting is no longer accessible from China (CN).",
-        }
+        assert (
+            cn.messages[-1]
+            == EjectedMessage(
+                "You were removed: this meeting is no longer accessible from China (CN)."
+            ).to_message()
+        )
         # The others hear only that it left, and their streams run on for two more seconds.
-        left = {"type": "participant-left", "participant": cn.participant_id, "name": "cn"}
+        left = ParticipantLeft(str(cn.participant_id), "cn").to_message()
         await eventually(
             lambda: None if all(left in p.messages for p in stayers) else "participant-left missing",
             within=WITHIN,
@@ -247,7 +257,7 @@ async def test_a_policy_applied_live_ejects_cn_alone_while_everyone_elses_media_
         again = await refused_join(served, "meeting", address("CN", 1))
         assert again.close_code == 4403
         assert again.messages == [
-            {"type": "refused", "reason": "This meeting is not accessible from China (CN)."}
+            RefusedMessage("This meeting is not accessible from China (CN).").to_message()
         ]
         assert len(served.sfu.rooms["meeting"].participants) == 3
 
@@ -329,10 +339,10 @@ async def test_an_operator_ejects_one_participant_by_hand(served: Served, api: A
         assert status == 202, body
         await gone(served, peers["DE"])
         assert peers["DE"].close_code == 4409
-        assert peers["DE"].messages[-1] == {
-            "type": "ejected",
-            "reason": "An operator removed you from this meeting.",
-        }
+        assert (
+            peers["DE"].messages[-1]
+            == EjectedMessage("An operator removed you from this meeting.").to_message()
+        )
         assert not peers["US"].closed.is_set()
 
 
@@ -369,11 +379,13 @@ async def test_media_from_a_restricted_country_ejects_a_participant_whose_signal
             assert sneaky.participant_id is not None  # its signaling comes from the US
             await gone(served, sneaky)
             assert sneaky.close_code == 4409
-            assert sneaky.messages[-1] == {
-                "type": "ejected",
-                "reason": "You were removed: your media comes from China (CN), "
-                "where this meeting is not accessible.",
-            }
+            assert (
+                sneaky.messages[-1]
+                == EjectedMessage(
+                    "You were removed: your media comes from China (CN), "
+                    "where this meeting is not accessible."
+                ).to_message()
+            )
             assert not peers["DE"].closed.is_set()
             status, audit = await api.call("GET", f"/audit?participant={sneaky.participant_id}&kind=media")
             assert status == 200
@@ -396,7 +408,7 @@ async def join_with_headers(served: Served, source: str, headers: dict[str, str]
         aiohttp.ClientSession(connector=connector) as session,
         session.ws_connect(served.url, headers=headers) as ws,
     ):
-        await ws.send_str(json.dumps({"type": "join", "room": "spoof", "publish": {}}))
+        await ws.send_str(encode(Join("spoof", publish=frozenset())))
         messages: list[dict[str, Any]] = []
         async for message in ws:
             if message.type is aiohttp.WSMsgType.TEXT:
@@ -483,11 +495,9 @@ async def test_an_unknown_country_refused_by_the_room_is_told_so(served: Served)
     peer = await refused_join(served, "strict", "127.99.0.1")
     assert peer.close_code == 4403
     assert peer.messages == [
-        {
-            "type": "refused",
-            "reason": "This meeting is not accessible from an unknown location "
-            "(your country could not be determined).",
-        }
+        RefusedMessage(
+            "This meeting is not accessible from an unknown location (your country could not be determined)."
+        ).to_message()
     ]
 
 
@@ -498,7 +508,7 @@ async def test_a_geofence_that_cannot_decide_is_an_internal_error_not_a_refusal_
     peer = await refused_join(served, "any", address("US", 41))
     assert peer.close_code == 4500  # not 4403: nobody's country was refused
     # Generic: nothing about the geofence, and no "refused" (nobody was).
-    assert peer.messages == [{"type": "closing", "reason": "internal-error", "message": "internal error"}]
+    assert peer.messages == [ClosingMessage("internal-error", "internal error").to_message()]
     assert "admission of" in caplog.text
     assert "the geofence is closed" in caplog.text
     assert "Traceback" not in caplog.text  # an expected fault, logged once at error level, not a crash

@@ -18,6 +18,7 @@ import pytest
 
 from sfu_geofence.core.countries import country_name
 from sfu_geofence.core.policy import RoomPolicy
+from sfu_geofence.protocol import EjectedMessage, RefusedMessage
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
@@ -135,12 +136,14 @@ async def test_no_message_to_a_participant_carries_another_participants_address_
             assert offers >= 1, f"{someone.name} got no offer"
 
     # What each one is told about itself: its own country, and only in its own refusal or ejection.
-    assert dave.peer.messages[-1] == {
-        "type": "ejected",
-        "reason": "You were removed: this meeting is no longer accessible from China (CN).",
-    }
+    assert (
+        dave.peer.messages[-1]
+        == EjectedMessage(
+            "You were removed: this meeting is no longer accessible from China (CN)."
+        ).to_message()
+    )
     assert erin.peer.messages == [
-        {"type": "refused", "reason": "This meeting is not accessible from China (CN)."}
+        RefusedMessage("This meeting is not accessible from China (CN).").to_message()
     ]
     # The others were told only that dave and bob left.
     assert alice.peer is not None

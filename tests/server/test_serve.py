@@ -20,9 +20,9 @@ from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
 from sfu_geofence.core.errors import ClosedError
+from sfu_geofence.protocol import ClosingMessage, IceServer
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from sfu_geofence.server.caps import Caps
-from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
 from sfu_geofence.server.state import StateConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
@@ -323,9 +323,9 @@ async def test_sigterm_during_a_call_tells_everyone_shutdown_with_1001_and_exits
             await asyncio.wait_for(peer.closed.wait(), 5)
             assert peer.close_code == 1001, peer.name
             closing = [m for m in peer.messages if m["type"] == "closing"]
-            assert closing == [
-                {"type": "closing", "reason": "shutdown", "message": "the server is shutting down"}
-            ], peer.name
+            assert closing == [ClosingMessage("shutdown", "the server is shutting down").to_message()], (
+                peer.name
+            )
         # The audit log was flushed and closed: everything is in audit.sqlite, no write-ahead log left.
         assert not (tmp_path / "audit.sqlite-wal").exists()
         with contextlib.closing(sqlite3.connect(tmp_path / "audit.sqlite")) as db:

@@ -9,8 +9,18 @@ from typing import Any
 
 import pytest
 
+from sfu_geofence.protocol import (
+    Answer,
+    ClientMessage,
+    ClosingMessage,
+    ErrorMessage,
+    IceServer,
+    Join,
+    OfferMessage,
+    RefusedMessage,
+    encode,
+)
 from sfu_geofence.server import ServerConfig
-from sfu_geofence.server.protocol import IceServer
 from sfu_geofence.server.signaling import close_reason_bytes
 from sfu_geofence.sfu import JoinRequest, Refusal
 from sfu_geofence.synthetic.client import SyntheticPeer, synthetic_tracks
@@ -78,12 +88,12 @@ async def test_a_bad_message_gets_a_specific_error_and_the_session_goes_on(
 
 async def test_joining_twice_is_the_wrong_state(client: SyntheticPeer) -> None:
     await client.join(publish={})
-    error = await _errors_after(client, json.dumps({"type": "join", "room": "room-x"}))
-    assert error == {"type": "error", "code": "wrong-state", "message": "already joined"}
+    error = await _errors_after(client, encode(Join("room-x")))
+    assert error == ErrorMessage("wrong-state", "already joined").to_message()
 
 
 async def test_an_oversized_message_closes_with_4413(client: SyntheticPeer) -> None:
-    await client.send({"type": "answer", "sdp": "x" * (ServerConfig().max_message_bytes + 1)})
+    await client.send(Answer("x" * (ServerConfig().max_message_bytes + 1)))
     await asyncio.wait_for(client.closed.wait(), 5)
     assert client.close_code == 4413
 
@@ -95,9 +105,7 @@ async def test_a_client_that_never_joins_is_closed_with_4408() -> None:
             await peer.connect()
             await asyncio.wait_for(peer.closed.wait(), 5)
             assert peer.close_code == 4408
-            assert peer.messages == [
-                {"type": "closing", "reason": "join-timeout", "message": "no join within 0.5 s"}
-            ]
+            assert peer.messages == [ClosingMessage("join-timeout", "no join within 0.5 s").to_message()]
         finally:
             await peer.close()
 
@@ -155,8 +163,8 @@ def _video_frames(peers: list[SyntheticPeer]) -> int:
 
 
 def _answer_garbage(peer: SyntheticPeer) -> Any:
-    async def answer(offer: dict[str, Any]) -> None:
-        await peer.send({"type": "answer", "sdp": "v=0\r\nthis is not an answer\r\n"})
+    async def answer(offer: OfferMessage) -> None:
+        await peer.send(Answer("v=0\r\nthis is not an answer\r\n"))
 
     return answer
 
@@ -174,7 +182,7 @@ async def test_a_refused_join_gets_the_reason_and_4403_and_nothing_is_allocated(
             await peer.join()
             await asyncio.wait_for(peer.closed.wait(), 5)
             assert peer.close_code == 4403
-            assert peer.messages == [{"type": "refused", "reason": "not in this room"}]
+            assert peer.messages == [RefusedMessage("not in this room").to_message()]
             assert peer.offers == 0
             assert served.sfu.participants == {}
             assert served.sfu.rooms == {}
@@ -187,11 +195,11 @@ def _answer_then(peer: SyntheticPeer, alter: Callable[[str], str], close_pc: boo
     """Answer like the peer does, but send ``alter(answer)``; ``close_pc``: nobody answers ICE checks."""
     answer_for_real = peer._answer
 
-    async def answer(offer: dict[str, Any]) -> None:
-        sent: list[dict[str, Any]] = []
+    async def answer(offer: OfferMessage) -> None:
+        sent: list[ClientMessage] = []
         send = peer.send
 
-        async def keep(message: dict[str, Any]) -> None:
+        async def keep(message: ClientMessage) -> None:
             sent.append(message)
 
         peer.send = keep  # type: ignore[method-assign]
@@ -202,7 +210,8 @@ def _answer_then(peer: SyntheticPeer, alter: Callable[[str], str], close_pc: boo
         if close_pc and peer.pc is not None:
             await peer.pc.close()  # its candidates now point at loopback ports nobody listens on
         for message in sent:
-            await peer.send({**message, "sdp": alter(message["sdp"])})
+            assert isinstance(message, Answer)
+            await peer.send(Answer(alter(message.sdp)))
 
     return answer
 
@@ -230,11 +239,10 @@ async def test_a_media_connection_that_never_comes_up_is_closed_with_4410() -> N
             await peer.join(publish={"audio": True})
             await asyncio.wait_for(peer.closed.wait(), 10)
             assert peer.close_code == 4410
-            assert peer.messages[-1] == {
-                "type": "closing",
-                "reason": "disconnected",
-                "message": "no media connection within 1 s of the answer",
-            }
+            assert (
+                peer.messages[-1]
+                == ClosingMessage("disconnected", "no media connection within 1 s of the answer").to_message()
+            )
             assert served.sfu.participants == {}
         finally:
             await peer.close()
@@ -252,7 +260,7 @@ async def test_the_message_limit_counts_utf8_bytes_not_characters() -> None:
         try:
             await peer.connect()
             # 700 characters, over 1000 bytes.
-            await peer.send_raw(json.dumps({"type": "answer", "sdp": "é" * 600}, ensure_ascii=False))
+            await peer.send_raw(json.dumps(Answer("é" * 600).to_message(), ensure_ascii=False))
             await asyncio.wait_for(peer.closed.wait(), 5)
             assert peer.close_code == 4413
         finally:

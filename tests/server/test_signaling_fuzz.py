@@ -29,6 +29,16 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sfu_geofence.protocol import (
+    KINDS,
+    Answer,
+    Join,
+    Joined,
+    Leave,
+    OfferMessage,
+    encode,
+    parse_server_message,
+)
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.caps import Caps
@@ -275,9 +285,9 @@ class Session:
     async def _open(self) -> aiohttp.ClientWebSocketResponse:
         ws = await self.http.ws_connect(self.url, max_msg_size=0)
         if self.room is not None:
-            await ws.send_json({"type": "join", "room": self.room, "publish": {}})
-            joined = json.loads((await ws.receive(timeout=30)).data)
-            assert joined["type"] == "joined", joined
+            await ws.send_str(encode(Join(self.room, publish=frozenset())))
+            joined = parse_server_message((await ws.receive(timeout=30)).data)
+            assert isinstance(joined, Joined), joined
         return ws
 
     async def exchange(self, frame: Frame) -> Expected:
@@ -322,15 +332,13 @@ class Fuzz:
         """Join, take the offer, answer it with broken lines: refused (4415) or, if still sound, accepted."""
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(self.served.url, max_msg_size=0)
-            await ws.send_json(
-                {"type": "join", "room": "fuzz-sdp", "publish": {"audio": True, "video": True}}
-            )
-            offer: dict[str, Any] = {}
-            while offer.get("type") != "offer":
-                offer = json.loads((await ws.receive(timeout=30)).data)
-            answer = mutate_sdp(await real_answer(offer["sdp"]), edits)
-            await ws.send_json({"type": "answer", "sdp": answer})
-            await ws.send_json({"type": "leave"})  # read only if the answer was sound after all
+            await ws.send_str(encode(Join("fuzz-sdp", publish=frozenset(KINDS))))
+            offer = parse_server_message((await ws.receive(timeout=30)).data)
+            while not isinstance(offer, OfferMessage):
+                offer = parse_server_message((await ws.receive(timeout=30)).data)
+            answer = mutate_sdp(await real_answer(offer.sdp), edits)
+            await ws.send_str(encode(Answer(answer)))
+            await ws.send_str(encode(Leave()))  # read only if the answer was sound after all
             self.sent += 1
             reply = await ws.receive(timeout=30)
             closing = json.loads(reply.data) if reply.type is aiohttp.WSMsgType.TEXT else {}

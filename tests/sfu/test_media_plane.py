@@ -13,6 +13,7 @@ import pytest
 from aiortc import RTCRtpReceiver
 from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, unpack_remb_fci
 
+from sfu_geofence.protocol import EjectedMessage, ParticipantLeft
 from sfu_geofence.rtc.access import sender_ssrc
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
@@ -150,9 +151,7 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
     for stayer in stayers:
         left = [m for m in stayer.messages if m["type"] == "participant-left"]
-        assert left == [
-            {"type": "participant-left", "participant": leaver.participant_id, "name": leaver.name}
-        ]
+        assert left == [ParticipantLeft(str(leaver.participant_id), leaver.name).to_message()]
         # The leaver's tracks are gone from the stayer's current m-lines.
         assert {t.participant for t in stayer.live_tracks()} == {s.participant_id for s in stayers} - {
             stayer.participant_id
@@ -200,7 +199,7 @@ async def test_a_participant_that_vanishes_is_removed_within_5_s_and_the_others_
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for peer in room:
-            assert {"type": "participant-left", "participant": doomed, "name": "doomed"} in peer.messages
+            assert ParticipantLeft(doomed, "doomed").to_message() in peer.messages
     finally:
         await stop(process)
 
@@ -234,7 +233,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         assert not served.sfu.remove_participant(str(target.participant_id), CloseReason.EJECTED, "twice")
         await asyncio.wait_for(target.closed.wait(), 5)
         assert target.close_code == 4409
-        assert target.messages[-1] == {"type": "ejected", "reason": "not allowed here"}
+        assert target.messages[-1] == EjectedMessage("not allowed here").to_message()
         await eventually(
             lambda: None if removed.pc.connectionState == "closed" else "connection open", within=5
         )
@@ -248,11 +247,7 @@ async def test_removing_one_participant_tells_it_why_and_the_others_only_that_it
         assert gaps["video"] <= 3 * VIDEO_INTERVAL, gaps
         assert gaps["audio"] <= 3 * AUDIO_INTERVAL, gaps
         for other in others:
-            assert {
-                "type": "participant-left",
-                "participant": target.participant_id,
-                "name": "p1",
-            } in other.messages
+            assert ParticipantLeft(str(target.participant_id), "p1").to_message() in other.messages
             assert "not allowed here" not in str(other.messages)
         assert recorder.history == [
             ("joined", "p0"),

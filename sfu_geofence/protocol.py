@@ -1,14 +1,16 @@
-"""The signaling protocol's messages, errors and close codes (documented in docs/protocol.md)."""
+"""The signaling protocol (docs/protocol.md): every message in both directions, errors and close codes.
+
+Typed values with their wire form, and nothing else: no aiohttp, no SFU. The server (``signaling.py``),
+the synthetic client and the tests all build and read messages here, so the wire format is written once.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
-
-from ..sfu.events import CloseReason, Offer, PeerEvent
+from dataclasses import Field, dataclass, fields
+from typing import Any, ClassVar, Self
 
 
 class CloseCode(enum.IntEnum):
@@ -42,17 +44,6 @@ class CloseCode(enum.IntEnum):
     """A server bug; the client may retry."""
 
 
-CLOSE_CODE_FOR_REASON: dict[CloseReason, CloseCode] = {
-    CloseReason.LEFT: CloseCode.NORMAL,
-    CloseReason.SHUTDOWN: CloseCode.GOING_AWAY,
-    CloseReason.DISCONNECTED: CloseCode.DISCONNECTED,
-    CloseReason.EJECTED: CloseCode.EJECTED,
-    CloseReason.NEGOTIATION_TIMEOUT: CloseCode.TIMEOUT,
-    CloseReason.PROTOCOL_ERROR: CloseCode.PROTOCOL_ERROR,
-    CloseReason.INTERNAL_ERROR: CloseCode.INTERNAL_ERROR,
-}
-
-
 class ErrorCode(enum.StrEnum):
     """``code`` of a non-fatal ``error`` message: the session continues."""
 
@@ -76,21 +67,47 @@ MAX_NAME_LENGTH = 64
 KINDS = ("audio", "video")
 
 
+class _Flat:
+    """A message whose fields go on the wire as they are, after its ``type``."""
+
+    type: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    def to_message(self) -> dict[str, Any]:
+        return {"type": self.type} | {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> Self:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
 @dataclass(frozen=True)
 class Join:
+    """``join``: enter a room, saying which kinds of media the client will send."""
+
+    type: ClassVar[str] = "join"
     room: str
-    name: str
-    publish: frozenset[str]
+    name: str = ""
+    publish: frozenset[str] = frozenset(KINDS)
+
+    def to_message(self) -> dict[str, Any]:
+        publish = {kind: True for kind in KINDS if kind in self.publish}
+        return {"type": self.type, "room": self.room, "name": self.name, "publish": publish}
 
 
 @dataclass(frozen=True)
-class Answer:
+class Answer(_Flat):
+    """``answer``: the client's SDP answer to the last offer."""
+
+    type: ClassVar[str] = "answer"
     sdp: str
 
 
 @dataclass(frozen=True)
-class Leave:
-    pass
+class Leave(_Flat):
+    """``leave``: the client says goodbye (the server closes with 1000)."""
+
+    type: ClassVar[str] = "leave"
 
 
 ClientMessage = Join | Answer | Leave
@@ -185,6 +202,7 @@ class IceServer:
 class Joined:
     """``joined``: the join is accepted; who is there already, and the ICE servers to use."""
 
+    type: ClassVar[str] = "joined"
     participant: str
     room: str
     participants: tuple[tuple[str, str], ...]
@@ -193,7 +211,7 @@ class Joined:
 
     def to_message(self) -> dict[str, Any]:
         message: dict[str, Any] = {
-            "type": "joined",
+            "type": self.type,
             "participant": self.participant,
             "room": self.room,
             "participants": [{"participant": pid, "name": name} for pid, name in self.participants],
@@ -202,39 +220,182 @@ class Joined:
             message["ice_servers"] = [server.to_message() for server in self.ice_servers]
         return message
 
-
-def offer_message(offer: Offer) -> dict[str, Any]:
-    return {
-        "type": "offer",
-        "sdp": offer.sdp,
-        "tracks": [
-            {
-                "mid": t.mid,
-                "participant": t.participant,
-                "name": t.name,
-                "kind": t.kind,
-                "producer": t.producer,
-            }
-            for t in offer.tracks
-        ],
-        "publish": [{"mid": mid, "kind": kind} for mid, kind in offer.publish],
-    }
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> Joined:
+        return cls(
+            participant=data["participant"],
+            room=data["room"],
+            participants=tuple((p["participant"], p["name"]) for p in data["participants"]),
+            ice_servers=tuple(
+                IceServer(s["urls"], s.get("username"), s.get("credential"))
+                for s in data.get("ice_servers", ())
+            ),
+        )
 
 
-def event_message(event: PeerEvent) -> dict[str, Any]:
-    return {"type": event.type, "participant": event.participant, "name": event.name}
+@dataclass(frozen=True)
+class OfferedTrack:
+    """One sendonly m-line of an offer: whose track arrives on it."""
+
+    mid: str
+    participant: str
+    name: str
+    kind: str
+    producer: str
 
 
-def closing_message(reason: str, message: str) -> dict[str, Any]:
-    """Sent before the server closes a session: ``reason`` is a :class:`CloseReason` value or
-    ``join-timeout``."""
-    return {"type": "closing", "reason": reason, "message": message}
+@dataclass(frozen=True)
+class PublishSlot:
+    """One recvonly m-line of an offer, on which the server expects the client's media of ``kind``."""
+
+    mid: str
+    kind: str
 
 
-def refused_message(reason: str) -> dict[str, Any]:
-    """The join was refused; ``reason`` concerns the refused client only."""
-    return {"type": "refused", "reason": reason}
+@dataclass(frozen=True)
+class OfferMessage:
+    """``offer``: the server's SDP offer, and the current mapping of its m-lines."""
+
+    type: ClassVar[str] = "offer"
+    sdp: str
+    tracks: tuple[OfferedTrack, ...] = ()
+    publish: tuple[PublishSlot, ...] = ()
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "sdp": self.sdp,
+            "tracks": [
+                {
+                    "mid": t.mid,
+                    "participant": t.participant,
+                    "name": t.name,
+                    "kind": t.kind,
+                    "producer": t.producer,
+                }
+                for t in self.tracks
+            ],
+            "publish": [{"mid": slot.mid, "kind": slot.kind} for slot in self.publish],
+        }
+
+    @classmethod
+    def from_message(cls, data: dict[str, Any]) -> OfferMessage:
+        return cls(
+            sdp=data["sdp"],
+            tracks=tuple(
+                OfferedTrack(t["mid"], t["participant"], t["name"], t["kind"], t["producer"])
+                for t in data["tracks"]
+            ),
+            publish=tuple(PublishSlot(slot["mid"], slot["kind"]) for slot in data["publish"]),
+        )
 
 
-def error_message(code: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "code": code, "message": message}
+@dataclass(frozen=True)
+class ParticipantJoined(_Flat):
+    """``participant-joined``: someone entered the room (their media comes in a later offer)."""
+
+    type: ClassVar[str] = "participant-joined"
+    participant: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ParticipantLeft(_Flat):
+    """``participant-left``: someone left, for whatever reason (never shared with the others)."""
+
+    type: ClassVar[str] = "participant-left"
+    participant: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ErrorMessage(_Flat):
+    """``error``: a bad client message was ignored; the session continues."""
+
+    type: ClassVar[str] = "error"
+    code: str
+    """An :class:`ErrorCode` value."""
+    message: str
+
+
+@dataclass(frozen=True)
+class RefusedMessage(_Flat):
+    """``refused``: the join was refused (a close follows); the text concerns the refused client only."""
+
+    type: ClassVar[str] = "refused"
+    reason: str
+
+
+@dataclass(frozen=True)
+class EjectedMessage(_Flat):
+    """``ejected``: the client was removed by policy or by an operator (close 4409 follows)."""
+
+    type: ClassVar[str] = "ejected"
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClosingMessage(_Flat):
+    """``closing``: the server is about to close the session.
+
+    ``reason`` is a close reason's value (``protocol-error``, ``shutdown``...) or :attr:`JOIN_TIMEOUT`.
+    """
+
+    JOIN_TIMEOUT: ClassVar[str] = "join-timeout"
+    """The client did not join in time (before any participant exists, so no close reason of the SFU's)."""
+
+    type: ClassVar[str] = "closing"
+    reason: str
+    message: str
+
+
+ServerMessage = (
+    Joined
+    | OfferMessage
+    | ParticipantJoined
+    | ParticipantLeft
+    | ErrorMessage
+    | RefusedMessage
+    | EjectedMessage
+    | ClosingMessage
+)
+
+_SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
+    kind.type: kind
+    for kind in (
+        Joined,
+        OfferMessage,
+        ParticipantJoined,
+        ParticipantLeft,
+        ErrorMessage,
+        RefusedMessage,
+        EjectedMessage,
+        ClosingMessage,
+    )
+}
+
+
+def parse_server_message(text: str) -> ServerMessage:
+    """Read one server message (a client's side); ``ValueError`` for anything else."""
+    return server_message(json.loads(text))
+
+
+def server_message(data: object) -> ServerMessage:
+    """The server message a decoded JSON value is; ``ValueError`` if it is none.
+
+    The server is trusted by its clients, so this checks the type and the fields' presence, not
+    every field's bounds.
+    """
+    name = data.get("type") if isinstance(data, dict) else None
+    kind = _SERVER_MESSAGES.get(name) if isinstance(name, str) else None
+    if kind is None or not isinstance(data, dict):
+        raise ValueError(f"not a server message: {str(data)[:80]!r}")
+    try:
+        return kind.from_message(data)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"malformed {name} message: {exc!r}") from None
+
+
+def encode(message: ClientMessage | ServerMessage) -> str:
+    """The text frame that carries ``message``."""
+    return json.dumps(message.to_message())
