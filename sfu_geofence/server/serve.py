@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .. import eventloop
-from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, networks
+from ..core.addresses import IPNetwork
+from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, networks
 from .admin import TOKEN_ENV, AdminConfig
 from .admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
 from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
