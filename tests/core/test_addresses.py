@@ -26,7 +26,7 @@ def test_an_address_is_read_as_the_one_it_names(written: str, meant: str) -> Non
 
 @pytest.mark.parametrize("text", ["localhost", "", "1.2.3.4.5", "%eth0"])
 def test_a_name_or_garbage_is_not_an_address(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         parse_address(text)
 
 
