@@ -17,6 +17,7 @@ from .core.errors import (
 )
 from .core.geofence import DatabaseAlarm, EjectCallback, EjectRequest, Geofence, ParticipantView, Trigger
 from .core.geolocation import DBIP_ATTRIBUTION, DatabaseInfo, Location, Locator, normalise_address
+from .core.outcome import DatabaseReload, Ejection, Outcome, PolicyChange
 from .core.policy import Enforcement, Mode, RelayedRule, RoomPolicy, UnknownRule
 from .core.policystore import PolicyInForce, PolicyStore
 from .core.storage import StorageError
@@ -29,9 +30,11 @@ __all__ = [
     "DatabaseAlarm",
     "DatabaseError",
     "DatabaseInfo",
+    "DatabaseReload",
     "Decision",
     "EjectCallback",
     "EjectRequest",
+    "Ejection",
     "Enforcement",
     "EventKind",
     "Geofence",
@@ -42,8 +45,10 @@ __all__ = [
     "Location",
     "Locator",
     "Mode",
+    "Outcome",
     "ParticipantError",
     "ParticipantView",
+    "PolicyChange",
     "PolicyInForce",
     "PolicyStore",
     "Reason",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .geolocation import Source
+from .outcome import Outcome
 
 
 class Verdict(StrEnum):
@@ -68,8 +69,8 @@ class Decision:
         return self.verdict is Verdict.ADMIT or not self.enforced
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Outcome:
         """``admitted``, ``refused`` or (monitor mode) ``would_refuse``: the audit log's wording."""
         if self.verdict is Verdict.ADMIT:
-            return "admitted"
-        return "refused" if self.enforced else "would_refuse"
+            return Outcome.ADMITTED
+        return Outcome.REFUSED if self.enforced else Outcome.WOULD_REFUSE

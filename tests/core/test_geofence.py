@@ -27,6 +27,7 @@ from sfu_geofence import (
     Verdict,
 )
 from sfu_geofence.core.mediaaudit import MediaAuditLimit
+from sfu_geofence.core.outcome import Outcome
 from sfu_geofence.testing.testdb import build_database
 
 CN, HK, DE, US, UNKNOWN = "127.86.0.1", "127.85.0.1", "127.49.0.1", "127.1.0.1", "127.99.0.1"
@@ -287,7 +288,7 @@ def test_a_database_reload_ejects_who_moved_and_a_corrupt_file_keeps_the_old(
     assert fence.database == before
     assert host.requests == []
     moved = build_database(tmp_path / "moved.mmdb", ["127.49.0.0/16=CN", "127.1.0.0/16=US"])
-    assert fence.reload_database(moved).path == str(moved)
+    assert fence.reload_database(moved).database.path == str(moved)
     assert host.ejected() == [("de", Trigger.DATABASE_RELOADED)]
     assert [e.outcome for e in fence.audit.events(kind=EventKind.DATABASE)] == [
         "loaded",
@@ -399,6 +400,51 @@ def test_enforcement_does_not_depend_on_the_audit_being_written(
     assert fence.audit_failures == 10  # policy, 2 requested, 2 admissions, media, requested, 3 completed
     assert "audit event not recorded (10 so far)" in caplog.text
     fence.close()
+
+
+async def test_a_policy_change_says_whom_it_ejected_and_whom_it_would_have_without_the_audit(
+    loopback_db: Path, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    fence = Geofence(failing_once(calls), database=loopback_db, audit=audit)
+    for room, participant, address in (
+        ("r", "first", CN),
+        ("r", "cn", CN),
+        ("r", "de", DE),
+        ("w", "cnw", CN),
+    ):
+        fence.admit(room, participant, address)
+    _break_audit(audit, "read-only")  # what the core reports does not come from the audit
+
+    enforced = await fence.change_policy("r", RoomPolicy.deny("CN"))
+    assert enforced.version == fence.policy("r").version == 1
+    assert [(e.room, e.participant, e.outcome, e.country) for e in enforced.ejections] == [
+        ("r", "first", Outcome.EJECT_FAILED, "CN"),  # the host did not take it
+        ("r", "cn", Outcome.REQUESTED, "CN"),
+    ]
+    assert [e.participant for e in enforced.ejected] == ["cn"]
+
+    monitored = await fence.change_default_policy(RoomPolicy.deny("CN", enforcement=Enforcement.MONITOR))
+    assert (monitored.version, monitored.ejected) == (2, ())
+    assert [(e.room, e.participant, e.outcome) for e in monitored.would_eject] == [
+        ("w", "cnw", Outcome.WOULD_EJECT)
+    ]
+    assert (await fence.change_policy("r", RoomPolicy.deny("IR"))).ejections == ()
+    fence.close()
+
+
+def test_a_database_reload_says_whom_it_ejected(host: Host, tmp_path: Path) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "de", DE)
+    fence.admit("r", "us", US)
+    moved = build_database(tmp_path / "moved.mmdb", ["127.49.0.0/16=CN", "127.1.0.0/16=US"])
+    reloaded = fence.reload_database(moved)
+    assert reloaded.database == fence.database
+    assert [(e.participant, e.outcome, e.country) for e in reloaded.ejections] == [
+        ("de", Outcome.REQUESTED, "CN")
+    ]
 
 
 def test_policies_and_audit_survive_a_restart_of_the_geofence(loopback_db: Path, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from ...core.errors import (
 )
 from ...core.geofence import Geofence
 from .api import ADMIN, ATTRIBUTION, ApiError, Change, json_object
-from .policies import Ejections
+from .policies import ejections_view
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +32,14 @@ async def reload_database(request: web.Request) -> web.Response:
     if path is not None and (not isinstance(path, str) or not path):
         raise ApiError(422, "invalid_path", "path must be a non-empty string (a file on the server)")
     _regular_file_or_missing(path if path is not None else fence.database.path)
-    before = Ejections.before(fence)
     try:
-        fence.reload_database(path, actor=change.actor, reason=change.reason)
+        reloaded = fence.reload_database(path, actor=change.actor, reason=change.reason)
     except DatabaseError as exc:
         kept = _database(fence)
         raise ApiError(
             422, "database_unusable", f"{exc}; still using {fence.database.label}", kept=kept
         ) from None
-    return web.json_response({**_database(fence), **before.since()})
+    return web.json_response({**_database(fence), **ejections_view(reloaded)})
 
 
 def _regular_file_or_missing(path: str) -> None:

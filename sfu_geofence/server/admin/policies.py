@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ...core.audit import EventKind
 from ...core.countries import country_code
 from ...core.errors import InvalidCountryCode, InvalidPolicy
-from ...core.geofence import Geofence
+from ...core.outcome import Enacted
 from ...core.policy import RoomPolicy
 from ...core.policystore import PolicyInForce
-from ...core.storage import StorageError
 from .api import ADMIN, ATTRIBUTION, ApiError, Change, json_object, room_of
-
-logger = logging.getLogger(__name__)
 
 
 async def get_room_policy(request: web.Request) -> web.Response:
@@ -32,9 +26,8 @@ async def put_room_policy(request: web.Request) -> web.Response:
     body = await json_object(request)
     change = Change.of(body)
     policy = _parse_policy({k: v for k, v in body.items() if k not in ATTRIBUTION})
-    before = Ejections.before(fence)
-    await fence.change_policy(room, policy, actor=change.actor, reason=change.reason)
-    return web.json_response({"room": room, **policy_view(fence.policy(room)), **before.since(room)})
+    enacted = await fence.change_policy(room, policy, actor=change.actor, reason=change.reason)
+    return web.json_response({"room": room, **policy_view(fence.policy(room)), **ejections_view(enacted)})
 
 
 async def delete_room_policy(request: web.Request) -> web.Response:
@@ -46,9 +39,8 @@ async def delete_room_policy(request: web.Request) -> web.Response:
         raise ApiError(
             404, "no_room_policy", f"room {room!r} has no policy of its own: it follows the default"
         )
-    before = Ejections.before(fence)
-    await fence.change_policy(room, None, actor=change.actor, reason=change.reason)
-    return web.json_response({"room": room, **policy_view(fence.policy(room)), **before.since(room)})
+    enacted = await fence.change_policy(room, None, actor=change.actor, reason=change.reason)
+    return web.json_response({"room": room, **policy_view(fence.policy(room)), **ejections_view(enacted)})
 
 
 async def get_default_policy(request: web.Request) -> web.Response:
@@ -61,9 +53,8 @@ async def put_default_policy(request: web.Request) -> web.Response:
     body = await json_object(request)
     change = Change.of(body)
     policy = _parse_policy({k: v for k, v in body.items() if k not in ATTRIBUTION})
-    before = Ejections.before(fence)
-    await fence.change_default_policy(policy, actor=change.actor, reason=change.reason)
-    return web.json_response({**policy_view(fence.policies.default), **before.since()})
+    enacted = await fence.change_default_policy(policy, actor=change.actor, reason=change.reason)
+    return web.json_response({**policy_view(fence.policies.default), **ejections_view(enacted)})
 
 
 def policy_view(in_force: PolicyInForce) -> dict[str, Any]:
@@ -90,40 +81,12 @@ def _parse_policy(body: dict[str, Any]) -> RoomPolicy:
         raise ApiError(422, "invalid_policy", str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Ejections:
-    """Who a change ejected (``requested``) or, in monitor mode, would have (``would_eject``),
-    read back from the audit log events the change wrote.
-
-    The change itself never depends on the audit (the geofence audits best-effort); when events
-    could not be written or read, ``audit_incomplete`` says the list may miss some.
-    """
-
-    fence: Geofence
-    after_id: int | None
-    failures: int
-
-    @classmethod
-    def before(cls, fence: Geofence) -> Ejections:
-        failures = fence.audit_failures
-        try:
-            latest = fence.audit.events(limit=1)
-        except StorageError as exc:
-            logger.error("audit log not readable: %s", exc)
-            return cls(fence, None, failures)
-        return cls(fence, (latest[-1].id or 0) if latest else 0, failures)
-
-    def since(self, room: str | None = None) -> dict[str, Any]:
-        ejections: list[dict[str, Any]] = []
-        incomplete = self.after_id is None or self.fence.audit_failures > self.failures
-        if self.after_id is not None:
-            try:
-                events = self.fence.audit.events(kind=EventKind.EJECTION, after_id=self.after_id, room=room)
-            except StorageError as exc:
-                logger.error("audit log not readable: %s", exc)
-                events, incomplete = [], True
-            ejections = [
-                {"room": e.room, "participant": e.participant, "outcome": e.outcome, "country": e.country}
-                for e in events
-            ]
-        return {"ejections": ejections, "audit_incomplete": incomplete}
+def ejections_view(enacted: Enacted) -> dict[str, Any]:
+    """Who a change ejected (``requested``) or, in monitor mode, would have (``would_eject``), as
+    the core that acted reports it."""
+    return {
+        "ejections": [
+            {"room": e.room, "participant": e.participant, "outcome": str(e.outcome), "country": e.country}
+            for e in enacted.ejections
+        ]
+    }
