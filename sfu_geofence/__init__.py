@@ -5,7 +5,7 @@ This package's top level is the geofence core only; importing it imports neither
 
 from .core.audit import AuditEvent, AuditLog, EventKind
 from .core.countries import country_code, is_country_code
-from .core.decision import Decision, Reason, Verdict
+from .core.decision import Decision, DecisionReason, Verdict
 from .core.errors import (
     ClosedError,
     DatabaseError,
@@ -32,6 +32,7 @@ __all__ = [
     "DatabaseInfo",
     "DatabaseReload",
     "Decision",
+    "DecisionReason",
     "EjectCallback",
     "EjectRequest",
     "Ejection",
@@ -51,7 +52,6 @@ __all__ = [
     "PolicyChange",
     "PolicyInForce",
     "PolicyStore",
-    "Reason",
     "RelayedRule",
     "RoomPolicy",
     "StorageError",

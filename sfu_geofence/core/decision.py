@@ -18,7 +18,7 @@ class Verdict(StrEnum):
     REFUSE = "refuse"
 
 
-class Reason(StrEnum):
+class DecisionReason(StrEnum):
     """Why the verdict is what it is (stable strings: they are stored in the audit log)."""
 
     COUNTRY_NOT_RESTRICTED = "country_not_restricted"
@@ -51,7 +51,9 @@ class Decision:
     """What the policy says. In monitor mode a REFUSE is only reported, see ``enforced``."""
     enforced: bool
     """False when the room's policy is in monitor (report-only) mode: nobody is refused or ejected."""
-    reason: Reason
+    reason: DecisionReason
+    """Why the verdict is what it is (the audit's ``reason`` unless an operator stated one; not a
+    WebSocket close reason, which the SFU's ``CloseReason`` names)."""
     country: str | None
     """ISO 3166-1 alpha-2 code the decision used, or None when unknown."""
     source: Source | None

@@ -11,6 +11,7 @@ import pytest
 from sfu_geofence import (
     AuditLog,
     DatabaseError,
+    DecisionReason,
     EjectRequest,
     Enforcement,
     EventKind,
@@ -19,7 +20,6 @@ from sfu_geofence import (
     Mode,
     ParticipantError,
     PolicyStore,
-    Reason,
     RelayedRule,
     RoomPolicy,
     Trigger,
@@ -65,7 +65,7 @@ def test_admission_registers_the_admitted_and_audits_everyone(host: Host) -> Non
     refused = fence.admit("r", "p1", CN)
     assert (refused.verdict, refused.reason, refused.country, refused.admitted) == (
         Verdict.REFUSE,
-        Reason.COUNTRY_DENIED,
+        DecisionReason.COUNTRY_DENIED,
         "CN",
         False,
     )
@@ -100,12 +100,12 @@ def test_a_participant_id_is_admitted_once_until_it_leaves(host: Host) -> None:
 
 def test_unknown_countries_follow_the_rooms_rule(host: Host) -> None:
     fence = host.fence
-    assert fence.decide("r", UNKNOWN).reason is Reason.UNKNOWN_ADMITTED
+    assert fence.decide("r", UNKNOWN).reason is DecisionReason.UNKNOWN_ADMITTED
     fence.set_policy("r", RoomPolicy.deny("CN", unknown=UnknownRule.REFUSE))
     decision = fence.decide("r", UNKNOWN)
     assert (decision.verdict, decision.reason, decision.country) == (
         Verdict.REFUSE,
-        Reason.UNKNOWN_REFUSED,
+        DecisionReason.UNKNOWN_REFUSED,
         None,
     )
 
@@ -206,10 +206,10 @@ def test_exemptions_by_identity_and_network_admit_the_restricted(host: Host) -> 
             "CN", exempt_participants=frozenset({"alice"}), exempt_networks=frozenset({"127.86.7.0/24"})
         ),
     )
-    assert fence.admit("r", "a", CN, identity="alice").reason is Reason.EXEMPT_PARTICIPANT
-    assert fence.admit("r", "b", "127.86.7.7").reason is Reason.EXEMPT_NETWORK
-    assert fence.admit("r", "c", CN, identity="bob").reason is Reason.COUNTRY_DENIED
-    assert fence.admit("r", "d", DE, identity="alice").reason is Reason.COUNTRY_NOT_RESTRICTED
+    assert fence.admit("r", "a", CN, identity="alice").reason is DecisionReason.EXEMPT_PARTICIPANT
+    assert fence.admit("r", "b", "127.86.7.7").reason is DecisionReason.EXEMPT_NETWORK
+    assert fence.admit("r", "c", CN, identity="bob").reason is DecisionReason.COUNTRY_DENIED
+    assert fence.admit("r", "d", DE, identity="alice").reason is DecisionReason.COUNTRY_NOT_RESTRICTED
 
 
 def test_a_restricted_media_address_requests_ejection(host: Host) -> None:
@@ -249,13 +249,13 @@ def test_a_media_address_reported_again_unchanged_is_audited_once(host: Host) ->
 @pytest.mark.parametrize(
     ("rule", "signaling", "ejected", "reason"),
     [
-        (RelayedRule.SIGNALING_COUNTRY, DE, False, Reason.COUNTRY_NOT_RESTRICTED),
-        (RelayedRule.ADMIT, DE, False, Reason.RELAYED_ADMITTED),
-        (RelayedRule.REFUSE, DE, True, Reason.RELAYED_REFUSED),
+        (RelayedRule.SIGNALING_COUNTRY, DE, False, DecisionReason.COUNTRY_NOT_RESTRICTED),
+        (RelayedRule.ADMIT, DE, False, DecisionReason.RELAYED_ADMITTED),
+        (RelayedRule.REFUSE, DE, True, DecisionReason.RELAYED_REFUSED),
     ],
 )
 def test_relayed_media_follows_the_relayed_rule(
-    host: Host, rule: RelayedRule, signaling: str, ejected: bool, reason: Reason
+    host: Host, rule: RelayedRule, signaling: str, ejected: bool, reason: DecisionReason
 ) -> None:
     fence = host.fence
     fence.set_policy("r", RoomPolicy.deny("CN", relayed=rule))
@@ -313,7 +313,7 @@ def test_corrupt_data_for_an_address_is_decided_as_unknown(corrupt_at_lookup: Pa
     fence = Geofence(lambda r: None, database=corrupt_at_lookup)
     fence.set_policy("r", RoomPolicy(unknown=UnknownRule.REFUSE))
     decision = fence.decide("r", CN)
-    assert (decision.verdict, decision.reason) == (Verdict.REFUSE, Reason.LOOKUP_FAILED)
+    assert (decision.verdict, decision.reason) == (Verdict.REFUSE, DecisionReason.LOOKUP_FAILED)
     fence.close()
 
 
