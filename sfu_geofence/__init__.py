@@ -17,7 +17,7 @@ from .core.errors import (
 )
 from .core.geofence import DatabaseAlarm, EjectCallback, EjectRequest, Geofence, ParticipantView, Trigger
 from .core.geolocation import DBIP_ATTRIBUTION, DatabaseInfo, Location, Locator, normalise_address
-from .core.outcome import DatabaseReload, Ejection, Outcome, PolicyChange
+from .core.outcome import DatabaseReload, Ejection, Outcome, PolicyEnacted
 from .core.policy import Enforcement, Mode, RelayedRule, RoomPolicy, UnknownRule
 from .core.policystore import PolicyInForce, PolicyStore
 from .core.storage import StorageError
@@ -49,7 +49,7 @@ __all__ = [
     "Outcome",
     "ParticipantError",
     "ParticipantView",
-    "PolicyChange",
+    "PolicyEnacted",
     "PolicyInForce",
     "PolicyStore",
     "RelayedRule",

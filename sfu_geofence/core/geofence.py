@@ -31,7 +31,7 @@ from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
 from .geolocation import DatabaseInfo, Location, Locator, normalise_address
 from .mediaaudit import MediaAuditLimit, MediaAudits, Report
-from .outcome import DatabaseReload, Ejection, Outcome, PolicyChange
+from .outcome import DatabaseReload, Ejection, Outcome, PolicyEnacted
 from .policy import RoomPolicy
 from .policystore import PolicyInForce, PolicySource, PolicyStore, PolicyUpdate
 
@@ -403,7 +403,7 @@ class Geofence:
 
     async def change_policy(
         self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
-    ) -> PolicyChange:
+    ) -> PolicyEnacted:
         """:meth:`set_policy` with any policy store: returns once the store acknowledged the change
         and this geofence enforced it (raises StorageError when the store did not take it), with
         the version and who it ejected or would have. ``actor`` and ``reason`` are audited, on
@@ -412,7 +412,7 @@ class Geofence:
 
     async def change_default_policy(
         self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
-    ) -> PolicyChange:
+    ) -> PolicyEnacted:
         """:meth:`set_default_policy` with any policy store, as :meth:`change_policy`."""
         return await self._write_policy(None, policy, actor, reason)
 
@@ -468,7 +468,7 @@ class Geofence:
 
     async def _write_policy(
         self, room: str | None, policy: RoomPolicy | None, actor: str | None, reason: str | None
-    ) -> PolicyChange:
+    ) -> PolicyEnacted:
         """Write through the store, then say what this geofence did when it heard of the change.
 
         The store tells :meth:`_policies_changed` before ``write`` returns; what it enacted is kept
@@ -485,7 +485,7 @@ class Geofence:
         ejections = self._enacted[covering] if covering is not None else ()
         if not self._writing:
             self._enacted.clear()
-        return PolicyChange(ejections, version)
+        return PolicyEnacted(ejections, version)
 
     def _policies_changed(self, update: PolicyUpdate) -> None:
         """The store applied a change (this process's or another's): audit it, enforce it."""

@@ -67,7 +67,7 @@ class Enacted:
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyChange(Enacted):
+class PolicyEnacted(Enacted):
     """What a policy change did: its version, and who it ejected."""
 
     version: int
