@@ -19,6 +19,7 @@ from sfu_geofence.cluster.redisstore import _WRITE, RedisKeys, RedisPolicyStore
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import EjectRequest, Geofence
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.core.outcome import Outcome
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.core.storage import StorageError
 from sfu_geofence.testing.redis import RedisServer, free_port
@@ -78,6 +79,24 @@ async def test_a_change_made_on_one_node_is_enforced_on_every_other_node(
         assert b.geofence.decide("room", US).policy_version == version
         assert not b.geofence.admit("room", "cn-again", CN).admitted
         assert a.ejected == []  # a has nobody in the room
+
+
+async def test_a_change_says_whom_this_node_ejected_while_the_others_eject_theirs(
+    nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]],
+) -> None:
+    async with nodes() as a, nodes() as b:
+        a.geofence.admit("room", "cn-on-a", CN)
+        a.geofence.admit("room", "us-on-a", US)
+        b.geofence.admit("room", "cn-on-b", CN)
+        change = await a.geofence.change_policy("room", RoomPolicy.deny("CN"))
+        assert [(e.participant, e.outcome, e.country) for e in change.ejections] == [
+            ("cn-on-a", Outcome.REQUESTED, "CN")
+        ]
+        assert change.version == a.store.version
+        await eventually(lambda: None if b.ejected else "b has ejected nobody yet", within=10)
+        assert [r.participant for r in b.ejected] == ["cn-on-b"]
+        again = await b.geofence.change_policy("room", RoomPolicy.deny("CN", "US"))
+        assert ([e.participant for e in again.ejections], again.version) == ([], change.version + 1)
 
 
 async def test_who_made_a_change_and_why_is_audited_on_every_node(
