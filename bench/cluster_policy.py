@@ -97,7 +97,7 @@ async def measure(rounds: int, directory: Path) -> dict[str, object]:
 
             async def change(fence: Geofence, room: str, country: str) -> tuple[int, float, float]:
                 started = time.perf_counter()
-                version = await fence.change_policy(room, RoomPolicy.deny(country))
+                version = (await fence.change_policy(room, RoomPolicy.deny(country))).version
                 return version, started, time.perf_counter()
 
             results = await asyncio.gather(

@@ -6,7 +6,7 @@ This package's top level is the geofence core only; importing it imports neither
 from .core.audit import AuditEvent, AuditLog, EventKind
 from .core.contract import CONTRACT_VERSION
 from .core.countries import country_code, is_country_code
-from .core.decision import Decision, Reason, Verdict
+from .core.decision import Decision, DecisionReason, Verdict
 from .core.errors import (
     ClosedError,
     DatabaseError,
@@ -18,6 +18,7 @@ from .core.errors import (
 )
 from .core.geofence import DatabaseAlarm, EjectCallback, EjectRequest, Geofence, ParticipantView, Trigger
 from .core.geolocation import DBIP_ATTRIBUTION, DatabaseInfo, Location, Locator, normalise_address
+from .core.outcome import DatabaseReload, Ejection, Outcome, PolicyEnacted
 from .core.policy import Enforcement, Mode, RelayedRule, RoomPolicy, UnknownRule
 from .core.policystore import PolicyInForce, PolicyStore
 from .core.storage import StorageError
@@ -31,9 +32,12 @@ __all__ = [
     "DatabaseAlarm",
     "DatabaseError",
     "DatabaseInfo",
+    "DatabaseReload",
     "Decision",
+    "DecisionReason",
     "EjectCallback",
     "EjectRequest",
+    "Ejection",
     "Enforcement",
     "EventKind",
     "Geofence",
@@ -44,11 +48,12 @@ __all__ = [
     "Location",
     "Locator",
     "Mode",
+    "Outcome",
     "ParticipantError",
     "ParticipantView",
+    "PolicyEnacted",
     "PolicyInForce",
     "PolicyStore",
-    "Reason",
     "RelayedRule",
     "RoomPolicy",
     "StorageError",

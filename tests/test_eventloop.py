@@ -10,8 +10,7 @@ import pytest
 import uvloop
 
 from sfu_geofence import eventloop
-from sfu_geofence.commands import demo
-from sfu_geofence.server import serve
+from sfu_geofence.commands import demo, serve
 
 
 @pytest.mark.parametrize(

@@ -24,18 +24,16 @@ from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.admin_listener import DEFAULT_ADMIN_PORT, AdminListenerConfig
 from ..server.app import GEOFENCE_HOST, ServerConfig
 from ..server.demo import DemoConfig, create_demo_app
-from ..server.serve import (
+from ..server.serve import listeners, run_until_signalled, within_file_budget
+from ..server.state import StateConfig
+from .serve import (
     add_turn_argument,
     add_turn_relay_argument,
     admin_port,
     configure_logging,
     ice_servers_from_args,
-    listeners,
-    run_until_signalled,
     turn_relays_from_args,
-    within_file_budget,
 )
-from ..server.state import StateConfig
 
 NAME = "demo"
 HELP = "run the demo video meeting and operator console on 127.0.0.1 (embedded database)"

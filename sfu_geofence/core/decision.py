@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from .geolocation import Source
+from .outcome import Outcome
 
 
 class Verdict(StrEnum):
@@ -17,7 +18,7 @@ class Verdict(StrEnum):
     REFUSE = "refuse"
 
 
-class Reason(StrEnum):
+class DecisionReason(StrEnum):
     """Why the verdict is what it is (stable strings: they are stored in the audit log)."""
 
     COUNTRY_NOT_RESTRICTED = "country_not_restricted"
@@ -50,7 +51,9 @@ class Decision:
     """What the policy says. In monitor mode a REFUSE is only reported, see ``enforced``."""
     enforced: bool
     """False when the room's policy is in monitor (report-only) mode: nobody is refused or ejected."""
-    reason: Reason
+    reason: DecisionReason
+    """Why the verdict is what it is (the audit's ``reason`` unless an operator stated one; not a
+    WebSocket close reason, which the SFU's ``CloseReason`` names)."""
     country: str | None
     """ISO 3166-1 alpha-2 code the decision used, or None when unknown."""
     source: Source | None
@@ -68,8 +71,8 @@ class Decision:
         return self.verdict is Verdict.ADMIT or not self.enforced
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Outcome:
         """``admitted``, ``refused`` or (monitor mode) ``would_refuse``: the audit log's wording."""
         if self.verdict is Verdict.ADMIT:
-            return "admitted"
-        return "refused" if self.enforced else "would_refuse"
+            return Outcome.ADMITTED
+        return Outcome.REFUSED if self.enforced else Outcome.WOULD_REFUSE

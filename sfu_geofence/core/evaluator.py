@@ -6,7 +6,7 @@ The admission hot path is a dictionary lookup here: a Decision is built the firs
 
 from __future__ import annotations
 
-from .decision import Decision, Reason, Verdict
+from .decision import Decision, DecisionReason, Verdict
 from .geolocation import Location, normalise_address
 from .policy import Enforcement, Mode, RelayedRule, RoomPolicy
 
@@ -51,23 +51,31 @@ class Evaluator:
         if rule is RelayedRule.SIGNALING_COUNTRY:
             return self.decide(signaling, signaling_address, identity)
         if rule is RelayedRule.ADMIT:
-            return self._make(Verdict.ADMIT, Reason.RELAYED_ADMITTED, relay)
-        refused = self._make(Verdict.REFUSE, Reason.RELAYED_REFUSED, relay)
+            return self._make(Verdict.ADMIT, DecisionReason.RELAYED_ADMITTED, relay)
+        refused = self._make(Verdict.REFUSE, DecisionReason.RELAYED_REFUSED, relay)
         return self._exempted(refused, relay, relay_address, identity) if self.exempting else refused
 
     def lookup_failed(self, location: Location) -> Decision:
         """The decision when the database's data for an address is corrupt: as for unknown."""
         verdict = Verdict.REFUSE if self.policy.restricts(None) else Verdict.ADMIT
-        return self._make(verdict, Reason.LOOKUP_FAILED, location)
+        return self._make(verdict, DecisionReason.LOOKUP_FAILED, location)
 
     def _build(self, location: Location) -> Decision:
         country = location.country
         if not self.policy.restricts(country):
-            reason = Reason.COUNTRY_NOT_RESTRICTED if country is not None else Reason.UNKNOWN_ADMITTED
+            reason = (
+                DecisionReason.COUNTRY_NOT_RESTRICTED
+                if country is not None
+                else DecisionReason.UNKNOWN_ADMITTED
+            )
             return self._make(Verdict.ADMIT, reason, location)
         if country is None:
-            return self._make(Verdict.REFUSE, Reason.UNKNOWN_REFUSED, location)
-        reason = Reason.COUNTRY_DENIED if self.policy.mode is Mode.DENY else Reason.COUNTRY_NOT_ALLOWED
+            return self._make(Verdict.REFUSE, DecisionReason.UNKNOWN_REFUSED, location)
+        reason = (
+            DecisionReason.COUNTRY_DENIED
+            if self.policy.mode is Mode.DENY
+            else DecisionReason.COUNTRY_NOT_ALLOWED
+        )
         return self._make(Verdict.REFUSE, reason, location)
 
     def _exempted(
@@ -75,12 +83,12 @@ class Evaluator:
     ) -> Decision:
         policy = self.policy
         if identity is not None and identity in policy.exempt_participants:
-            return self._make(Verdict.ADMIT, Reason.EXEMPT_PARTICIPANT, location)
+            return self._make(Verdict.ADMIT, DecisionReason.EXEMPT_PARTICIPANT, location)
         if policy.exempt_networks and policy.exempts(None, normalise_address(address)):
-            return self._make(Verdict.ADMIT, Reason.EXEMPT_NETWORK, location)
+            return self._make(Verdict.ADMIT, DecisionReason.EXEMPT_NETWORK, location)
         return refused
 
-    def _make(self, verdict: Verdict, reason: Reason, location: Location) -> Decision:
+    def _make(self, verdict: Verdict, reason: DecisionReason, location: Location) -> Decision:
         return Decision(
             verdict=verdict,
             enforced=self.enforced,

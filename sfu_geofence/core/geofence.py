@@ -31,6 +31,7 @@ from .errors import DatabaseError, GeofenceError, ParticipantError
 from .evaluator import Evaluator
 from .geolocation import DatabaseInfo, Location, Locator, normalise_address
 from .mediaaudit import MediaAuditLimit, MediaAudits, Report
+from .outcome import DatabaseReload, Ejection, Outcome, PolicyEnacted
 from .policy import RoomPolicy
 from .policystore import PolicyInForce, PolicySource, PolicyStore, PolicyUpdate
 
@@ -183,6 +184,10 @@ class Geofence:
         self._audit = audit or AuditLog()
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._closed = False
+        self._writing = 0
+        """Policy writes of this geofence under way (see :meth:`_write_policy`)."""
+        self._enacted: dict[int, tuple[Ejection, ...]] = {}
+        """What each policy version enacted here, kept only while a write is under way."""
         self._audit_failures = 0
         self._database_alarm: DatabaseAlarm | None = None
         self._refusals = RefusalCounter(audit_rate or AuditRate())
@@ -275,7 +280,7 @@ class Geofence:
             normalised = normalise_address(address)
             decision = self.decide(room, normalised, identity)
         except GeofenceError as exc:
-            self._record(EventKind.ADMISSION, "error", room, participant, address, detail=str(exc))
+            self._record(EventKind.ADMISSION, Outcome.ERROR, room, participant, address, detail=str(exc))
             raise
         if decision.admitted:
             self._sessions[(room, participant)] = _Session(
@@ -341,7 +346,7 @@ class Geofence:
             decision = session.eject_decision or session.decision
             self._record(
                 EventKind.EJECTION,
-                "completed",
+                Outcome.COMPLETED,
                 room,
                 participant,
                 session.eject_address or session.address,
@@ -398,27 +403,27 @@ class Geofence:
 
     async def change_policy(
         self, room: str, policy: RoomPolicy | None, *, actor: str | None = None, reason: str | None = None
-    ) -> int:
+    ) -> PolicyEnacted:
         """:meth:`set_policy` with any policy store: returns once the store acknowledged the change
-        and this geofence enforced it (raises StorageError when the store did not take it).
-        ``actor`` and ``reason`` are audited, on every node that hears of the change with them."""
-        self._check_open()
-        return await self._policies.write(room, policy, actor=actor, reason=reason)
+        and this geofence enforced it (raises StorageError when the store did not take it), with
+        the version and who it ejected or would have. ``actor`` and ``reason`` are audited, on
+        every node that hears of the change with them."""
+        return await self._write_policy(room, policy, actor, reason)
 
     async def change_default_policy(
         self, policy: RoomPolicy, *, actor: str | None = None, reason: str | None = None
-    ) -> int:
+    ) -> PolicyEnacted:
         """:meth:`set_default_policy` with any policy store, as :meth:`change_policy`."""
-        self._check_open()
-        return await self._policies.write(None, policy, actor=actor, reason=reason)
+        return await self._write_policy(None, policy, actor, reason)
 
     def reload_database(
         self, path: str | Path | None = None, *, actor: str | None = None, reason: str | None = None
-    ) -> DatabaseInfo:
+    ) -> DatabaseReload:
         """Swap to the database at ``path`` (None: re-read the current file) and re-evaluate everyone.
 
         A missing or corrupt file raises DatabaseError, is audited, raises :attr:`database_alarm`,
-        and the current database stays. ``actor`` and ``reason`` are audited either way.
+        and the current database stays. ``actor`` and ``reason`` are audited either way. Returns
+        the database now in use and who the reload ejected or would have.
         """
         self._check_open()
         try:
@@ -426,7 +431,7 @@ class Geofence:
         except DatabaseError as exc:
             logger.error("database reload failed, keeping %s: %s", self.database.label, exc)
             detail = f"{exc}; kept {self.database.label}"
-            self._record(EventKind.DATABASE, "reload_failed", detail=detail, actor=actor, reason=reason)
+            self._record(EventKind.DATABASE, Outcome.RELOAD_FAILED, detail=detail, actor=actor, reason=reason)
             self._database_alarm = DatabaseAlarm(
                 f"{exc}; still using {self.database.label}", datetime.now(UTC)
             )
@@ -434,8 +439,8 @@ class Geofence:
         self._database_alarm = None
         self._rebuild_evaluators()
         self._database_loaded(actor, reason)
-        self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)
-        return self.database
+        ejections = self._reevaluate(list(self._sessions.values()), Trigger.DATABASE_RELOADED)
+        return DatabaseReload(ejections, self.database)
 
     def close(self) -> None:
         """Close the database, policy store and audit log (after writing the refusals still counted).
@@ -461,6 +466,27 @@ class Geofence:
             raise GeofenceError("policies live in a shared store: change them with change_policy()")
         return self._policies
 
+    async def _write_policy(
+        self, room: str | None, policy: RoomPolicy | None, actor: str | None, reason: str | None
+    ) -> PolicyEnacted:
+        """Write through the store, then say what this geofence did when it heard of the change.
+
+        The store tells :meth:`_policies_changed` before ``write`` returns; what it enacted is kept
+        by version only while a write of this geofence is under way (other nodes' changes are not
+        kept), and a catch-up that covered this change answers for it.
+        """
+        self._check_open()
+        self._writing += 1
+        try:
+            version = await self._policies.write(room, policy, actor=actor, reason=reason)
+        finally:
+            self._writing -= 1
+        covering = min((v for v in self._enacted if v >= version), default=None)
+        ejections = self._enacted[covering] if covering is not None else ()
+        if not self._writing:
+            self._enacted.clear()
+        return PolicyEnacted(ejections, version)
+
     def _policies_changed(self, update: PolicyUpdate) -> None:
         """The store applied a change (this process's or another's): audit it, enforce it."""
         if self._closed:
@@ -470,14 +496,25 @@ class Geofence:
         for room in sorted(update.rooms):
             rule = self.policy(room).policy.describe()
             self._record(
-                EventKind.POLICY, "changed", room, rule=rule, version=version, actor=actor, reason=reason
+                EventKind.POLICY,
+                Outcome.CHANGED,
+                room,
+                rule=rule,
+                version=version,
+                actor=actor,
+                reason=reason,
             )
         if update.default:
             rule = self._policies.default.policy.describe()
             self._record(
-                EventKind.POLICY, "default_changed", rule=rule, version=version, actor=actor, reason=reason
+                EventKind.POLICY,
+                Outcome.DEFAULT_CHANGED,
+                rule=rule,
+                version=version,
+                actor=actor,
+                reason=reason,
             )
-        self._reevaluate(
+        ejections = self._reevaluate(
             [
                 s
                 for s in self._sessions.values()
@@ -485,6 +522,8 @@ class Geofence:
             ],
             Trigger.POLICY_CHANGED,
         )
+        if self._writing:
+            self._enacted[update.version] = ejections
 
     def _rebuild_evaluators(self) -> None:
         default = self._policies.default
@@ -500,7 +539,7 @@ class Geofence:
             logger.warning("%s", warning)
         detail = warning or info.path
         self._record(
-            EventKind.DATABASE, "loaded", database=info.label, detail=detail, actor=actor, reason=reason
+            EventKind.DATABASE, Outcome.LOADED, database=info.label, detail=detail, actor=actor, reason=reason
         )
 
     def _decide_media(self, session: _Session) -> Decision:
@@ -523,7 +562,9 @@ class Geofence:
             logger.error("%s", exc)
             return self._locator.unknown
 
-    def _reevaluate(self, sessions: list[_Session], trigger: Trigger) -> None:
+    def _reevaluate(self, sessions: list[_Session], trigger: Trigger) -> tuple[Ejection, ...]:
+        """Decide again for ``sessions`` and act; returns who that ejected or would have."""
+        ejections = []
         for session in sessions:
             if (session.room, session.participant) not in self._sessions:
                 continue  # left meanwhile (an eject callable may call leave() at once)
@@ -533,24 +574,30 @@ class Geofence:
                 session.media_decision = self._decide_media(session)
                 if decision.verdict is Verdict.ADMIT:
                     decision = session.media_decision
-            self._act(session, decision, trigger)
+            outcome = self._act(session, decision, trigger)
+            if outcome is not None:
+                ejections.append(Ejection(session.room, session.participant, outcome, decision.country))
+        return tuple(ejections)
 
-    def _act(self, session: _Session, decision: Decision, trigger: Trigger) -> None:
+    def _act(self, session: _Session, decision: Decision, trigger: Trigger) -> Outcome | None:
+        """Eject (or, in monitor mode, audit who would be) a participant ``decision`` restricts;
+        returns what was done, None when nothing was (admitted, or an ejection already pending)."""
         if decision.verdict is Verdict.ADMIT or session.ejecting:
-            return
+            return None
         room, participant = session.room, session.participant
         if not decision.enforced:
             self._record(
                 EventKind.EJECTION,
-                "would_eject",
+                Outcome.WOULD_EJECT,
                 room,
                 participant,
                 session.address_of(decision),
                 decision,
                 trigger,
             )
-            return
-        self._request_ejection(session, decision, trigger, str(trigger))
+            return Outcome.WOULD_EJECT
+        taken = self._request_ejection(session, decision, trigger, str(trigger))
+        return Outcome.REQUESTED if taken else Outcome.EJECT_FAILED
 
     def _request_ejection(
         self,
@@ -568,7 +615,7 @@ class Geofence:
         # the callable); _record cannot fail, so the request below never depends on the audit.
         self._record(
             EventKind.EJECTION,
-            "requested",
+            Outcome.REQUESTED,
             room,
             participant,
             address,
@@ -586,7 +633,7 @@ class Geofence:
             session.ejecting, session.eject_reason, session.eject_decision = False, None, None
             self._record(
                 EventKind.EJECTION,
-                "eject_failed",
+                Outcome.EJECT_FAILED,
                 room,
                 participant,
                 address,
@@ -600,7 +647,7 @@ class Geofence:
     def _record(
         self,
         kind: EventKind,
-        outcome: str,
+        outcome: Outcome,
         room: str | None = None,
         participant: str | None = None,
         address: str | None = None,

@@ -21,7 +21,6 @@ install works offline; show :data:`DBIP_ATTRIBUTION` wherever its results are sh
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import logging
 import os
@@ -36,6 +35,7 @@ from typing import Any, Literal
 import maxminddb
 from maxminddb.errors import InvalidDatabaseError
 
+from .addresses import parse_address
 from .countries import all_codes, is_country_code
 from .errors import DatabaseError, InvalidAddress
 
@@ -132,7 +132,8 @@ _keys = itertools.count()
 
 
 def normalise_address(address: str) -> str:
-    """Canonical text of an IP address, with ``::ffff:a.b.c.d`` turned into ``a.b.c.d``.
+    """Canonical text of an IP address (:func:`~.addresses.parse_address`: ``::ffff:a.b.c.d`` as
+    ``a.b.c.d``, a zone id dropped).
 
     Raises InvalidAddress for anything else. This is the careful (slower) path; the :class:`Locator`
     hot path reaches the same answer for socket-formatted addresses without it.
@@ -140,30 +141,9 @@ def normalise_address(address: str) -> str:
     if not isinstance(address, str):
         raise InvalidAddress(f"an address must be a string, not {type(address).__name__}")
     try:
-        ip = ipaddress.ip_address(address)
+        return str(parse_address(address))
     except ValueError:
         raise InvalidAddress(f"{address!r} is not an IP address") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def unmapped_network(
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network,
-) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """``network``, or the IPv4 network it is when written IPv4-mapped (``::ffff:10.0.0.0/104``).
-
-    Addresses are compared after :func:`normalise_address` turns ``::ffff:a.b.c.d`` into ``a.b.c.d``,
-    so a network an operator wrote IPv4-mapped would otherwise never match anything. Only networks
-    inside ``::ffff:0:0/96`` are turned; a wider IPv6 network (``::/0``) matches IPv6 addresses only.
-    """
-    if (
-        isinstance(network, ipaddress.IPv6Network)
-        and network.prefixlen >= 96
-        and network.network_address.ipv4_mapped is not None
-    ):
-        return ipaddress.IPv4Network((network.network_address.ipv4_mapped, network.prefixlen - 96))
-    return network
 
 
 class _Build:

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from .addresses import unmapped_network
 from .countries import country_code
 from .errors import InvalidCountryCode, InvalidPolicy
-from .geolocation import unmapped_network
 
 
 class Mode(StrEnum):

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from .audit import EventKind
 from .errors import GeofenceError
 from .geofence import Trigger
+from .outcome import Outcome
 
 ExclusionKind = Literal["refusal", "ejection"]
 Dimension = Literal["day", "room", "country", "trigger"]
@@ -132,12 +133,12 @@ class TransparencyReport:
 
 _REFUSALS = """
 SELECT substr(time, 1, 10), room, country, reason, sum(count) FROM audit
-WHERE kind = ? AND outcome = 'refused' AND time >= ? GROUP BY 1, 2, 3, 4
+WHERE kind = ? AND outcome = ? AND time >= ? GROUP BY 1, 2, 3, 4
 """
 _EJECTIONS = """
 SELECT substr(time, 1, 10), room, country,
        CASE WHEN detail LIKE ? THEN ? ELSE detail END, sum(count) FROM audit
-WHERE kind = ? AND outcome = 'requested' AND time >= ? GROUP BY 1, 2, 3, 4
+WHERE kind = ? AND outcome = ? AND time >= ? GROUP BY 1, 2, 3, 4
 """
 _POLICY_CHANGES = """
 SELECT time, room, rule, policy_version, actor, reason FROM audit WHERE kind = ? AND time >= ? ORDER BY id
@@ -155,9 +156,11 @@ def read_report(audit_path: Path, since: datetime, *, now: datetime | None = Non
     except sqlite3.Error as exc:
         raise ReportError(f"cannot open {str(audit_path)!r}: {exc}") from None
     try:
-        refusals = db.execute(_REFUSALS, (str(EventKind.ADMISSION), start)).fetchall()
+        refusals = db.execute(_REFUSALS, (str(EventKind.ADMISSION), str(Outcome.REFUSED), start)).fetchall()
         operator = (f"{Trigger.OPERATOR}:%", str(Trigger.OPERATOR))
-        ejections = db.execute(_EJECTIONS, (*operator, str(EventKind.EJECTION), start)).fetchall()
+        ejections = db.execute(
+            _EJECTIONS, (*operator, str(EventKind.EJECTION), str(Outcome.REQUESTED), start)
+        ).fetchall()
         changes = db.execute(_POLICY_CHANGES, (str(EventKind.POLICY), start)).fetchall()
     except sqlite3.Error as exc:
         raise ReportError(f"{str(audit_path)!r} is not a readable audit log: {exc}") from None

@@ -45,14 +45,14 @@ from typing import Any
 from aioice import Candidate, Connection, TransportPolicy, mdns
 from aioice.ice import CandidatePair, StunProtocol
 
-from ..core.geolocation import unmapped_network
+from ..core.addresses import IPAddress, parse_address, unmapped_network
+from ..core.addresses import IPNetwork as IPNetwork  # re-exported: the policy's field type
 from . import require_pinned_versions
 from .candidates import CandidateCounters, IceLimits, admits_check, admits_remote_candidate, trim_pairs
 from .media_source import MediaSource
 
 logger = logging.getLogger(__name__)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 LOOPBACK_NETWORKS: tuple[IPNetwork, ...] = (
     ipaddress.IPv4Network("127.0.0.0/8"),
@@ -119,18 +119,15 @@ def networks(texts: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(unmapped_network(ipaddress.ip_network(text.strip(), strict=False)) for text in texts)
 
 
-def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def _address(host: str) -> IPAddress | None:
     """``host`` as an address (a zone id dropped, ``::ffff:a.b.c.d`` as IPv4), or None for a name."""
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+        return parse_address(host)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
 
 
-def _inside(address: ipaddress.IPv4Address | ipaddress.IPv6Address, within: tuple[IPNetwork, ...]) -> bool:
+def _inside(address: IPAddress, within: tuple[IPNetwork, ...]) -> bool:
     return any(address in network for network in within)
 
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
-from ..core.geolocation import unmapped_network
+from ..core.addresses import IPNetwork, unmapped_network
 from ..core.policystore import PolicySource
 from ..protocol import IceServer
-from ..rtc.ice import IcePolicy, IPNetwork
+from ..rtc.ice import IcePolicy
 from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig
 from .admin_listener import AdminListenerConfig, create_admin_listener_app

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..core.addresses import parse_address
 from ..sfu import CloseReason, Participant, SfuObserver
 
 
@@ -133,12 +134,10 @@ class AdmissionGate(SfuObserver):
     def key(self, address: str) -> str:
         """The unit the per-address limits count: the address, or its IPv6 network."""
         try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            ip = parse_address(address)
         except ValueError:
             return address
         if isinstance(ip, ipaddress.IPv6Address):
-            if ip.ipv4_mapped is not None:
-                return str(ip.ipv4_mapped)
             return str(ipaddress.IPv6Network((ip, self.caps.ipv6_prefix), strict=False))
         return str(ip)
 

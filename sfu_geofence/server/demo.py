@@ -29,6 +29,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from ..core.addresses import parse_address
 from ..sfu import SfuObserver
 from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 
@@ -144,7 +145,7 @@ def _from_loopback(request: web.Request) -> bool:
     peername = request.transport.get_extra_info("peername") if request.transport else None
     if not isinstance(peername, tuple):
         return False
-    return ipaddress.ip_address(peername[0].split("%", 1)[0]).is_loopback
+    return parse_address(peername[0]).is_loopback
 
 
 async def sample_origins(request: web.Request) -> web.Response:

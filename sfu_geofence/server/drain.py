@@ -3,7 +3,7 @@
 ``serve`` stops on SIGTERM (or SIGINT): it closes its listening socket, then :meth:`Drain.start` closes
 every signaling session that has not joined (``closing`` with reason ``shutdown``, close 1001) and the
 SFU closes every participant the same way; the geofence's audit log is flushed last. The whole drain is
-bounded by ``--drain-timeout`` (see :func:`sfu_geofence.server.serve.run_app_until_signalled`).
+bounded by ``--drain-timeout`` (see :func:`sfu_geofence.server.serve.run_until_signalled`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..core.audit import AuditLog
 from ..core.countries import country_name
-from ..core.decision import Decision, Reason
+from ..core.decision import Decision, DecisionReason
 from ..core.errors import GeofenceError, InvalidAddress, ParticipantError
 from ..core.geofence import EjectRequest, Geofence, Trigger
 from ..core.geolocation import Locator
@@ -157,7 +157,7 @@ def _place(decision: Decision) -> str:
 
 def refusal_reason(decision: Decision) -> str:
     """What a refused participant is told: the country detected for it, and nothing about anyone else."""
-    if decision.reason is Reason.RELAYED_REFUSED:
+    if decision.reason is DecisionReason.RELAYED_REFUSED:
         return "This meeting does not accept media relayed through a TURN server."
     return f"This meeting is not accessible from {_place(decision)}."
 
@@ -167,7 +167,7 @@ def ejection_reason(request: EjectRequest) -> str:
     decision = request.decision
     if request.trigger is Trigger.OPERATOR:
         return "An operator removed you from this meeting."
-    if decision.reason is Reason.RELAYED_REFUSED:
+    if decision.reason is DecisionReason.RELAYED_REFUSED:
         return "You were removed: this meeting no longer accepts media relayed through a TURN server."
     if request.trigger is Trigger.MEDIA_ADDRESS:
         place = _place(decision)

@@ -29,7 +29,7 @@ from aiohttp.typedefs import Handler, Middleware
 from aiohttp_remotes import XForwardedFiltered
 from multidict import MultiMapping
 
-from ..core.geolocation import unmapped_network
+from ..core.addresses import parse_address, unmapped, unmapped_network
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -96,13 +96,7 @@ class _UnmappedXForwardedFiltered(XForwardedFiltered):
     """
 
     def get_forwarded_for(self, headers: MultiMapping[str]) -> list[IPv4Address | IPv6Address]:
-        return [_unmapped(address) for address in super().get_forwarded_for(headers)]
-
-
-def _unmapped(address: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
-    return address
+        return [unmapped(address) for address in super().get_forwarded_for(headers)]
 
 
 def participant_address(request: web.Request) -> str:
@@ -117,4 +111,4 @@ def _peer(request: web.Request) -> IPv4Address | IPv6Address | None:
     peername = request.transport.get_extra_info("peername") if request.transport else None
     if not isinstance(peername, tuple):
         return None
-    return _unmapped(ipaddress.ip_address(peername[0].split("%", 1)[0]))
+    return parse_address(peername[0])

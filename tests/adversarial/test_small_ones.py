@@ -210,7 +210,7 @@ def test_aiohttps_request_error_line_keeps_the_peer_address_for_debug(level: str
     # its own (logging is process-wide).
     script = (
         "import argparse, logging\n"
-        "from sfu_geofence.server.serve import configure_logging\n"
+        "from sfu_geofence.commands.serve import configure_logging\n"
         f"configure_logging(argparse.Namespace(log_level={level!r}))\n"
         "try:\n    raise RuntimeError('boom')\n"
         "except RuntimeError:\n"

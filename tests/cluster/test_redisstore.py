@@ -19,6 +19,7 @@ from sfu_geofence.cluster.redisstore import _WRITE, RedisKeys, RedisPolicyStore
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.geofence import EjectRequest, Geofence
 from sfu_geofence.core.geolocation import Locator
+from sfu_geofence.core.outcome import Outcome
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.core.storage import StorageError
 from sfu_geofence.testing.redis import RedisServer, free_port
@@ -71,7 +72,7 @@ async def test_a_change_made_on_one_node_is_enforced_on_every_other_node(
         b.geofence.admit("room", "cn-on-b", CN)
         b.geofence.admit("room", "us-on-b", US)
         b.geofence.admit("elsewhere", "cn-elsewhere", CN)
-        version = await a.geofence.change_policy("room", RoomPolicy.deny("CN"))
+        version = (await a.geofence.change_policy("room", RoomPolicy.deny("CN"))).version
         await eventually(lambda: None if b.ejected else "b has ejected nobody yet", within=10)
         assert [(r.room, r.participant) for r in b.ejected] == [("room", "cn-on-b")]
         assert b.ejected[0].decision.policy_version == version
@@ -80,13 +81,35 @@ async def test_a_change_made_on_one_node_is_enforced_on_every_other_node(
         assert a.ejected == []  # a has nobody in the room
 
 
+async def test_a_change_says_whom_this_node_ejected_while_the_others_eject_theirs(
+    nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]],
+) -> None:
+    async with nodes() as a, nodes() as b:
+        a.geofence.admit("room", "cn-on-a", CN)
+        a.geofence.admit("room", "us-on-a", US)
+        b.geofence.admit("room", "cn-on-b", CN)
+        change = await a.geofence.change_policy("room", RoomPolicy.deny("CN"))
+        assert [(e.participant, e.outcome, e.country) for e in change.ejections] == [
+            ("cn-on-a", Outcome.REQUESTED, "CN")
+        ]
+        assert change.version == a.store.version
+        await eventually(lambda: None if b.ejected else "b has ejected nobody yet", within=10)
+        assert [r.participant for r in b.ejected] == ["cn-on-b"]
+        again = await b.geofence.change_policy("room", RoomPolicy.deny("CN", "US"))
+        assert ([e.participant for e in again.ejections], again.version) == ([], change.version + 1)
+
+
 async def test_who_made_a_change_and_why_is_audited_on_every_node(
     nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]],
 ) -> None:
     async with nodes() as a, nodes() as b:
-        room = await a.geofence.change_policy("room", RoomPolicy.deny("CN"), actor="alice", reason="ticket 1")
-        default = await a.geofence.change_default_policy(RoomPolicy.deny("IR"), actor="bob", reason="review")
-        back = await b.geofence.change_policy("room", None)  # said by nobody
+        room = (
+            await a.geofence.change_policy("room", RoomPolicy.deny("CN"), actor="alice", reason="ticket 1")
+        ).version
+        default = (
+            await a.geofence.change_default_policy(RoomPolicy.deny("IR"), actor="bob", reason="review")
+        ).version
+        back = (await b.geofence.change_policy("room", None)).version  # said by nobody
         await eventually(lambda: None if a.store.version == back else "a is behind", within=10)
         for node in (a, b):
             events = node.geofence.audit.events(kind=EventKind.POLICY)
@@ -108,8 +131,8 @@ async def test_two_operators_on_two_nodes_at_once_200_times_lose_no_change(
             versions = await asyncio.gather(
                 a.geofence.change_policy("alpha", alpha), b.geofence.change_policy("beta", beta)
             )
-            written.append((versions[0], versions[1]))
-            newest = max(versions)
+            written.append((versions[0].version, versions[1].version))
+            newest = max(versions[0].version, versions[1].version)
 
             def behind(
                 newest: int = newest, alpha: RoomPolicy = alpha, beta: RoomPolicy = beta

@@ -11,6 +11,7 @@ import pytest
 from sfu_geofence import (
     AuditLog,
     DatabaseError,
+    DecisionReason,
     EjectRequest,
     Enforcement,
     EventKind,
@@ -19,7 +20,6 @@ from sfu_geofence import (
     Mode,
     ParticipantError,
     PolicyStore,
-    Reason,
     RelayedRule,
     RoomPolicy,
     Trigger,
@@ -27,6 +27,7 @@ from sfu_geofence import (
     Verdict,
 )
 from sfu_geofence.core.mediaaudit import MediaAuditLimit
+from sfu_geofence.core.outcome import Outcome
 from sfu_geofence.testing.testdb import build_database
 
 CN, HK, DE, US, UNKNOWN = "127.86.0.1", "127.85.0.1", "127.49.0.1", "127.1.0.1", "127.99.0.1"
@@ -64,7 +65,7 @@ def test_admission_registers_the_admitted_and_audits_everyone(host: Host) -> Non
     refused = fence.admit("r", "p1", CN)
     assert (refused.verdict, refused.reason, refused.country, refused.admitted) == (
         Verdict.REFUSE,
-        Reason.COUNTRY_DENIED,
+        DecisionReason.COUNTRY_DENIED,
         "CN",
         False,
     )
@@ -99,12 +100,12 @@ def test_a_participant_id_is_admitted_once_until_it_leaves(host: Host) -> None:
 
 def test_unknown_countries_follow_the_rooms_rule(host: Host) -> None:
     fence = host.fence
-    assert fence.decide("r", UNKNOWN).reason is Reason.UNKNOWN_ADMITTED
+    assert fence.decide("r", UNKNOWN).reason is DecisionReason.UNKNOWN_ADMITTED
     fence.set_policy("r", RoomPolicy.deny("CN", unknown=UnknownRule.REFUSE))
     decision = fence.decide("r", UNKNOWN)
     assert (decision.verdict, decision.reason, decision.country) == (
         Verdict.REFUSE,
-        Reason.UNKNOWN_REFUSED,
+        DecisionReason.UNKNOWN_REFUSED,
         None,
     )
 
@@ -205,10 +206,10 @@ def test_exemptions_by_identity_and_network_admit_the_restricted(host: Host) -> 
             "CN", exempt_participants=frozenset({"alice"}), exempt_networks=frozenset({"127.86.7.0/24"})
         ),
     )
-    assert fence.admit("r", "a", CN, identity="alice").reason is Reason.EXEMPT_PARTICIPANT
-    assert fence.admit("r", "b", "127.86.7.7").reason is Reason.EXEMPT_NETWORK
-    assert fence.admit("r", "c", CN, identity="bob").reason is Reason.COUNTRY_DENIED
-    assert fence.admit("r", "d", DE, identity="alice").reason is Reason.COUNTRY_NOT_RESTRICTED
+    assert fence.admit("r", "a", CN, identity="alice").reason is DecisionReason.EXEMPT_PARTICIPANT
+    assert fence.admit("r", "b", "127.86.7.7").reason is DecisionReason.EXEMPT_NETWORK
+    assert fence.admit("r", "c", CN, identity="bob").reason is DecisionReason.COUNTRY_DENIED
+    assert fence.admit("r", "d", DE, identity="alice").reason is DecisionReason.COUNTRY_NOT_RESTRICTED
 
 
 def test_a_restricted_media_address_requests_ejection(host: Host) -> None:
@@ -248,13 +249,13 @@ def test_a_media_address_reported_again_unchanged_is_audited_once(host: Host) ->
 @pytest.mark.parametrize(
     ("rule", "signaling", "ejected", "reason"),
     [
-        (RelayedRule.SIGNALING_COUNTRY, DE, False, Reason.COUNTRY_NOT_RESTRICTED),
-        (RelayedRule.ADMIT, DE, False, Reason.RELAYED_ADMITTED),
-        (RelayedRule.REFUSE, DE, True, Reason.RELAYED_REFUSED),
+        (RelayedRule.SIGNALING_COUNTRY, DE, False, DecisionReason.COUNTRY_NOT_RESTRICTED),
+        (RelayedRule.ADMIT, DE, False, DecisionReason.RELAYED_ADMITTED),
+        (RelayedRule.REFUSE, DE, True, DecisionReason.RELAYED_REFUSED),
     ],
 )
 def test_relayed_media_follows_the_relayed_rule(
-    host: Host, rule: RelayedRule, signaling: str, ejected: bool, reason: Reason
+    host: Host, rule: RelayedRule, signaling: str, ejected: bool, reason: DecisionReason
 ) -> None:
     fence = host.fence
     fence.set_policy("r", RoomPolicy.deny("CN", relayed=rule))
@@ -287,7 +288,7 @@ def test_a_database_reload_ejects_who_moved_and_a_corrupt_file_keeps_the_old(
     assert fence.database == before
     assert host.requests == []
     moved = build_database(tmp_path / "moved.mmdb", ["127.49.0.0/16=CN", "127.1.0.0/16=US"])
-    assert fence.reload_database(moved).path == str(moved)
+    assert fence.reload_database(moved).database.path == str(moved)
     assert host.ejected() == [("de", Trigger.DATABASE_RELOADED)]
     assert [e.outcome for e in fence.audit.events(kind=EventKind.DATABASE)] == [
         "loaded",
@@ -312,7 +313,7 @@ def test_corrupt_data_for_an_address_is_decided_as_unknown(corrupt_at_lookup: Pa
     fence = Geofence(lambda r: None, database=corrupt_at_lookup)
     fence.set_policy("r", RoomPolicy(unknown=UnknownRule.REFUSE))
     decision = fence.decide("r", CN)
-    assert (decision.verdict, decision.reason) == (Verdict.REFUSE, Reason.LOOKUP_FAILED)
+    assert (decision.verdict, decision.reason) == (Verdict.REFUSE, DecisionReason.LOOKUP_FAILED)
     fence.close()
 
 
@@ -399,6 +400,51 @@ def test_enforcement_does_not_depend_on_the_audit_being_written(
     assert fence.audit_failures == 10  # policy, 2 requested, 2 admissions, media, requested, 3 completed
     assert "audit event not recorded (10 so far)" in caplog.text
     fence.close()
+
+
+async def test_a_policy_change_says_whom_it_ejected_and_whom_it_would_have_without_the_audit(
+    loopback_db: Path, tmp_path: Path
+) -> None:
+    calls: list[str] = []
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    fence = Geofence(failing_once(calls), database=loopback_db, audit=audit)
+    for room, participant, address in (
+        ("r", "first", CN),
+        ("r", "cn", CN),
+        ("r", "de", DE),
+        ("w", "cnw", CN),
+    ):
+        fence.admit(room, participant, address)
+    _break_audit(audit, "read-only")  # what the core reports does not come from the audit
+
+    enforced = await fence.change_policy("r", RoomPolicy.deny("CN"))
+    assert enforced.version == fence.policy("r").version == 1
+    assert [(e.room, e.participant, e.outcome, e.country) for e in enforced.ejections] == [
+        ("r", "first", Outcome.EJECT_FAILED, "CN"),  # the host did not take it
+        ("r", "cn", Outcome.REQUESTED, "CN"),
+    ]
+    assert [e.participant for e in enforced.ejected] == ["cn"]
+
+    monitored = await fence.change_default_policy(RoomPolicy.deny("CN", enforcement=Enforcement.MONITOR))
+    assert (monitored.version, monitored.ejected) == (2, ())
+    assert [(e.room, e.participant, e.outcome) for e in monitored.would_eject] == [
+        ("w", "cnw", Outcome.WOULD_EJECT)
+    ]
+    assert (await fence.change_policy("r", RoomPolicy.deny("IR"))).ejections == ()
+    fence.close()
+
+
+def test_a_database_reload_says_whom_it_ejected(host: Host, tmp_path: Path) -> None:
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    fence.admit("r", "de", DE)
+    fence.admit("r", "us", US)
+    moved = build_database(tmp_path / "moved.mmdb", ["127.49.0.0/16=CN", "127.1.0.0/16=US"])
+    reloaded = fence.reload_database(moved)
+    assert reloaded.database == fence.database
+    assert [(e.participant, e.outcome, e.country) for e in reloaded.ejections] == [
+        ("de", Outcome.REQUESTED, "CN")
+    ]
 
 
 def test_policies_and_audit_survive_a_restart_of_the_geofence(loopback_db: Path, tmp_path: Path) -> None:

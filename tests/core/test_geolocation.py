@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sfu_geofence import DBIP_ATTRIBUTION, DatabaseError, InvalidAddress, Locator, normalise_address
-from sfu_geofence.core.geolocation import unmapped_network
+from sfu_geofence.core.addresses import unmapped_network
 from sfu_geofence.testing.testdb import build_database
 
 

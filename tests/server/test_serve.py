@@ -19,11 +19,12 @@ from aiohttp import web
 from mmdb_writer import MMDBWriter
 
 from sfu_geofence.cli import main
+from sfu_geofence.commands.serve import add_arguments, config_from_args
 from sfu_geofence.core.errors import ClosedError
 from sfu_geofence.protocol import ClosingMessage, IceServer
 from sfu_geofence.server import GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from sfu_geofence.server.caps import Caps
-from sfu_geofence.server.serve import Listener, add_arguments, config_from_args, run_until_signalled
+from sfu_geofence.server.serve import Listener, run_until_signalled
 from sfu_geofence.server.state import StateConfig
 from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
 from sfu_geofence.testing.process import spawn_module, spawn_serve, stop
