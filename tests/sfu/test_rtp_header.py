@@ -6,6 +6,8 @@ reads is the specification); the module under test imports nothing from aiortc.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket
@@ -98,3 +100,20 @@ def test_padding_is_kept_and_a_subscriber_without_extensions_gets_none() -> None
 def test_abs_send_time_is_the_6_18_fixed_point_seconds_of_the_ntp_time() -> None:
     # 1.5 s past an NTP second boundary (seconds modulo 64 kept): 0b000001.100000000000000000
     assert abs_send_time_of((65 << 32) + (1 << 31)) == bytes.fromhex("060000")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A packet as the history keeps it (no aiortc): what is forwarded unchanged."""
+
+    marker: int
+    payload: bytes
+    padding_size: int
+
+
+def test_the_header_bytes_are_exactly_the_subscriber_fields_with_rfc_8285_padding() -> None:
+    block = ExtensionBlock("ab", {"urn:ietf:params:rtp-hdrext:sdes:mid": 9}, "video")
+    # mid "ab": 1 id/length byte + 2 bytes, padded to 4; no abs-send-time negotiated
+    assert block.for_retransmission(b"\1\2\3") == bytes.fromhex("bede0001") + bytes([0x91]) + b"ab\0"
+    sent = rewrite(Stored(marker=1, payload=b"xyz", padding_size=3), 96, 0x1234, 0x89ABCDEF, 0x01020304, b"")
+    assert sent == bytes.fromhex("a0e0123489abcdef01020304") + b"xyz" + b"\0\0\3"
