@@ -126,6 +126,34 @@ def test_imports_follow_the_layering() -> None:
     assert breaches == []
 
 
+PURE_FORWARDING = ("sfu_geofence.sfu.rtp_header", "sfu_geofence.sfu.continuity", "sfu_geofence.sfu.mlines")
+"""The forwarding roles that are bytes and ints only (mediasoup's SeqManager, LiveKit's rtpmunger)."""
+
+
+def network_imports(module: Module) -> list[str]:
+    """What ``module`` imports from aiortc, aioice or any other package module (pure ones import neither)."""
+    return sorted(
+        t for t in imported_modules(module) if t.split(".")[0] in ("aiortc", "aioice", "sfu_geofence", "av")
+    )
+
+
+def test_rtp_rewriting_continuity_and_m_line_recycling_import_neither_aiortc_nor_the_rest() -> None:
+    modules = {m.name: m for m in package_modules()}
+    assert {name: network_imports(modules[name]) for name in PURE_FORWARDING} == {
+        name: [] for name in PURE_FORWARDING
+    }
+
+
+def test_an_aiortc_import_in_a_pure_module_is_found() -> None:
+    source = "from aiortc.rtp import RtpPacket\nfrom ..rtc.forwarding import ntp_now\n"
+    assert network_imports(parse("sfu_geofence.sfu.continuity", source)) == [
+        "aiortc.rtp",
+        "aiortc.rtp.RtpPacket",
+        "sfu_geofence.rtc.forwarding",
+        "sfu_geofence.rtc.forwarding.ntp_now",
+    ]
+
+
 # The checks themselves, on sources that break the rules: a check that cannot fail proves nothing.
 
 

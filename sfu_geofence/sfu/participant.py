@@ -1,9 +1,8 @@
 """One participant: its RTCPeerConnection, its m-lines (recycled, never removed) and its negotiations.
 
 The server always makes the offers, one at a time: changes requested while an offer is outstanding
-are folded into the next one. An m-line that stops carrying a track goes ``inactive`` and becomes
-reusable only once an answer to an offer that showed it inactive has been applied, so that a client
-always sees a track end before another one starts on the same m-line.
+are folded into the next one. An m-line that stops carrying a track goes ``inactive`` and is reused
+as :mod:`.mlines` decides.
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
 from .consumer import Consumer
 from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver
+from .mlines import MLineRecycler
 from .negotiation import NegotiationScheduler
 from .producer import Producer
 from .retransmission import (
@@ -128,8 +128,8 @@ class Participant:
                 self.producers[kind] = Producer(self.id, self.name, kind, transceiver, receiver)
                 self._publications.append(transceiver)
         self._offers_made = 0
-        self._free: list[RTCRtpTransceiver] = []
-        self._retiring: list[tuple[RTCRtpTransceiver, int]] = []
+        self.m_lines: MLineRecycler[RTCRtpTransceiver] = MLineRecycler()
+        """Which of its send m-lines went inactive, and which a new subscription may take."""
         self._pending: list[tuple[Consumer, int]] = []
         self._dirty = False
         self._answer: asyncio.Future[None] | None = None
@@ -173,16 +173,15 @@ class Participant:
         if self.closed:
             return
         consumer.transceiver.direction = "inactive"
-        self._retiring.append((consumer.transceiver, self._offers_made))
+        self.m_lines.retire(consumer.transceiver, self._offers_made)
         self.request_renegotiation()
 
     def _take_slot(self, kind: str) -> RTCRtpTransceiver:
-        for transceiver in self._free:
-            if transceiver.kind == kind:
-                self._free.remove(transceiver)
-                transceiver.direction = "sendonly"
-                return transceiver
-        return self._add_transceiver(kind, "sendonly")
+        transceiver = self.m_lines.take(kind)
+        if transceiver is None:
+            return self._add_transceiver(kind, "sendonly")
+        transceiver.direction = "sendonly"
+        return transceiver
 
     def _add_transceiver(self, kind: str, direction: str) -> RTCRtpTransceiver:
         # The first transceiver creates the (bundled) ICE connection, which reads the policy.
@@ -296,10 +295,7 @@ class Participant:
             raise AnswerTooLarge(f"{size} bytes answering {sections} media sections (at most {limit})")
 
     def _after_answer(self, offer_number: int) -> None:
-        for transceiver, retired_at in list(self._retiring):
-            if retired_at < offer_number:
-                self._retiring.remove((transceiver, retired_at))
-                self._free.append(transceiver)
+        self.m_lines.answered(offer_number)
         ready = [(c, g) for c, g in self._pending if g < offer_number]
         self._pending = [(c, g) for c, g in self._pending if g >= offer_number]
         for consumer, _ in ready:

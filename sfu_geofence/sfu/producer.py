@@ -16,6 +16,7 @@ from ..rtc.access import negotiated_codecs
 from ..rtc.forwarding import ForwardingReceiver, ntp_now
 from ..rtc.nack import STREAM_RESET_DISTANCE
 from .history import PacketHistory, StoredPacket
+from .rtp_header import abs_send_time_of
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -87,7 +88,7 @@ class Producer:
         if not self._fanout:
             return
         ntp = ntp_now()
-        abs_send_time = ((ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big")
+        abs_send_time = abs_send_time_of(ntp)
         for consumer in self._fanout:
             try:  # free unless raised (Python 3.11): one broken forwarding must not stop the others
                 consumer.forward(packet, abs_send_time, ntp)

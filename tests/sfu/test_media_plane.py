@@ -353,7 +353,7 @@ async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
 
     def freed() -> str | None:
         # The m-lines become reusable once an offer showing them inactive has been answered.
-        return None if all(len(p._free) == 2 for p in sfu_side) else "m-lines not freed yet"
+        return None if all(p.m_lines.reusable() == 2 for p in sfu_side) else "m-lines not freed yet"
 
     await eventually(freed, within=10)
     newcomer = _peer(served, "room-a", "127.0.10.9", "newcomer")
@@ -457,9 +457,10 @@ async def test_a_nack_for_a_packet_sent_before_the_consumer_started_is_not_answe
         assert tap.media_ssrc is not None
         # As the subscriber numbers them, the sequence number just before its first packet: on a
         # recycled m-line it is the previous producer's packet; the history holds another packet there.
-        before_start = (consumer._first_sequence_number - 1) & 0xFFFF
-        assert consumer._seq_offset is not None
-        assert audio.from_history((before_start - consumer._seq_offset) & 0xFFFF) is not None
+        continuity = consumer.continuity
+        before_start = (continuity.first_sequence_number - 1) & 0xFFFF
+        assert continuity.sequence_offset is not None
+        assert audio.from_history((before_start - continuity.sequence_offset) & 0xFFFF) is not None
         await receiver._send_rtcp_nack(tap.media_ssrc, [before_start])
         await eventually(lambda: None if consumer.nacks_unanswerable else "NACK not handled", within=5)
         assert consumer.retransmissions == 0
