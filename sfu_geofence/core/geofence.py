@@ -254,8 +254,8 @@ class Geofence:
         except DatabaseError as exc:
             logger.error("%s", exc)
             return evaluator.lookup_failed(self._locator.unknown)
-        decision = evaluator.cache.get(location.key)
-        if decision is None or evaluator.exempting:
+        decision = evaluator.shared.get(location.key)
+        if decision is None:
             return evaluator.decide(location, address, identity)
         return decision
 
