@@ -26,8 +26,9 @@ class Evaluator:
         self.cache: dict[int, Decision] = {}
         """Decisions by ``Location.key``."""
         self.shared: dict[int, Decision] = {} if self.exempting else self.cache
-        """What the hot path reads directly: ``cache``, or an empty map when decisions depend on
-        the participant (exemptions), so that a hit needs no further test."""
+        """What the hot path reads directly: the decisions that hold for anyone at a location. All
+        of ``cache`` without exemptions; with them, only admissions (an exemption only ever turns a
+        refusal into an admission), so that a hit needs no further test."""
 
     def decide(self, location: Location, address: str, identity: str | None = None) -> Decision:
         """The decision for a participant at ``address``, located at ``location``."""
@@ -37,6 +38,8 @@ class Evaluator:
             decision = self._build(location)
             if key >= 0:  # interned by a Locator; a Location built by hand is not cached
                 self.cache[key] = decision
+                if decision.verdict is Verdict.ADMIT:
+                    self.shared[key] = decision
         if self.exempting and decision.verdict is Verdict.REFUSE:
             return self._exempted(decision, location, address, identity)
         return decision
