@@ -13,7 +13,8 @@ Figures (nanoseconds per call, median over rounds of one pass over the same rand
   (SQLite, synchronous=FULL: an fsync) audit write, on a file in a temporary directory;
   ``admit_recorded_normal_ns`` the same with the audit log at synchronous=NORMAL.
 
-Goals: admit_ns <= 2 * lookup_ns, and admit_ns at least 4x below geoip2_country_ns.
+Goals: admit_ns <= 1.5 * lookup_ns (issue 12; 2x before it), and admit_ns at least 4x below
+geoip2_country_ns.
 
 Run: ``python bench/decision.py [--json]``. Bounded well under 60 s; progress goes to stderr.
 """
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 "admit_over_lookup": round(admit / lookup, 2),
                 "geoip2_over_admit": round(g2 / admit, 2),
                 "goal_admit_le_2x_lookup": admit <= 2 * lookup,
+                "goal_admit_le_1_5x_lookup": admit <= 1.5 * lookup,
                 "goal_admit_4x_below_geoip2": g2 >= 4 * admit,
                 "addresses": len(addresses),
                 "geoip2_file_agrees": agree,

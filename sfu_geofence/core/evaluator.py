@@ -14,7 +14,7 @@ from .policy import Enforcement, Mode, RelayedRule, RoomPolicy
 class Evaluator:
     """Decides for one policy version. Replaced (not mutated) when the policy or database changes."""
 
-    __slots__ = ("cache", "enforced", "exempting", "policy", "rule", "version")
+    __slots__ = ("cache", "enforced", "exempting", "policy", "rule", "shared", "version")
 
     def __init__(self, policy: RoomPolicy, version: int) -> None:
         self.policy = policy
@@ -24,7 +24,11 @@ class Evaluator:
         self.exempting = bool(policy.exempt_participants or policy.exempt_networks)
         """Whether decisions may depend on the participant, not only on the location."""
         self.cache: dict[int, Decision] = {}
-        """Decisions by ``Location.key``, for the hot path to read directly."""
+        """Decisions by ``Location.key``."""
+        self.shared: dict[int, Decision] = {} if self.exempting else self.cache
+        """What the hot path reads directly: the decisions that hold for anyone at a location. All
+        of ``cache`` without exemptions; with them, only admissions (an exemption only ever turns a
+        refusal into an admission), so that a hit needs no further test."""
 
     def decide(self, location: Location, address: str, identity: str | None = None) -> Decision:
         """The decision for a participant at ``address``, located at ``location``."""
@@ -34,6 +38,8 @@ class Evaluator:
             decision = self._build(location)
             if key >= 0:  # interned by a Locator; a Location built by hand is not cached
                 self.cache[key] = decision
+                if decision.verdict is Verdict.ADMIT:
+                    self.shared[key] = decision
         if self.exempting and decision.verdict is Verdict.REFUSE:
             return self._exempted(decision, location, address, identity)
         return decision

@@ -254,10 +254,10 @@ class Geofence:
         except DatabaseError as exc:
             logger.error("%s", exc)
             return evaluator.lookup_failed(self._locator.unknown)
-        decision = evaluator.cache.get(location.key)
-        if decision is None or evaluator.exempting:
+        try:
+            return evaluator.shared[location.key]
+        except KeyError:  # first met under this policy version, or a refusal an exemption may lift
             return evaluator.decide(location, address, identity)
-        return decision
 
     async def ready(self) -> None:
         """Awaited by a host that can, before :meth:`admit`: a node of a cluster that lost track of

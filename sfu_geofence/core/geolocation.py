@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import re
+import socket
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,10 @@ class Location:
 
 
 _keys = itertools.count()
+
+_inet_pton = socket.inet_pton
+#: A plain int: the IntEnum ``socket.AF_INET`` costs a conversion per call on the hot path.
+_AF_INET = int(socket.AF_INET)
 
 
 def normalise_address(address: str) -> str:
@@ -316,10 +321,14 @@ class Locator:
                     address = normalise_address(address)
             elif address[:1] == "0":
                 address = normalise_address(address)  # 0:0:0:0:0:ffff:a.b.c.d and other long forms
-        elif address.count(".") != 3 or ".0" in address or address[0] == "0":
+        else:
             # maxminddb also reads inet_aton forms ("1.2.3", "010.1.1.1", "0x8.8.8.8") that name
-            # another address than they seem to; only a short form or a leading zero can hide one.
-            address = normalise_address(address)
+            # another address than they seem to. inet_pton reads only four decimal octets without
+            # leading zeros, in C: one call, cheaper than three string scans, and "1.0.0.1" stays fast.
+            try:
+                _inet_pton(_AF_INET, address)
+            except (OSError, ValueError):  # not that form (ValueError: a NUL character)
+                address = normalise_address(address)
         try:
             record = build.get(address)
         except InvalidDatabaseError as exc:

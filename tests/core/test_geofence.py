@@ -212,6 +212,18 @@ def test_exemptions_by_identity_and_network_admit_the_restricted(host: Host) -> 
     assert fence.admit("r", "d", DE, identity="alice").reason is DecisionReason.COUNTRY_NOT_RESTRICTED
 
 
+def test_an_exemption_holds_however_often_its_country_was_refused_before(host: Host) -> None:
+    # Decisions are shared between participants at one location; a refusal an exemption may lift
+    # is not one of them.
+    fence = host.fence
+    fence.set_policy("r", RoomPolicy.deny("CN", exempt_participants=frozenset({"alice"})))
+    for n in range(3):
+        assert fence.admit("r", f"bob{n}", CN, identity="bob").reason is DecisionReason.COUNTRY_DENIED
+        assert fence.admit("r", f"alice{n}", CN, identity="alice").reason is DecisionReason.EXEMPT_PARTICIPANT
+        assert fence.decide("r", CN, identity="alice").admitted
+        assert not fence.decide("r", CN).admitted
+
+
 def test_a_restricted_media_address_requests_ejection(host: Host) -> None:
     fence = host.fence
     fence.set_policy("r", RoomPolicy.deny("CN"))

@@ -70,6 +70,13 @@ def test_networks_written_ipv4_mapped_are_the_ipv4_networks_addresses_are_compar
     assert unmapped_network(ipaddress.ip_network(written)) == ipaddress.ip_network(meant)
 
 
+def test_dotted_quads_with_zero_octets_are_read_as_written(loopback_db: Path) -> None:
+    # A zero octet is no leading zero: "127.86.0.1" is that address, not an inet_aton form.
+    locator = Locator(loopback_db)
+    for address in ("127.86.0.1", "127.86.0.0", "127.86.10.0", "::ffff:127.86.0.1"):
+        assert located(locator, address) == ("CN", "country_code"), address
+
+
 def test_addresses_missing_from_the_database_are_unknown_not_errors(loopback_db: Path) -> None:
     locator = Locator(loopback_db)
     for address in ("127.0.0.1", "10.0.0.1", "::1", "8.8.8.8", "2001:db8::1"):
@@ -80,7 +87,10 @@ def test_addresses_missing_from_the_database_are_unknown_not_errors(loopback_db:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "bogus", "8.8.8", "010.1.1.1", "0x8.8.8.8", "8.8.8.8/24", "1.1.1.256", "8.8.8.8 ", "[::1]", "::g"],
+    [
+        *("", "bogus", "8.8.8", "010.1.1.1", "0x8.8.8.8", "8.8.8.8/24", "1.1.1.256", "8.8.8.8 ", "[::1]"),
+        *("::g", "8.8.8.010", "8.8.8.8\x00", "1.2.3.4.5", "\uff11.2.3.4"),
+    ],
 )
 def test_text_that_is_not_an_ip_address_is_rejected_with_a_specific_error(text: str) -> None:
     locator = Locator()
