@@ -1,27 +1,15 @@
-"""Janus tests run a real Janus from Debian (marker ``janus``) inside a LAN namespace (marker ``lan``)."""
+"""Janus tests run a real Janus from Debian (marker ``janus``; fixture ``janus`` in tests/conftest.py)
+inside a LAN namespace (marker ``lan``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 
 from sfu_geofence.janus import JanusSession
-from sfu_geofence.testing.ci import skip_or_fail
-from sfu_geofence.testing.janus import JANUS_MISSING, JanusServer, find_janus, running_janus
-
-
-@pytest.fixture
-def janus(tmp_path: Path) -> Iterator[JanusServer]:
-    """A Janus of this test's own (config files in tmp_path, ICE on the LAN dummy only), stopped by PID."""
-    if find_janus() is None:
-        skip_or_fail(JANUS_MISSING, kind="janus")
-    directory = tmp_path / "janus"
-    directory.mkdir()
-    with running_janus(directory) as server:
-        yield server
+from sfu_geofence.testing.janus import JanusServer
 
 
 @pytest.fixture
