@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .netns import LAN_INTERFACE
+from .process import terminate
 
 JANUS = "janus"
 JANUS_MISSING = "Janus not found: apt-get install -y janus"
@@ -175,13 +176,7 @@ def running_janus(
         _wait_until_answering(process, server, within)
         yield server
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process)
 
 
 def _wait_until_answering(process: subprocess.Popen[bytes], server: JanusServer, within: float) -> None:
