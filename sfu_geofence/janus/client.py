@@ -51,7 +51,7 @@ def _transaction() -> str:
     return secrets.token_hex(8)
 
 
-def _check(reply: JsonObject) -> JsonObject:
+def check_reply(reply: JsonObject) -> JsonObject:
     """``reply`` itself, unless it is a Janus error (raised as :class:`JanusError`)."""
     if reply.get("janus") == "error":
         error = reply.get("error", {})
@@ -120,7 +120,7 @@ class JanusSession:
             if reply.get("janus") != "ack" or body.get("janus") != "message":
                 return reply  # only plugin messages are answered later (a keepalive's ack is its answer)
             async with asyncio.timeout(within):
-                return _check(await waiter)
+                return check_reply(await waiter)
         except TimeoutError:
             raise JanusError(0, f"no event for {body.get('janus')} within {within:g} s") from None
         finally:
@@ -244,4 +244,4 @@ class JanusHandle:
 async def _post(http: aiohttp.ClientSession, url: str, body: JsonObject) -> JsonObject:
     async with http.post(url, json=body, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as response:
         reply: JsonObject = await response.json(content_type=None)
-    return _check(reply)
+    return check_reply(reply)

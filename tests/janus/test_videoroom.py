@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
+import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from sfu_geofence.janus import JanusError, JanusSession, VideoRoom
+from sfu_geofence.janus import JanusAdmin, JanusError, JanusSession, VideoRoom
+from sfu_geofence.janus.videoroom import Publisher
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.synthetic.media import OpusTrack, Vp8Track, publish
 from sfu_geofence.synthetic.meter import ReceiveMeter
+from sfu_geofence.testing.janus import JanusServer
 from sfu_geofence.testing.netns import LAN_IPV4, LAN_NETWORKS
 from sfu_geofence.testing.wait import eventually
 
@@ -81,34 +85,89 @@ async def test_a_subscriber_receives_both_tracks_of_a_publisher(session: JanusSe
         ]
 
 
-async def test_kick_removes_exactly_one_participant(session: JanusSession) -> None:
-    rooms = VideoRoom(session)
-    room = await rooms.create_room(5678, secret=SECRET)
-    meter = ReceiveMeter()
-    async with peer_connections() as pcs:
-        with use_policy(POLICY):
-            alice = await rooms.publish(room, camera_and_microphone(pcs), display="alice")
-            bob = await rooms.publish(room, camera_and_microphone(pcs), display="bob")
-            await rooms.subscribe(room, (alice.participant_id,), receiving(pcs, meter, "alice"))
-            await rooms.subscribe(room, (bob.participant_id,), receiving(pcs, meter, "bob"))
+@dataclass
+class TwoPublishers:
+    """Alice and Bob publishing in one room, each watched by a subscriber of their own, media flowing."""
 
-        await eventually(lambda: flowing(meter, "alice") or flowing(meter, "bob"), within=WITHIN)
+    rooms: VideoRoom
+    room: int
+    alice: Publisher
+    bob: Publisher
+    meter: ReceiveMeter
 
-        await rooms.kick(room, alice.participant_id, secret=SECRET)
-
-        listed = await rooms.participants(room)
-        assert [p["display"] for p in listed] == ["bob"]
-        hangup = await alice.handle.next_event("hangup", within=WITHIN)
-        assert hangup["sender"] == alice.handle.handle_id
-        # Alice's media stops reaching her subscriber; Bob's keeps flowing after the kick.
+    async def only_bob_still_flows(self) -> None:
+        """Alice's media has stopped reaching her subscriber; Bob's keeps reaching his."""
         await asyncio.sleep(1.0)
-        alice_after, bob_after = packets(meter, "alice"), packets(meter, "bob")
+        alice_after, bob_after = packets(self.meter, "alice"), packets(self.meter, "bob")
         await asyncio.sleep(2.0)
-        assert packets(meter, "alice") == alice_after
-        bob_later = packets(meter, "bob")
+        assert packets(self.meter, "alice") == alice_after
+        bob_later = packets(self.meter, "bob")
         assert all(bob_later[kind] >= bob_after[kind] + 20 for kind in ("video", "audio")), (
             bob_after,
             bob_later,
         )
+
+
+async def two_publishers(session: JanusSession, pcs: list[RTCPeerConnection], room: int) -> TwoPublishers:
+    rooms = VideoRoom(session)
+    await rooms.create_room(room, secret=SECRET)
+    meter = ReceiveMeter()
+    with use_policy(POLICY):
+        alice = await rooms.publish(room, camera_and_microphone(pcs), display="alice")
+        bob = await rooms.publish(room, camera_and_microphone(pcs), display="bob")
+        await rooms.subscribe(room, (alice.participant_id,), receiving(pcs, meter, "alice"))
+        await rooms.subscribe(room, (bob.participant_id,), receiving(pcs, meter, "bob"))
+    await eventually(lambda: flowing(meter, "alice") or flowing(meter, "bob"), within=WITHIN)
+    return TwoPublishers(rooms, room, alice, bob, meter)
+
+
+async def test_kick_removes_exactly_one_participant(session: JanusSession) -> None:
+    async with peer_connections() as pcs:
+        call = await two_publishers(session, pcs, 5678)
+
+        await call.rooms.kick(call.room, call.alice.participant_id, secret=SECRET)
+
+        assert [p["display"] for p in await call.rooms.participants(call.room)] == ["bob"]
+        hangup = await call.alice.handle.next_event("hangup", within=WITHIN)
+        assert hangup["sender"] == call.alice.handle.handle_id
+        await call.only_bob_still_flows()
         with pytest.raises(JanusError):
-            await rooms.kick(room, alice.participant_id, secret=SECRET)
+            await call.rooms.kick(call.room, call.alice.participant_id, secret=SECRET)
+
+
+async def test_kick_needs_the_room_secret(session: JanusSession) -> None:
+    async with peer_connections() as pcs:
+        call = await two_publishers(session, pcs, 4321)
+        with pytest.raises(JanusError) as refused:
+            await call.rooms.kick(call.room, call.alice.participant_id, secret="a guess")
+        assert refused.value.code == 433  # JANUS_VIDEOROOM_ERROR_UNAUTHORIZED
+        assert [p["display"] for p in await call.rooms.participants(call.room)] == ["alice", "bob"]
+
+
+async def test_a_publisher_that_detaches_leaves_the_room_alone(session: JanusSession) -> None:
+    async with peer_connections() as pcs:
+        call = await two_publishers(session, pcs, 2468)
+
+        await call.alice.handle.detach()
+
+        assert [p["display"] for p in await call.rooms.participants(call.room)] == ["bob"]
+        await call.only_bob_still_flows()
+
+
+async def test_the_admin_api_hangs_up_one_participant_and_shows_its_media_address(
+    session: JanusSession, janus: JanusServer, http: aiohttp.ClientSession
+) -> None:
+    admin = JanusAdmin(http, janus.admin_url, janus.admin_secret)
+    async with peer_connections() as pcs:
+        call = await two_publishers(session, pcs, 1357)
+        info = await admin.handle_info(session.session_id, call.bob.handle.handle_id)
+        # "198.18.0.1:<janus port> [host,udp] <-> 198.18.0.1:<peer port> [host,udp]": the peer's media address
+        local, remote = (side.split(" ")[0] for side in info["webrtc"]["ice"]["selected-pair"].split(" <-> "))
+        assert remote.rsplit(":", 1)[0] == LAN_IPV4
+        assert remote != local
+
+        await admin.hangup_webrtc(session.session_id, call.alice.handle.handle_id)
+
+        await call.alice.handle.next_event("hangup", within=WITHIN)
+        await call.only_bob_still_flows()
+        assert call.alice.handle.handle_id in await admin.handles(session.session_id)  # hung up, not detached
