@@ -28,6 +28,8 @@ REQUEST_TIMEOUT_S = 10.0
 KEEPALIVE_INTERVAL_S = 25.0
 """Under Janus's default ``session_timeout`` (60 s) with room to spare."""
 MAX_EVENTS_PER_POLL = 10
+SESSION_NOT_FOUND = 458
+"""Janus's ``JANUS_ERROR_SESSION_NOT_FOUND``."""
 
 
 class JanusError(Exception):
@@ -83,7 +85,8 @@ class JanusSession:
         self._poller: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
-        """Set once the session is destroyed, or Janus said it is gone (its long poll failed)."""
+        """Set once the session is destroyed, or Janus said it is gone (a request or the long poll got
+        "no such session")."""
 
     @classmethod
     async def create(
@@ -123,6 +126,10 @@ class JanusSession:
                 return check_reply(await waiter)
         except TimeoutError:
             raise JanusError(0, f"no event for {body.get('janus')} within {within:g} s") from None
+        except JanusError as error:
+            if error.code == SESSION_NOT_FOUND and not self.closed.is_set():
+                await self._stop()  # Janus forgot it (destroyed, timed out, restarted): so do we
+            raise
         finally:
             self._waiting.pop(transaction, None)
             if not waiter.done():
