@@ -12,6 +12,7 @@ from sfu_geofence.netguard import LoopbackGuard, loopback_only
 from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver, running_coturn
 from sfu_geofence.testing.eventloops import GUARD_KEY
+from sfu_geofence.testing.janus import JANUS_MISSING, JanusServer, find_janus, running_janus
 from sfu_geofence.testing.netns import in_lan_namespace, is_own_lan_address
 
 # pytest_browser: tests marked `browser` run in a network namespace with only lo, and their fixtures
@@ -59,4 +60,15 @@ def turn_server(tmp_path: Path) -> Iterator[TurnServer]:
     directory = tmp_path / "coturn"
     directory.mkdir()
     with running_coturn(directory) as server:
+        yield server
+
+
+@pytest.fixture
+def janus(tmp_path: Path) -> Iterator[JanusServer]:
+    """A Janus of this test's own (config files in tmp_path, ICE on the LAN dummy only), stopped by PID."""
+    if find_janus() is None:
+        skip_or_fail(JANUS_MISSING, kind="janus")
+    directory = tmp_path / "janus"
+    directory.mkdir()
+    with running_janus(directory) as server:
         yield server

@@ -23,6 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .process import terminate
+
 if TYPE_CHECKING:
     from aiortc import RTCIceServer
 
@@ -149,12 +151,7 @@ def running_coturn(
         _wait_until_listening(process, server, within, log)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 def _wait_until_listening(

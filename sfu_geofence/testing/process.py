@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from typing import IO
@@ -54,3 +55,13 @@ async def stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.kill()
     await process.wait()
+
+
+def terminate(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM a server this test started (by its PID), SIGKILL it after ``grace`` seconds, and reap it."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
