@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
-async def eventually(check: Callable[[], str | None], *, within: float, interval: float = 0.02) -> None:
+async def eventually(
+    check: Callable[[], str | None | Awaitable[str | None]], *, within: float, interval: float = 0.02
+) -> None:
     """Poll ``check`` until it returns None; after ``within`` seconds fail with its last reason.
 
     ``check`` returns None when the condition holds, otherwise a sentence saying what is missing,
-    which becomes the failure message.
+    which becomes the failure message. It may be a coroutine function, for conditions that
+    can only be read by asking a server (which applies some requests after answering them).
     """
     deadline = time.monotonic() + within
     while True:
-        reason = check()
+        outcome = check()
+        reason = await outcome if inspect.isawaitable(outcome) else outcome
         if reason is None:
             return
         if time.monotonic() >= deadline:
