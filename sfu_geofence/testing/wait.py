@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 
 async def eventually(
-    check: Callable[[], str | None | Awaitable[str | None]], *, within: float, interval: float = 0.02
+    check: Callable[[], str | Awaitable[str | None] | None], *, within: float, interval: float = 0.02
 ) -> None:
     """Poll ``check`` until it returns None; after ``within`` seconds fail with its last reason.
 
