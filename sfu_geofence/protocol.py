@@ -38,6 +38,9 @@ class CloseCode(enum.IntEnum):
     """The room has reached its participant limit."""
     ADDRESS_LIMIT = 4430
     """Too many sessions or joins in progress from the client's address, or joins too fast."""
+    REDIRECT = 4302
+    """The room is hosted by another node of the cluster (a ``redirect`` naming it precedes the close):
+    nothing was decided or allocated here; join again there."""
     OVER_CAPACITY = 4503
     """The server is at capacity (a global cap); the client may retry later."""
     INTERNAL_ERROR = 4500
@@ -349,6 +352,17 @@ class ClosingMessage(_Flat):
     message: str
 
 
+@dataclass(frozen=True)
+class Redirect(_Flat):
+    """``redirect``: another node of the cluster hosts ``room``; send the same ``join`` to ``url``
+    (close 4302 follows). Nothing was decided or allocated on the node that sends it."""
+
+    type: ClassVar[str] = "redirect"
+    room: str
+    url: str
+    """The hosting node's signaling WebSocket URL (``ws://`` or ``wss://``)."""
+
+
 ServerMessage = (
     Joined
     | OfferMessage
@@ -358,6 +372,7 @@ ServerMessage = (
     | RefusedMessage
     | EjectedMessage
     | ClosingMessage
+    | Redirect
 )
 
 _SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
@@ -371,6 +386,7 @@ _SERVER_MESSAGES: dict[str, type[ServerMessage]] = {
         RefusedMessage,
         EjectedMessage,
         ClosingMessage,
+        Redirect,
     )
 }
 

@@ -46,6 +46,8 @@ ENV_TRUSTED_PROXIES = "SFU_GEOFENCE_TRUSTED_PROXIES"
 ENV_STATE_DIR = "SFU_GEOFENCE_STATE_DIR"
 ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 ENV_REDIS = "SFU_GEOFENCE_REDIS"
+ENV_NODE_ID = "SFU_GEOFENCE_NODE_ID"
+ENV_ADVERTISE_URL = "SFU_GEOFENCE_ADVERTISE_URL"
 ENV_ADMIN_HOST = "SFU_GEOFENCE_ADMIN_HOST"
 ENV_ADMIN_PORT = "SFU_GEOFENCE_ADMIN_PORT"
 CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
@@ -208,6 +210,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--state-dir, this process only)",
     )
     parser.add_argument(
+        "--node-id",
+        default=os.environ.get(ENV_NODE_ID, ""),
+        help=f"this node's name in a cluster (${ENV_NODE_ID}; default HOSTNAME:PORT of the public listener)",
+    )
+    parser.add_argument(
+        "--advertise-url",
+        default=os.environ.get(ENV_ADVERTISE_URL) or None,
+        metavar="URL",
+        help=f"this node's public signaling URL, which other nodes name in the redirect for the rooms it "
+        f"hosts (${ENV_ADVERTISE_URL}; default ws://HOST:PORT/ws of the public listener)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -306,6 +320,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         admin=AdminConfig.from_env(args.admin_token),
         redis_url=args.redis,
+        node_id=args.node_id,
+        advertise_url=args.advertise_url,
         drain_timeout=args.drain_timeout,
         db_watch_interval=args.db_watch,
         admin_listener=AdminListenerConfig(args.admin_host, admin_port(args)),

@@ -10,6 +10,7 @@ import contextlib
 import itertools
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -110,6 +111,8 @@ class AuditLog:
         self._closed = False
         self._directory = None if str(path) == ":memory:" else os.path.dirname(os.path.abspath(path))
         self.reserve = reserve
+        self.listeners: list[Callable[[AuditEvent], None]] = []
+        """Called with each event once stored (a cluster node copies them to its Redis stream)."""
 
     def free_bytes(self) -> int | None:
         """Bytes free for unprivileged writers on the log's file system (None: in memory)."""
@@ -137,7 +140,10 @@ class AuditLog:
             cursor = self._db.execute(_INSERT, values)
         except sqlite3.Error as exc:
             raise StorageError(f"audit event not stored: {exc}") from None
-        return replace(event, time=time, id=cursor.lastrowid)
+        stored = replace(event, time=time, id=cursor.lastrowid)
+        for listener in self.listeners:
+            listener(stored)
+        return stored
 
     def events(
         self,

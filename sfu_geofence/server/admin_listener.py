@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .admin import create_admin_app
+from .admin import ClusterView, create_admin_app
 from .enforcement import GeofenceHost
 from .metrics import CONTENT_TYPE, Metrics
 
@@ -39,13 +39,16 @@ class AdminListenerConfig:
 METRICS = web.AppKey("admin_metrics", Metrics)
 
 
-def create_admin_listener_app(host: GeofenceHost, metrics: Metrics, token: str | None) -> web.Application:
-    """``/metrics`` always; the operator API under ``/api`` when a token is configured."""
+def create_admin_listener_app(
+    host: GeofenceHost, metrics: Metrics, token: str | None, cluster: ClusterView | None = None
+) -> web.Application:
+    """``/metrics`` always; the operator API under ``/api`` when a token is configured (with the
+    whole cluster's view given ``cluster``)."""
     app = web.Application()
     app[METRICS] = metrics
     app.router.add_get("/metrics", serve_metrics)
     if token is not None:
-        app.add_subapp("/api", create_admin_app(host.geofence, host, token))
+        app.add_subapp("/api", create_admin_app(host.geofence, host, token, cluster))
     else:
         logger.info("no operator token configured: the operator API (/api) is not mounted")
     return app

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Coroutine, Iterable
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -22,7 +23,7 @@ from ..core.addresses import IPNetwork, unmapped_network
 from ..core.policystore import PolicySource
 from ..protocol import IceServer
 from ..rtc.ice import IcePolicy
-from ..sfu import AdmissionHook, Sfu, SfuConfig, SfuObserver
+from ..sfu import AdmissionHook, CloseReason, Participant, Sfu, SfuConfig, SfuObserver
 from .admin import AdminConfig
 from .admin_listener import AdminListenerConfig, create_admin_listener_app
 from .caps import AdmissionGate, Caps
@@ -35,7 +36,13 @@ from .retention import AuditRetention
 from .signaling import SignalingSession
 from .state import StateConfig
 
+if TYPE_CHECKING:
+    from ..cluster.node import ClusterNode
+
 logger = logging.getLogger(__name__)
+
+NODE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,100}")
+"""What a node id may be: it goes into Redis keys, the audit and the operator view."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,13 @@ class ServerConfig:
     redis_url: str | None = None
     """``--redis``: policies live in this Redis, shared with every node given the same one (the
     audit stays in ``state``); None: in ``state``'s SQLite, as a single process."""
+    node_id: str = ""
+    """This node's name in a cluster (``--node-id``): in the operator view, the audit and room
+    leases; "" (default): ``HOSTNAME:PORT`` of the public listener once it is bound."""
+    advertise_url: str | None = None
+    """This node's public signaling URL (``--advertise-url``, e.g. ``wss://sfu-2.example.org/ws``),
+    named in the ``redirect`` other nodes send for the rooms it hosts; None: ``ws://HOST:PORT/ws``
+    of the public listener (set it behind a proxy or on a wildcard address)."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
     admin_listener: AdminListenerConfig = field(default_factory=AdminListenerConfig)
@@ -102,6 +116,10 @@ class ServerConfig:
             )
         if not self.drain_timeout > 0:
             raise ValueError(f"the drain timeout must be positive, not {self.drain_timeout}")
+        if self.node_id and not NODE_ID_PATTERN.fullmatch(self.node_id):
+            raise ValueError(f"--node-id {self.node_id[:80]!r}: 1-100 characters of A-Z a-z 0-9 _ . : -")
+        if self.advertise_url is not None and not self.advertise_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"--advertise-url {self.advertise_url[:80]!r} is not a ws:// or wss:// URL")
 
 
 CONFIG = web.AppKey("config", ServerConfig)
@@ -112,6 +130,8 @@ DATABASE_WATCH = web.AppKey("database_watch", DatabaseWatch)
 AUDIT_RETENTION = web.AppKey("audit_retention", AuditRetention)
 GATE = web.AppKey("gate", AdmissionGate)
 METRICS = web.AppKey("metrics", Metrics)
+CLUSTER: web.AppKey[ClusterNode] = web.AppKey("cluster")
+"""A cluster node's :class:`~sfu_geofence.cluster.node.ClusterNode` (``serve --redis``)."""
 ADMIN_APP = web.AppKey("admin_app", web.Application)
 """The admin listener's application of a geofenced app (serve it on ``config.admin_listener``)."""
 IDENTITY = web.RequestKey("identity", str)
@@ -157,13 +177,15 @@ def create_geofenced_app(
     config: ServerConfig | None = None,
     observers: Iterable[SfuObserver] = (),
     policies: PolicySource | None = None,
+    cluster: ClusterNode | None = None,
 ) -> web.Application:
     """:func:`create_app` with the geofence enforcing every room; its admin listener's application
     (metrics, and the operator API if a token is configured) is ``app[ADMIN_APP]``.
 
     Opens the database and the state directory now: a missing or corrupt file fails here, at start-up.
     ``policies``: a store opened by the caller (a cluster's, :mod:`sfu_geofence.cluster`); default the
-    state directory's SQLite.
+    state directory's SQLite. ``cluster``: this node's place in a cluster (room placement, the
+    whole cluster's operator view and audit), run and stopped with the application.
     """
     config = config or ServerConfig()
     app = create_app(config, observers=observers)
@@ -188,7 +210,9 @@ def create_geofenced_app(
         app.cleanup_ctx.append(_retain_audit)
     app.on_cleanup.append(_close_geofence)  # after the SFU's participants have all left
     add_geofence_metrics(app[METRICS], host)
-    app[ADMIN_APP] = create_admin_listener_app(host, app[METRICS], config.admin.token)
+    if cluster is not None:
+        join_cluster(app, host, cluster)
+    app[ADMIN_APP] = create_admin_listener_app(host, app[METRICS], config.admin.token, cluster)
     logger.info(
         "geofence: %s; state %s", host.geofence.database.label, config.state.directory or "in memory only"
     )
@@ -201,6 +225,62 @@ def create_geofenced_app(
     if policies is not None:
         add_cluster_metrics(app[METRICS], policies)
     return app
+
+
+def join_cluster(app: web.Application, host: GeofenceHost, cluster: ClusterNode) -> None:
+    """Wire a cluster node to this application: placement before joins, the registry told of joins
+    and departures, the audit copied to the cluster's stream, other nodes' commands acted on here."""
+    from .admin.cluster import act_on_command
+    from .admin.participants import participant_entries
+
+    app[CLUSTER] = cluster
+    sfu, fence = app[SFU], host.geofence
+    cluster.attach(
+        occupied=lambda room: room in sfu.rooms,
+        snapshot=lambda: participant_entries(fence, host),
+        handler=lambda command: act_on_command(fence, cluster.node or "", command),
+    )
+    sfu.observer.observers.append(_Announcer(cluster.registry.changed))
+    fence.audit.listeners.append(cluster.audit.append)
+    app.cleanup_ctx.append(_cluster_lifetime)
+    app[METRICS].add(
+        "counter",
+        "sfu_geofence_redirects",
+        "Joins sent on to the node hosting their room (redirect, close 4302)",
+        lambda: cluster.placement.redirects,
+    )
+    app[METRICS].add(
+        "gauge",
+        "sfu_geofence_rooms_hosted",
+        "Rooms whose lease this node holds",
+        lambda: len(cluster.placement.hosted),
+    )
+    app[METRICS].add(
+        "counter",
+        "sfu_geofence_audit_stream_dropped",
+        "Audit events not copied to the cluster's stream (Redis unreachable too long; in SQLite still)",
+        lambda: cluster.audit.dropped,
+    )
+
+
+class _Announcer(SfuObserver):
+    """Tells the node registry that this node's participants changed."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        self._changed = changed
+
+    def participant_joined(self, participant: Participant) -> None:
+        self._changed()
+
+    def participant_left(self, participant: Participant, reason: CloseReason, detail: str) -> None:
+        self._changed()
+
+
+async def _cluster_lifetime(app: web.Application) -> AsyncIterator[None]:
+    cluster = app[CLUSTER]
+    async with _running(cluster.run()):
+        yield
+    await cluster.stop()
 
 
 async def _watch_database(app: web.Application) -> AsyncIterator[None]:
@@ -334,6 +414,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
             join_timeout=config.join_timeout,
             gate=gate,
             ice_servers=config.ice_servers,
+            placement=request.app[CLUSTER].placement if CLUSTER in request.app else None,
         )
         drain.opened(session)
         try:

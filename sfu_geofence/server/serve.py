@@ -20,6 +20,7 @@ from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 
 if TYPE_CHECKING:
+    from ..cluster.node import ClusterNode
     from ..cluster.redisstore import RedisPolicyStore
 
 logger = logging.getLogger(__name__)
@@ -63,16 +64,21 @@ async def serve(config: ServerConfig) -> bool:
     config = within_file_budget(config)
 
     def announce(public: str, admin: str) -> None:
+        if cluster is not None:
+            cluster.listening(public)
         print(f"listening on {public}/ws", flush=True)
         print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
 
     store: RedisPolicyStore | None = None
+    cluster: ClusterNode | None = None
     if config.redis_url is not None:
-        from ..cluster.redisstore import RedisPolicyStore  # only a cluster node needs the client
+        from ..cluster.node import ClusterNode  # only a cluster node needs the client
+        from ..cluster.redisstore import RedisPolicyStore
 
         store = await RedisPolicyStore.open(config.redis_url)  # unreachable: StorageError, exit 2
+        cluster = ClusterNode(config.redis_url, config.node_id, config.advertise_url)
     try:
-        app = create_geofenced_app(config, policies=store)
+        app = create_geofenced_app(config, policies=store, cluster=cluster)
         return await run_until_signalled(
             listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -23,6 +24,7 @@ from ..protocol import (
     ParticipantJoined,
     ParticipantLeft,
     ProtocolError,
+    Redirect,
     RefusedMessage,
     ServerMessage,
     encode,
@@ -78,6 +80,14 @@ def close_reason_bytes(message: str) -> bytes:
     """
     # "replace": a reason quoting client text must not fail the close itself (a lone surrogate)
     return message.encode("utf-8", "replace")[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore").encode()
+
+
+class Placement(Protocol):
+    """Which node of a cluster hosts a room (:class:`~sfu_geofence.cluster.placement.RoomPlacement`)."""
+
+    async def place(self, room: str) -> str | None:
+        """None: this node hosts ``room``; else the hosting node's signaling URL."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -159,8 +169,12 @@ class SignalingSession:
         identity: str | None = None,
         gate: AdmissionGate | None = None,
         ice_servers: tuple[IceServer, ...] = (),
+        placement: Placement | None = None,
     ) -> None:
         self.sfu = sfu
+        self.placement = placement
+        """In a cluster: asked first, so a join for a room hosted elsewhere is sent there (``redirect``)
+        before anything is decided or allocated here."""
         self.gate = gate
         """Admission control: asked before the SFU allocates anything for a join."""
         self.ws = ws
@@ -212,6 +226,9 @@ class SignalingSession:
         try:
             parsed = parse_client_message(text)
             if isinstance(parsed, Join):
+                placed = self.participant is not None or await self._placed_here(parsed.room)
+                if not placed:
+                    return False
                 if self.sfu.admission_ready is not None:
                     await self.sfu.admission_ready()  # a cluster node that fell behind catches up
                     if self.channel.ended:  # timed out or closed meanwhile
@@ -229,6 +246,19 @@ class SignalingSession:
             self._fatal(CloseCode.INTERNAL_ERROR, "internal error", reason=INTERNAL_ERROR)
             return False
         return not self.channel.ended
+
+    async def _placed_here(self, room: str) -> bool:
+        """True when this node hosts ``room``; else the client is sent to the node that does."""
+        if self.placement is None:
+            return True
+        url = await self.placement.place(room)
+        if self.channel.ended:  # timed out or closed meanwhile
+            return False
+        if url is None:
+            return True
+        self.channel.send(Redirect(room, url))
+        self.channel.close(CloseCode.REDIRECT, f"room {room} is hosted by another node: {url}")
+        return False
 
     def _join(self, join: Join) -> None:
         if self.participant is not None:

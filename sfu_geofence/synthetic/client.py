@@ -35,12 +35,14 @@ from aiortc import (
 from ..protocol import (
     Answer,
     ClientMessage,
+    CloseCode,
     Join,
     Joined,
     Leave,
     OfferedTrack,
     OfferMessage,
     PublishSlot,
+    Redirect,
     ServerMessage,
     encode,
     server_message,
@@ -95,8 +97,14 @@ class SyntheticPeer:
         allowed_remote: tuple[IPNetwork, ...] = LOOPBACK_NETWORKS,
         rewrite_answer: Callable[[str], str] | None = None,
         prepare: Callable[[RTCPeerConnection], None] | None = None,
+        max_redirects: int = 1,
     ) -> None:
         self.url = url
+        """Where the peer signals: the URL given, or the one a ``redirect`` named."""
+        self.max_redirects = max_redirects
+        """``redirect`` messages followed at most (a cluster sends one at most; more is an error)."""
+        self.redirects: list[str] = []
+        """URLs of the redirects followed, in order."""
         self.meter = ReceiveMeter(clock=clock)
         """Meters every received track; ``clock`` is what arrival times and gaps are measured with."""
         self.room = room
@@ -151,18 +159,50 @@ class SyntheticPeer:
         self._reader = asyncio.ensure_future(self._read())
 
     async def join(self, publish: dict[str, bool] | None = None, within: float = 10) -> None:
-        """Connect, join and wait for ``joined`` (or a refusal: then ``closed`` is set)."""
+        """Connect, join and wait for ``joined`` (or a refusal: then ``closed`` is set).
+
+        A ``redirect`` (the room is hosted by another node of a cluster) is followed: the same join
+        is sent to the URL it names, at most :attr:`max_redirects` times; one more is left as it
+        is (``closed`` set, close code 4302) and logged."""
         if self._ws is None:
             await self.connect()
         if publish is None:
             publish = {t.kind: True for t in self.tracks}
         kinds = frozenset(kind for kind, on in publish.items() if on)
-        await self.send(Join(self.room, self.name, kinds))
-        joined = asyncio.ensure_future(self.joined.wait())
-        closed = asyncio.ensure_future(self.closed.wait())
-        await asyncio.wait({joined, closed}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-        joined.cancel()
-        closed.cancel()
+        while True:
+            await self.send(Join(self.room, self.name, kinds))
+            joined = asyncio.ensure_future(self.joined.wait())
+            closed = asyncio.ensure_future(self.closed.wait())
+            await asyncio.wait({joined, closed}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+            joined.cancel()
+            closed.cancel()
+            redirect = self._redirect()
+            if redirect is None:
+                return
+            if len(self.redirects) >= self.max_redirects:
+                logger.warning(
+                    "synthetic peer %s: redirected more than %d times", self.name, self.max_redirects
+                )
+                return
+            await self._reconnect(redirect.url)
+
+    def _redirect(self) -> Redirect | None:
+        """The ``redirect`` that closed the session, if that is how it ended."""
+        if not self.closed.is_set() or self.close_code != CloseCode.REDIRECT or not self.parsed:
+            return None
+        last = self.parsed[-1]
+        return last if isinstance(last, Redirect) and last.url.startswith(("ws://", "wss://")) else None
+
+    async def _reconnect(self, url: str) -> None:
+        """Signal at ``url`` from now on, on a new WebSocket (nothing else was allocated yet)."""
+        self.redirects.append(url)
+        if self._reader is not None:
+            await self._reader
+        if self._session is not None:
+            await self._session.close()
+        self.url, self._ws, self.close_code = url, None, None
+        self.closed.clear()
+        await self.connect()
 
     async def send(self, message: ClientMessage) -> None:
         await self.send_raw(encode(message))

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..core.geofence import Geofence
 from ..core.policystore import PolicySource
 from ..server import GEOFENCE_HOST, SFU, ServerConfig, create_app, create_geofenced_app
-from ..server.app import ADMIN_APP
+from ..server.app import ADMIN_APP, CLUSTER
 from ..sfu import AdmissionHook, Sfu, SfuObserver
+
+if TYPE_CHECKING:
+    from ..cluster.node import ClusterNode
 
 
 @dataclass
@@ -55,10 +59,12 @@ async def geofenced_on_loopback(
     config: ServerConfig | None = None,
     observers: Iterable[SfuObserver] = (),
     policies: PolicySource | None = None,
+    cluster: ClusterNode | None = None,
 ) -> AsyncIterator[Served]:
     """Run what ``serve`` runs (:func:`create_geofenced_app`) on 127.0.0.1 and an ephemeral port;
-    ``policies``: a store of the caller's (a cluster node's), closed with the server."""
-    app = create_geofenced_app(_on_loopback(config), observers=observers, policies=policies)
+    ``policies``: a store of the caller's (a cluster node's), closed with the server; ``cluster``:
+    the node's place in a cluster, told where it listens once bound."""
+    app = create_geofenced_app(_on_loopback(config), observers=observers, policies=policies, cluster=cluster)
     async with app_on_loopback(app) as served:
         yield served
 
@@ -72,6 +78,8 @@ async def app_on_loopback(app: web.Application) -> AsyncIterator[Served]:
     """Run an application of :func:`create_app` (add middlewares first) on 127.0.0.1, any port, and
     its admin listener's application (if it has one) on another."""
     public = await _listen(app)
+    if CLUSTER in app:
+        app[CLUSTER].listening(_base(public))
     admin = await _listen(app[ADMIN_APP]) if ADMIN_APP in app else None
     try:
         yield Served(

@@ -10,6 +10,7 @@ import pytest
 
 from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.redis import REDIS_SERVER, RedisServer, redis_server
+from sfu_geofence.testing.testdb import build_database
 
 
 @pytest.fixture
@@ -21,3 +22,9 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
     directory.mkdir()
     async with redis_server(directory) as server:
         yield server
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    """127.1/16 in US, 127.86/16 in CN."""
+    return build_database(tmp_path / "countries.mmdb", ["127.1.0.0/16=US", "127.86.0.0/16=CN"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...core.geofence import Geofence
-from .api import ADMIN, Admin, ApiError, ParticipantControl, bearer_auth, json_errors
+from .api import ADMIN, Admin, ApiError, ClusterView, ParticipantControl, bearer_auth, json_errors
 from .audit import read_audit
 from .config import MIN_TOKEN_LENGTH, TOKEN_ENV, AdminConfig, check_token
 from .database import get_database, reload_database
@@ -33,17 +33,21 @@ __all__ = [
     "TOKEN_ENV",
     "AdminConfig",
     "ApiError",
+    "ClusterView",
     "ParticipantControl",
     "check_token",
     "create_admin_app",
 ]
 
 
-def create_admin_app(geofence: Geofence, control: ParticipantControl | None, token: str) -> web.Application:
-    """The operator API for ``geofence``; mount it with ``app.add_subapp("/api", ...)``."""
+def create_admin_app(
+    geofence: Geofence, control: ParticipantControl | None, token: str, cluster: ClusterView | None = None
+) -> web.Application:
+    """The operator API for ``geofence`` (and, given ``cluster``, the whole cluster's view); mount it
+    with ``app.add_subapp("/api", ...)``."""
     check_token(token)
     app = web.Application(middlewares=[json_errors, bearer_auth(token)])
-    app[ADMIN] = Admin(geofence, control)
+    app[ADMIN] = Admin(geofence, control, cluster)
     app.router.add_get("/rooms", list_rooms)
     app.router.add_get("/rooms/{room}/participants", list_participants)
     app.router.add_post("/rooms/{room}/participants/{participant}/eject", eject_participant)

@@ -9,7 +9,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
@@ -21,6 +21,10 @@ from ...core.geofence import Geofence
 from ...core.storage import StorageError
 from ...protocol import ROOM_PATTERN
 from .config import REALM
+
+if TYPE_CHECKING:
+    from ...cluster.auditstream import AuditFilter, AuditPage
+    from ...cluster.nodes import NodeView
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +51,31 @@ class ParticipantControl(Protocol):
         ...
 
 
+class ClusterView(Protocol):
+    """What the operator API asks of a cluster node (:class:`~sfu_geofence.cluster.node.ClusterNode`)."""
+
+    node: str | None
+    """This node's id (None until its listener is bound)."""
+
+    async def others(self) -> list[NodeView]:
+        """The other live nodes and their participants, as last announced."""
+        ...
+
+    async def send(self, node: str, command: dict[str, Any]) -> dict[str, Any]:
+        """A command to another node, and its answer (raises NodeUnavailable)."""
+        ...
+
+    async def read_audit(self, which: AuditFilter, after_id: str | None, limit: int) -> AuditPage:
+        """A page of the cluster's audit stream."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Admin:
     geofence: Geofence
     control: ParticipantControl | None
+    cluster: ClusterView | None = None
+    """In a cluster (``--redis``): the whole cluster's rooms, participants and audit."""
 
 
 ADMIN = web.AppKey("admin", Admin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ...core.audit import AuditEvent, EventKind
-from .api import ADMIN, ApiError
+from .api import ADMIN, ApiError, ClusterView
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +26,14 @@ _AUDIT_FILTERS = {"room", "participant", "kind", "outcome", "since", "after_id",
 async def read_audit(request: web.Request) -> web.Response:
     """Audit events, oldest first: the newest page, or (``after_id``) the page after an event."""
     query = request.query
-    unknown = set(query) - _AUDIT_FILTERS
+    cluster = request.app[ADMIN].cluster
+    known = _AUDIT_FILTERS | ({"node"} if cluster is not None else set())
+    unknown = set(query) - known
     if unknown:
         raise ApiError(
             400,
             "bad_parameter",
-            f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(_AUDIT_FILTERS))}",
+            f"unknown parameter(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}",
         )
     kind = None
     if "kind" in query:
@@ -48,9 +51,11 @@ async def read_audit(request: web.Request) -> web.Response:
                 400, "bad_parameter", "since must be an ISO 8601 time, e.g. 2026-11-25T16:00:00Z"
             ) from None
         since = since if since.tzinfo else since.replace(tzinfo=UTC)
-    after_id = _int_parameter(query, "after_id", 0, SQLITE_MAX_INTEGER)
     limit = _int_parameter(query, "limit", 1, AUDIT_PAGE_MAX)
     limit = AUDIT_PAGE if limit is None else limit
+    if cluster is not None:
+        return await read_cluster_audit(request, cluster, kind, since, limit)
+    after_id = _int_parameter(query, "after_id", 0, SQLITE_MAX_INTEGER)
     events = request.app[ADMIN].geofence.audit.events(
         room=query.get("room"),
         participant=query.get("participant"),
@@ -70,6 +75,49 @@ async def read_audit(request: web.Request) -> web.Response:
             "last_id": last_id,
             "more": more,
             "audit_failures": request.app[ADMIN].geofence.audit_failures,
+        }
+    )
+
+
+STREAM_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+"""An id of the cluster's audit stream (``after_id`` in cluster mode)."""
+
+
+async def read_cluster_audit(
+    request: web.Request, cluster: ClusterView, kind: EventKind | None, since: datetime | None, limit: int
+) -> web.Response:
+    """The cluster's audit stream (``--redis``): every node's events, each with its ``node``."""
+    from redis.exceptions import RedisError  # only a cluster node runs this
+
+    from ...cluster.auditstream import AuditFilter
+
+    query = request.query
+    after_id = query.get("after_id")
+    if after_id is not None and not STREAM_ID.fullmatch(after_id):
+        raise ApiError(
+            400, "bad_parameter", "after_id must be an id of the cluster's audit, e.g. 1764864000000-0"
+        )
+    which = AuditFilter(
+        room=query.get("room"),
+        participant=query.get("participant"),
+        kind=None if kind is None else str(kind),
+        outcome=query.get("outcome"),
+        node=query.get("node"),
+        since=since,
+    )
+    try:
+        page = await cluster.read_audit(which, after_id, limit)
+    except (RedisError, OSError) as exc:
+        raise ApiError(
+            503, "cluster_unavailable", f"the cluster's audit is in Redis, unreachable: {exc}"
+        ) from None
+    return web.json_response(
+        {
+            "events": page.events,
+            "last_id": page.last_id,
+            "more": page.more,
+            "audit_failures": request.app[ADMIN].geofence.audit_failures,
+            "cluster": {"node": cluster.node},
         }
     )
 

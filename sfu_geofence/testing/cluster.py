@@ -1,0 +1,70 @@
+"""Cluster nodes for tests: what ``serve --redis URL --node-id NODE`` runs, in this process or as a
+real process, against a real redis-server (:mod:`sfu_geofence.testing.redis`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from ..cluster.node import ClusterNode, ClusterTimings
+from ..cluster.redisstore import RedisPolicyStore
+from ..server import ServerConfig
+from ..server.admin import TOKEN_ENV, AdminConfig
+from .process import spawn_serve
+from .server import Served, geofenced_on_loopback
+
+TOKEN = "cluster-test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@contextlib.asynccontextmanager
+async def cluster_node(
+    redis_url: str, database: Path, node_id: str, timings: ClusterTimings | None = None
+) -> AsyncIterator[Served]:
+    """A node in this process: policies, placement, registry, commands and audit stream in Redis."""
+    store = await RedisPolicyStore.open(redis_url)
+    cluster = ClusterNode(redis_url, node_id, timings=timings)
+    config = ServerConfig(
+        db_path=str(database), admin=AdminConfig(TOKEN), redis_url=redis_url, node_id=node_id
+    )
+    try:
+        async with geofenced_on_loopback(config, policies=store, cluster=cluster) as served:
+            yield served
+    finally:
+        await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def node_process(
+    redis_url: str, database: Path, node_id: str, within: float = 30.0
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:
+    """``serve --redis --node-id`` as a real process: (process, signaling URL, admin base); killed
+    (by its PID) on exit if it still runs."""
+    process = await spawn_serve(
+        "--redis", redis_url, "--db", str(database), "--node-id", node_id, env={TOKEN_ENV: TOKEN}
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), within)).decode()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"node {node_id} did not start: {line!r}")
+        admin = (await asyncio.wait_for(process.stdout.readline(), within)).decode()
+        yield process, line.split()[2], admin.split()[3]
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+async def call(base: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """An operator call to the admin listener at ``base``: (status, JSON body)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
+    ):
+        return response.status, await response.json()

@@ -1,0 +1,165 @@
+"""Room placement: one node hosts a room; a join reaching another is redirected there, which decides.
+
+Nodes as ``serve --redis`` runs them (in this process, or as real processes for kill -9), one real
+redis-server, real aiortc peers on loopback addresses of their country (127.1/16 US, 127.86/16 CN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from sfu_geofence.core.audit import EventKind
+from sfu_geofence.core.policy import RoomPolicy
+from sfu_geofence.protocol import CloseCode
+from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.testing.cluster import cluster_node, node_process
+from sfu_geofence.testing.redis import RedisServer
+
+pytestmark = pytest.mark.cluster
+
+CN, US, US2, US3 = "127.86.0.1", "127.1.0.1", "127.1.0.2", "127.1.0.3"
+WITHIN = 30.0  # a loaded 2-core machine
+
+
+def ws(url: str) -> str:
+    """A node's signaling URL as it names itself (``Served.url`` says http://)."""
+    return url.replace("http://", "ws://", 1)
+
+
+@contextlib.asynccontextmanager
+async def peer(url: str, room: str, address: str, max_redirects: int = 1) -> AsyncIterator[SyntheticPeer]:
+    joining = SyntheticPeer(url, room, address, name=address, tracks=[], max_redirects=max_redirects)
+    try:
+        await joining.join(within=WITHIN)
+        yield joining
+    finally:
+        await joining.close()
+
+
+async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alone_decides(
+    redis: RedisServer, database: Path
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b") as b,
+        peer(a.url, "town-hall", US) as first,
+        peer(b.url, "town-hall", US2) as second,
+    ):
+        assert first.participant_id is not None
+        assert first.redirects == []
+        assert second.participant_id is not None, second.messages
+        assert second.redirects == [ws(a.url)]
+        assert second.url == ws(a.url)
+        assert {p.participant for p in a.geofence.participants()} == {
+            first.participant_id,
+            second.participant_id,
+        }
+        # The redirecting node allocated nothing and decided nothing.
+        assert b.sfu.rooms == {}
+        assert b.geofence.participants() == []
+        assert b.geofence.audit.events(kind=EventKind.ADMISSION) == []
+        assert len(a.geofence.audit.events(kind=EventKind.ADMISSION)) == 2
+
+
+async def test_the_redirect_names_the_room_and_the_hosts_url_then_closes_with_4302(
+    redis: RedisServer, database: Path
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b") as b,
+        peer(a.url, "town-hall", US),
+        peer(b.url, "town-hall", US2, max_redirects=0) as stays,
+    ):
+        await asyncio.wait_for(stays.closed.wait(), WITHIN)
+        assert stays.close_code == CloseCode.REDIRECT == 4302
+        assert stays.messages == [{"type": "redirect", "room": "town-hall", "url": ws(a.url)}]
+        assert stays.participant_id is None
+
+
+async def test_a_restricted_participant_redirected_to_the_host_is_refused_there(
+    redis: RedisServer, database: Path
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b") as b,
+        peer(a.url, "r", US),
+    ):
+        await a.geofence.change_policy("r", RoomPolicy.from_dict({"mode": "deny", "countries": ["CN"]}))
+        async with peer(b.url, "r", CN) as cn:
+            await asyncio.wait_for(cn.closed.wait(), WITHIN)
+            assert cn.redirects == [ws(a.url)]
+            assert cn.close_code == CloseCode.REFUSED
+            assert [m["type"] for m in cn.messages] == ["redirect", "refused"]
+        refusals = [e for e in a.geofence.audit.events(kind=EventKind.ADMISSION) if e.outcome == "refused"]
+        assert [e.country for e in refusals] == ["CN"]
+        assert b.geofence.audit.events(kind=EventKind.ADMISSION) == []
+
+
+async def test_a_room_emptied_on_its_host_is_placed_again_where_the_next_join_arrives(
+    redis: RedisServer, database: Path
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b") as b,
+    ):
+        async with peer(a.url, "r", US) as first:
+            assert first.participant_id is not None
+        # Released at the renewal after the room emptied on node a (a third of the lease).
+        deadline = time.monotonic() + WITHIN
+        while True:
+            async with peer(b.url, "r", US2, max_redirects=0) as again:
+                if again.participant_id is not None:
+                    assert b.sfu.rooms.keys() == {"r"}
+                    assert a.sfu.rooms == {}
+                    break
+                assert time.monotonic() < deadline, again.messages
+            await asyncio.sleep(0.2)
+
+
+async def test_a_kill_9_of_the_host_lets_the_next_join_place_the_room_on_another_node_within_5_s(
+    redis: RedisServer, database: Path
+) -> None:
+    async with (
+        node_process(redis.url, database, "node-a") as (a, url_a, _),
+        node_process(redis.url, database, "node-b") as (_, url_b, _),
+        peer(url_a, "r", US) as host_peer,
+        peer(url_b, "r", US2) as sent_on,
+    ):
+        assert host_peer.participant_id is not None
+        assert sent_on.participant_id is not None
+        assert sent_on.redirects == [ws(url_a)]
+        a.kill()
+        killed = time.monotonic()
+        await a.wait()
+        await asyncio.wait_for(host_peer.closed.wait(), WITHIN)
+        placed_after = None
+        while placed_after is None:
+            # Each attempt is a fresh participant; a redirect to the dead node fails to connect.
+            with contextlib.suppress(OSError):
+                async with peer(url_b, "r", US3, max_redirects=0) as rejoin:
+                    if rejoin.participant_id is not None:
+                        placed_after = time.monotonic() - killed
+            assert time.monotonic() - killed < WITHIN
+            await asyncio.sleep(0.1)
+        assert placed_after < 5.0, placed_after
+
+
+async def test_the_lease_names_the_host_and_where_it_is_reached(redis: RedisServer, database: Path) -> None:
+    async with cluster_node(redis.url, database, "node-a") as a, peer(a.url, "r", US):
+        raw = aioredis.Redis.from_url(redis.url)
+        try:
+            lease = await raw.get("sfu-geofence:room:r")
+            ttl = await raw.pttl("sfu-geofence:room:r")
+        finally:
+            await raw.aclose()
+        assert lease is not None
+        assert json.loads(lease) == {"node": "node-a", "url": ws(a.url)}
+        assert 0 < ttl <= 3000
