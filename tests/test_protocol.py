@@ -24,6 +24,7 @@ from sfu_geofence.protocol import (
     ParticipantJoined,
     ParticipantLeft,
     PublishSlot,
+    Redirect,
     RefusedMessage,
     ServerMessage,
     encode,
@@ -57,6 +58,7 @@ SERVER_MESSAGES: list[ServerMessage] = [
     RefusedMessage("This meeting is not accessible from China (CN)."),
     EjectedMessage("An operator removed you from this meeting."),
     ClosingMessage("join-timeout", "no join within 10 s"),
+    Redirect("room-1", "wss://sfu-2.example.org/ws"),
 ]
 
 
@@ -93,6 +95,11 @@ def test_the_wire_form_is_the_documented_one() -> None:
         "type": "error",
         "code": "unknown-type",
         "message": "m",
+    }
+    assert json.loads(encode(Redirect("r", "ws://127.0.0.1:8080/ws"))) == {
+        "type": "redirect",
+        "room": "r",
+        "url": "ws://127.0.0.1:8080/ws",
     }
 
 

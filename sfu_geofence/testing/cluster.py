@@ -24,11 +24,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @contextlib.asynccontextmanager
 async def cluster_node(
-    redis_url: str, database: Path, node_id: str, timings: ClusterTimings | None = None
+    redis_url: str,
+    database: Path,
+    node_id: str,
+    timings: ClusterTimings | None = None,
+    advertise_url: str | None = None,
 ) -> AsyncIterator[Served]:
     """A node in this process: policies, placement, registry, commands and audit stream in Redis."""
     store = await RedisPolicyStore.open(redis_url)
-    cluster = ClusterNode(redis_url, node_id, timings=timings)
+    cluster = ClusterNode(redis_url, node_id, advertise_url, timings=timings)
     config = ServerConfig(
         db_path=str(database), admin=AdminConfig(TOKEN), redis_url=redis_url, node_id=node_id
     )

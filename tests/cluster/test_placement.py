@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -163,3 +164,24 @@ async def test_the_lease_names_the_host_and_where_it_is_reached(redis: RedisServ
         assert lease is not None
         assert json.loads(lease) == {"node": "node-a", "url": ws(a.url)}
         assert 0 < ttl <= 3000
+
+
+async def test_the_redirect_names_the_advertised_url_and_a_node_is_named_hostname_port_by_default(
+    redis: RedisServer, database: Path
+) -> None:
+    advertised = "wss://sfu-a.example.org/ws"
+    async with (
+        cluster_node(redis.url, database, "", advertise_url=advertised) as a,
+        cluster_node(redis.url, database, "node-b") as b,
+        peer(a.url, "r", US),
+        peer(b.url, "r", US2, max_redirects=0) as sent,
+    ):
+        await asyncio.wait_for(sent.closed.wait(), WITHIN)
+        assert sent.messages == [{"type": "redirect", "room": "r", "url": advertised}]
+        port = a.url.split(":")[2].split("/")[0]
+        raw = aioredis.Redis.from_url(redis.url)
+        try:
+            lease = json.loads(await raw.get("sfu-geofence:room:r"))
+        finally:
+            await raw.aclose()
+        assert lease == {"node": f"{socket.gethostname()}:{port}", "url": advertised}

@@ -77,6 +77,19 @@ def test_redis_is_off_unless_a_flag_or_the_environment_names_one(monkeypatch: py
     assert _config(["--redis", "redis://127.0.0.1:6391/0"]).redis_url == "redis://127.0.0.1:6391/0"
 
 
+def test_the_node_id_and_advertised_url_come_from_flags_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SFU_GEOFENCE_NODE_ID", raising=False)
+    monkeypatch.delenv("SFU_GEOFENCE_ADVERTISE_URL", raising=False)
+    assert (_config([]).node_id, _config([]).advertise_url) == ("", None)  # HOSTNAME:PORT once bound
+    monkeypatch.setenv("SFU_GEOFENCE_NODE_ID", "sfu-2")
+    monkeypatch.setenv("SFU_GEOFENCE_ADVERTISE_URL", "wss://sfu-2.example.org/ws")
+    assert (_config([]).node_id, _config([]).advertise_url) == ("sfu-2", "wss://sfu-2.example.org/ws")
+    flags = ["--node-id", "sfu-3:8080", "--advertise-url", "ws://127.0.0.1:8080/ws"]
+    assert (_config(flags).node_id, _config(flags).advertise_url) == ("sfu-3:8080", "ws://127.0.0.1:8080/ws")
+
+
 def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
         if name.startswith("SFU_GEOFENCE_"):
@@ -214,6 +227,8 @@ def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_e
         (["--trusted-proxy", "proxy.example"], "is not an IP address or network"),
         (["--turn-relay", "turn.example"], "does not appear to be an IPv4 or IPv6 network"),
         (["--redis", "http://127.0.0.1:6379/0"], "Redis URL must specify one of the following schemes"),
+        (["--node-id", "node a"], "--node-id 'node a': 1-100 characters of A-Z a-z 0-9 _ . : -"),
+        (["--advertise-url", "http://127.0.0.1:8080/ws"], "is not a ws:// or wss:// URL"),
     ],
 )
 def test_bad_geofence_flags_are_refused_with_the_reason(

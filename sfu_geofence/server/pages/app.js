@@ -31,9 +31,11 @@ const ENDINGS = {
   4410: { state: "disconnected", icon: "warning", title: "The media connection failed" },
   4413: { state: "disconnected", icon: "warning", title: "A message was too large" },
   4415: { state: "disconnected", icon: "warning", title: "Your browser's answer could not be used" },
+  4302: { state: "disconnected", icon: "warning", title: "The meeting's server kept sending you elsewhere" },
   4429: { state: "refused", icon: "blocked", title: "This meeting is full" },
   4500: { state: "disconnected", icon: "warning", title: "The server failed" },
 };
+const MAX_REDIRECTS = 1; // a cluster redirects a join once at most: one more is an error, not a loop
 const LOST = { state: "disconnected", icon: "warning", title: "The connection to the server was lost" };
 
 // Inline icons: the page loads nothing from outside, and emoji fonts are not everywhere.
@@ -56,6 +58,7 @@ const demo = {
   reason: null, // the server's words on refusal, ejection or closing
   errors: [], // non-fatal "error" messages from the server
   offers: 0,
+  redirects: [], // signaling URLs a "redirect" sent this page to (a cluster: the room's node)
 };
 window.demo = demo;
 
@@ -105,13 +108,23 @@ class Session {
     this.pc.addEventListener("connectionstatechange", () => this.showConnection());
     status("Connecting…");
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const query = this.from ? `?from=${encodeURIComponent(this.from)}` : "";
-    this.ws = new WebSocket(`${scheme}://${location.host}/ws${query}`);
-    this.ws.addEventListener("open", () =>
-      this.send({ type: "join", room: this.room, name: this.name, publish }),
+    this.query = this.from ? `?from=${encodeURIComponent(this.from)}` : "";
+    this.publish = publish;
+    this.connect(`${scheme}://${location.host}/ws`);
+  }
+
+  /** Signal at ``url``: the page's own server, or the node a "redirect" named (nothing was
+   * negotiated before a redirect, so the same peer connection and camera go on there). */
+  connect(url) {
+    const ws = new WebSocket(url + this.query);
+    this.ws = ws;
+    ws.addEventListener("open", () =>
+      this.send({ type: "join", room: this.room, name: this.name, publish: this.publish }),
     );
-    this.ws.addEventListener("message", (event) => this.receive(event.data));
-    this.ws.addEventListener("close", (event) => this.closed(event.code, event.reason));
+    ws.addEventListener("message", (event) => this.receive(event.data));
+    ws.addEventListener("close", (event) => {
+      if (ws === this.ws) this.closed(event.code, event.reason);
+    });
   }
 
   send(message) {
@@ -154,6 +167,10 @@ class Session {
         break;
       case "closing":
         this.serverReason = message.message || message.reason;
+        break;
+      case "redirect":
+        // Another node of the cluster hosts the room: follow once (close 4302 follows), never loop.
+        this.redirectTo = message.url;
         break;
       case "error":
         demo.errors.push(message);
@@ -285,6 +302,15 @@ class Session {
   }
 
   closed(code, reason) {
+    const url = this.redirectTo;
+    this.redirectTo = null;
+    if (code === 4302 && url && /^wss?:\/\//.test(url) && demo.redirects.length < MAX_REDIRECTS && !this.ended) {
+      demo.redirects.push(url);
+      status("Connecting to the meeting's server…");
+      this.connect(url);
+      return;
+    }
+    if (code === 4302) this.serverReason = "The meeting's server sent this page on more than once: try again later.";
     if (this.ended && demo.closeCode !== null) return;
     demo.closeCode = code;
     const left = this.leaving && code === 1000;
@@ -419,6 +445,7 @@ async function join(watch = watching) {
   demo.room = null;
   demo.closeCode = null;
   demo.reason = null;
+  demo.redirects = [];
   session = new Session({
     name: $("name").value.trim(),
     room: $("room").value.trim(),
