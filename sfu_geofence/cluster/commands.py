@@ -57,14 +57,19 @@ class NodeCommands:
         result: dict[str, Any] = json.loads(answer[1])
         return result
 
-    async def serve(self, node: str, handler: Handler) -> None:
-        """Act on the commands sent to ``node`` for ever (resubscribing after a lost connection)."""
+    async def serve(self, node: str, handler: Handler, poll: float = 1.0) -> None:
+        """Act on the commands sent to ``node`` for ever (resubscribing after a lost connection).
+
+        Read with a ``poll`` timeout rather than blocking: a read blocked longer than the client's
+        socket timeout would drop the subscription, and a command published meanwhile would be lost.
+        """
         while True:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self.channel(node))
-                async for message in pubsub.listen():
-                    if message["type"] == "message":
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll)
+                    if message is not None and message["type"] == "message":
                         task = asyncio.ensure_future(self._act(message["data"], handler))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)

@@ -42,6 +42,8 @@ class ClusterTimings:
     """A node that stopped writing vanishes from the operator view after this long."""
     lease: float = DEFAULT_LEASE
     """A dead host's rooms are placed again at the next join after this long."""
+    renew: float = DEFAULT_LEASE / 3
+    """The host renews its leases this often, and releases those of rooms emptied here."""
     command_timeout: float = 2.0
     """An operator's command to another node answers 504 after this long without its answer."""
     audit_maxlen: int = DEFAULT_MAXLEN
@@ -67,7 +69,9 @@ class ClusterNode:
         """This node's id, once listening."""
         self.url: str | None = None
         """This node's signaling URL, once listening."""
-        self.placement = RoomPlacement(self._client, prefix, occupied=lambda room: False, lease=timings.lease)
+        self.placement = RoomPlacement(
+            self._client, prefix, occupied=lambda room: False, lease=timings.lease, renew=timings.renew
+        )
         self.registry = NodeRegistry(
             self._client, prefix, snapshot=list, interval=timings.heartbeat, ttl=timings.node_ttl
         )

@@ -99,6 +99,8 @@ class NodeRegistry:
                 await self.announce()
             except (RedisError, OSError) as exc:
                 logger.warning("node registry: cannot announce this node (%s)", exc)
+            except Exception:  # a bug must not stop the heartbeats: the node would vanish
+                logger.exception("node registry: announcing this node failed")
 
     async def withdraw(self) -> None:
         """A node that stops leaves the registry at once."""

@@ -4,9 +4,10 @@ Key ``{prefix}:room:{room}`` holds the hosting node's ``{"node", "url"}`` (the v
 a whole: a node knows its own). A join first claims it (one Lua script: SET NX PX if nobody holds
 it, PEXPIRE if this node does, else return the holder): whoever holds it hosts the room, and any
 other node answers the client with a ``redirect`` to the holder's signaling URL, having decided
-and allocated nothing. The host renews its leases every third of the lease while it has
-participants in the room, and releases a lease as soon as the room is empty here. When a host dies
-its leases expire (``lease`` seconds, 3 by default) and the next join places the room again.
+and allocated nothing. The host renews its leases (every second by default) while it has
+participants in the room, and releases a lease at the first renewal after the room emptied here.
+When a host dies its leases expire (``lease`` seconds, 3 by default) and the next join places the
+room again.
 
 Redis unreachable: the join is hosted where it arrived (availability first; the lease is claimed
 again by the renewal once Redis answers, and a conflict is logged), as joins are then decided on
@@ -64,12 +65,15 @@ class RoomPlacement:
         prefix: str,
         occupied: Callable[[str], bool],
         lease: float = DEFAULT_LEASE,
+        renew: float | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self.occupied = occupied
         """Whether this node has participants in a room now (then it keeps the room's lease)."""
         self.lease = lease
+        self.renew_every = lease / 3 if renew is None else renew
+        """Seconds between two renewals (and releases of the rooms emptied here)."""
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._hosted: set[str] = set()
@@ -132,13 +136,15 @@ class RoomPlacement:
                 logger.error("room placement: room %s is hosted here and by %s", room, holder.decode())
 
     async def run(self) -> None:
-        """Renew every third of the lease for ever (Redis errors are logged and retried)."""
+        """Renew every :attr:`renew_every` seconds for ever (Redis errors are logged and retried)."""
         while True:
-            await asyncio.sleep(self.lease / 3)
+            await asyncio.sleep(self.renew_every)
             try:
                 await self.renew()
             except (RedisError, OSError) as exc:
                 logger.warning("room placement: leases not renewed (%s)", exc)
+            except Exception:  # a bug must not stop the renewals: the rooms would move
+                logger.exception("room placement: renewing the leases failed")
 
     async def release_all(self) -> None:
         """A node that stops gives its rooms up at once (the next join places them elsewhere)."""

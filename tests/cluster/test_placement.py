@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
@@ -107,13 +108,14 @@ async def test_a_restricted_participant_redirected_to_the_host_is_refused_there(
 async def test_a_room_emptied_on_its_host_is_placed_again_where_the_next_join_arrives(
     redis: RedisServer, database: Path
 ) -> None:
+    # A lease far longer than the test: only the host's release can free the room.
+    timings = ClusterTimings(lease=600.0, renew=0.1)
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        cluster_node(redis.url, database, "node-a", timings) as a,
+        cluster_node(redis.url, database, "node-b", timings) as b,
     ):
         async with peer(a.url, "r", US) as first:
             assert first.participant_id is not None
-        # Released at the renewal after the room emptied on node a (a third of the lease).
         deadline = time.monotonic() + WITHIN
         while True:
             async with peer(b.url, "r", US2, max_redirects=0) as again:
@@ -122,7 +124,17 @@ async def test_a_room_emptied_on_its_host_is_placed_again_where_the_next_join_ar
                     assert a.sfu.rooms == {}
                     break
                 assert time.monotonic() < deadline, again.messages
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+
+
+async def test_a_node_that_stops_gives_its_rooms_up_at_once(redis: RedisServer, database: Path) -> None:
+    timings = ClusterTimings(lease=600.0)
+    async with cluster_node(redis.url, database, "node-b", timings) as b:
+        async with cluster_node(redis.url, database, "node-a", timings) as a, peer(a.url, "r", US) as first:
+            assert first.participant_id is not None
+        async with peer(b.url, "r", US2, max_redirects=0) as placed:
+            assert placed.participant_id is not None, placed.messages
+            assert b.sfu.rooms.keys() == {"r"}
 
 
 async def test_a_kill_9_of_the_host_lets_the_next_join_place_the_room_on_another_node_within_5_s(
