@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from .periodic import step
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +96,7 @@ class NodeRegistry:
             except TimeoutError:
                 pass
             self._changed.clear()
-            try:
-                await self.announce()
-            except (RedisError, OSError) as exc:
-                logger.warning("node registry: cannot announce this node (%s)", exc)
-            except Exception:  # a bug must not stop the heartbeats: the node would vanish
-                logger.exception("node registry: announcing this node failed")
+            await step(self.announce, logger, "node registry: announcing this node")
 
     async def withdraw(self) -> None:
         """A node that stops leaves the registry at once."""

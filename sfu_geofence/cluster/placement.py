@@ -25,6 +25,8 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .periodic import step
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_LEASE = 3.0
@@ -139,12 +141,7 @@ class RoomPlacement:
         """Renew every :attr:`renew_every` seconds for ever (Redis errors are logged and retried)."""
         while True:
             await asyncio.sleep(self.renew_every)
-            try:
-                await self.renew()
-            except (RedisError, OSError) as exc:
-                logger.warning("room placement: leases not renewed (%s)", exc)
-            except Exception:  # a bug must not stop the renewals: the rooms would move
-                logger.exception("room placement: renewing the leases failed")
+            await step(self.renew, logger, "room placement: renewing the leases")
 
     async def release_all(self) -> None:
         """A node that stops gives its rooms up at once (the next join places them elsewhere)."""

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import call, cluster_node, node_process
+from sfu_geofence.testing.cluster import call, cluster_node, node_process, peer_in
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -31,13 +31,9 @@ WITHIN = 30.0  # a loaded 2-core machine
 
 @contextlib.asynccontextmanager
 async def joined(url: str, room: str, address: str) -> AsyncIterator[SyntheticPeer]:
-    peer = SyntheticPeer(url, room, address, name=f"name-{address}", tracks=[])
-    try:
-        await peer.join(within=WITHIN)
+    async with peer_in(url, room, address, name=f"name-{address}", within=WITHIN) as peer:
         assert peer.participant_id is not None, peer.messages
         yield peer
-    finally:
-        await peer.close()
 
 
 async def test_any_node_lists_every_nodes_rooms_and_participants_with_the_node_each_is_on(

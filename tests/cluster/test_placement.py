@@ -11,7 +11,7 @@ import contextlib
 import json
 import socket
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import cluster_node, node_process
+from sfu_geofence.testing.cluster import cluster_node, node_process, peer_in
 from sfu_geofence.testing.redis import RedisServer
 
 pytestmark = pytest.mark.cluster
@@ -36,14 +36,8 @@ def ws(url: str) -> str:
     return url.replace("http://", "ws://", 1)
 
 
-@contextlib.asynccontextmanager
-async def peer(url: str, room: str, address: str, max_redirects: int = 1) -> AsyncIterator[SyntheticPeer]:
-    joining = SyntheticPeer(url, room, address, name=address, tracks=[], max_redirects=max_redirects)
-    try:
-        await joining.join(within=WITHIN)
-        yield joining
-    finally:
-        await joining.close()
+def peer(url: str, room: str, address: str, max_redirects: int = 1) -> AsyncContextManager[SyntheticPeer]:
+    return peer_in(url, room, address, max_redirects=max_redirects, within=WITHIN)
 
 
 async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alone_decides(
