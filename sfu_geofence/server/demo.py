@@ -25,13 +25,18 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from ..core.addresses import parse_address
+from ..core.policystore import PolicySource
 from ..sfu import SfuObserver
 from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
+
+if TYPE_CHECKING:
+    from ..cluster.node import ClusterNode
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +103,23 @@ class DemoConfig:
 DEMO = web.AppKey("demo", DemoConfig)
 
 
-def create_demo_app(config: DemoConfig, observers: Iterable[SfuObserver] = ()) -> web.Application:
+def create_demo_app(
+    config: DemoConfig,
+    observers: Iterable[SfuObserver] = (),
+    policies: PolicySource | None = None,
+    cluster: ClusterNode | None = None,
+) -> web.Application:
     """``serve``'s application (:func:`create_geofenced_app`) plus the meeting page and ``?from=``;
-    its admin listener's application (``app[ADMIN_APP]``) gets the operator console.
+    its admin listener's application (``app[ADMIN_APP]``) gets the operator console. ``policies``
+    and ``cluster``: as ``serve --redis`` passes them (a node of a cluster: tests of the page's
+    redirect).
 
     Admission, ejection, the media-address check and the operator API under /api are the product's
     own: the demo adds no hook of its own, only the address a tab pretends to come from.
     """
     if not (config.pages / "index.html").is_file():
         raise FileNotFoundError(f"the demo pages are not in {config.pages}: a broken installation")
-    app = create_geofenced_app(config.server, observers=observers)
+    app = create_geofenced_app(config.server, observers=observers, policies=policies, cluster=cluster)
     # Where a trusted-proxy middleware would sit (the demo trusts none): before every handler, the
     # signaling route's participant_address() and the operator API included.
     app.middlewares.append(pretend_origin({origin.country: origin for origin in config.origins}))
