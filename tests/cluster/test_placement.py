@@ -14,8 +14,10 @@ import time
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.core.audit import EventKind
@@ -24,6 +26,7 @@ from sfu_geofence.protocol import CloseCode
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.cluster import cluster_node, node_process, peer_in
 from sfu_geofence.testing.redis import RedisServer
+from sfu_geofence.testing.server import Served
 
 pytestmark = pytest.mark.cluster
 
@@ -63,6 +66,16 @@ async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alon
         assert b.geofence.participants() == []
         assert b.geofence.audit.events(kind=EventKind.ADMISSION) == []
         assert len(a.geofence.audit.events(kind=EventKind.ADMISSION)) == 2
+        assert (await figures(b))["sfu_geofence_redirects_total"] == 1
+        assert (await figures(a))["sfu_geofence_rooms_hosted"] == 1
+        assert (await figures(b))["sfu_geofence_rooms_hosted"] == 0
+
+
+async def figures(served: Served) -> dict[str, float]:
+    """A node's unlabelled figures, from its admin listener's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"{served.admin_base}/metrics") as response:
+        text = await response.text()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
 
 
 async def test_the_redirect_names_the_room_and_the_hosts_url_then_closes_with_4302(
