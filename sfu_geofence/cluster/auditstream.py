@@ -123,6 +123,7 @@ class AuditStream:
     async def _write(self, entries: list[dict[str, Any]]) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
             for entry in entries:
+                entry["node"] = entry["node"] or self.node  # recorded before the node knew its id
                 pipe.xadd(self.key, {"e": json.dumps(entry)}, maxlen=self.maxlen, approximate=True)
             await pipe.execute()
 

@@ -81,6 +81,8 @@ class RoomPlacement:
         self._hosted: set[str] = set()
         self._lock = asyncio.Lock()
         self._value: str | None = None
+        self.claim_within = 1.0
+        """Seconds a join waits for Redis to place its room (longer: hosted here, as unreachable)."""
         self.redirects = 0
         """Joins this node sent on to another (for the metrics)."""
 
@@ -104,9 +106,12 @@ class RoomPlacement:
             if room in self._hosted or self._value is None:
                 return None
             try:
-                holder = (await self._claim(keys=[self._key(room)], args=[self._value, self._ms])).decode()
-            except (RedisError, OSError) as exc:
-                logger.warning("room placement: Redis unreachable (%s); hosting a join here", exc)
+                async with asyncio.timeout(self.claim_within):
+                    holder = (
+                        await self._claim(keys=[self._key(room)], args=[self._value, self._ms])
+                    ).decode()
+            except (RedisError, OSError, TimeoutError) as exc:
+                logger.warning("room placement: Redis unreachable (%r); hosting a join here", exc)
                 self._hosted.add(room)
                 return None
             if holder == self._value:

@@ -226,13 +226,15 @@ class SignalingSession:
         try:
             parsed = parse_client_message(text)
             if isinstance(parsed, Join):
-                placed = self.participant is not None or await self._placed_here(parsed.room)
-                if not placed:
-                    return False
                 if self.sfu.admission_ready is not None:
                     await self.sfu.admission_ready()  # a cluster node that fell behind catches up
                     if self.channel.ended:  # timed out or closed meanwhile
                         return False
+                # Placement last, with no await between it and the join: a lease claimed here is
+                # never released (the room looking empty) before the SFU holds the room.
+                placed = self.participant is not None or await self._placed_here(parsed.room)
+                if not placed:
+                    return False
                 self._join(parsed)
             elif isinstance(parsed, Answer):
                 await self._answer(parsed)

@@ -204,3 +204,18 @@ async def test_the_redirect_names_the_advertised_url_and_a_node_is_named_hostnam
         finally:
             await raw.aclose()
         assert lease == {"node": f"{socket.gethostname()}:{port}", "url": advertised}
+
+
+async def test_with_redis_unreachable_a_join_is_hosted_where_it_arrives_and_decided_there(
+    redis: RedisServer, database: Path
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b") as b,
+        peer(a.url, "r", US),
+    ):
+        await redis.kill()
+        async with peer(b.url, "r", US2, max_redirects=0) as here:
+            assert here.participant_id is not None, here.messages
+            assert b.sfu.rooms.keys() == {"r"}
+            assert [e.outcome for e in b.geofence.audit.events(kind=EventKind.ADMISSION)] == ["admitted"]
