@@ -70,7 +70,8 @@ class ServerConfig:
     """Where the geofence keeps policies and the audit log (None: in memory, lost at exit)."""
     redis_url: str | None = None
     """``--redis``: policies live in this Redis, shared with every node given the same one (the
-    audit stays in ``state``); None: in ``state``'s SQLite, as a single process."""
+    audit is written to ``state`` and copied to the cluster's stream there); None: in ``state``'s
+    SQLite, as a single process."""
     node_id: str = ""
     """This node's name in a cluster (``--node-id``): in the operator view, the audit and room
     leases; "" (default): ``HOSTNAME:PORT`` of the public listener once it is bound."""
