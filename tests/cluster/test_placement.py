@@ -219,3 +219,22 @@ async def test_with_redis_unreachable_a_join_is_hosted_where_it_arrives_and_deci
             assert here.participant_id is not None, here.messages
             assert b.sfu.rooms.keys() == {"r"}
             assert [e.outcome for e in b.geofence.audit.events(kind=EventKind.ADMISSION)] == ["admitted"]
+
+
+async def test_a_client_follows_one_redirect_and_stops_at_a_second_instead_of_looping(
+    redis: RedisServer, database: Path
+) -> None:
+    async with cluster_node(redis.url, database, "node-b") as b:
+        # A lease that sends every join for the room back to node B itself (a room moving meanwhile).
+        raw = aioredis.Redis.from_url(redis.url)
+        try:
+            await raw.set("sfu-geofence:room:r", json.dumps({"node": "node-x", "url": ws(b.url)}), px=60_000)
+        finally:
+            await raw.aclose()
+        async with peer(b.url, "r", US) as looping:
+            await asyncio.wait_for(looping.closed.wait(), WITHIN)
+            assert looping.redirects == [ws(b.url)]
+            assert looping.close_code == CloseCode.REDIRECT
+            assert looping.participant_id is None
+            assert [m["type"] for m in looping.messages] == ["redirect", "redirect"]
+        assert b.sfu.rooms == {}
