@@ -68,4 +68,9 @@ async def test_a_tab_on_node_b_is_redirected_to_node_a_which_hosts_the_room_and_
         await wait_for_remote_videos(second, ["US"])
         assert sorted(p.name for p in a.sfu.participants.values()) == ["DE", "US"]
         assert b.sfu.participants == {}
+        # The operator console of node B shows them, on node A (the cluster's operator view).
+        console = await open_page(f"{b.admin_base}/console#token={TOKEN}")
+        await console.click(f"#rooms tr[data-room='{ROOM}']", timeout=10_000)
+        for name in ("US", "DE"):
+            await console.wait_for_selector(f"#participants tr[data-name='{name}'][data-node='node-a']")
     assert loopback_guard.violations == []

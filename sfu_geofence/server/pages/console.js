@@ -192,6 +192,11 @@ async function refreshParticipants() {
       });
       tr.dataset.participant = p.participant;
       tr.dataset.name = p.name ?? "";
+      if (p.node) {
+        // A cluster: which node hosts this participant (its ejection goes there).
+        tr.dataset.node = p.node;
+        tr.cells[0].append(element("span", ` · ${p.node}`, "mono node"));
+      }
       return tr;
     }),
   );
