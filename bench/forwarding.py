@@ -294,6 +294,8 @@ class _PeersState:
     publisher: Any = None
     tracks: list[Any] = field(default_factory=list)
     subscribers: dict[str, _Subscriber] = field(default_factory=dict)
+    janus: Any = None
+    """With --vs-janus, the process's Janus session (``bench.vs_janus.JanusClient``)."""
 
 
 async def _peers(conn: Connection) -> None:
@@ -328,8 +330,9 @@ async def _close_peers(state: _PeersState) -> None:
     state.subscribers.clear()
     state.publisher = None
     await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
-    if "bench.vs_janus" in sys.modules:
-        await sys.modules["bench.vs_janus"].close_janus()
+    if state.janus is not None:
+        janus, state.janus = state.janus, None
+        await janus.close()
 
 
 async def _publish(

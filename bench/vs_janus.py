@@ -86,24 +86,29 @@ class JanusPeer:
 
 
 @dataclass
-class _JanusState:
-    http: Any = None
-    session: Any = None
+class JanusClient:
+    """A generator process's one Janus session (made by its first janus command), kept in its state."""
 
+    http: Any
+    session: Any
 
-_janus = _JanusState()
-"""The one Janus session of a generator process (created by its first janus command)."""
+    @classmethod
+    async def of(cls, state: _PeersState, api_url: str) -> Any:
+        """The session of ``state``'s client, created on first use."""
+        import aiohttp
 
+        from sfu_geofence.janus import JanusSession
 
-async def _session(api_url: str) -> Any:
-    import aiohttp
+        if state.janus is None:
+            http = aiohttp.ClientSession()
+            state.janus = cls(http, await JanusSession.create(http, api_url))
+        return state.janus.session
 
-    from sfu_geofence.janus import JanusSession
-
-    if _janus.session is None:
-        _janus.http = aiohttp.ClientSession()
-        _janus.session = await JanusSession.create(_janus.http, api_url)
-    return _janus.session
+    async def close(self) -> None:
+        """Leave Janus: destroy the session (its handles go with it), close the HTTP client."""
+        with contextlib.suppress(Exception):
+            await self.session.destroy()
+        await self.http.close()
 
 
 def _policy() -> Any:
@@ -133,7 +138,7 @@ async def janus_publish(
     video_params = VideoClipParams(**video)
     clip = encode_vp8_clip(video_params)  # before anything is timed
     state.tracks = [Vp8Track(video_params), OpusTrack(AudioClipParams(**audio))]
-    rooms = VideoRoom(await _session(api_url))
+    rooms = VideoRoom(await JanusClient.of(state, api_url))
     await rooms.create_room(JANUS_ROOM, secret=JANUS_ROOM_SECRET, publishers=1, description=ROOM)
     pc = RTCPeerConnection()
     for track in state.tracks:
@@ -155,7 +160,7 @@ async def janus_subscribe(
     from sfu_geofence.rtc.ice import use_policy
     from sfu_geofence.synthetic.meter import ReceiveMeter
 
-    rooms = VideoRoom(await _session(api_url))
+    rooms = VideoRoom(await JanusClient.of(state, api_url))
 
     async def one(name: str, _address: str, sink: bool) -> None:
         pc = RTCPeerConnection()
@@ -177,16 +182,6 @@ async def janus_subscribe(
             asyncio.gather(*(one(*args) for args in joining[start : start + 10])), CONNECT_TIMEOUT
         )
     return len(state.subscribers)
-
-
-async def close_janus() -> None:
-    """Leave Janus: destroy the session (its handles go with it), close the HTTP client."""
-    if _janus.session is not None:
-        with contextlib.suppress(Exception):
-            await _janus.session.destroy()
-    if _janus.http is not None:
-        await _janus.http.close()
-    _janus.session = _janus.http = None
 
 
 # --- in the parent -----------------------------------------------------------------------------------
