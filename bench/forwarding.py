@@ -335,10 +335,8 @@ async def _close_peers(state: _PeersState) -> None:
         await janus.close()
 
 
-async def _publish(
-    state: _PeersState, url: str, address: str, video: dict[str, Any], audio: dict[str, Any]
-) -> dict[str, Any]:
-    from sfu_geofence.synthetic.client import SyntheticPeer
+def publisher_tracks(state: _PeersState, video: dict[str, Any], audio: dict[str, Any]) -> int:
+    """Make the publisher's clip (before anything is timed) and tracks, in ``state``; its bitrate."""
     from sfu_geofence.synthetic.media import (
         AudioClipParams,
         OpusTrack,
@@ -348,14 +346,23 @@ async def _publish(
     )
 
     video_params = VideoClipParams(**video)
-    clip = encode_vp8_clip(video_params)  # before anything is timed
+    clip = encode_vp8_clip(video_params)
     state.tracks = [Vp8Track(video_params), OpusTrack(AudioClipParams(**audio))]
+    return round(clip.bitrate)
+
+
+async def _publish(
+    state: _PeersState, url: str, address: str, video: dict[str, Any], audio: dict[str, Any]
+) -> dict[str, Any]:
+    from sfu_geofence.synthetic.client import SyntheticPeer
+
+    bitrate = publisher_tracks(state, video, audio)
     peer = state.publisher = SyntheticPeer(url, ROOM, address, name="publisher", tracks=state.tracks)
     await peer.join(within=CONNECT_TIMEOUT)
     if peer.participant_id is None:
         raise RuntimeError(f"the publisher was not admitted: {peer.messages}")
     await _connected([peer])  # (the client lets PLI/FIR reach the clip: it skips to its next keyframe)
-    return {"participant": peer.participant_id, "video_clip_bitrate": round(clip.bitrate)}
+    return {"participant": peer.participant_id, "video_clip_bitrate": bitrate}
 
 
 async def _subscribe(state: _PeersState, url: str, joining: list[tuple[str, str, bool]]) -> int:

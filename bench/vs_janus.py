@@ -37,6 +37,7 @@ from bench.forwarding import (
     _Subscriber,
     drop_incoming_media,
     progress,
+    publisher_tracks,
 )
 
 JANUS_ROOM = 4242
@@ -126,18 +127,9 @@ async def janus_publish(
 
     from sfu_geofence.janus import VideoRoom
     from sfu_geofence.rtc.ice import use_policy
-    from sfu_geofence.synthetic.media import (
-        AudioClipParams,
-        OpusTrack,
-        VideoClipParams,
-        Vp8Track,
-        encode_vp8_clip,
-        publish,
-    )
+    from sfu_geofence.synthetic.media import publish
 
-    video_params = VideoClipParams(**video)
-    clip = encode_vp8_clip(video_params)  # before anything is timed
-    state.tracks = [Vp8Track(video_params), OpusTrack(AudioClipParams(**audio))]
+    bitrate = publisher_tracks(state, video, audio)
     rooms = VideoRoom(await JanusClient.of(state, api_url))
     await rooms.create_room(JANUS_ROOM, secret=JANUS_ROOM_SECRET, publishers=1, description=ROOM)
     pc = RTCPeerConnection()
@@ -147,7 +139,7 @@ async def janus_publish(
     with use_policy(_policy()):
         publisher = await rooms.publish(JANUS_ROOM, pc, display="publisher")
     await _connected([state.publisher])
-    return {"participant": publisher.participant_id, "video_clip_bitrate": round(clip.bitrate)}
+    return {"participant": publisher.participant_id, "video_clip_bitrate": bitrate}
 
 
 async def janus_subscribe(
