@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.forwarding import Child, _answer_snapshots, _child
-from sfu_geofence.eventloop import add_uvloop_argument
+from sfu_geofence.eventloop import ENV_UVLOOP, add_uvloop_argument
 from sfu_geofence.loadtest.report import build_report, nearest_rank
 from sfu_geofence.loadtest.runner import LoadTestConfig, LoadTestError, run_loadtest
 from sfu_geofence.loadtest.scenario import parse_countries, parse_step
@@ -312,6 +312,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ[ENV_UVLOOP] = "1" if args.uvloop else "0"  # read by the SFU's process (and the workers')
     started = time.monotonic()
     runs = []
     failed: list[str] = []

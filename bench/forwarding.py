@@ -39,7 +39,15 @@ at any subscriber, and fps_min_k20 within 1 fps of the measured source rate); is
 gc_pause_max_ms <= 10 (the SFU's longest garbage-collector pause in any window, timed with
 gc.callbacks; the SFU process freezes what exists once started, as ``serve`` does).
 
-    python -m bench.forwarding [--json]       (from the repository root; bounded under 3 minutes)
+``--vs-janus`` (issue 12) then runs Debian's Janus VideoRoom with the same clip, K steps, real
+subscribers and sinks (``bench/vs_janus.py``; the whole bench re-runs itself in a LAN namespace of its
+own, as Janus gathers on no loopback interface, so it needs root), and adds ``janus`` (per K: both
+servers' CPU per packet the subscribers counted, Janus's from ``/proc/<pid>/stat``) and
+``vs_janus_ratio[K]`` (project / Janus; goal at K=50: <= 0.5). Without Janus (or a namespace) it
+says so in ``janus.skipped`` and reports the project alone.
+
+    python -m bench.forwarding [--json] [--vs-janus]   (from the repository root; bounded under 3
+                                                        minutes, twice that with --vs-janus)
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ import multiprocessing
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -69,8 +78,8 @@ GOAL_US_PER_PACKET_K50 = 40.0
 GOAL_RELAY_RATIO_K20 = 10.0
 GOAL_GC_PAUSE_MS = 10.0
 ROOM = "bench"
-PUBLISHER_ADDRESS = {"sfu": "127.70.0.1", "relay": "127.70.0.2"}
-SUBSCRIBER_NETWORK = {"sfu": 71, "relay": 72}
+PUBLISHER_ADDRESS = {"sfu": "127.70.0.1", "relay": "127.70.0.2", "janus": "127.70.0.3"}
+SUBSCRIBER_NETWORK = {"sfu": 71, "relay": 72, "janus": 73}
 DEFAULT_KS = (1, 5, 20, 50)
 CONNECT_TIMEOUT = 90.0
 "Generous: joins happen on a loaded 2-core machine (and, for the relay, next to a saturated process)."
@@ -95,12 +104,15 @@ def _child(conn: Connection, main: Callable[[Connection], Any]) -> None:
 
     from sfu_geofence import eventloop
     from sfu_geofence.netguard import loopback_only
+    from sfu_geofence.testing.netns import Namespace, current_namespace, is_own_lan_address
 
     logging.basicConfig(level=logging.WARNING, format="%(process)d %(levelname)s %(name)s %(message)s")
     # Ctrl-C reaches the whole process group: the parent alone handles it and stops the children.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with loopback_only() as guard:  # the children inherit --no-uvloop as SFU_GEOFENCE_UVLOOP=0
+        # In the LAN namespace of --vs-janus, Janus and its peers talk on the namespace's own dummy.
+        lan = is_own_lan_address if current_namespace() is Namespace.LAN else None
+        with loopback_only(lan) as guard:  # the children inherit --no-uvloop as SFU_GEOFENCE_UVLOOP=0
             eventloop.run(main(conn), factory=guard.loop_factory(eventloop.uvloop_enabled()))
     except (KeyboardInterrupt, EOFError, BrokenPipeError):
         pass
@@ -267,7 +279,7 @@ def drop_incoming_media(pc: Any, counter: SinkCounter) -> None:
         protocol.datagram_received = datagram_received
 
 
-_VP8_RTPMAP = re.compile(r"a=rtpmap:(\d+) VP8/90000", re.IGNORECASE)
+VP8_RTPMAP = re.compile(r"a=rtpmap:(\d+) VP8/90000", re.IGNORECASE)
 
 
 @dataclass
@@ -282,6 +294,8 @@ class _PeersState:
     publisher: Any = None
     tracks: list[Any] = field(default_factory=list)
     subscribers: dict[str, _Subscriber] = field(default_factory=dict)
+    janus: Any = None
+    """With --vs-janus, the process's Janus session (``bench.vs_janus.JanusClient``)."""
 
 
 async def _peers(conn: Connection) -> None:
@@ -300,6 +314,11 @@ async def _peers(conn: Connection) -> None:
                 conn.send(("ok", await _subscribe(state, *command[1:])))
             elif command[0] == "snapshot":
                 conn.send(("ok", _peers_snapshot(state)))
+            elif command[0] in ("janus-publish", "janus-subscribe"):
+                from bench import vs_janus
+
+                action = vs_janus.janus_publish if command[0] == "janus-publish" else vs_janus.janus_subscribe
+                conn.send(("ok", await action(state, *command[1:])))
     finally:
         await _close_peers(state)
 
@@ -311,12 +330,13 @@ async def _close_peers(state: _PeersState) -> None:
     state.subscribers.clear()
     state.publisher = None
     await asyncio.gather(*(p.close() for p in peers), return_exceptions=True)
+    if state.janus is not None:
+        janus, state.janus = state.janus, None
+        await janus.close()
 
 
-async def _publish(
-    state: _PeersState, url: str, address: str, video: dict[str, Any], audio: dict[str, Any]
-) -> dict[str, Any]:
-    from sfu_geofence.synthetic.client import SyntheticPeer
+def publisher_tracks(state: _PeersState, video: dict[str, Any], audio: dict[str, Any]) -> int:
+    """Make the publisher's clip (before anything is timed) and tracks, in ``state``; its bitrate."""
     from sfu_geofence.synthetic.media import (
         AudioClipParams,
         OpusTrack,
@@ -326,14 +346,23 @@ async def _publish(
     )
 
     video_params = VideoClipParams(**video)
-    clip = encode_vp8_clip(video_params)  # before anything is timed
+    clip = encode_vp8_clip(video_params)
     state.tracks = [Vp8Track(video_params), OpusTrack(AudioClipParams(**audio))]
+    return round(clip.bitrate)
+
+
+async def _publish(
+    state: _PeersState, url: str, address: str, video: dict[str, Any], audio: dict[str, Any]
+) -> dict[str, Any]:
+    from sfu_geofence.synthetic.client import SyntheticPeer
+
+    bitrate = publisher_tracks(state, video, audio)
     peer = state.publisher = SyntheticPeer(url, ROOM, address, name="publisher", tracks=state.tracks)
     await peer.join(within=CONNECT_TIMEOUT)
     if peer.participant_id is None:
         raise RuntimeError(f"the publisher was not admitted: {peer.messages}")
     await _connected([peer])  # (the client lets PLI/FIR reach the clip: it skips to its next keyframe)
-    return {"participant": peer.participant_id, "video_clip_bitrate": round(clip.bitrate)}
+    return {"participant": peer.participant_id, "video_clip_bitrate": bitrate}
 
 
 async def _subscribe(state: _PeersState, url: str, joining: list[tuple[str, str, bool]]) -> int:
@@ -348,7 +377,7 @@ async def _subscribe(state: _PeersState, url: str, joining: list[tuple[str, str,
             raise RuntimeError(f"subscriber {name} was not admitted: {peer.messages}")
         await _connected([peer])
         subscriber.video_payload_types = frozenset(
-            int(pt) for pt in _VP8_RTPMAP.findall(peer.pc.localDescription.sdp)
+            int(pt) for pt in VP8_RTPMAP.findall(peer.pc.localDescription.sdp)
         )
         if subscriber.sink is not None:
             drop_incoming_media(peer.pc, subscriber.sink)
@@ -507,6 +536,9 @@ class Window:
     real: list[str]
     generator_cpu_pct: float
     participants: int | None = None
+    delivered: int | None = None
+    """RTP packets (video and audio) the subscribers counted during the window: the same measure
+    whatever the server (``--vs-janus`` compares CPU per delivered packet)."""
     gc_pause_max_ms: float | None = None
     """The SFU's longest garbage-collector pause during the window (gc.callbacks)."""
     gc_pause_max_ms_run: float | None = None
@@ -536,14 +568,24 @@ class Run:
         self.names: list[str] = []
         self.real_names: list[str] = []
 
+    publish_command = "publish"
+
     def start(self) -> None:
         """Start the processes (call inside ``try``/``finally: close()``)."""
-        self.server = self._start(Child(f"{self.target} server", server_process, self.target))
+        self.server = self._start(self._start_server())
         self.publisher = self._start(Child(f"{self.target} publisher", peers_process))
         self.real = self._start(Child(f"{self.target} real subscribers", peers_process))
         self.sinks = self._start(Child(f"{self.target} sinks", peers_process))
-        self.url: str = self.server.result()
-        progress(f"{self.target}: server process {self.server.process.pid} at {self.url}")
+
+    def _start_server(self) -> Any:
+        """The server's process (the SFU or the relay, a child answering snapshots); sets ``url``."""
+        server = Child(f"{self.target} server", server_process, self.target)
+        self.url: str = server.result()
+        progress(f"{self.target}: server process {server.process.pid} at {self.url}")
+        return server
+
+    def subscribe_command(self, batch: list[tuple[str, str, bool]]) -> tuple[Any, ...]:
+        return ("subscribe", self.url, batch)
 
     def _start(self, child: Child) -> Child:
         self.children.append(child)
@@ -566,7 +608,11 @@ class Run:
         video = {"width": self.args.width, "height": self.args.height, "fps": self.args.fps}
         video["bitrate"] = self.args.bitrate
         info: dict[str, Any] = self.publisher.call(
-            "publish", self.url, PUBLISHER_ADDRESS[self.target], video, {"frame_ms": self.args.audio_ms}
+            self.publish_command,
+            self.url,
+            PUBLISHER_ADDRESS[self.target],
+            video,
+            {"frame_ms": self.args.audio_ms},
         )
         return info
 
@@ -585,7 +631,7 @@ class Run:
         started = time.monotonic()
         calls = [(child, batch) for child, batch in ((self.real, real), (self.sinks, sinks)) if batch]
         for child, batch in calls:
-            child.send("subscribe", self.url, batch)
+            child.send(*self.subscribe_command(batch))
         for child, _ in calls:
             child.result()
         self.k = k
@@ -640,7 +686,7 @@ class Run:
         fps: dict[str, float] = {}
         audio_pps: dict[str, float] = {}
         missing: dict[str, int] = {}
-        lost = 0
+        lost = delivered = 0
         ticks_per_frame = 90000 / self.args.fps
         for name in self.names:
             a, b = rows0[name], rows1[name]
@@ -652,6 +698,7 @@ class Run:
                 else (subs1[1]["t"] - subs0[1]["t"])
             )
             frames = b["video_frames"] - a["video_frames"]
+            delivered += b["video_packets"] + b["audio_packets"] - a["video_packets"] - a["audio_packets"]
             if "video_lost" in b:
                 lost += b["video_lost"] + b["audio_lost"] - a["video_lost"] - a["audio_lost"]
             fps[name] = frames / span
@@ -682,6 +729,7 @@ class Run:
             generator_cpu_pct=100 * generator_cpu / wall,
             udp_receive_buffer_drops=drops,
             participants=server1.get("participants"),
+            delivered=delivered,
             gc_pause_max_ms=server1.get("gc_pause_max_ms"),
             gc_pause_max_ms_run=server1.get("gc_pause_max_ms_run"),
         )
@@ -867,6 +915,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=DEFAULT_VIDEO["fps"])
     parser.add_argument("--bitrate", type=int, default=DEFAULT_VIDEO["bitrate"])
     parser.add_argument("--audio-ms", type=int, default=20, help="Opus packet duration (default 20)")
+    parser.add_argument(
+        "--vs-janus",
+        action="store_true",
+        help="also run Debian's Janus VideoRoom with the same clip and K (in a LAN namespace of its own: "
+        "needs root); without Janus, say so and report the project alone",
+    )
     add_uvloop_argument(parser)
     parser.add_argument(
         "--profile",
@@ -889,10 +943,47 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def in_lan_namespace(argv: Sequence[str]) -> int:
+    """Run this bench again, with ``argv``, in a LAN namespace of its own; its exit status."""
+    from sfu_geofence.testing.netns import Namespace, namespace_command
+    from sfu_geofence.testing.process import terminate
+
+    progress("--vs-janus: running again in a LAN namespace of its own (Janus gathers on no loopback)")
+    command = namespace_command([sys.executable, "-m", "bench.forwarding", *argv], Namespace.LAN)
+    process = subprocess.Popen(command)
+    try:
+        return process.wait()
+    finally:
+        terminate(process)  # a no-op once it has ended; --kill-child then ends everything inside
+
+
+def janus_skipped(args: argparse.Namespace, argv: Sequence[str]) -> tuple[str | None, int | None]:
+    """With --vs-janus: why Janus is left out (None: it runs here), or the exit status of a run of this
+    bench in a LAN namespace (the caller returns it)."""
+    from sfu_geofence.testing.janus import JANUS_MISSING, find_janus
+    from sfu_geofence.testing.netns import Namespace, current_namespace
+
+    if not args.vs_janus:
+        return None, None
+    if current_namespace() is Namespace.LAN:
+        return (JANUS_MISSING if find_janus() is None else None), None
+    from bench.vs_janus import janus_unavailable
+
+    why = janus_unavailable()
+    if why is None:
+        return None, in_lan_namespace(argv)
+    progress(f"--vs-janus: {why}: reporting the project alone")
+    return why, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     os.environ[ENV_UVLOOP] = "1" if args.uvloop else "0"  # read by the child processes
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # run the finally blocks
+    janus_skip, status = janus_skipped(args, argv)
+    if status is not None:
+        return status
     from sfu_geofence.netguard import loopback_only
 
     started = time.monotonic()
@@ -923,9 +1014,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress(_describe(relay_window, "relay"))
             finally:
                 relay.close()
+        janus_windows: list[Window] = []
+        if args.vs_janus and janus_skip is None:
+            from bench.vs_janus import janus_run
+
+            with janus_run(args) as janus:
+                janus.publish()
+                for k in args.ks:
+                    janus.grow(k)
+                    window = janus.measure(args.window)
+                    janus_windows.append(window)
+                    progress(_describe(window, "janus"))
     if args.relay_k not in args.ks:
         progress(f"note: K={args.relay_k} is not among --k, so there is no ratio or fps_min_k20")
     figures = report(args, sfu_windows, relay_window, clip)
+    if args.vs_janus:
+        from bench.vs_janus import janus_figures
+
+        if janus_skip is None:
+            figures.update(janus_figures(sfu_windows, janus_windows))
+            ratio_50 = figures["vs_janus_ratio"].get("50")
+            figures["goals"]["vs_janus_ratio_k50_le_0_5"] = None if ratio_50 is None else ratio_50 <= 0.5
+        else:
+            figures.update({"vs_janus_ratio": None, "janus": {"skipped": janus_skip}})
     figures["bench_seconds"] = round(time.monotonic() - started, 1)
     progress(f"done in {figures['bench_seconds']} s")
     if not args.json:

@@ -91,15 +91,19 @@ class LoopbackGuard:
 class _GuardedDatagramTransport:
     """A datagram transport whose ``sendto`` checks the destination first (uvloop's cannot be patched)."""
 
-    __slots__ = ("_guard", "_transport")
+    __slots__ = ("_checked", "_guard", "_transport")
 
     def __init__(self, transport: Any, guard: LoopbackGuard) -> None:
         self._transport = transport
         self._guard = guard
+        self._checked: Any = None
+        """The address object last let through: an SFU's egress sends every packet of a connection
+        to its nominated pair's one (immutable) tuple, checked once rather than per packet."""
 
     def sendto(self, data: Any, addr: Any = None) -> None:
-        if addr is not None:
+        if addr is not None and addr is not self._checked:
             self._guard._check_address("sendto", addr)
+            self._checked = addr
         self._transport.sendto(data, addr)
 
     def __getattr__(self, name: str) -> Any:

@@ -14,6 +14,8 @@ import pytest
 
 from bench.hostile import ATTACKS
 from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.janus import JANUS_MISSING, find_janus
+from sfu_geofence.testing.netns import Namespace, namespace_unavailable
 from sfu_geofence.testing.redis import REDIS_SERVER
 
 ROOT = Path(__file__).parent.parent
@@ -135,3 +137,29 @@ def test_the_ejection_bench_ejects_live_and_prints_gap_ratio_and_latency() -> No
     assert [e["peer"] for e in run["ejected"]] == ["cn-1"]
     assert set(figures["goals"]) == {"worst_gap_ratio_le_1.25", "ejection_latency_p99_le_20_ms"}
     assert figures["failed_repetitions"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.janus
+@pytest.mark.timeout(240)
+def test_the_forwarding_bench_runs_janus_with_the_same_clip_and_k_and_prints_the_ratio() -> None:
+    # --vs-janus at K=1 and 2, a small clip, 2 s windows: the bench re-runs itself in a LAN namespace
+    if find_janus() is None:
+        skip_or_fail(JANUS_MISSING, kind="janus")
+    if (why := namespace_unavailable(Namespace.LAN)) is not None:
+        skip_or_fail(why, kind="janus")
+    figures = run_bench(
+        *("-m", "bench.forwarding", "--json", "--vs-janus", "--k", "1,2", "--real", "1", "--no-relay"),
+        *("--window", "2", "--settle", "0.5"),
+        *("--width", "320", "--height", "240", "--fps", "15", "--bitrate", "250000"),
+        timeout=230,
+    )
+    assert set(figures["vs_janus_ratio"]) == {"1", "2"}
+    assert all(ratio > 0 for ratio in figures["vs_janus_ratio"].values())
+    janus_k2 = figures["janus"]["per_k"]["2"]
+    # Janus delivered the clip to both subscribers, as the project did, and spent CPU doing it
+    assert janus_k2["janus_delivered_packets_per_s"] > 1.5 * figures["per_k"]["1"]["received_packets_per_s"]
+    assert janus_k2["project_delivered_packets_per_s"] > 0
+    assert janus_k2["janus_fps_min"] > 0
+    assert janus_k2["janus_cpu_pct"] > 0
+    assert janus_k2["janus_us_per_delivered_packet"] > 0

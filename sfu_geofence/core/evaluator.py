@@ -2,6 +2,7 @@
 
 The admission hot path is a dictionary lookup here: a Decision is built the first time a
 (country, field, database build) is met under a policy version, then returned as the same value.
+``by_code`` lets the hot path skip the Location too: a DB-IP record's code straight to its Decision.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .policy import Enforcement, Mode, RelayedRule, RoomPolicy
 class Evaluator:
     """Decides for one policy version. Replaced (not mutated) when the policy or database changes."""
 
-    __slots__ = ("cache", "enforced", "exempting", "policy", "rule", "shared", "version")
+    __slots__ = ("by_code", "cache", "enforced", "exempting", "policy", "rule", "shared", "version")
 
     def __init__(self, policy: RoomPolicy, version: int) -> None:
         self.policy = policy
@@ -29,6 +30,10 @@ class Evaluator:
         """What the hot path reads directly: the decisions that hold for anyone at a location. All
         of ``cache`` without exemptions; with them, only admissions (an exemption only ever turns a
         refusal into an admission), so that a hit needs no further test."""
+        self.by_code: dict[str, Decision] = {}
+        """The decisions of ``shared`` whose location came from a record's ``country_code`` (DB-IP),
+        by that code: what a record ``{"country_code": code}`` decides, without building its Location.
+        Valid for one database build: evaluators are rebuilt when the database is reloaded."""
 
     def decide(self, location: Location, address: str, identity: str | None = None) -> Decision:
         """The decision for a participant at ``address``, located at ``location``."""
@@ -40,6 +45,8 @@ class Evaluator:
                 self.cache[key] = decision
                 if decision.verdict is Verdict.ADMIT:
                     self.shared[key] = decision
+                if key in self.shared and location.source == "country_code" and location.country:
+                    self.by_code[location.country] = decision
         if self.exempting and decision.verdict is Verdict.REFUSE:
             return self._exempted(decision, location, address, identity)
         return decision

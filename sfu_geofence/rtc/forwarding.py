@@ -48,6 +48,7 @@ from aiortc.rtp import (
 from . import codecs, require_pinned_versions
 from .inbound import InboundStreams
 from .nack import NackTracker
+from .srtp import Protect, fast_protect
 
 logger = logging.getLogger(__name__)
 
@@ -231,13 +232,16 @@ class ForwardingSender(RTCRtpSender):
 class RtpEgress:
     """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
 
-    __slots__ = ("_addr", "_dtls", "_pair", "send_errors")
+    __slots__ = ("_addr", "_dtls", "_pair", "_protect", "_session", "send_errors")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
         self._pair: Any = None
         self._addr: tuple[str, int] | None = None
         """The nominated pair's remote address (aioice builds a new tuple on each read: kept)."""
+        self._session: Any = None
+        self._protect: Protect | None = None
+        """:func:`~.srtp.fast_protect` of the DTLS transport's SRTP session ``_session``."""
         self.send_errors = 0
 
     def send(self, data: bytes) -> bool:
@@ -253,8 +257,11 @@ class RtpEgress:
         transport = pair.protocol.transport
         if transport is None:
             return False
+        session = dtls._tx_srtp
+        if session is not self._session:
+            self._session, self._protect = session, fast_protect(session)
         try:
-            transport.sendto(dtls._tx_srtp.protect(data), self._addr)
+            transport.sendto(self._protect(data), self._addr)  # type: ignore[misc]
         except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
             self.send_errors += 1
             return False

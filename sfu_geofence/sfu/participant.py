@@ -132,6 +132,8 @@ class Participant:
         """Which of its send m-lines went inactive, and which a new subscription may take."""
         self._pending: list[tuple[Consumer, int]] = []
         self._dirty = False
+        self._urgent = False
+        """Whether the offer due holds a new subscription (else it only retires m-lines: deferred)."""
         self._answer: asyncio.Future[None] | None = None
         self._answer_timer: asyncio.TimerHandle | None = None
         self._answering_offer = 0
@@ -174,7 +176,8 @@ class Participant:
             return
         consumer.transceiver.direction = "inactive"
         self.m_lines.retire(consumer.transceiver, self._offers_made)
-        self.request_renegotiation()
+        # Its packets stopped with consumer.close(); telling the client can wait (deferred).
+        self.request_renegotiation(deferred=True)
 
     def _take_slot(self, kind: str) -> RTCRtpTransceiver:
         transceiver = self.m_lines.take(kind)
@@ -190,19 +193,21 @@ class Participant:
 
     # negotiation ---------------------------------------------------------------------------------
 
-    def request_renegotiation(self) -> None:
-        """Make (or fold into) the next offer."""
+    def request_renegotiation(self, *, deferred: bool = False) -> None:
+        """Make (or fold into) the next offer; ``deferred`` when nothing waits on it (see
+        :mod:`.negotiation`)."""
         if self.closed:
             return
         self._dirty = True
+        self._urgent = self._urgent or not deferred
         if not self.awaiting_answer:
-            self._scheduler.schedule(self)
+            self._scheduler.schedule(self, deferred=not self._urgent)
 
     async def make_offer(self) -> None:
         """Called by the scheduler: create, apply and send an offer if one is due."""
         if self.closed or not self._dirty or self.awaiting_answer:
             return
-        self._dirty = False
+        self._dirty = self._urgent = False
         if not self.pc.getTransceivers():
             self._complete_join()  # nothing to negotiate yet (no publication, nobody to receive)
             return
@@ -281,7 +286,7 @@ class Participant:
         if not answer.done():
             answer.set_result(None)
         if self._dirty:
-            self._scheduler.schedule(self)
+            self._scheduler.schedule(self, deferred=not self._urgent)
 
     def _require_real_size(self, sdp: str) -> None:
         offer = self.pc.localDescription

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..rtc.ice import IcePolicy, use_policy
@@ -14,12 +16,15 @@ class RecordingChannel:
 
     def __init__(self) -> None:
         self.offers: list[Offer] = []
+        self.offered_at: list[float] = []
+        """When each offer was sent (``time.monotonic()``)."""
         self.events: list[PeerEvent] = []
         self.ended: list[tuple[CloseReason, str]] = []
         """``(reason, detail)`` of each :meth:`end` (the SFU ends a session once)."""
 
     def send_offer(self, offer: Offer) -> None:
         self.offers.append(offer)
+        self.offered_at.append(time.monotonic())
 
     def send_event(self, event: PeerEvent) -> None:
         self.events.append(event)

@@ -26,6 +26,7 @@ from sfu_geofence import (
     UnknownRule,
     Verdict,
 )
+from sfu_geofence.core.geolocation import Location, Locator
 from sfu_geofence.core.mediaaudit import MediaAuditLimit
 from sfu_geofence.core.outcome import Outcome
 from sfu_geofence.testing.testdb import build_database
@@ -116,6 +117,48 @@ def test_decisions_are_shared_values_per_policy_version_and_location(host: Host)
     assert fence.decide("r", "127.86.9.9") is first
     fence.set_policy("r", RoomPolicy.deny("CN"))
     assert fence.decide("r", "127.86.0.1") is not first
+
+
+class CountingLocator(Locator):
+    """A real Locator that counts the addresses it was asked to place."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.located: list[str] = []
+
+    def locate(self, address: str) -> Location:
+        self.located.append(address)
+        return super().locate(address)
+
+
+def test_a_country_already_decided_is_decided_again_by_one_raw_lookup(
+    loopback_db: Path, tmp_path: Path
+) -> None:
+    # The admission hot path (issue 12: admit <= 1.5x a raw lookup) builds no Location for a dotted
+    # quad whose country this policy version already decided, and still answers as the careful path.
+    locator = CountingLocator(loopback_db)
+    fence = Geofence(lambda r: None, locator=locator)
+    fence.set_policy("r", RoomPolicy.deny("CN"))
+    first = fence.decide("r", "127.86.0.1")
+    assert locator.located == ["127.86.0.1"]
+    assert fence.decide("r", "127.86.9.9") is first
+    assert fence.decide("r", "127.49.0.1").admitted
+    assert fence.decide("r", "127.49.3.3").admitted
+    assert locator.located == ["127.86.0.1", "127.49.0.1"]
+    # What the hot path does not read goes through the Locator, every time: other forms of the
+    # same address, inet_aton forms (refused), unknown addresses, IPv6.
+    for address in ("::ffff:127.86.0.2", "fd00:86::1", "127.99.0.1", "127.99.0.1"):
+        fence.decide("r", address)
+    for text in ("127.86.1", "0127.86.0.1", "127.86.0.01", "0x7f.86.0.1", "127.86.0.1\x00"):
+        with pytest.raises(InvalidAddress):
+            fence.decide("r", text)
+    assert len(locator.located) == 2 + 4 + 5
+    # A reload drops what the old build decided: the next decision names the new build.
+    moved = build_database(tmp_path / "moved.mmdb", ["127.86.0.0/16=DE"])
+    fence.reload_database(moved)
+    assert fence.decide("r", "127.86.0.1").country == "DE"
+    assert fence.decide("r", "127.86.0.3").database == fence.database.label
+    fence.close()
 
 
 def test_a_live_policy_change_requests_ejection_of_the_restricted_only_once(host: Host) -> None:

@@ -83,3 +83,41 @@ async def test_an_offer_and_an_answer_take_turns_too() -> None:
     assert sorted(h for h in history if h != "packets") == ["answer b", "offer a"]
     assert all(x == "packets" or y == "packets" for x, y in itertools.pairwise(history)), history
     await scheduler.close()
+
+
+async def test_deferred_offers_come_after_urgent_ones_one_at_a_time_spaced_apart() -> None:
+    # After an ejection the remaining participants' offers only retire m-lines (the ejected media
+    # stopped at once): made together, their offers and the clients' answers all want the CPU at
+    # the same moment. Deferred, they are spread; a subscription (urgent) does not wait behind them.
+    history: list[str] = []
+    times: list[float] = []
+    loop = asyncio.get_running_loop()
+    scheduler = NegotiationScheduler(deferred_spacing=0.05)
+
+    class Timed(_Recorder):
+        async def make_offer(self) -> None:
+            times.append(loop.time())
+            await super().make_offer()
+
+    left = [Timed(name, history) for name in "abc"]
+    joining = Timed("j", history)
+    started = loop.time()
+    for participant in left:
+        scheduler.schedule(participant, deferred=True)
+    scheduler.schedule(left[0], deferred=True)  # asked twice, offered once
+    scheduler.schedule(joining)
+    await _drained(scheduler, offers=4)
+    assert history == ["offer j", "offer a", "offer b", "offer c"]
+    assert times[0] - started < 0.05  # the urgent one waited for no deferred one
+    deferred_times = [started, *times[1:]]
+    # (asyncio may fire a timer up to its clock's resolution early: 1 ms of slack)
+    assert all(b - a >= 0.049 for a, b in itertools.pairwise(deferred_times)), deferred_times
+
+    # An urgent request promotes a deferred offer: made at once, and only once.
+    history.clear()
+    scheduler.schedule(left[0], deferred=True)
+    scheduler.schedule(left[1], deferred=True)
+    scheduler.schedule(left[1])
+    await _drained(scheduler, offers=6)
+    assert history == ["offer b", "offer a"]
+    await scheduler.close()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiortc import RTCSessionDescription
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
-from sfu_geofence.sfu import CloseReason, InvalidAnswer, Sfu
+from sfu_geofence.sfu import CloseReason, InvalidAnswer, Participant, Sfu
+from sfu_geofence.sfu.negotiation import DEFERRED_SPACING_S
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
@@ -106,14 +108,11 @@ async def test_an_answer_with_a_lone_surrogate_is_an_invalid_answer(
         await participant.handle_answer(sdp)
 
 
-async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterations(
-    sfu: Sfu, clients: Callable[[str], AnsweringClient]
-) -> None:
-    # An ejection makes every remaining participant renegotiate; their answers then arrive in one
-    # read of the sockets. Applied back to back they would hold the event loop (and every forwarded
-    # packet) for their sum: "packets" stands for what the loop reads between two iterations.
-    names = ("a", "b", "c", "d")
-    answering = {name: clients(f"127.0.51.{i + 1}") for i, name in enumerate(names)}
+async def settled_room(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient], names: tuple[str, ...], network: str
+) -> tuple[dict[str, AnsweringClient], dict[str, Participant]]:
+    """``names`` joined room "r" (audio), from ``network``.1, .2..., every offer answered."""
+    answering = {name: clients(f"{network}.{i + 1}") for i, name in enumerate(names)}
     participants = {}
     for name, client in answering.items():
         participants[name] = sfu.join("r", name, client.address, client.channel, publish=("audio",))
@@ -125,6 +124,38 @@ async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterati
         quiet = 0 if pending else quiet + 1
         for name in pending:
             await answering[name].answer(participants[name])
+    return answering, participants
+
+
+async def test_after_a_removal_the_others_are_renegotiated_in_deferred_offers_spaced_apart(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # The removed participant's media stops at once; the offers that only retire its m-lines are
+    # spread out so that they, and the clients' answers, do not all want the CPU at the same moment.
+    names = ("a", "b", "c", "d")
+    answering, participants = await settled_room(sfu, clients, names, "127.0.52")
+    offers_before = {name: len(answering[name].channel.offers) for name in names[:3]}
+    removed_at = time.monotonic()
+    sfu.remove_participant(participants["d"].id, CloseReason.EJECTED, "test")
+    for name in names[:3]:
+        assert not participants[name].consumers.get(participants["d"].producers["audio"].id)
+        channel = answering[name].channel
+        await eventually(
+            lambda c=channel, n=offers_before[name]: None if len(c.offers) > n else "no re-offer", within=15
+        )
+    times = sorted(answering[name].channel.offered_at[offers_before[name]] for name in names[:3])
+    # (asyncio may fire a timer up to its clock's resolution early: 1 ms of slack)
+    assert all(b - a >= DEFERRED_SPACING_S - 0.001 for a, b in itertools.pairwise([removed_at, *times]))
+
+
+async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterations(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # An ejection makes every remaining participant renegotiate; their answers then arrive in one
+    # read of the sockets. Applied back to back they would hold the event loop (and every forwarded
+    # packet) for their sum: "packets" stands for what the loop reads between two iterations.
+    names = ("a", "b", "c", "d")
+    answering, participants = await settled_room(sfu, clients, names, "127.0.51")
 
     sfu.remove_participant(participants["d"].id, CloseReason.EJECTED, "test")
     staying = names[:3]
