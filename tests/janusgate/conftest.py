@@ -14,6 +14,7 @@ from gated import CN_MEDIA, NETWORKS, GatedJanus, free_port, gate_config
 
 from sfu_geofence.janus import JanusSession, VideoRoom
 from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.janus import JANUS_MISSING, find_janus, running_janus
 from sfu_geofence.testing.janusgate import ServedGate, serving_gate
 from sfu_geofence.testing.testdb import build_database
@@ -49,3 +50,10 @@ async def operator(gated_janus: GatedJanus, http: aiohttp.ClientSession) -> Asyn
     """The room owner's own session on Janus (rooms are created there, not through the gate)."""
     async with await JanusSession.create(http, gated_janus.janus.api_url) as session:
         yield VideoRoom(session)
+
+
+@pytest.fixture
+def clock() -> Iterator[ScheduledClock]:
+    scheduled = ScheduledClock()
+    yield scheduled
+    scheduled.close()
