@@ -75,10 +75,14 @@ class GateClient:
 
 
 @contextlib.asynccontextmanager
-async def gate_client(api_url: str, address: str) -> AsyncIterator[GateClient]:
-    """A Janus session through the gate, every connection of it from ``address``; destroyed afterwards."""
+async def gate_client(
+    api_url: str, address: str, *, forwarded_for: str | None = None
+) -> AsyncIterator[GateClient]:
+    """A Janus session through the gate, every connection of it from ``address`` (with an
+    ``X-Forwarded-For: forwarded_for`` header on every request if given); destroyed afterwards."""
     connector = aiohttp.TCPConnector(local_addr=(address, 0))
-    async with aiohttp.ClientSession(connector=connector) as http:
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for is not None else None
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
         session = await JanusSession.create(http, api_url)
         try:
             yield GateClient(address, http, session)
