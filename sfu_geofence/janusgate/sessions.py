@@ -80,7 +80,8 @@ async def poll(
 ) -> None:
     """Long-poll Janus for ``session``'s events, ``observe`` each, then queue it for the client.
 
-    Janus answering "no such session" (destroyed, timed out, restarted), or staying unreachable for
+    Janus answering "no such session" (destroyed, timed out, restarted: a 404 or an error), or
+    answering nothing useful (an error status, no JSON) or staying unreachable for
     :data:`GONE_AFTER_S`, ends the session: ``gone`` is awaited once.
     """
     unreachable_since: float | None = None
@@ -92,7 +93,13 @@ async def poll(
                     params={"maxev": str(POLL_EVENTS), "rid": secrets.token_hex(6)},
                     timeout=aiohttp.ClientTimeout(total=60),
                 ) as response:
+                    if response.status == 404:  # Janus's HTTP transport: no such session (an empty body)
+                        logger.debug("janus session %s: gone (404)", session.session_id)
+                        return
+                    response.raise_for_status()
                     events = await response.json(content_type=None)
+                    if not isinstance(events, list | dict):
+                        raise ValueError(f"Janus answered a long poll with {events!r}")
             except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
