@@ -88,11 +88,13 @@ def write_config(
     admin_port: int,
     admin_secret: str,
     events_url: str | None = None,
+    string_ids: bool = False,
 ) -> Path:
     """Write janus.jcfg and the VideoRoom and HTTP transport configs into ``directory``; return janus.jcfg.
 
     With ``events_url``, the HTTP event handler (sampleevh) posts Janus's WebRTC events (selected
-    pairs among them) there, grouped, as compact JSON.
+    pairs among them) there, grouped, as compact JSON. ``string_ids``: VideoRoom rooms are named by
+    strings, not numbers.
     """
     kept_events = EVENT_HANDLER if events_url is not None else None
     (directory / "janus.jcfg").write_text(
@@ -149,7 +151,9 @@ cors: {{
 }}
 """
     )
-    (directory / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
+    (directory / "janus.plugin.videoroom.jcfg").write_text(
+        "general: {\n" + ("\tstring_ids = true\n" if string_ids else "") + "}\n"
+    )
     if events_url is not None:
         (directory / "janus.eventhandler.sampleevh.jcfg").write_text(
             f"""general: {{
@@ -172,11 +176,13 @@ def running_janus(
     within: float = 30.0,
     events_url: str | None = None,
     like: JanusServer | None = None,
+    string_ids: bool = False,
 ) -> Iterator[JanusServer]:
     """Start Janus with config files in ``directory``, gathering ICE on ``interface`` only; yield it once
     its HTTP API answers; stop it by PID afterwards.
 
-    ``events_url``: where its HTTP event handler posts (none without). ``like``: a Janus stopped
+    ``events_url``: where its HTTP event handler posts (none without); ``string_ids``: VideoRoom rooms
+    named by strings. ``like``: a Janus stopped
     before, whose ports and admin secret this one takes (a restart, as clients and the gate see it).
     Raises FileNotFoundError (:data:`JANUS_MISSING`) without ``janus``, and RuntimeError with Janus's
     log when its API does not answer within ``within`` seconds.
@@ -199,6 +205,7 @@ def running_janus(
         admin_port=admin_port,
         admin_secret=secret,
         events_url=events_url,
+        string_ids=string_ids,
     )
     log = directory / "janus.log"
     argv = [executable, "-C", str(config), "-F", str(directory), "--disable-colors", "--log-stdout"]
