@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -98,7 +97,8 @@ class JanusGate:
         self.members: dict[int, Member] = {}
         """Admitted participants by handle id."""
         self._by_id: dict[str, Member] = {}
-        self._serial = itertools.count(1)
+        self._joins: dict[int, int] = {}
+        """Joins per handle, while its session lasts."""
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = GateStats()
         self.geofence = Geofence(self.eject, database=database, policies=policies, audit=audit)
@@ -143,8 +143,7 @@ class JanusGate:
                 return await self._join(address, join, message, session, handle_id)
         reply = await self._forward(message, transaction, session_id, handle_id)
         if kind == "detach" and reply.get("janus") == "success":
-            session.plugins.pop(handle_id, None)
-            self._left(handle_id)
+            self._detached(session, handle_id)
         return reply
 
     async def events(self, session_id: int, most: int, within: float) -> list[JsonObject] | None:
@@ -177,7 +176,9 @@ class JanusGate:
         self, address: str, join: Join, message: JsonObject, session: RelayedSession, handle: int
     ) -> JsonObject:
         transaction = str(message["transaction"])
-        participant = f"{handle}-{next(self._serial)}"
+        # The handle's id, which its client knows (a rejoin on the same handle gets a suffix: unique).
+        joins = self._joins[handle] = self._joins.get(handle, 0) + 1
+        participant = str(handle) if joins == 1 else f"{handle}.{joins}"
         try:
             await self.geofence.ready()
             decision = self.geofence.admit(join.room, participant, address)
@@ -277,13 +278,13 @@ class JanusGate:
         if kind == "timeout":
             self._forget_session(session)
             return
+        if kind == "detached" and handle is not None and handle in session.plugins:
+            self._detached(session, handle)
+            return
         if member is None or member.session != session.session_id:
             return
         data = plugin_data(event)
-        if kind == "detached":
-            session.plugins.pop(member.handle, None)
-            self._left(member.handle)
-        elif event.get("transaction") == member.transaction and not member.joined:
+        if event.get("transaction") == member.transaction and not member.joined:
             if kind == "error" or "error_code" in data:
                 self._left(member.handle)  # Janus refused the join itself (no such room, ...)
             else:
@@ -297,6 +298,11 @@ class JanusGate:
         """Janus forgot the session (or cannot be reached): so do we, and its participants leave."""
         self._forget_session(session)
 
+    def _detached(self, session: RelayedSession, handle: int) -> None:
+        session.plugins.pop(handle, None)
+        self._joins.pop(handle, None)
+        self._left(handle)
+
     def _left(self, handle: int) -> None:
         member = self.members.pop(handle, None)
         if member is not None:
@@ -306,6 +312,8 @@ class JanusGate:
     def _forget_session(self, session: RelayedSession) -> None:
         session.close()
         self.sessions.pop(session.session_id, None)
+        for handle in session.plugins:
+            self._joins.pop(handle, None)
         for member in [m for m in self.members.values() if m.session == session.session_id]:
             self._left(member.handle)
 

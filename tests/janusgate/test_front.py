@@ -15,6 +15,7 @@ from sfu_geofence.janus.videoroom import PLUGIN, VideoRoom
 from sfu_geofence.janusgate.wire import MAX_MESSAGE_BYTES
 from sfu_geofence.server.remote import ProxyConfig
 from sfu_geofence.testing.janusgate import ServedGate, gate_client, serving_gate
+from sfu_geofence.testing.wait import eventually
 
 pytestmark = [pytest.mark.janus, pytest.mark.lan]
 
@@ -123,7 +124,13 @@ async def test_the_websocket_api_is_geofenced_too_and_its_sessions_end_with_it(
             while refusal["janus"] != "error":
                 refusal = await ws.receive_json(timeout=10)
             assert refusal["error"]["code"] == 450
-        assert session not in await admin.sessions()  # the WebSocket closed: its session was destroyed
+
+        async def destroyed(
+            session: int = session,
+        ) -> str | None:  # the WebSocket closed: so does its session
+            return None if session not in await admin.sessions() else f"session {session} still on Janus"
+
+        await eventually(destroyed, within=10.0)
     assert outcomes["CN"]["error"] == {
         "code": 403,
         "reason": "This meeting is not accessible from China (CN).",
