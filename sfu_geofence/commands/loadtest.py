@@ -43,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "country's --network in that country",
     )
     parser.add_argument(
+        "--janus",
+        metavar="ADDRESS",
+        help="--url is a geofenced Janus (sfu-geofence janus, e.g. http://127.0.0.1:8089/janus) whose "
+        "VideoRoom has string_ids; participants publish and subscribe there, their media from ADDRESS "
+        "(where Janus gathers; docs/janus.md)",
+    )
+    parser.add_argument(
         "--countries",
         required=True,
         metavar="CC:N,...",
@@ -139,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     size = _SIZE.match(args.video_size)
     if size is None:
         raise ValueError(f"--video-size {args.video_size!r}: expected WxH, e.g. 320x240")
+    if args.janus is not None and args.url is None:
+        raise ValueError("--janus needs --url: the gate (sfu-geofence janus) in front of your Janus")
     if args.state_dir is not None and not args.spawn:
         raise ValueError("--state-dir is the spawned server's: it needs --spawn")
     for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
@@ -161,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         setup_timeout=args.setup_timeout,
         state_dir=args.state_dir,
         uvloop=args.uvloop,
+        janus_ice=args.janus,
     )
     thresholds = Thresholds(
         max_ejection_latency_ms=args.max_ejection_latency_ms,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..core.contract import CONTRACT_VERSION
 from ..core.geofence import Geofence
@@ -211,7 +211,7 @@ class JanusGateHarness:
     ) -> None:
         # The policy is taken when the transceiver's ICE connection is created: publish under it.
         with use_policy(IcePolicy(bind=(media_address,), allowed_remote=LAN_NETWORKS)):
-            pc = RTCPeerConnection()
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
             self._stack.push_async_callback(pc.close)
             publish(pc, OpusTrack())
             await pc.setLocalDescription(await pc.createOffer())

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiortc import RTCPeerConnection
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from sfu_geofence.janus.client import JsonObject
 from sfu_geofence.janusgate import GateConfig
@@ -84,7 +84,7 @@ async def peer_connections() -> AsyncIterator[list[RTCPeerConnection]]:
 
 
 def camera_and_microphone(pcs: list[RTCPeerConnection]) -> RTCPeerConnection:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     publish(pc, Vp8Track())
     publish(pc, OpusTrack())
     pcs.append(pc)
@@ -92,7 +92,7 @@ def camera_and_microphone(pcs: list[RTCPeerConnection]) -> RTCPeerConnection:
 
 
 def receiving(pcs: list[RTCPeerConnection], meter: ReceiveMeter, source: str) -> RTCPeerConnection:
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     meter.watch(pc, lambda _transceiver: source)
     pcs.append(pc)
     return pc
