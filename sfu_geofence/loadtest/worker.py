@@ -45,7 +45,6 @@ from ..synthetic.media import (
     encode_vp8_clip,
 )
 from ..synthetic.meter import TrackMeter
-from ..testing.netns import in_lan_namespace, is_own_lan_address
 from .scenario import PeerSpec
 
 logger = logging.getLogger(__name__)
@@ -348,7 +347,8 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     logging.basicConfig(
         level=logging.WARNING, format=f"worker {os.getpid()} %(levelname)s %(name)s %(message)s"
     )
-    # A Janus gathers on a LAN namespace's dummy (it never gathers on loopback): its addresses too.
-    allowed = is_own_lan_address if config.janus_ice is not None and in_lan_namespace() else None
-    with loopback_only(allowed) as guard:
+    # Janus never gathers on loopback: media goes to the address of this machine it gathers on (a LAN
+    # namespace's dummy in the tests), and to nothing else.
+    ice = config.janus_ice
+    with loopback_only(None if ice is None else ice.__eq__) as guard:
         eventloop.run(Worker(conn, config).run(), factory=guard.loop_factory(config.uvloop))

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection
 
 from sfu_geofence.janus.client import JsonObject
 from sfu_geofence.janusgate import GateConfig
 from sfu_geofence.rtc.ice import IcePolicy
 from sfu_geofence.server.admin_listener import AdminListenerConfig
-from sfu_geofence.synthetic.media import OpusTrack, Vp8Track, publish
-from sfu_geofence.synthetic.meter import ReceiveMeter
 from sfu_geofence.testing.janus import JanusServer
 from sfu_geofence.testing.janusgate import ServedGate
 from sfu_geofence.testing.netns import LAN_IPV4, LAN_NETWORKS
@@ -70,36 +65,6 @@ def gate_config(gated: GatedJanus, **changes: object) -> GateConfig:
 
 POLICY = IcePolicy(bind=(LAN_IPV4,), allowed_remote=LAN_NETWORKS)
 """Peers gather where Janus does (the dummy's address) and talk to nothing else."""
-
-
-@contextlib.asynccontextmanager
-async def peer_connections() -> AsyncIterator[list[RTCPeerConnection]]:
-    """A list to put peer connections in; every one is closed afterwards."""
-    pcs: list[RTCPeerConnection] = []
-    try:
-        yield pcs
-    finally:
-        for pc in pcs:
-            await pc.close()
-
-
-def camera_and_microphone(pcs: list[RTCPeerConnection]) -> RTCPeerConnection:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    publish(pc, Vp8Track())
-    publish(pc, OpusTrack())
-    pcs.append(pc)
-    return pc
-
-
-def receiving(pcs: list[RTCPeerConnection], meter: ReceiveMeter, source: str) -> RTCPeerConnection:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    meter.watch(pc, lambda _transceiver: source)
-    pcs.append(pc)
-    return pc
-
-
-def packets(meter: ReceiveMeter, source: str) -> dict[str, int]:
-    return {track.kind: track.counts().packets for track in meter.of_source(source)}
 
 
 async def put_policy(

@@ -15,11 +15,7 @@ from gated import (
     POLICY,
     ROOM_SECRET,
     address,
-    camera_and_microphone,
-    packets,
-    peer_connections,
     put_policy,
-    receiving,
 )
 
 from sfu_geofence.janus import JanusError
@@ -30,6 +26,7 @@ from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL
 from sfu_geofence.synthetic.meter import ReceiveMeter
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.janusgate import GateClient, ServedGate, gate_client
+from sfu_geofence.testing.peers import camera_and_microphone, packets, peer_connections, receiving
 from sfu_geofence.testing.wait import eventually
 
 pytestmark = [pytest.mark.janus, pytest.mark.lan]

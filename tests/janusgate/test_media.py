@@ -8,7 +8,7 @@ import contextlib
 
 import aiohttp
 import pytest
-from gated import CN_MEDIA, POLICY, ROOM_SECRET, address, camera_and_microphone, peer_connections, put_policy
+from gated import CN_MEDIA, POLICY, ROOM_SECRET, address, put_policy
 
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.janus import JanusError
@@ -16,6 +16,7 @@ from sfu_geofence.janus.videoroom import VideoRoom
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.testing.janusgate import ServedGate, gate_client
 from sfu_geofence.testing.netns import LAN_NETWORKS, add_lan_address
+from sfu_geofence.testing.peers import camera_and_microphone, peer_connections
 from sfu_geofence.testing.wait import eventually
 
 pytestmark = [pytest.mark.janus, pytest.mark.lan]
