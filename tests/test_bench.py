@@ -14,6 +14,7 @@ import pytest
 
 from bench.hostile import ATTACKS
 from sfu_geofence.testing.ci import skip_or_fail
+from sfu_geofence.testing.janus import JANUS_MISSING, find_janus
 from sfu_geofence.testing.redis import REDIS_SERVER
 
 ROOT = Path(__file__).parent.parent
@@ -135,3 +136,15 @@ def test_the_ejection_bench_ejects_live_and_prints_gap_ratio_and_latency() -> No
     assert [e["peer"] for e in run["ejected"]] == ["cn-1"]
     assert set(figures["goals"]) == {"worst_gap_ratio_le_1.25", "ejection_latency_p99_le_20_ms"}
     assert figures["failed_repetitions"] == []
+
+
+@pytest.mark.janus
+@pytest.mark.lan
+def test_the_janus_join_bench_joins_straight_and_through_the_gate_and_prints_both() -> None:
+    if find_janus() is None:
+        skip_or_fail(JANUS_MISSING, kind="janus")
+    figures = run_bench("-m", "bench.janus_join", "--json", "--joins", "20", timeout=120)
+    assert figures["joins"] == 20
+    assert figures["direct_ms"] > 0
+    assert figures["gated_ms"] > 0
+    assert figures["ratio"] == pytest.approx(figures["gated_ms"] / figures["direct_ms"], abs=0.05)
