@@ -136,3 +136,23 @@ async def test_the_websocket_api_is_geofenced_too_and_its_sessions_end_with_it(
         "reason": "This meeting is not accessible from China (CN).",
     }
     assert outcomes["DE"]["plugindata"]["data"]["videoroom"] == "joined"
+
+
+async def test_one_address_holds_a_bounded_number_of_sessions_and_others_are_not_affected(
+    gated_janus: GatedJanus, http: aiohttp.ClientSession
+) -> None:
+    admin = JanusAdmin(http, gated_janus.janus.admin_url, gated_janus.janus.admin_secret)
+    before = set(await admin.sessions())
+    async with serving_gate(gate_config(gated_janus, max_sessions_per_address=3)) as served:
+        connector = aiohttp.TCPConnector(local_addr=(address("DE", 61), 0))
+        async with aiohttp.ClientSession(connector=connector) as flooder:
+            create = b'{"janus": "create", "transaction": "c"}'
+            answers = [await _post(flooder, served.api_url, create) for _ in range(5)]
+        assert [body["janus"] for _, body in answers] == ["success"] * 3 + ["error"] * 2
+        assert answers[-1][1]["error"] == {
+            "code": 490,
+            "reason": "Too many sessions from your address (at most 3)",
+        }
+        assert len(set(await admin.sessions()) - before) == 3  # the refused ones never reached Janus
+        async with gate_client(served.api_url, address("DE", 62)) as other:
+            assert other.session.session_id in served.gate.sessions
