@@ -54,6 +54,10 @@ class GateConfig:
     session_timeout: float = 60.0
     """An HTTP client's session silent this long is destroyed on Janus (Janus's own default)."""
     long_poll: float = LONG_POLL_SECONDS
+    max_sessions: int = 4096
+    """Sessions relayed at once (each holds a long poll to Janus); more are refused (490)."""
+    max_sessions_per_address: int = 32
+    """Sessions one client address may hold at once; more are refused (490)."""
 
     def __post_init__(self) -> None:
         ipaddress.ip_address(self.host)
@@ -74,7 +78,9 @@ class RunningGate:
 @contextlib.asynccontextmanager
 async def running_gate(config: GateConfig) -> AsyncIterator[RunningGate]:
     """Open the database and state, build the gate and its applications; close all afterwards."""
-    async with aiohttp.ClientSession() as http:
+    # One connection per relayed session's long poll, plus requests: no pool limit below the cap.
+    connector = aiohttp.TCPConnector(limit=config.max_sessions + 256)
+    async with aiohttp.ClientSession(connector=connector) as http:
         gate = JanusGate(
             http=http,
             api_url=config.janus_url,
@@ -84,6 +90,8 @@ async def running_gate(config: GateConfig) -> AsyncIterator[RunningGate]:
             audit=config.state.open_audit(),
             turn_relays=config.turn_relays,
             session_timeout=config.session_timeout,
+            max_sessions=config.max_sessions,
+            max_sessions_per_address=config.max_sessions_per_address,
         )
         admin = web.Application()
         add_event_route(admin, gate)

@@ -87,12 +87,16 @@ class JanusGate:
         audit: AuditLog | None = None,
         turn_relays: tuple[IPNetwork, ...] = (),
         session_timeout: float = 60.0,
+        max_sessions: int = 4096,
+        max_sessions_per_address: int = 32,
     ) -> None:
         self.http = http
         self.api_url = api_url.rstrip("/")
         self.admin = admin
         self.turn_relays = turn_relays
         self.session_timeout = session_timeout
+        self.max_sessions = max_sessions
+        self.max_sessions_per_address = max_sessions_per_address
         self.sessions: dict[int, RelayedSession] = {}
         self.members: dict[int, Member] = {}
         """Admitted participants by handle id."""
@@ -118,11 +122,15 @@ class JanusGate:
         kind = message["janus"]
         transaction = str(message["transaction"])
         if session_id is None:
+            if kind == "create":
+                over = self._over_cap(address)
+                if over is not None:
+                    return error_reply(UNKNOWN, over, transaction)
             reply = await self._forward(message, transaction)
             if kind == "create" and reply.get("janus") == "success":
                 created = identifier(reply.get("data", {}).get("id"))
                 if created is not None:
-                    self._relay(created, websocket)
+                    self._relay(created, websocket, address)
             return reply
         session = self.sessions.get(session_id)
         if session is None or session.closed:
@@ -141,6 +149,10 @@ class JanusGate:
             join = videoroom_join(message)
             if join is not None and handle_id not in self.members:
                 return await self._join(address, join, message, session, handle_id)
+            if join is not None:  # a second join on a joined handle: Janus refuses it, if we let it by
+                refusal = self._second_join(address, join, transaction, session_id)
+                if refusal is not None:
+                    return refusal
         reply = await self._forward(message, transaction, session_id, handle_id)
         if kind == "detach" and reply.get("janus") == "success":
             self._detached(session, handle_id)
@@ -208,6 +220,19 @@ class JanusGate:
             member.joined = True
         return reply
 
+    def _second_join(self, address: str, join: Join, transaction: str, session: int) -> JsonObject | None:
+        """A join on a handle already in a room is decided too (a pure query), never waved through."""
+        try:
+            decision = self.geofence.decide(join.room, address)
+        except GeofenceError:
+            return error_reply(
+                UNKNOWN, "Internal error: the geofence cannot admit anyone right now", transaction
+            )
+        if decision.admitted:
+            return None
+        self.stats.refused += 1
+        return error_reply(UNAUTHORIZED, refusal_reason(decision), transaction, session)
+
     # -- ejection (the geofence's eject callable) --------------------------------------------------
 
     def eject(self, request: EjectRequest) -> None:
@@ -262,8 +287,16 @@ class JanusGate:
 
     # -- sessions --------------------------------------------------------------------------------------
 
-    def _relay(self, session_id: int, websocket: object | None) -> RelayedSession:
-        session = RelayedSession(session_id, websocket)
+    def _over_cap(self, address: str) -> str | None:
+        """Why one more session cannot be relayed (each costs a long poll to Janus), or None."""
+        if len(self.sessions) >= self.max_sessions:
+            return "Too many sessions: the gate relays no more for now"
+        if sum(s.address == address for s in self.sessions.values()) >= self.max_sessions_per_address:
+            return f"Too many sessions from your address (at most {self.max_sessions_per_address})"
+        return None
+
+    def _relay(self, session_id: int, websocket: object | None, address: str) -> RelayedSession:
+        session = RelayedSession(session_id, websocket, address)
         self.sessions[session_id] = session
         session.poller = asyncio.get_running_loop().create_task(
             poll(self.http, self.api_url, session, self._observe, self._gone)

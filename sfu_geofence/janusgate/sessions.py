@@ -34,8 +34,10 @@ GONE_AFTER_S = 5.0
 class RelayedSession:
     """One Janus session created through the gate: its handles, its events, its client's last sign."""
 
-    def __init__(self, session_id: int, websocket: object | None) -> None:
+    def __init__(self, session_id: int, websocket: object | None, address: str = "") -> None:
         self.session_id = session_id
+        self.address = address
+        """The client's address when it created the session (what the per-address cap counts)."""
         self.websocket = websocket
         """The client WebSocket that created the session (None: an HTTP client): when it closes, the
         session is destroyed, as Janus's own WebSocket transport does."""
