@@ -22,7 +22,7 @@ from sfu_geofence.janus import JanusError
 from sfu_geofence.janus.client import JsonObject
 from sfu_geofence.janus.videoroom import PLUGIN, VideoRoom
 from sfu_geofence.rtc.ice import use_policy
-from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL
+from sfu_geofence.synthetic.media import AudioClipParams, VideoClipParams
 from sfu_geofence.synthetic.meter import ReceiveMeter
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.janusgate import GateClient, ServedGate, gate_client
@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.janus, pytest.mark.lan]
 WITHIN = 30.0
 COUNTRIES = ("US", "DE", "HK", "CN")
 STAYERS = ("US", "DE", "HK")
-INTERVALS = {"audio": float(AUDIO_INTERVAL), "video": float(VIDEO_INTERVAL)}
+INTERVALS = {"audio": AudioClipParams().frame_ms / 1000, "video": 1 / VideoClipParams().fps}
+"""Seconds between two frames of the peers' synthetic tracks (Opus 20 ms, VP8 15 fps)."""
 EJECTED_WITHIN_S = 0.050
 
 
