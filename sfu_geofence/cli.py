@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .core.errors import GeofenceError
 
 #: Subcommand modules under sfu_geofence.commands, in the order --help lists them.
-COMMANDS = ("demo", "serve", "lookup", "mkdb", "loadtest", "report")
+COMMANDS = ("demo", "serve", "janus", "lookup", "mkdb", "loadtest", "report")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -163,3 +163,15 @@ def test_the_forwarding_bench_runs_janus_with_the_same_clip_and_k_and_prints_the
     assert janus_k2["janus_fps_min"] > 0
     assert janus_k2["janus_cpu_pct"] > 0
     assert janus_k2["janus_us_per_delivered_packet"] > 0
+
+
+@pytest.mark.janus
+@pytest.mark.lan
+def test_the_janus_join_bench_joins_straight_and_through_the_gate_and_prints_both() -> None:
+    if find_janus() is None:
+        skip_or_fail(JANUS_MISSING, kind="janus")
+    figures = run_bench("-m", "bench.janus_join", "--json", "--joins", "20", timeout=120)
+    assert figures["joins"] == 20
+    assert figures["direct_ms"] > 0
+    assert figures["gated_ms"] > 0
+    assert figures["ratio"] == pytest.approx(figures["gated_ms"] / figures["direct_ms"], abs=0.05)

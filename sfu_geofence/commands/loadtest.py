@@ -9,8 +9,10 @@ or the run could not be carried out. See docs/loadtest.md.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="a running server on loopback (http://127.0.0.1:8080); its database must place each "
         "country's --network in that country",
+    )
+    parser.add_argument(
+        "--janus",
+        metavar="ADDRESS",
+        help="--url is a geofenced Janus (sfu-geofence janus, e.g. http://127.0.0.1:8089/janus) whose "
+        "VideoRoom has string_ids; participants publish and subscribe there, their media from ADDRESS "
+        "(where Janus gathers; docs/janus.md)",
     )
     parser.add_argument(
         "--countries",
@@ -121,6 +130,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_uvloop_argument(parser)
 
 
+def _held(address: str) -> bool:
+    """True for an address of this machine (bindable): media sent there never leaves it."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.bind((address, 0))
+    except (ValueError, OSError):
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     # imported here: aiortc and the rest load only for this command
     from ..loadtest.report import PLOT_EXTRA_HINT, Thresholds, build_report, write_json, write_plot
@@ -139,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
     size = _SIZE.match(args.video_size)
     if size is None:
         raise ValueError(f"--video-size {args.video_size!r}: expected WxH, e.g. 320x240")
+    if args.janus is not None and args.url is None:
+        raise ValueError("--janus needs --url: the gate (sfu-geofence janus) in front of your Janus")
+    if args.janus is not None and not _held(args.janus):
+        raise ValueError(f"--janus {args.janus}: not an address of this machine (media stays on it)")
     if args.state_dir is not None and not args.spawn:
         raise ValueError("--state-dir is the spawned server's: it needs --spawn")
     for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
@@ -161,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         setup_timeout=args.setup_timeout,
         state_dir=args.state_dir,
         uvloop=args.uvloop,
+        janus_ice=args.janus,
     )
     thresholds = Thresholds(
         max_ejection_latency_ms=args.max_ejection_latency_ms,

@@ -189,7 +189,12 @@ class JanusSession:
                     params={"maxev": str(MAX_EVENTS_PER_POLL), "rid": _transaction()},
                     timeout=aiohttp.ClientTimeout(total=60),
                 ) as response:
+                    if response.status == 404:  # no such session (an empty body): Janus forgot it
+                        logger.debug("janus session %s: gone (404 on the long poll)", self.session_id)
+                        return
                     events = await response.json(content_type=None)
+                if not isinstance(events, list | dict):
+                    raise ValueError(f"Janus answered a long poll with {events!r}")
                 for event in events if isinstance(events, list) else [events]:
                     if not isinstance(event, dict):
                         continue

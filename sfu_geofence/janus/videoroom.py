@@ -43,8 +43,8 @@ class Subscriber:
     """A handle receiving one or more publishers' streams of a room."""
 
     handle: JanusHandle
-    room: int
-    feeds: tuple[int, ...]
+    room: int | str
+    feeds: tuple[int | str, ...]
 
 
 class VideoRoom:
@@ -97,8 +97,11 @@ class VideoRoom:
         await handle.next_event("webrtcup")
         return Publisher(handle, room, int(joined.data["id"]))
 
-    async def subscribe(self, room: int, feeds: tuple[int, ...], pc: RTCPeerConnection) -> Subscriber:
-        """Subscribe ``pc`` to the ``feeds`` (publisher ids) of ``room``: Janus offers, aiortc answers."""
+    async def subscribe(
+        self, room: int | str, feeds: tuple[int | str, ...], pc: RTCPeerConnection
+    ) -> Subscriber:
+        """Subscribe ``pc`` to the ``feeds`` (publisher ids: strings with ``string_ids``) of ``room``:
+        Janus offers, aiortc answers."""
         handle = await self.session.attach(PLUGIN)
         streams = [{"feed": feed} for feed in feeds]
         attached = await handle.message(

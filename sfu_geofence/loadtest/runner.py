@@ -82,6 +82,9 @@ class LoadTestConfig:
     its audit log); None: the server keeps its state in memory."""
     uvloop: bool = True
     """The coordinator, the workers and a spawned server run on uvloop (False: asyncio's loop)."""
+    janus_ice: str | None = None
+    """``--janus ADDRESS``: ``url`` is a geofenced Janus's HTTP API (``sfu-geofence janus``), and the
+    participants' media goes from ADDRESS, where that Janus gathers."""
 
 
 def signaling_url(text: str) -> str:
@@ -99,6 +102,12 @@ def signaling_url(text: str) -> str:
         )
     path = parts.path.rstrip("/")
     return f"http://{parts.netloc}{path if path.endswith('/ws') else path + '/ws'}"
+
+
+def janus_api_url(text: str) -> str:
+    """``http://127.0.0.1:8089`` or ``.../janus`` -> the gate's Janus API URL; on loopback."""
+    base = signaling_url(text).removesuffix("/ws").removesuffix("/janus")
+    return f"{base}/janus"
 
 
 def admin_base_url(text: str | None, signaling: str) -> str:
@@ -207,7 +216,7 @@ class LoadRunner:
             token = secrets.token_urlsafe(32)
             url, admin = await self._spawn_server(scratch, plan, token)
         else:
-            url = signaling_url(config.url)
+            url = janus_api_url(config.url) if config.janus_ice is not None else signaling_url(config.url)
             admin = admin_base_url(config.admin_url, url)
             if token is None and any(isinstance(s, PolicyStep) for s in config.steps):
                 raise LoadTestError(f"policy steps need the operator token: --admin-token or ${TOKEN_ENV}")
@@ -379,6 +388,7 @@ class LoadRunner:
             peers=tuple(peers),
             join_timeout=self.config.join_timeout,
             uvloop=self.config.uvloop,
+            janus_ice=self.config.janus_ice,
         )
         process = self._ctx.Process(
             target=worker_main,

@@ -33,7 +33,9 @@ from typing import Literal
 from .. import eventloop
 from ..netguard import loopback_only
 from ..protocol import ClosingMessage, EjectedMessage, RefusedMessage
+from ..rtc.ice import networks
 from ..synthetic.client import SyntheticPeer
+from ..synthetic.janus_peer import JanusPeer
 from ..synthetic.media import (
     AudioClipParams,
     OpusTrack,
@@ -65,6 +67,9 @@ class WorkerConfig:
     join_timeout: float = 30.0
     progress_interval: float = 1.0
     uvloop: bool = True
+    janus_ice: str | None = None
+    """``url`` is a geofenced Janus's HTTP API (``--janus``): participants are :class:`JanusPeer` whose
+    media goes from this address (where that Janus gathers, e.g. a LAN namespace's 198.18.0.1)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class WorkerResult:
 @dataclass
 class _Metered:
     spec: PeerSpec
-    peer: SyntheticPeer
+    peer: SyntheticPeer | JanusPeer
     lost_at_mark: dict[str, int] = field(default_factory=dict)
     """Loss counters by producer id when the scenario clock started."""
 
@@ -213,7 +218,20 @@ class Worker:
 
     async def _run_peer(self, spec: PeerSpec) -> None:
         tracks = [Vp8Track(self.config.video), OpusTrack(self.config.audio)]
-        peer = SyntheticPeer(self.config.url, spec.room, spec.address, name=spec.name, tracks=tracks)
+        peer: SyntheticPeer | JanusPeer
+        if self.config.janus_ice is not None:
+            ice = self.config.janus_ice
+            peer = JanusPeer(
+                self.config.url,
+                spec.room,
+                spec.address,
+                name=spec.name,
+                tracks=tracks,
+                media_address=ice,
+                allowed_remote=networks([f"{ice}/32"]),
+            )
+        else:
+            peer = SyntheticPeer(self.config.url, spec.room, spec.address, name=spec.name, tracks=tracks)
         self.peers[spec.name] = _Metered(spec, peer)
         started = time.monotonic()
         try:
@@ -329,5 +347,8 @@ def worker_main(conn: Connection, config: WorkerConfig) -> None:
     logging.basicConfig(
         level=logging.WARNING, format=f"worker {os.getpid()} %(levelname)s %(name)s %(message)s"
     )
-    with loopback_only() as guard:
+    # Janus never gathers on loopback: media goes to the address of this machine it gathers on (a LAN
+    # namespace's dummy in the tests), and to nothing else.
+    ice = config.janus_ice
+    with loopback_only(None if ice is None else ice.__eq__) as guard:
         eventloop.run(Worker(conn, config).run(), factory=guard.loop_factory(config.uvloop))

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -74,10 +75,28 @@ def _free_port() -> int:
         return port
 
 
+EVENT_HANDLER = "libjanus_sampleevh.so"
+"""The HTTP event handler, loaded only when a test gives it a URL to post to."""
+
+
 def write_config(
-    directory: Path, root: Path, *, interface: str, api_port: int, admin_port: int, admin_secret: str
+    directory: Path,
+    root: Path,
+    *,
+    interface: str,
+    api_port: int,
+    admin_port: int,
+    admin_secret: str,
+    events_url: str | None = None,
+    string_ids: bool = False,
 ) -> Path:
-    """Write janus.jcfg and the VideoRoom and HTTP transport configs into ``directory``; return janus.jcfg."""
+    """Write janus.jcfg and the VideoRoom and HTTP transport configs into ``directory``; return janus.jcfg.
+
+    With ``events_url``, the HTTP event handler (sampleevh) posts Janus's WebRTC events (selected
+    pairs among them) there, grouped, as compact JSON. ``string_ids``: VideoRoom rooms are named by
+    strings, not numbers.
+    """
+    kept_events = EVENT_HANDLER if events_url is not None else None
     (directory / "janus.jcfg").write_text(
         f"""general: {{
 	configs_folder = "{directory}"
@@ -104,8 +123,8 @@ transports: {{
 	disable = "{_disabled(root / "transports", KEPT["transports"])}"
 }}
 events: {{
-	broadcast = false
-	disable = "{_disabled(root / "events")}"
+	broadcast = {"true" if events_url is not None else "false"}
+	disable = "{_disabled(root / "events", kept_events)}"
 }}
 loggers: {{
 	disable = "{_disabled(root / "loggers")}"
@@ -132,17 +151,39 @@ cors: {{
 }}
 """
     )
-    (directory / "janus.plugin.videoroom.jcfg").write_text("general: {\n}\n")
+    (directory / "janus.plugin.videoroom.jcfg").write_text(
+        "general: {\n" + ("\tstring_ids = true\n" if string_ids else "") + "}\n"
+    )
+    if events_url is not None:
+        (directory / "janus.eventhandler.sampleevh.jcfg").write_text(
+            f"""general: {{
+	enabled = true
+	events = "webrtc"
+	grouping = true
+	json = "compact"
+	backend = "{events_url}"
+}}
+"""
+        )
     return directory / "janus.jcfg"
 
 
 @contextlib.contextmanager
 def running_janus(
-    directory: Path, *, interface: str = LAN_INTERFACE, within: float = 30.0
+    directory: Path,
+    *,
+    interface: str = LAN_INTERFACE,
+    within: float = 30.0,
+    events_url: str | None = None,
+    like: JanusServer | None = None,
+    string_ids: bool = False,
 ) -> Iterator[JanusServer]:
     """Start Janus with config files in ``directory``, gathering ICE on ``interface`` only; yield it once
     its HTTP API answers; stop it by PID afterwards.
 
+    ``events_url``: where its HTTP event handler posts (none without); ``string_ids``: VideoRoom rooms
+    named by strings. ``like``: a Janus stopped
+    before, whose ports and admin secret this one takes (a restart, as clients and the gate see it).
     Raises FileNotFoundError (:data:`JANUS_MISSING`) without ``janus``, and RuntimeError with Janus's
     log when its API does not answer within ``within`` seconds.
     """
@@ -153,6 +194,9 @@ def running_janus(
     while admin_port == api_port:
         admin_port = _free_port()
     secret = secrets.token_urlsafe(12)
+    if like is not None:
+        api_port, admin_port = _port(like.api_url), _port(like.admin_url)
+        secret = like.admin_secret
     config = write_config(
         directory,
         library_root(executable),
@@ -160,6 +204,8 @@ def running_janus(
         api_port=api_port,
         admin_port=admin_port,
         admin_secret=secret,
+        events_url=events_url,
+        string_ids=string_ids,
     )
     log = directory / "janus.log"
     argv = [executable, "-C", str(config), "-F", str(directory), "--disable-colors", "--log-stdout"]
@@ -177,6 +223,12 @@ def running_janus(
         yield server
     finally:
         terminate(process)
+
+
+def _port(url: str) -> int:
+    port = urllib.parse.urlsplit(url).port
+    assert port is not None, url
+    return port
 
 
 def _wait_until_answering(process: subprocess.Popen[bytes], server: JanusServer, within: float) -> None:

@@ -3,6 +3,8 @@ session Janus forgets is closed for the client too (no ghost session)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -49,3 +51,14 @@ async def test_a_session_janus_destroys_is_closed_for_the_client(
         assert session.closed.is_set()
     finally:
         await session.destroy()
+
+
+async def test_a_long_poll_on_a_session_janus_does_not_know_ends_the_session(
+    janus: JanusServer, http: aiohttp.ClientSession
+) -> None:
+    # Janus's HTTP transport answers it with an empty 404 (a restarted Janus does, for every old
+    # session): the poll ends and closes the session, instead of asking again and again.
+    stranger = JanusSession(http, janus.api_url, session_id=123456789)
+    async with asyncio.timeout(5):
+        await stranger._poll()
+    assert stranger.closed.is_set()

@@ -6,8 +6,6 @@ Janus gathers only on the LAN namespace's dummy interface (198.18.0.1), so the p
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -17,10 +15,10 @@ from aiortc import RTCPeerConnection
 from sfu_geofence.janus import JanusAdmin, JanusError, JanusSession, VideoRoom
 from sfu_geofence.janus.videoroom import Publisher
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
-from sfu_geofence.synthetic.media import OpusTrack, Vp8Track, publish
 from sfu_geofence.synthetic.meter import ReceiveMeter
 from sfu_geofence.testing.janus import JanusServer
 from sfu_geofence.testing.netns import LAN_IPV4, LAN_NETWORKS
+from sfu_geofence.testing.peers import camera_and_microphone, packets, peer_connections, receiving
 from sfu_geofence.testing.wait import eventually
 
 pytestmark = [pytest.mark.janus, pytest.mark.lan]
@@ -31,42 +29,12 @@ POLICY = IcePolicy(bind=(LAN_IPV4,), allowed_remote=LAN_NETWORKS)
 """The peers gather where Janus does (the dummy's address) and talk to nothing else."""
 
 
-@contextlib.asynccontextmanager
-async def peer_connections() -> AsyncIterator[list[RTCPeerConnection]]:
-    """A list to put peer connections in; every one is closed afterwards."""
-    pcs: list[RTCPeerConnection] = []
-    try:
-        yield pcs
-    finally:
-        for pc in pcs:
-            await pc.close()
-
-
-def camera_and_microphone(pcs: list[RTCPeerConnection]) -> RTCPeerConnection:
-    pc = RTCPeerConnection()
-    publish(pc, Vp8Track())
-    publish(pc, OpusTrack())
-    pcs.append(pc)
-    return pc
-
-
-def receiving(pcs: list[RTCPeerConnection], meter: ReceiveMeter, source: str) -> RTCPeerConnection:
-    pc = RTCPeerConnection()
-    meter.watch(pc, lambda _transceiver: source)
-    pcs.append(pc)
-    return pc
-
-
 def flowing(meter: ReceiveMeter, source: str, at_least: int = 20) -> str | None:
     """None once ``source``'s video and audio have each brought ``at_least`` packets, else what has."""
     received = packets(meter, source)
     if received.get("video", 0) >= at_least and received.get("audio", 0) >= at_least:
         return None
     return f"packets from {source} by kind: {received}"
-
-
-def packets(meter: ReceiveMeter, source: str) -> dict[str, int]:
-    return {track.kind: track.counts().packets for track in meter.of_source(source)}
 
 
 async def test_a_subscriber_receives_both_tracks_of_a_publisher(session: JanusSession) -> None:
