@@ -123,7 +123,7 @@ async def janus_publish(
     state: _PeersState, api_url: str, _address: str, video: dict[str, Any], audio: dict[str, Any]
 ) -> dict[str, Any]:
     """Create the room and publish the bench's clip in it; the feed id is what subscribers name."""
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCConfiguration, RTCPeerConnection
 
     from sfu_geofence.janus import VideoRoom
     from sfu_geofence.rtc.ice import use_policy
@@ -132,7 +132,7 @@ async def janus_publish(
     bitrate = publisher_tracks(state, video, audio)
     rooms = VideoRoom(await JanusClient.of(state, api_url))
     await rooms.create_room(JANUS_ROOM, secret=JANUS_ROOM_SECRET, publishers=1, description=ROOM)
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     for track in state.tracks:
         publish(pc, track)
     state.publisher = JanusPeer("publisher", pc)
@@ -146,7 +146,7 @@ async def janus_subscribe(
     state: _PeersState, api_url: str, feed: int, joining: list[tuple[str, str, bool]]
 ) -> int:
     """Subscribe (name, address unused: all gather on the dummy, sink?) to ``feed``, ten at a time."""
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCConfiguration, RTCPeerConnection
 
     from sfu_geofence.janus import VideoRoom
     from sfu_geofence.rtc.ice import use_policy
@@ -155,7 +155,7 @@ async def janus_subscribe(
     rooms = VideoRoom(await JanusClient.of(state, api_url))
 
     async def one(name: str, _address: str, sink: bool) -> None:
-        pc = RTCPeerConnection()
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         peer = JanusPeer(name, pc, None if sink else ReceiveMeter())
         if peer.meter is not None:
             peer.meter.watch(pc)
