@@ -24,6 +24,7 @@ from sfu_geofence.cluster.redisstore import _WRITE, RedisKeys, RedisPolicyStore
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
 from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.testing.operator_api import operator_call
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.redis import RedisServer, free_port
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
@@ -33,7 +34,6 @@ from sfu_geofence.testing.wait import eventually
 pytestmark = pytest.mark.cluster
 
 TOKEN = "cluster-test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CN, US = "127.86.0.1", "127.1.0.1"
 WITHIN = 30.0  # a loaded 2-core machine
 
@@ -67,11 +67,7 @@ def admin_base(served: Served) -> str:
 
 
 async def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
-    ):
-        return response.status, await response.json()
+    return await operator_call(base, TOKEN, method, path, body)
 
 
 @contextlib.asynccontextmanager
