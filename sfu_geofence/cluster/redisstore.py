@@ -143,6 +143,9 @@ class RedisPolicyStore:
             async with asyncio.timeout(connect_timeout):
                 await client.set(keys.default, _entry(0, default or RoomPolicy()), nx=True)
                 snapshot = await _read(client, keys)
+                # Loaded now, so that the first change is one EVALSHA, not NOSCRIPT + LOAD + EVALSHA
+                # (round trips that would count in the first ejection's latency).
+                await client.script_load(_WRITE)
         except (RedisError, OSError, TimeoutError) as exc:
             await client.aclose()
             raise StorageError(f"cannot reach Redis at {name}: {exc or type(exc).__name__}") from None

@@ -26,6 +26,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal
@@ -65,6 +66,8 @@ class WorkerConfig:
     join_timeout: float = 30.0
     progress_interval: float = 1.0
     uvloop: bool = True
+    room_urls: Mapping[str, str] = field(default_factory=dict)
+    """With several nodes (``--nodes``): the signaling URL of the node hosting each room (else ``url``)."""
 
 
 @dataclass(frozen=True)
@@ -213,7 +216,8 @@ class Worker:
 
     async def _run_peer(self, spec: PeerSpec) -> None:
         tracks = [Vp8Track(self.config.video), OpusTrack(self.config.audio)]
-        peer = SyntheticPeer(self.config.url, spec.room, spec.address, name=spec.name, tracks=tracks)
+        url = self.config.room_urls.get(spec.room, self.config.url)
+        peer = SyntheticPeer(url, spec.room, spec.address, name=spec.name, tracks=tracks)
         self.peers[spec.name] = _Metered(spec, peer)
         started = time.monotonic()
         try:
