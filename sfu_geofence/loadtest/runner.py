@@ -244,6 +244,7 @@ class LoadRunner:
         )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with aiohttp.ClientSession(base_url=admin, headers=headers) as api:
+            redis_before_joins, joins_started = await self._redis_commands(), time.monotonic()
             self._start_workers(plan, url)
             progress = asyncio.ensure_future(self._print_progress(plan))
             try:
@@ -255,6 +256,7 @@ class LoadRunner:
                 for node in self._nodes:
                     node.cpu_t0 = cpu_seconds(node.process.pid)
                 redis_t0 = await self._redis_commands()
+                joins_s = time.monotonic() - joins_started
                 own_cpu_t0 = time.process_time()
                 self.say("scenario starts" + ("" if setup_complete else " (setup incomplete, see above)"))
                 for planned in plan.steps:
@@ -266,6 +268,11 @@ class LoadRunner:
                     node.cpu_end = cpu_seconds(node.process.pid)
                 generator_cpu = self._generator_cpu() + time.process_time() - own_cpu_t0
                 redis_info = await self._redis_report(redis_t0)
+                if redis_info is not None:
+                    redis_info["setup"] = {
+                        "seconds": round(joins_s, 3),
+                        "commands": _during(redis_before_joins, redis_t0),
+                    }
                 self.say("scenario ends: collecting measurements")
             finally:
                 progress.cancel()
@@ -410,12 +417,10 @@ class LoadRunner:
         """The Redis the nodes shared: its version, and the commands it ran during the scenario."""
         if self._redis is None:
             return None
-        now = await self._redis_commands()
-        during = {name: calls - at_t0.get(name, 0) for name, calls in sorted(now.items())}
         return {
             "version": await server_version(self._redis.url),
             "url": self._redis.url,
-            "commands": {name: calls for name, calls in during.items() if calls > 0},
+            "commands": _during(at_t0, await self._redis_commands()),
         }
 
     async def _stop_server(self, node: _Node) -> None:
@@ -690,6 +695,15 @@ class LoadRunner:
                 f"{counts['ejected']} killed {len(self.killed)} failed {counts['failed']} | "
                 f"{tracks} tracks{rates} | load {os.getloadavg()[0]:.1f}"
             )
+
+
+def _during(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Calls per Redis command between two ``INFO commandstats`` readings (those that ran)."""
+    return {
+        name: calls - before.get(name, 0)
+        for name, calls in sorted(after.items())
+        if calls > before.get(name, 0)
+    }
 
 
 def _spent(node: _Node) -> float | None:

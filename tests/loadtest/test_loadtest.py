@@ -130,6 +130,9 @@ def test_a_run_across_nodes_ejects_on_every_node_from_one_change_and_reports_eac
     assert f"v={report['redis']['version']} " in version
     assert report["redis"]["policy_changes"] == 2
     assert report["redis"]["commands"]["evalsha"] == 2  # one script call per change, no reload
+    # Joins are decided on each node's copy of the policies: while everybody joined, Redis ran only
+    # the nodes' once-a-second counter reads and the tester's own INFO (and its connection's HELLO).
+    assert set(report["redis"]["setup"]["commands"]) <= {"get", "info", "hello"}
     assert "ejected by node: " in result.stdout
     assert f"redis {report['redis']['version']}: " in result.stdout
 
