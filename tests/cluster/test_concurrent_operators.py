@@ -12,19 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from sfu_geofence.testing.operator_api import operator_call
-from sfu_geofence.testing.process import stop
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.testdb import build_database
-from sfu_geofence.testing.workers import Workers, start_workers
+from sfu_geofence.testing.workers import Workers, running_workers
 
 pytestmark = pytest.mark.cluster
 
@@ -34,18 +31,10 @@ DEADLINE_S = 0.100
 COUNTRIES = ["DE", "FR", "IR", "RU", "KP", "CU", "SY", "BY", "VE", "MM"]
 
 
-@contextlib.asynccontextmanager
-async def nodes(redis: RedisServer, database: Path) -> AsyncIterator[Workers]:
-    started = await start_workers(
+def nodes(redis: RedisServer, database: Path) -> contextlib.AbstractAsyncContextManager[Workers]:
+    return running_workers(
         3, "--db", str(database), "--redis", redis.url, env={"SFU_GEOFENCE_ADMIN_TOKEN": TOKEN}
     )
-    try:
-        yield started
-    finally:
-        for worker in started.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-        await stop(started.process)
 
 
 async def put(session: aiohttp.ClientSession, base: str, room: str, country: str) -> tuple[int, float]:

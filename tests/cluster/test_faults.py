@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.operator_api import operator_call
-from sfu_geofence.testing.process import stop
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.testdb import build_database
 from sfu_geofence.testing.wait import eventually
-from sfu_geofence.testing.workers import Workers, start_workers
+from sfu_geofence.testing.workers import Workers, running_workers
 
 pytestmark = pytest.mark.cluster
 
@@ -30,18 +26,10 @@ CN, US = "127.86.0.1", "127.1.0.1"
 WITHIN = 30.0
 
 
-@contextlib.asynccontextmanager
-async def nodes(redis: RedisServer, database: Path) -> AsyncIterator[Workers]:
-    started = await start_workers(
+def nodes(redis: RedisServer, database: Path) -> contextlib.AbstractAsyncContextManager[Workers]:
+    return running_workers(
         2, "--db", str(database), "--redis", redis.url, env={"SFU_GEOFENCE_ADMIN_TOKEN": TOKEN}
     )
-    try:
-        yield started
-    finally:
-        for worker in started.workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGKILL)
-        await stop(started.process)
 
 
 async def join(url: str, room: str, address: str) -> SyntheticPeer:

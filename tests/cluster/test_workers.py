@@ -21,7 +21,7 @@ from sfu_geofence.testing.process import spawn_serve, stop
 from sfu_geofence.testing.redis import RedisServer, free_port
 from sfu_geofence.testing.testdb import build_database
 from sfu_geofence.testing.wait import eventually
-from sfu_geofence.testing.workers import Workers, start_workers
+from sfu_geofence.testing.workers import Workers, running_workers
 
 pytestmark = pytest.mark.cluster
 
@@ -36,19 +36,8 @@ def database(tmp_path: Path, redis_installed: None) -> Path:
     return build_database(tmp_path / "countries.mmdb", ["127.1.0.0/16=US", "127.86.0.0/16=CN"])
 
 
-@contextlib.asynccontextmanager
-async def workers(count: int, *args: str) -> AsyncIterator[Workers]:
-    started = await start_workers(count, *args, env=ENV)
-    try:
-        yield started
-    finally:
-        # By PID, children first (they hold the parent's stdout open); the tests that stop the parent
-        # check that it stops the rest.
-        for pid in [*(w.pid for w in started.workers), started.redis_pid]:
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        await stop(started.process)
+def workers(count: int, *args: str) -> contextlib.AbstractAsyncContextManager[Workers]:
+    return running_workers(count, *args, env=ENV)
 
 
 @contextlib.asynccontextmanager
