@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.operator_api import operator_call
+from sfu_geofence.testing.participants import join_refused, joined
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.testdb import build_database
 from sfu_geofence.testing.wait import eventually
@@ -32,15 +32,6 @@ def nodes(redis: RedisServer, database: Path) -> contextlib.AbstractAsyncContext
     )
 
 
-async def join(url: str, room: str, address: str) -> SyntheticPeer:
-    """A join attempt; the peer is joined, or closed with the code it was refused with."""
-    peer = SyntheticPeer(url, room, address, name=address, tracks=[])
-    await peer.join(within=WITHIN)
-    if peer.participant_id is None:
-        await asyncio.wait_for(peer.closed.wait(), WITHIN)
-    return peer
-
-
 async def test_with_redis_stopped_nodes_decide_on_the_last_policies_refuse_changes_with_503_and_resume(
     redis: RedisServer, tmp_path: Path
 ) -> None:
@@ -53,10 +44,9 @@ async def test_with_redis_stopped_nodes_decide_on_the_last_policies_refuse_chang
         await redis.stop()  # a clean shutdown, as an operator stops it
 
         # Joins are decided on the last policies each node read: CN refused, US admitted.
-        refused, admitted = await join(two.url, "room", CN), await join(two.url, "room", US)
-        try:
-            assert refused.close_code == 4403, refused.messages
-            assert admitted.participant_id is not None, admitted.messages
+        refused = await join_refused(two.url, "room", CN)
+        assert refused.close_code == 4403, refused.messages
+        async with joined(two.url, "room", US) as admitted:
             # A change cannot be stored: 503 naming Redis, and nothing changes anywhere.
             for base in (one.admin, two.admin):
                 status, body = await operator_call(base, TOKEN, "DELETE", "/rooms/room/policy", {})
@@ -85,11 +75,5 @@ async def test_with_redis_stopped_nodes_decide_on_the_last_policies_refuse_chang
             status, body = await operator_call(two.admin, TOKEN, "GET", "/rooms/room/policy")
             assert (status, body["version"], body["policy"]["countries"]) == (200, accepted[0], ["US"])
             assert accepted[0] >= 2  # after the one kept through the restart
-            again = await join(two.url, "room", CN)
-            try:
-                assert again.participant_id is not None, again.messages
-            finally:
-                await again.close()
-        finally:
-            await refused.close()
-            await admitted.close()
+            async with joined(two.url, "room", CN):
+                pass  # admitted

@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives, synthetic_tracks
+from sfu_geofence.synthetic.client import SyntheticPeer, everyone_receives
 from sfu_geofence.testing.operator_api import operator_call
+from sfu_geofence.testing.participants import join_refused, joined
 from sfu_geofence.testing.process import spawn_serve, stop
 from sfu_geofence.testing.redis import RedisServer, free_port
 from sfu_geofence.testing.testdb import build_database
@@ -38,17 +38,6 @@ def database(tmp_path: Path, redis_installed: None) -> Path:
 
 def workers(count: int, *args: str) -> contextlib.AbstractAsyncContextManager[Workers]:
     return running_workers(count, *args, env=ENV)
-
-
-@contextlib.asynccontextmanager
-async def joined(url: str, room: str, address: str, media: bool = False) -> AsyncIterator[SyntheticPeer]:
-    peer = SyntheticPeer(url, room, address, name=address, tracks=synthetic_tracks() if media else [])
-    try:
-        await peer.join(within=WITHIN)
-        assert peer.participant_id is not None, peer.messages
-        yield peer
-    finally:
-        await peer.close()
 
 
 def children_of(pid: int) -> list[str]:
@@ -155,13 +144,8 @@ async def test_workers_given_a_redis_use_it_and_start_none_of_their_own(
         assert status == 200, body
         async with joined(started.workers[1].url, "r", US):
             pass
-        peer = SyntheticPeer(started.workers[1].url, "r", CN, name="cn", tracks=[])
-        try:
-            await peer.join(within=WITHIN)
-            await asyncio.wait_for(peer.closed.wait(), WITHIN)
-            assert peer.close_code == 4403, peer.messages
-        finally:
-            await peer.close()
+        refused = await join_refused(started.workers[1].url, "r", CN)
+        assert refused.close_code == 4403, refused.messages
 
 
 async def test_one_worker_without_redis_is_plain_serve_with_no_child_process(database: Path) -> None:
