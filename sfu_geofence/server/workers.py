@@ -235,7 +235,13 @@ class Supervisor:
         ready = await asyncio.wait_for(
             loop.run_in_executor(None, worker.conn.poll, START_TIMEOUT_S), START_TIMEOUT_S + 1
         )
-        message = worker.conn.recv() if ready else None
+        try:
+            message = worker.conn.recv() if ready else None
+        except (EOFError, OSError):  # it died before saying anything (its traceback is on stderr)
+            worker.process.join(5)
+            raise GeofenceError(
+                f"worker {worker.index + 1} exited with status {worker.process.exitcode} before listening"
+            ) from None
         if isinstance(message, WorkerFailed):
             raise GeofenceError(f"worker {worker.index + 1}: {message.error}")
         if not isinstance(message, WorkerListening):

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,25 @@ async def test_workers_whose_parent_is_killed_drain_and_exit_instead_of_serving_
             lambda: None if all(gone(w.pid) for w in started.workers) else "a worker still runs",
             within=WITHIN,
         )
+
+
+async def test_a_worker_that_cannot_listen_stops_serve_with_status_2_naming_it_and_everything_it_started(
+    database: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # worker 1 gets the port that is taken; worker 2 the next one
+        process = await spawn_serve(
+            "--workers", "2", "--port", str(port), "--admin-port", "0", "--db", str(database),
+            env=ENV, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(process.communicate(), WITHIN)
+    assert process.returncode == 2, stderr.decode()
+    assert "sfu-geofence serve: error: worker 1: " in stderr.decode()
+    assert "address already in use" in stderr.decode()
+    redis_pid = int(stdout.decode().split(" pid ")[1].split()[0])  # the private Redis it had started
+    await eventually(
+        lambda: None if gone(redis_pid) else "the private redis-server still runs", within=WITHIN
+    )
