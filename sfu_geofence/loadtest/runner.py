@@ -243,7 +243,12 @@ class LoadRunner:
             f"{media['audio']['kbps']:g} kbit/s"
         )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession(base_url=admin, headers=headers) as api:
+        # Connections kept open for the whole run: a step's requests then leave at once over
+        # connections opened at set-up, not one after another as each TCP handshake completes.
+        connector = aiohttp.TCPConnector(keepalive_timeout=config.setup_timeout + config.duration + 60)
+        async with aiohttp.ClientSession(base_url=admin, headers=headers, connector=connector) as api:
+            if token:
+                await self._open_connections(api, plan)
             redis_before_joins, joins_started = await self._redis_commands(), time.monotonic()
             self._start_workers(plan, url)
             progress = asyncio.ensure_future(self._print_progress(plan))
@@ -435,6 +440,16 @@ class LoadRunner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+    async def _open_connections(self, api: aiohttp.ClientSession, plan: Plan) -> None:
+        """As many connections to the operator API as a step may send requests at once (one per
+        room), opened now by reading every room's policy at once."""
+
+        async def read(room: str) -> None:
+            async with api.get(f"/api/rooms/{room}/policy") as response:
+                await response.read()
+
+        await asyncio.gather(*(read(room) for room in plan.rooms))
 
     async def _read_policies(self, base: str, token: str) -> dict[str, RoomPolicy]:
         policies: dict[str, RoomPolicy] = {}
