@@ -98,11 +98,19 @@ def worker_configs(config: ServerConfig, count: int, redis_url: str) -> list[Ser
 
 
 def _worker_main(
-    conn: Connection, config: ServerConfig, use_uvloop: bool, configure_logging: Callable[[], None]
+    conn: Connection,
+    index: int,
+    config: ServerConfig,
+    use_uvloop: bool,
+    configure_logging: Callable[[], None],
 ) -> None:
     """A worker process: serve ``config`` and tell the parent where it listens (or why it cannot)."""
     os.setpgrp()  # the parent forwards signals: a Ctrl-C reaching us twice would cut the drain short
     configure_logging()
+    for handler in logging.getLogger().handlers:  # every worker logs to the same stderr: say which
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s worker-{index + 1} %(levelname)s %(name)s %(message)s")
+        )
     from .serve import serve
 
     def announce(public: str, admin: str) -> None:
@@ -222,7 +230,7 @@ class Supervisor:
         ours, theirs = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main,
-            args=(theirs, config, self.use_uvloop, self.configure_logging),
+            args=(theirs, index, config, self.use_uvloop, self.configure_logging),
             name=f"sfu-geofence-worker-{index + 1}",
         )
         process.start()
