@@ -1,6 +1,6 @@
 """Faults of a cluster of real processes: Redis stopped under running nodes, and back.
 
-(kill -9 of a node: test_workers.py; kill -9 of Redis and of a node after an acknowledged change,
+(kill -9 of a node: test_serve_workers.py; kill -9 of Redis and of a node after an acknowledged change,
 and Redis unreachable at start: test_nodes.py.)
 """
 
