@@ -34,7 +34,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "  kill:PEER|CC               SIGKILL a participant        add:CC:N[@ROOM]  N more participants\n"
         "participants are named cc-N (us-1), rooms room-1..room-R\n\n"
         "example: sfu-geofence loadtest --spawn --peers 12 --rooms 2 --countries US:6,DE:2,HK:1,CN:3 \\\n"
-        "             --duration 25 --at 10s:deny:CN --json report.json"
+        "             --duration 25 --at 10s:deny:CN --json report.json\n"
+        "across a cluster: sfu-geofence loadtest --spawn --nodes 3 --peers 18 --rooms 3 \\\n"
+        "             --countries US:8,DE:4,HK:2,CN:4 --duration 25 --at 10s:deny:CN --json r.json\n"
+        "  (a redis-server and 3 nodes on loopback; room-1 on node-1, room-2 on node-2, ...; policy steps\n"
+        "  go through node-1, the others eject their own participants; the report gives per node\n"
+        "  participants, CPU and forwarded packets, the node of each ejected participant, Redis's version)"
     )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--spawn", action="store_true", help="start a server with a generated test database")
@@ -50,6 +55,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="--url is a geofenced Janus (sfu-geofence janus, e.g. http://127.0.0.1:8089/janus) whose "
         "VideoRoom has string_ids; participants publish and subscribe there, their media from ADDRESS "
         "(where Janus gathers; docs/janus.md)",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --spawn: N nodes (serve --redis) sharing a redis-server the run starts, rooms spread over "
+        "them round robin, policy steps sent through the first (default 1: one server, no Redis; needs "
+        "Debian's redis-server)",
     )
     parser.add_argument(
         "--countries",
@@ -163,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--janus needs --url: the gate (sfu-geofence janus) in front of your Janus")
     if args.janus is not None and not _held(args.janus):
         raise ValueError(f"--janus {args.janus}: not an address of this machine (media stays on it)")
+    if args.nodes < 1:
+        raise ScenarioError(f"--nodes {args.nodes}: at least 1")
+    if args.nodes > 1 and not args.spawn:
+        raise ValueError("--nodes starts the nodes: it needs --spawn")
     if args.state_dir is not None and not args.spawn:
         raise ValueError("--state-dir is the spawned server's: it needs --spawn")
     for path, flag in ((args.json, "--json"), (args.plot, "--plot")):
@@ -186,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         uvloop=args.uvloop,
         janus_ice=args.janus,
+        nodes=args.nodes,
     )
     thresholds = Thresholds(
         max_ejection_latency_ms=args.max_ejection_latency_ms,
@@ -231,5 +250,20 @@ def summary(report: dict[str, Any]) -> str:
         f"lost {continuity['lost_packets']}; sfu_cpu_pct {report['sfu_cpu_pct']}, "
         f"forwarded_pps {report['forwarded_pps']}"
     )
+    for node in report.get("nodes", []):
+        lines.append(
+            f"{node['node']} ({', '.join(node['rooms']) or 'no room'}): {node['participants']} participants, "
+            f"cpu {node['cpu_pct']} %, forwarded {node['forwarded_packets']} packets "
+            f"({node['forwarded_pps']}/s)"
+        )
+    if report.get("ejected") and "node" in report["ejected"][0]:
+        hosted = ", ".join(f"{e['peer']} on {e['node']}" for e in report["ejected"])
+        lines.append(f"ejected by node: {hosted}")
+    if "redis" in report:
+        redis = report["redis"]
+        lines.append(
+            f"redis {redis['version']}: {redis['commands_total']} commands during the scenario "
+            f"({redis['commands_per_s']}/s) for {redis['policy_changes']} policy changes"
+        )
     lines.append("PASSED" if report["passed"] else "FAILED")
     return "\n".join(lines)

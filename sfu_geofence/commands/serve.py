@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -48,6 +49,7 @@ ENV_AUDIT_SYNC = "SFU_GEOFENCE_AUDIT_SYNC"
 ENV_REDIS = "SFU_GEOFENCE_REDIS"
 ENV_NODE_ID = "SFU_GEOFENCE_NODE_ID"
 ENV_ADVERTISE_URL = "SFU_GEOFENCE_ADVERTISE_URL"
+ENV_WORKERS = "SFU_GEOFENCE_WORKERS"
 ENV_ADMIN_HOST = "SFU_GEOFENCE_ADMIN_HOST"
 ENV_ADMIN_PORT = "SFU_GEOFENCE_ADMIN_PORT"
 CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
@@ -222,6 +224,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"hosts (${ENV_ADVERTISE_URL}; default ws://HOST:PORT/ws of the public listener)",
     )
     parser.add_argument(
+        "--workers",
+        type=workers_count,
+        default=os.environ.get(ENV_WORKERS, "1"),
+        metavar="N|auto",
+        help=f"SFU processes sharing one Redis, each on its own ports (--port + i, admin port + i): one "
+        f"command uses every core. Without --redis, a private redis-server (persisting into --state-dir) "
+        f"is started and stopped with them. auto: one per core (${ENV_WORKERS}; default 1: this process "
+        "alone, no Redis unless --redis)",
+    )
+    parser.add_argument(
         "--log-level",
         default=os.environ.get(ENV_LOG_LEVEL, "info"),
         choices=["debug", "info", "warning", "error"],
@@ -283,12 +295,29 @@ def caps_from_args(args: argparse.Namespace) -> Caps:
     return Caps(**values)  # type: ignore[arg-type]
 
 
+def workers_count(text: str) -> int:
+    """``--workers``: a positive number, or ``auto`` (the cores this process may run on)."""
+    if text == "auto":
+        return len(os.sched_getaffinity(0)) or 1
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers, or auto") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count}: at least 1 worker")
+    return count
+
+
 def admin_port(args: argparse.Namespace) -> int:
     """``--admin-port``; without it, the default port, or any free one when ``--port`` is 0 (tests,
-    several servers on one machine: two fixed admin ports would collide)."""
+    several servers on one machine: two fixed admin ports would collide). With ``--workers N`` (N > 1)
+    the admin ports follow the N public ones by default: ``--port + N`` onwards."""
     if args.admin_port is not None:
         return int(args.admin_port)
-    return 0 if args.port == 0 else DEFAULT_ADMIN_PORT
+    if args.port == 0:
+        return 0
+    workers = getattr(args, "workers", 1)
+    return args.port + workers if workers > 1 else DEFAULT_ADMIN_PORT
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -346,6 +375,16 @@ def run(args: argparse.Namespace) -> int:
     """Run ``serve``; returns the exit status: 0 after a complete drain, 1 when it was cut short."""
     config = config_from_args(args)
     configure_logging(args)
+    if args.workers > 1:
+        from ..server.workers import Supervisor
+
+        supervisor = Supervisor(
+            config,
+            args.workers,
+            use_uvloop=args.uvloop,
+            configure_logging=functools.partial(configure_logging, args),
+        )
+        return eventloop.run(supervisor.run(), use_uvloop=args.uvloop)
     drained = True
     with contextlib.suppress(KeyboardInterrupt):
         drained = eventloop.run(serve(config), use_uvloop=args.uvloop)

@@ -73,6 +73,19 @@ class StepRecord:
     requests: list[RoomRequest] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class NodeRecord:
+    """One node of a spawned cluster (``--nodes``)."""
+
+    name: str
+    url: str
+    pid: int
+    rooms: tuple[str, ...]
+    """The rooms whose participants joined through it (it hosted them)."""
+    cpu_s: float | None
+    """CPU seconds it used from the scenario's start to its end."""
+
+
 @dataclass
 class RunRecord:
     """Everything the coordinator saw, in monotonic seconds."""
@@ -96,6 +109,10 @@ class RunRecord:
     loop_lag_max_ms: float = 0.0
     stalls: list[tuple[float, float, float]] = field(default_factory=list)
     """The workers' event-loop stalls: (monotonic start, seconds, CPU seconds the worker used meanwhile)."""
+    nodes: list[NodeRecord] = field(default_factory=list)
+    """With ``--nodes`` N > 1: the nodes, each hosting some rooms; empty for one server."""
+    redis: dict[str, Any] | None = None
+    """With ``--nodes``: the Redis they shared (version, commands run during the scenario)."""
 
 
 def nearest_rank(values: Sequence[float], q: float) -> float | None:
@@ -162,6 +179,7 @@ def build_report(plan: Plan, run: RunRecord, thresholds: Thresholds = Thresholds
     ids = {e.participant: e.peer for e in run.events if e.kind == "joined" and e.participant}
     joined_ms = [e.join_ms for e in run.events if e.kind == "joined" and e.join_ms is not None]
     observed = observed_outcomes(plan, run)
+    hosts = {room: node.name for node in run.nodes for room in node.rooms}
     requested_at: dict[tuple[int | None, str], float] = {
         (s.index, r.room): r.requested_at for s in run.steps for r in s.requests
     }
@@ -205,6 +223,7 @@ def build_report(plan: Plan, run: RunRecord, thresholds: Thresholds = Thresholds
             ejected.append(
                 {
                     **entry,
+                    **({"node": hosts[peer.room]} if peer.room in hosts else {}),
                     "step": expectation.step,
                     "latency_ms": _ms(latency),
                     "last_packet_ms": _ms(last_seen[peer.name] - sent) if peer.name in last_seen else None,
@@ -275,12 +294,62 @@ def build_report(plan: Plan, run: RunRecord, thresholds: Thresholds = Thresholds
         ],
         "forwarded_pps": round(forwarded / measured, 1),
         "forwarded_kbps": round(forwarded_bytes * 8 / measured / 1000, 1),
+        **({"nodes": _nodes_json(plan, run, observed, measured)} if run.nodes else {}),
+        **({"redis": _redis_json(run.redis, run, measured)} if run.redis is not None else {}),
         "load_average": run.load_average,
         "timeline": _timeline(plan, run),
     }
     report["checks"] = _checks(report, thresholds)
     report["passed"] = all(c["ok"] for c in report["checks"] if c["gates"])
     return report
+
+
+def _nodes_json(
+    plan: Plan, run: RunRecord, observed: dict[str, tuple[str, PeerEvent | None]], measured: float
+) -> list[dict[str, Any]]:
+    """Per node: its rooms, the participants it admitted, its CPU, the packets it forwarded (what its
+    rooms' participants received during the scenario)."""
+    room_of = {p.name: p.room for p in plan.peers}
+    nodes = []
+    for node in run.nodes:
+        forwarded = sum(
+            packets
+            for track in run.tracks
+            if room_of.get(track.receiver) in node.rooms
+            for start, packets in zip(track.bucket_starts, track.bucket_packets, strict=True)
+            if run.t0 <= start < run.t_end
+        )
+        admitted = [
+            name
+            for name, (outcome, _) in observed.items()
+            if room_of[name] in node.rooms and outcome in ("stays", "ejected", "killed")
+        ]
+        nodes.append(
+            {
+                "node": node.name,
+                "url": node.url,
+                "pid": node.pid,
+                "rooms": list(node.rooms),
+                "participants": len(admitted),
+                "cpu_pct": None if node.cpu_s is None else round(100 * node.cpu_s / measured, 1),
+                "forwarded_packets": forwarded,
+                "forwarded_pps": round(forwarded / measured, 1),
+            }
+        )
+    return nodes
+
+
+def _redis_json(redis: dict[str, Any], run: RunRecord, measured: float) -> dict[str, Any]:
+    """The shared Redis: version, and what it carried during the scenario (commands, per second)."""
+    commands: dict[str, int] = redis.get("commands", {})
+    total = sum(commands.values())
+    changes = sum(len(s.requests) for s in run.steps)
+    return {
+        **redis,
+        "commands_total": total,
+        "commands_per_s": round(total / measured, 2),
+        "policy_changes": changes,
+    }
 
 
 def _round(value: float | None) -> float | None:

@@ -29,13 +29,15 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from .. import eventloop
+from ..cluster.redisserver import RedisServer, free_port, server_version
 from ..core.dbbuild import build_database
 from ..core.policy import RoomPolicy
 from ..server.admin_listener import DEFAULT_ADMIN_PORT
 from ..synthetic.media import AudioClipParams, VideoClipParams, encode_opus_clip, encode_vp8_clip
-from .report import RoomRequest, RunRecord, StepRecord
+from .report import NodeRecord, RoomRequest, RunRecord, StepRecord
 from .scenario import AddStep, CountryCount, KillStep, PeerSpec, Plan, PolicyStep, Step, plan_scenario
 from .worker import (
     Add,
@@ -85,6 +87,9 @@ class LoadTestConfig:
     janus_ice: str | None = None
     """``--janus ADDRESS``: ``url`` is a geofenced Janus's HTTP API (``sfu-geofence janus``), and the
     participants' media goes from ADDRESS, where that Janus gathers."""
+    nodes: int = 1
+    """With a spawned server: how many ``serve --redis`` nodes to start (more than 1: a redis-server
+    too, rooms spread over the nodes round robin, policy steps sent through the first node)."""
 
 
 def signaling_url(text: str) -> str:
@@ -155,6 +160,20 @@ def media_description(video: VideoClipParams, audio: AudioClipParams) -> dict[st
 
 
 @dataclass
+class _Node:
+    """One spawned ``serve`` process."""
+
+    index: int
+    name: str
+    process: asyncio.subprocess.Process
+    log: Path
+    url: str = ""
+    admin: str = ""
+    cpu_t0: float | None = None
+    cpu_end: float | None = None
+
+
+@dataclass
 class _WorkerHandle:
     process: BaseProcess
     conn: Connection
@@ -179,8 +198,9 @@ class LoadRunner:
         self.killed: dict[str, float] = {}
         self.t0: float | None = None
         self._started = time.monotonic()
-        self._server: asyncio.subprocess.Process | None = None
-        self._server_log: Path | None = None
+        self._nodes: list[_Node] = []
+        self._redis: RedisServer | None = None
+        self._room_urls: dict[str, str] = {}
         self._ctx = multiprocessing.get_context("spawn")
         self._next_worker = 0
         self._results = asyncio.Event()
@@ -195,26 +215,28 @@ class LoadRunner:
     # -- the run ----------------------------------------------------------------------------------------
 
     async def run(self) -> tuple[Plan, RunRecord]:
-        config = self.config
         load_start = list(os.getloadavg())
         with tempfile.TemporaryDirectory(prefix="sfu-geofence-loadtest-") as scratch:
             try:
                 return await self._run(Path(scratch), load_start)
             finally:
                 await self._stop_workers()
-                await self._stop_server()
-                if config.url is None and self._server_log is not None and self._server_log.exists():
-                    tail = self._server_log.read_text(errors="replace").strip().splitlines()[-20:]
+                await asyncio.gather(*(self._stop_server(node) for node in self._nodes))
+                if self._redis is not None:
+                    await self._redis.stop()
+                for node in self._nodes:
+                    tail = node.log.read_text(errors="replace").strip().splitlines()[-20:]
                     if tail:
-                        print("server log (last lines):\n  " + "\n  ".join(tail), file=self.out)
+                        print(f"{node.name} log (last lines):\n  " + "\n  ".join(tail), file=self.out)
 
     async def _run(self, scratch: Path, load_start: list[float]) -> tuple[Plan, RunRecord]:
         config = self.config
         token = config.admin_token
+        redis_info: dict[str, Any] | None = None
         if config.url is None:
             plan = self._plan({})
             token = secrets.token_urlsafe(32)
-            url, admin = await self._spawn_server(scratch, plan, token)
+            url, admin = await self._spawn_servers(scratch, plan, token)
         else:
             url = janus_api_url(config.url) if config.janus_ice is not None else signaling_url(config.url)
             admin = admin_base_url(config.admin_url, url)
@@ -230,7 +252,13 @@ class LoadRunner:
             f"{media['audio']['kbps']:g} kbit/s"
         )
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with aiohttp.ClientSession(base_url=admin, headers=headers) as api:
+        # Connections kept open for the whole run: a step's requests then leave at once over
+        # connections opened at set-up, not one after another as each TCP handshake completes.
+        connector = aiohttp.TCPConnector(keepalive_timeout=config.setup_timeout + config.duration + 60)
+        async with aiohttp.ClientSession(base_url=admin, headers=headers, connector=connector) as api:
+            if token:
+                await self._open_connections(api, plan)
+            redis_before_joins, joins_started = await self._redis_commands(), time.monotonic()
             self._start_workers(plan, url)
             progress = asyncio.ensure_future(self._print_progress(plan))
             try:
@@ -239,7 +267,10 @@ class LoadRunner:
                 for handle in self._live():
                     handle.conn.send(Mark())
                     handle.cpu_at_t0 = cpu_seconds(handle.process.pid or 0) or 0.0
-                sfu_cpu_t0 = cpu_seconds(self._server.pid) if self._server else None
+                for node in self._nodes:
+                    node.cpu_t0 = cpu_seconds(node.process.pid)
+                redis_t0 = await self._redis_commands()
+                joins_s = time.monotonic() - joins_started
                 own_cpu_t0 = time.process_time()
                 self.say("scenario starts" + ("" if setup_complete else " (setup incomplete, see above)"))
                 for planned in plan.steps:
@@ -247,8 +278,15 @@ class LoadRunner:
                     await self._execute(plan, planned.index, api, url)
                 await asyncio.sleep(max(0.0, t0 + config.duration - time.monotonic()))
                 t_end = time.monotonic()
-                sfu_cpu_end = cpu_seconds(self._server.pid) if self._server else None
+                for node in self._nodes:
+                    node.cpu_end = cpu_seconds(node.process.pid)
                 generator_cpu = self._generator_cpu() + time.process_time() - own_cpu_t0
+                redis_info = await self._redis_report(redis_t0)
+                if redis_info is not None:
+                    redis_info["setup"] = {
+                        "seconds": round(joins_s, 3),
+                        "commands": _during(redis_before_joins, redis_t0),
+                    }
                 self.say("scenario ends: collecting measurements")
             finally:
                 progress.cancel()
@@ -265,12 +303,25 @@ class LoadRunner:
             tracks=tracks,
             media=media,
             workers=len(self.workers),
-            sfu_cpu_s=None if sfu_cpu_t0 is None or sfu_cpu_end is None else sfu_cpu_end - sfu_cpu_t0,
+            sfu_cpu_s=_total([_spent(n) for n in self._nodes]),
             generator_cpu_s=generator_cpu,
             load_average={"start": load_start, "end": list(os.getloadavg())},
             killed=dict(self.killed),
             loop_lag_max_ms=max((h.result.loop_lag_max_ms for h in self.workers if h.result), default=0.0),
             stalls=[stall for h in self.workers if h.result for stall in h.result.stalls],
+            nodes=[
+                NodeRecord(
+                    node.name,
+                    node.url,
+                    node.process.pid,
+                    tuple(room for room, url in self._room_urls.items() if url == node.url),
+                    _spent(node),
+                )
+                for node in self._nodes
+            ]
+            if len(self._nodes) > 1
+            else [],
+            redis=redis_info,
         )
         return plan, record
 
@@ -282,17 +333,49 @@ class LoadRunner:
 
     # -- server -----------------------------------------------------------------------------------------
 
-    async def _spawn_server(self, scratch: Path, plan: Plan, token: str) -> tuple[str, str]:
-        """Start ``serve``; returns its signaling URL and its admin listener's base URL."""
+    async def _spawn_servers(self, scratch: Path, plan: Plan, token: str) -> tuple[str, str]:
+        """Start ``serve`` (with ``nodes`` > 1: a redis-server and that many ``serve --redis`` nodes, the
+        rooms spread over them); returns the first node's signaling URL and admin base URL."""
         database = build_database(
             scratch / "loadtest.mmdb", [f"{net}={country}" for country, net in plan.networks.items()]
         )
-        self._server_log = scratch / "server.log"
+        count = self.config.nodes
+        redis_url: str | None = None
+        if count > 1:
+            directory = scratch / "redis"
+            directory.mkdir()
+            self._redis = RedisServer(directory, free_port())
+            try:
+                await self._redis.start()
+            except (OSError, RuntimeError) as exc:
+                raise LoadTestError(f"--nodes {count} needs a redis-server: {exc}") from None
+            redis_url = self._redis.url
+            version = await server_version(redis_url)
+            self.say(f"redis-server {version} pid {self._redis.pid} on {redis_url} (appendfsync always)")
+        await asyncio.gather(
+            *(self._spawn_server(scratch, plan, token, database, i, redis_url) for i in range(count))
+        )
+        if count > 1:
+            self._room_urls = {room: self._nodes[k % count].url for k, room in enumerate(plan.rooms)}
+            for node in self._nodes:
+                rooms = [room for room, url in self._room_urls.items() if url == node.url]
+                self.say(f"{node.name} hosts {', '.join(rooms) or 'no room'}")
+        return self._nodes[0].url, self._nodes[0].admin
+
+    async def _spawn_server(
+        self, scratch: Path, plan: Plan, token: str, database: Path, index: int, redis_url: str | None
+    ) -> None:
+        """Start one ``serve`` (a node of the cluster when ``redis_url`` is given)."""
+        name = f"node-{index + 1}" if redis_url else "server"
+        log_path = scratch / f"{name}.log"
         config_uvloop = self.config.uvloop
         package_root = str(PACKAGE_ROOT)
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
-        with self._server_log.open("wb") as log:
-            self._server = await asyncio.create_subprocess_exec(
+        state_dir = self.config.state_dir
+        if state_dir is not None and redis_url:
+            state_dir = state_dir / name
+        with log_path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "sfu_geofence",
@@ -304,7 +387,8 @@ class LoadRunner:
                 str(database),
                 "--log-level",
                 "warning",
-                *(("--state-dir", str(self.config.state_dir)) if self.config.state_dir else ()),
+                *(("--state-dir", str(state_dir)) if state_dir else ()),
+                *(("--redis", redis_url, "--node-id", name) if redis_url else ()),
                 # everybody joins at once: more joins in progress than a server's default allows
                 "--cap-pending-joins",
                 str(max(64, 2 * len(plan.initial_peers))),
@@ -314,24 +398,48 @@ class LoadRunner:
                 start_new_session=True,  # own process group: Ctrl-C is ours to handle; we kill the group
                 env={**os.environ, TOKEN_ENV: token, "PYTHONPATH": path},
             )
-        assert self._server.stdout is not None
+        node = _Node(index, name, process, log_path)
+        self._nodes.append(node)
+        self._nodes.sort(key=lambda n: n.index)
+        assert process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._server.stdout.readline(), SERVER_START_TIMEOUT_S)
+            line = await asyncio.wait_for(process.stdout.readline(), SERVER_START_TIMEOUT_S)
         except TimeoutError:
             line = b""
         text = line.decode(errors="replace").strip()
         if not text.startswith("listening on "):
-            raise LoadTestError(f"the spawned server did not start (said {text!r}); see its log below")
-        admin = (await self._server.stdout.readline()).decode(errors="replace").strip()
+            raise LoadTestError(f"the spawned {name} did not start (said {text!r}); see its log below")
+        admin = (await process.stdout.readline()).decode(errors="replace").strip()
         if not admin.startswith("admin listening on "):
-            raise LoadTestError(f"the spawned server has no admin listener (said {admin!r})")
+            raise LoadTestError(f"the spawned {name} has no admin listener (said {admin!r})")
+        node.url, node.admin = text.split()[-1], admin.split()[3]
         mapping = ", ".join(f"{c}={n}" for c, n in plan.networks.items())
-        self.say(f"server pid {self._server.pid}: {text} (database {mapping})")
-        return text.split()[-1], admin.split()[3]
+        self.say(f"{name} pid {process.pid}: {text} (database {mapping})")
 
-    async def _stop_server(self) -> None:
-        process = self._server
-        if process is None or process.returncode is not None:
+    async def _redis_commands(self) -> dict[str, int]:
+        """Calls per Redis command so far (INFO commandstats); empty without a Redis of ours."""
+        if self._redis is None:
+            return {}
+        client = aioredis.Redis.from_url(self._redis.url)
+        try:
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
+
+    async def _redis_report(self, at_t0: dict[str, int]) -> dict[str, Any] | None:
+        """The Redis the nodes shared: its version, and the commands it ran during the scenario."""
+        if self._redis is None:
+            return None
+        return {
+            "version": await server_version(self._redis.url),
+            "url": self._redis.url,
+            "commands": _during(at_t0, await self._redis_commands()),
+        }
+
+    async def _stop_server(self, node: _Node) -> None:
+        process = node.process
+        if process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -341,6 +449,16 @@ class LoadRunner:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+
+    async def _open_connections(self, api: aiohttp.ClientSession, plan: Plan) -> None:
+        """As many connections to the operator API as a step may send requests at once (one per
+        room), opened now by reading every room's policy at once."""
+
+        async def read(room: str) -> None:
+            async with api.get(f"/api/rooms/{room}/policy") as response:
+                await response.read()
+
+        await asyncio.gather(*(read(room) for room in plan.rooms))
 
     async def _read_policies(self, base: str, token: str) -> dict[str, RoomPolicy]:
         policies: dict[str, RoomPolicy] = {}
@@ -383,6 +501,7 @@ class LoadRunner:
         ours, theirs = self._ctx.Pipe()
         config = WorkerConfig(
             url=url,
+            room_urls=dict(self._room_urls),
             video=self.config.video,
             audio=self.config.audio,
             peers=tuple(peers),
@@ -582,7 +701,7 @@ class LoadRunner:
             peers = [p for h in self._live() if h.progress for p in h.progress.peers.values()]
             now = time.monotonic()
             packets, size = sum(p.packets for p in peers), sum(p.bytes for p in peers)
-            cpu = cpu_seconds(self._server.pid) if self._server else None
+            cpu = _total([cpu_seconds(node.process.pid) for node in self._nodes])
             rates = ""
             if last is not None and now > last[0]:
                 dt = now - last[0]
@@ -601,6 +720,27 @@ class LoadRunner:
                 f"{counts['ejected']} killed {len(self.killed)} failed {counts['failed']} | "
                 f"{tracks} tracks{rates} | load {os.getloadavg()[0]:.1f}"
             )
+
+
+def _during(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Calls per Redis command between two ``INFO commandstats`` readings (those that ran)."""
+    return {
+        name: calls - before.get(name, 0)
+        for name, calls in sorted(after.items())
+        if calls > before.get(name, 0)
+    }
+
+
+def _spent(node: _Node) -> float | None:
+    """CPU seconds the node used during the scenario (None if it was gone at either end)."""
+    return None if node.cpu_end is None or node.cpu_t0 is None else node.cpu_end - node.cpu_t0
+
+
+def _total(values: list[float | None]) -> float | None:
+    """The sum, or None when any is unknown (a process gone) or there is none."""
+    if not values or any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
 
 
 def run_loadtest(config: LoadTestConfig, out: IO[str] = sys.stderr) -> tuple[Plan, RunRecord]:

@@ -26,6 +26,7 @@ import os
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Literal
@@ -70,6 +71,8 @@ class WorkerConfig:
     janus_ice: str | None = None
     """``url`` is a geofenced Janus's HTTP API (``--janus``): participants are :class:`JanusPeer` whose
     media goes from this address (where that Janus gathers, e.g. a LAN namespace's 198.18.0.1)."""
+    room_urls: Mapping[str, str] = field(default_factory=dict)
+    """With several nodes (``--nodes``): the signaling URL of the node hosting each room (else ``url``)."""
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,8 @@ class Worker:
                 allowed_remote=networks([f"{ice}/32"]),
             )
         else:
-            peer = SyntheticPeer(self.config.url, spec.room, spec.address, name=spec.name, tracks=tracks)
+            url = self.config.room_urls.get(spec.room, self.config.url)
+            peer = SyntheticPeer(url, spec.room, spec.address, name=spec.name, tracks=tracks)
         self.peers[spec.name] = _Metered(spec, peer)
         started = time.monotonic()
         try:

@@ -59,15 +59,18 @@ def listeners(app: web.Application, config: ServerConfig) -> list[Listener]:
     return [Listener(app, config.host, config.port), Listener(app[ADMIN_APP], admin.host, admin.port)]
 
 
-async def serve(config: ServerConfig) -> bool:
-    """Serve until SIGINT or SIGTERM, then drain; True when the drain finished within its timeout."""
-    config = within_file_budget(config)
+def print_listening(public: str, admin: str) -> None:
+    """What ``serve`` prints once it listens (tests and the load tester read these two lines)."""
+    print(f"listening on {public}/ws", flush=True)
+    print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
 
-    def announce(public: str, admin: str) -> None:
-        if cluster is not None:
-            cluster.listening(public)
-        print(f"listening on {public}/ws", flush=True)
-        print(f"admin listening on {admin} (operator API {admin}/api, metrics {admin}/metrics)", flush=True)
+
+async def serve(config: ServerConfig, announce: Callable[[str, str], None] = print_listening) -> bool:
+    """Serve until SIGINT or SIGTERM, then drain; True when the drain finished within its timeout.
+
+    ``announce`` gets the public and admin base URLs once both listen (a ``--workers`` worker sends
+    them to its parent instead of printing them)."""
+    config = within_file_budget(config)
 
     store: RedisPolicyStore | None = None
     cluster: ClusterNode | None = None
@@ -79,8 +82,14 @@ async def serve(config: ServerConfig) -> bool:
         cluster = ClusterNode(config.redis_url, config.node_id, config.advertise_url)
     try:
         app = create_geofenced_app(config, policies=store, cluster=cluster)
+
+        def announced(public: str, admin: str) -> None:
+            if cluster is not None:
+                cluster.listening(public)
+            announce(public, admin)
+
         return await run_until_signalled(
-            listeners(app, config), lambda bases: announce(*bases), config.drain_timeout
+            listeners(app, config), lambda bases: announced(*bases), config.drain_timeout
         )
     finally:
         if store is not None:

@@ -14,10 +14,15 @@ from sfu_geofence.testing.testdb import build_database
 
 
 @pytest.fixture
-async def redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A redis-server of this test's own (AOF, appendfsync always, files in tmp_path), killed after."""
+def redis_installed() -> None:
+    """Skip (fail under CI=true) when Debian's redis-server is missing."""
     if shutil.which(REDIS_SERVER) is None:
         skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", kind="cluster")
+
+
+@pytest.fixture
+async def redis(tmp_path: Path, redis_installed: None) -> AsyncIterator[RedisServer]:
+    """A redis-server of this test's own (AOF, appendfsync always, files in tmp_path), killed after."""
     directory = tmp_path / "redis"
     directory.mkdir()
     async with redis_server(directory) as server:

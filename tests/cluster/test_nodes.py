@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfu_geofence.cluster.redisstore import _WRITE, RedisKeys, RedisPolicyStore
 from sfu_geofence.server import ServerConfig
 from sfu_geofence.server.admin import TOKEN_ENV, AdminConfig
-from sfu_geofence.synthetic.client import SyntheticPeer
+from sfu_geofence.testing.operator_api import operator_call
+from sfu_geofence.testing.participants import join_refused, joined
 from sfu_geofence.testing.process import spawn_module, stop
 from sfu_geofence.testing.redis import RedisServer, free_port
 from sfu_geofence.testing.server import Served, geofenced_on_loopback
@@ -33,7 +34,6 @@ from sfu_geofence.testing.wait import eventually
 pytestmark = pytest.mark.cluster
 
 TOKEN = "cluster-test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CN, US = "127.86.0.1", "127.1.0.1"
 WITHIN = 30.0  # a loaded 2-core machine
 
@@ -67,22 +67,7 @@ def admin_base(served: Served) -> str:
 
 
 async def call(base: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
-    ):
-        return response.status, await response.json()
-
-
-@contextlib.asynccontextmanager
-async def joined(served: Served, room: str, address: str) -> AsyncIterator[SyntheticPeer]:
-    peer = SyntheticPeer(served.url, room, address, name=address, tracks=[])
-    try:
-        await peer.join(within=WITHIN)
-        assert peer.participant_id is not None, peer.messages
-        yield peer
-    finally:
-        await peer.close()
+    return await operator_call(base, TOKEN, method, path, body)
 
 
 async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_participant_on_node_b(
@@ -91,9 +76,9 @@ async def test_a_policy_changed_through_node_a_ejects_exactly_the_restricted_par
     async with (
         node() as a,
         node() as b,
-        joined(b, "room", CN) as cn,
-        joined(b, "room", US) as us,
-        joined(a, "room", US) as us_on_a,
+        joined(b.url, "room", CN) as cn,
+        joined(b.url, "room", US) as us,
+        joined(a.url, "room", US) as us_on_a,
     ):
         status, body = await call(
             admin_base(a), "PUT", "/rooms/room/policy", {"mode": "deny", "countries": ["CN"]}
@@ -138,13 +123,8 @@ async def test_a_node_that_lost_its_subscription_reads_the_policies_again_before
             )
             assert status == 200, body
             assert store_b.version == 0  # b has not heard of it
-            peer = SyntheticPeer(b.url, "room", CN, name="cn", tracks=[])
-            try:
-                await peer.join(within=WITHIN)
-                await asyncio.wait_for(peer.closed.wait(), WITHIN)
-                assert peer.close_code == 4403, peer.messages
-            finally:
-                await peer.close()
+            refused = await join_refused(b.url, "room", CN)
+            assert refused.close_code == 4403, refused.messages
             assert store_b.version == 1
             assert not store_b.subscribed.is_set()
     finally:

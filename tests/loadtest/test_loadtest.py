@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from sfu_geofence.cluster.redisserver import REDIS_SERVER
+from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.testdb import build_database
 
 ROOT = Path(__file__).parent.parent.parent
@@ -89,6 +92,51 @@ def test_a_spawned_run_ejects_exactly_the_cn_participant_and_writes_the_report_a
     assert (tmp_path / "report.png").read_bytes().startswith(b"\x89PNG")
     assert "PASSED" in result.stdout
     assert "cn-1 ejected (close 4409)" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_run_across_nodes_ejects_on_every_node_from_one_change_and_reports_each_node(
+    tmp_path: Path,
+) -> None:
+    if shutil.which(REDIS_SERVER) is None:
+        skip_or_fail(f"{REDIS_SERVER} is not installed (apt-get install redis-server)", kind="cluster")
+    result = loadtest(
+        "--spawn",
+        "--nodes", "2",
+        "--peers", "4",
+        "--rooms", "2",
+        "--countries", "US:2,CN:2",
+        "--duration", "8",
+        "--at", "4s:deny:CN",
+        "--json", str(tmp_path / "report.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = read(tmp_path / "report.json")
+    assert (report["collateral"], report["missed"], report["failed"]) == ([], [], [])
+    # Rooms alternate over the nodes and participants over the rooms: one CN on each node, and both
+    # changes went through node-1 (the operator API the run uses).
+    assert sorted((e["peer"], e["room"], e["node"]) for e in report["ejected"]) == [
+        ("cn-1", "room-1", "node-1"),
+        ("cn-2", "room-2", "node-2"),
+    ]
+    nodes = {n["node"]: n for n in report["nodes"]}
+    assert [(n, nodes[n]["rooms"], nodes[n]["participants"]) for n in sorted(nodes)] == [
+        ("node-1", ["room-1"], 2),
+        ("node-2", ["room-2"], 2),
+    ]
+    assert all(n["forwarded_packets"] > 0 and n["cpu_pct"] is not None for n in nodes.values())
+    version = subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True, check=True).stdout
+    assert f"v={report['redis']['version']} " in version
+    assert report["redis"]["policy_changes"] == 2
+    # What Redis ran during the scenario and during the joins, from INFO commandstats: each change
+    # is one script call (the nodes load the script at start: no NOSCRIPT, no SCRIPT LOAD then).
+    assert report["redis"]["commands"]["evalsha"] >= 2
+    assert "script|load" not in report["redis"]["commands"]
+    assert report["redis"]["commands_total"] == sum(report["redis"]["commands"].values())
+    assert report["redis"]["setup"]["seconds"] > 0
+    assert "ejected by node: " in result.stdout
+    assert f"redis {report['redis']['version']}: " in result.stdout
 
 
 @pytest.fixture
