@@ -200,3 +200,12 @@ def test_imports_along_the_layering_pass() -> None:
     )
     assert layering_breaches(parse("sfu_geofence.testing.server", "from ..server.app import make\n")) == []
     assert layering_breaches(parse("sfu_geofence.server.app", "from ..core.policy import Policy\n")) == []
+
+
+def test_test_modules_have_distinct_names() -> None:
+    # pytest's default import mode imports each test module by its bare name: two test_faults.py in
+    # two directories stop the collection of the whole suite.
+    names: dict[str, list[str]] = {}
+    for path in Path(__file__).parent.rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(Path(__file__).parent)))
+    assert {name: paths for name, paths in names.items() if len(paths) > 1} == {}
