@@ -492,7 +492,8 @@ class Geofence:
 
         The store tells :meth:`_policies_changed` before ``write`` returns; what it enacted is kept
         by version only while a write of this geofence is under way (other nodes' changes are not
-        kept), and a catch-up that covered this change answers for it.
+        kept), and a catch-up that covered this change answers for it, with the ejections in this
+        change's room (or, for the default, in rooms without a policy of their own).
         """
         self._check_open()
         self._writing += 1
@@ -502,6 +503,12 @@ class Geofence:
             self._writing -= 1
         covering = min((v for v in self._enacted if v >= version), default=None)
         ejections = self._enacted[covering] if covering is not None else ()
+        # A catch-up may have applied this change with others (concurrent writes): name only the
+        # ejections this change is answerable for.
+        if room is not None:
+            ejections = tuple(e for e in ejections if e.room == room)
+        else:
+            ejections = tuple(e for e in ejections if e.room not in self._evaluators)
         if not self._writing:
             self._enacted.clear()
         return PolicyEnacted(ejections, version)

@@ -99,6 +99,26 @@ async def test_a_change_says_whom_this_node_ejected_while_the_others_eject_their
         assert ([e.participant for e in again.ejections], again.version) == ([], change.version + 1)
 
 
+async def test_changes_made_at_once_on_one_node_each_name_only_their_own_rooms_ejections(
+    nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]],
+) -> None:
+    # Concurrent writes may be applied by one catch-up covering several versions: each answer still
+    # names the ejections of the room it changed, never another room's.
+    rooms = [f"room-{k}" for k in range(6)]
+    async with nodes() as a:
+        for round_ in range(10):
+            for room in rooms:
+                a.geofence.admit(room, f"cn-{round_}-{room}", CN)
+            changes = await asyncio.gather(
+                *(a.geofence.change_policy(room, RoomPolicy.deny("CN")) for room in rooms)
+            )
+            for room, change in zip(rooms, changes, strict=True):
+                assert [(e.room, e.participant) for e in change.ejections] == [
+                    (room, f"cn-{round_}-{room}")
+                ], (round_, room)
+            await asyncio.gather(*(a.geofence.change_policy(room, None) for room in rooms))
+
+
 async def test_who_made_a_change_and_why_is_audited_on_every_node(
     nodes: Callable[..., contextlib.AbstractAsyncContextManager[Node]],
 ) -> None:
