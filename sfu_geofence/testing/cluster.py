@@ -15,6 +15,7 @@ from ..cluster.node import ClusterNode, ClusterTimings
 from ..cluster.redisstore import RedisPolicyStore
 from ..server import ServerConfig
 from ..server.admin import TOKEN_ENV, AdminConfig
+from ..server.caps import Caps
 from ..synthetic.client import SyntheticPeer
 from .process import spawn_serve
 from .server import Served, geofenced_on_loopback
@@ -30,12 +31,17 @@ async def cluster_node(
     node_id: str,
     timings: ClusterTimings | None = None,
     advertise_url: str | None = None,
+    caps: Caps | None = None,
 ) -> AsyncIterator[Served]:
     """A node in this process: policies, placement, registry, commands and audit stream in Redis."""
     store = await RedisPolicyStore.open(redis_url)
     cluster = ClusterNode(redis_url, node_id, advertise_url, timings=timings)
     config = ServerConfig(
-        db_path=str(database), admin=AdminConfig(TOKEN), redis_url=redis_url, node_id=node_id
+        db_path=str(database),
+        admin=AdminConfig(TOKEN),
+        redis_url=redis_url,
+        node_id=node_id,
+        caps=caps or Caps(),
     )
     try:
         async with geofenced_on_loopback(config, policies=store, cluster=cluster) as served:

@@ -23,6 +23,7 @@ from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
+from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.cluster import cluster_node, node_process, peer_in
 from sfu_geofence.testing.redis import RedisServer
@@ -238,3 +239,22 @@ async def test_a_client_follows_one_redirect_and_stops_at_a_second_instead_of_lo
             assert looping.participant_id is None
             assert [m["type"] for m in looping.messages] == ["redirect", "redirect"]
         assert b.sfu.rooms == {}
+
+
+async def test_a_redirect_costs_a_join_token_so_a_client_cannot_make_a_node_ask_redis_faster_than_it_may_join(
+    redis: RedisServer, database: Path
+) -> None:
+    # Two joins at once per address, and no refill within the test.
+    caps = Caps(join_burst=2, join_rate=0.001)
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b", caps=caps) as b,
+        peer(a.url, "r", US),
+    ):
+        codes = []
+        for _ in range(3):
+            async with peer(b.url, "r", US2, max_redirects=0) as sent:
+                await asyncio.wait_for(sent.closed.wait(), WITHIN)
+                codes.append(sent.close_code)
+        assert codes == [CloseCode.REDIRECT, CloseCode.REDIRECT, CloseCode.ADDRESS_LIMIT]
+        assert (await figures(b))["sfu_geofence_redirects_total"] == 2
