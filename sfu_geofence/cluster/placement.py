@@ -102,23 +102,23 @@ class RoomPlacement:
         """None: this node hosts ``room`` (the join goes on here); else the host's signaling URL."""
         if room in self._hosted:
             return None
-        async with self._lock:  # never while a release of the same node is on its way
-            if room in self._hosted or self._value is None:
-                return None
-            try:
-                async with asyncio.timeout(self.claim_within):
-                    holder = (
-                        await self._claim(keys=[self._key(room)], args=[self._value, self._ms])
-                    ).decode()
-            except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning("room placement: Redis unreachable (%r); hosting a join here", exc)
-                self._hosted.add(room)
-                return None
-            if holder == self._value:
-                self._hosted.add(room)
-                return None
-            self.redirects += 1
-            return str(json.loads(holder)["url"])
+        try:
+            # The wait for the lock counts too: a renewal stuck on a frozen Redis holds it for as
+            # long as the client's socket timeout, and every join would wait behind it.
+            async with asyncio.timeout(self.claim_within), self._lock:
+                # Under the lock: never while a release of this node's lease is on its way.
+                if room in self._hosted or self._value is None:
+                    return None
+                holder = (await self._claim(keys=[self._key(room)], args=[self._value, self._ms])).decode()
+                if holder == self._value:
+                    self._hosted.add(room)
+                    return None
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("room placement: Redis unreachable (%r); hosting a join here", exc)
+            self._hosted.add(room)
+            return None
+        self.redirects += 1
+        return str(json.loads(holder)["url"])
 
     @property
     def _ms(self) -> int:

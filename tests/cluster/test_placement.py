@@ -258,3 +258,25 @@ async def test_a_redirect_costs_a_join_token_so_a_client_cannot_make_a_node_ask_
                 codes.append(sent.close_code)
         assert codes == [CloseCode.REDIRECT, CloseCode.REDIRECT, CloseCode.ADDRESS_LIMIT]
         assert (await figures(b))["sfu_geofence_redirects_total"] == 2
+
+
+async def test_with_redis_frozen_a_join_waits_at_most_the_claim_time_even_behind_a_stuck_renewal(
+    redis: RedisServer, database: Path
+) -> None:
+    # Renewals every 0.1 s: one is stuck on the frozen Redis (for the client's 10 s socket timeout),
+    # holding the placement's lock, when the join arrives.
+    async with (
+        cluster_node(redis.url, database, "node-a", ClusterTimings(renew=0.1)) as a,
+        peer(a.url, "busy", US),
+    ):
+        redis.freeze()
+        try:
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            async with peer(a.url, "other", US2, max_redirects=0) as here:
+                waited = time.monotonic() - started
+                assert here.participant_id is not None, here.messages
+        finally:
+            redis.thaw()
+        # claim_within is 1 s; the stuck renewal would have held the join for about 10 s.
+        assert waited < 5.0, waited
