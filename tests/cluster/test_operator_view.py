@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.cluster import call, cluster_node, node_process, peer_in
@@ -176,3 +177,33 @@ async def test_without_redis_the_audit_and_listings_are_the_single_nodes_own() -
         assert (status, body) == (200, {"rooms": []})
         status, body = await call(alone.admin_base, "GET", "/audit?node=x")
         assert (status, body["error"]) == (400, "bad_parameter")
+
+
+async def test_with_redis_frozen_the_operator_view_answers_within_the_command_timeout_and_says_why(
+    redis: RedisServer, database: Path
+) -> None:
+    # Frozen, not gone: connections stay open and nothing answers (without a bound of our own, a
+    # request would wait for the Redis client's 10 s socket timeout).
+    timings = ClusterTimings(command_timeout=0.5)
+    async with cluster_node(redis.url, database, "node-a", timings) as a, joined(a.url, "room", US) as us:
+        redis.freeze()
+        try:
+            started = time.monotonic()
+            status, rooms = await call(a.admin_base, "GET", "/rooms")
+            status_audit, audit = await call(a.admin_base, "GET", "/audit")
+            path = "/rooms/room/participants/p-elsewhere/eject"
+            status_eject, eject = await call(a.admin_base, "POST", path)
+            waited = time.monotonic() - started
+        finally:
+            redis.thaw()
+    assert status == 200, rooms
+    assert [(r["room"], r["participants"]) for r in rooms["rooms"]] == [("room", 1)]
+    assert (
+        rooms["cluster"]["error"]
+        == "other nodes unknown: Redis unreachable (Redis did not answer within 0.5 s)"
+    )
+    assert (status_audit, audit["error"]) == (503, "cluster_unavailable"), audit
+    assert (status_eject, eject["error"]) == (503, "cluster_unavailable"), eject
+    assert us.participant_id is not None
+    # Three requests of 0.5 s each; the socket timeout would have made each 10 s.
+    assert waited < 6.0, waited
