@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..cluster.node import ClusterNode, ClusterTimings
 from ..cluster.redisstore import RedisPolicyStore
@@ -84,6 +85,24 @@ async def peer_in(
         yield joining
     finally:
         await joining.close()
+
+
+@contextlib.asynccontextmanager
+async def joined(
+    url: str, room: str, address: str, *, name: str = "", within: float = 30.0
+) -> AsyncIterator[SyntheticPeer]:
+    """:func:`peer_in`, which must have joined (a test's participant that is simply there)."""
+    async with peer_in(url, room, address, name=name, within=within) as peer:
+        assert peer.participant_id is not None, peer.messages
+        yield peer
+
+
+async def figures(base: str | None) -> dict[str, float]:
+    """The unlabelled figures of the admin listener at ``base`` (its /metrics)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as response:
+        assert response.status == 200, response.status
+        text = await response.text()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
 
 
 async def call(base: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -8,10 +8,8 @@ one real redis-server, real aiortc peers from loopback addresses of their countr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,8 +17,7 @@ import redis.asyncio as aioredis
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.protocol import CloseCode
-from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import call, cluster_node, node_process, peer_in
+from sfu_geofence.testing.cluster import call, cluster_node, joined, node_process
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -30,13 +27,6 @@ CN, US, US2 = "127.86.0.1", "127.1.0.1", "127.1.0.2"
 WITHIN = 30.0  # a loaded 2-core machine
 
 
-@contextlib.asynccontextmanager
-async def joined(url: str, room: str, address: str) -> AsyncIterator[SyntheticPeer]:
-    async with peer_in(url, room, address, name=f"name-{address}", within=WITHIN) as peer:
-        assert peer.participant_id is not None, peer.messages
-        yield peer
-
-
 async def test_any_node_lists_every_nodes_rooms_and_participants_with_the_node_each_is_on(
     redis: RedisServer, database: Path
 ) -> None:
@@ -44,7 +34,7 @@ async def test_any_node_lists_every_nodes_rooms_and_participants_with_the_node_e
         cluster_node(redis.url, database, "node-a") as a,
         cluster_node(redis.url, database, "node-b") as b,
         joined(a.url, "on-a", US) as us,
-        joined(b.url, "on-b", CN) as cn,
+        joined(b.url, "on-b", CN, name=f"name-{CN}") as cn,
     ):
 
         async def both_listed() -> str | None:

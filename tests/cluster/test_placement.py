@@ -14,10 +14,8 @@ import time
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.core.audit import EventKind
@@ -25,9 +23,8 @@ from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import cluster_node, node_process, peer_in
+from sfu_geofence.testing.cluster import cluster_node, figures, node_process, peer_in
 from sfu_geofence.testing.redis import RedisServer
-from sfu_geofence.testing.server import Served
 
 pytestmark = pytest.mark.cluster
 
@@ -67,16 +64,9 @@ async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alon
         assert b.geofence.participants() == []
         assert b.geofence.audit.events(kind=EventKind.ADMISSION) == []
         assert len(a.geofence.audit.events(kind=EventKind.ADMISSION)) == 2
-        assert (await figures(b))["sfu_geofence_redirects_total"] == 1
-        assert (await figures(a))["sfu_geofence_rooms_hosted"] == 1
-        assert (await figures(b))["sfu_geofence_rooms_hosted"] == 0
-
-
-async def figures(served: Served) -> dict[str, float]:
-    """A node's unlabelled figures, from its admin listener's /metrics."""
-    async with aiohttp.ClientSession() as http, http.get(f"{served.admin_base}/metrics") as response:
-        text = await response.text()
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+        assert (await figures(b.admin_base))["sfu_geofence_redirects_total"] == 1
+        assert (await figures(a.admin_base))["sfu_geofence_rooms_hosted"] == 1
+        assert (await figures(b.admin_base))["sfu_geofence_rooms_hosted"] == 0
 
 
 async def test_the_redirect_names_the_room_and_the_hosts_url_then_closes_with_4302(
@@ -257,7 +247,7 @@ async def test_a_redirect_costs_a_join_token_so_a_client_cannot_make_a_node_ask_
                 await asyncio.wait_for(sent.closed.wait(), WITHIN)
                 codes.append(sent.close_code)
         assert codes == [CloseCode.REDIRECT, CloseCode.REDIRECT, CloseCode.ADDRESS_LIMIT]
-        assert (await figures(b))["sfu_geofence_redirects_total"] == 2
+        assert (await figures(b.admin_base))["sfu_geofence_redirects_total"] == 2
 
 
 async def test_with_redis_frozen_a_join_waits_at_most_the_claim_time_even_behind_a_stuck_renewal(
