@@ -90,6 +90,16 @@ class NodeCommands:
                     await pubsub.aclose()
             await asyncio.sleep(0.2)
 
+    async def aclose(self, within: float = 1.0) -> None:
+        """A node that stops: the answers on their way go out for ``within`` seconds, then what is
+        still running is cancelled (never left pending past the node's end)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     async def _act(self, data: bytes, handler: Handler) -> None:
         try:
             command = json.loads(data)

@@ -112,7 +112,9 @@ class ClusterNode:
         await asyncio.gather(*work)
 
     async def stop(self) -> None:
-        """Give the rooms up, leave the registry, write the audit queued: then close the pool."""
+        """Finish the other nodes' commands, give the rooms up, leave the registry, write the audit
+        queued: then close the pool."""
+        await self.commands.aclose()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(2):
                 await self.placement.release_all()
