@@ -229,6 +229,8 @@ def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_e
         (["--redis", "http://127.0.0.1:6379/0"], "Redis URL must specify one of the following schemes"),
         (["--node-id", "node a"], "--node-id 'node a': 1-100 characters of A-Z a-z 0-9 _ . : -"),
         (["--advertise-url", "http://127.0.0.1:8080/ws"], "is not a ws:// or wss:// URL"),
+        (["--advertise-url", "ws:///ws"], "'ws:///ws' is not a ws:// or wss:// URL"),
+        (["--advertise-url", "wss://sfu-2.example.org:port/ws"], "is not a ws:// or wss:// URL"),
     ],
 )
 def test_bad_geofence_flags_are_refused_with_the_reason(
@@ -378,3 +380,15 @@ async def test_a_drain_that_cannot_finish_is_cut_short_at_the_drain_timeout_and_
     with pytest.raises(ClosedError):
         app[GEOFENCE_HOST].geofence.audit.events()
     assert not (tmp_path / "audit.sqlite-wal").exists()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_cluster_node_on_a_wildcard_address_must_say_where_clients_reach_it(host: str) -> None:
+    # Else other nodes' redirects would name ws://0.0.0.0:PORT/ws, which no client elsewhere reaches.
+    with pytest.raises(ValueError, match=f"--host {host} with --redis needs --advertise-url"):
+        ServerConfig(host=host, redis_url="redis://127.0.0.1:6379/0")
+    assert ServerConfig(host=host).advertise_url is None  # a single node redirects nobody
+    advertised = ServerConfig(
+        host=host, redis_url="redis://127.0.0.1:6379/0", advertise_url="wss://a.example/ws"
+    )
+    assert advertised.advertise_url == "wss://a.example/ws"
