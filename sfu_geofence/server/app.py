@@ -79,7 +79,7 @@ class ServerConfig:
     advertise_url: str | None = None
     """This node's public signaling URL (``--advertise-url``, e.g. ``wss://sfu-2.example.org/ws``),
     named in the ``redirect`` other nodes send for the rooms it hosts; None: ``ws://HOST:PORT/ws``
-    of the public listener (set it behind a proxy or on a wildcard address)."""
+    of the public listener (set it behind a proxy; required with a wildcard ``host``)."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
     admin_listener: AdminListenerConfig = field(default_factory=AdminListenerConfig)
