@@ -79,6 +79,8 @@ class RoomPlacement:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._hosted: set[str] = set()
+        self._conflicts: set[str] = set()
+        """Rooms hosted here whose lease another node holds (a Redis outage let it place them)."""
         self._lock = asyncio.Lock()
         self._value: str | None = None
         self.claim_within = 1.0
@@ -139,8 +141,12 @@ class RoomPlacement:
                     await self._release(keys=[self._key(room)], args=[self._value], client=pipe)
                 replies = await pipe.execute()
         for room, holder in zip(kept, replies, strict=False):
-            if holder.decode() != self._value:
+            if holder.decode() == self._value:
+                self._conflicts.discard(room)
+            elif room not in self._conflicts:  # once per conflict, not at every renewal of it
+                self._conflicts.add(room)
                 logger.error("room placement: room %s is hosted here and by %s", room, holder.decode())
+        self._conflicts &= self._hosted
 
     async def run(self) -> None:
         """Renew every :attr:`renew_every` seconds for ever (Redis errors are logged and retried)."""

@@ -25,6 +25,7 @@ from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
 from sfu_geofence.testing.cluster import cluster_node, figures, node_process, peer_in
 from sfu_geofence.testing.redis import RedisServer
+from sfu_geofence.testing.wait import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -270,3 +271,30 @@ async def test_with_redis_frozen_a_join_waits_at_most_the_claim_time_even_behind
             redis.thaw()
         # claim_within is 1 s; the stuck renewal would have held the join for about 10 s.
         assert waited < 5.0, waited
+
+
+async def test_a_room_whose_lease_another_node_took_is_logged_once_not_at_every_renewal(
+    redis: RedisServer, database: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a", ClusterTimings(renew=0.05)) as a,
+        peer(a.url, "r", US),
+    ):
+        # What a Redis outage longer than the lease leaves: another node placed the room meanwhile.
+        raw = aioredis.Redis.from_url(redis.url)
+        try:
+            await raw.set(
+                "sfu-geofence:room:r", json.dumps({"node": "node-x", "url": "ws://x/ws"}), px=60_000
+            )
+        finally:
+            await raw.aclose()
+
+        def conflicts() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "is hosted here and by" in r.getMessage()]
+
+        await eventually(lambda: None if conflicts() else "no conflict logged yet", within=WITHIN)
+        await asyncio.sleep(1.5)  # some thirty renewals more
+        assert conflicts() == [
+            'room placement: room r is hosted here and by {"node": "node-x", "url": "ws://x/ws"}'
+        ]
+        assert a.sfu.rooms.keys() == {"r"}
