@@ -52,6 +52,18 @@ async def cluster_node(
 
 
 @contextlib.asynccontextmanager
+async def two_nodes(
+    redis_url: str, database: Path, timings: ClusterTimings | None = None
+) -> AsyncIterator[tuple[Served, Served]]:
+    """Nodes ``node-a`` and ``node-b`` in this process (:func:`cluster_node`), sharing one Redis."""
+    async with (
+        cluster_node(redis_url, database, "node-a", timings) as a,
+        cluster_node(redis_url, database, "node-b", timings) as b,
+    ):
+        yield a, b
+
+
+@contextlib.asynccontextmanager
 async def node_process(
     redis_url: str, database: Path, node_id: str, within: float = 30.0
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, str]]:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.protocol import CloseCode
-from sfu_geofence.testing.cluster import call, cluster_node, joined, node_process
+from sfu_geofence.testing.cluster import call, cluster_node, joined, node_process, two_nodes
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -31,8 +31,7 @@ async def test_any_node_lists_every_nodes_rooms_and_participants_with_the_node_e
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         joined(a.url, "on-a", US) as us,
         joined(b.url, "on-b", CN, name=f"name-{CN}") as cn,
     ):
@@ -69,8 +68,7 @@ async def test_an_operator_on_node_a_ejects_a_participant_hosted_on_node_b(
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         joined(b.url, "room", CN) as cn,
         joined(b.url, "room", US) as us,
     ):

@@ -23,7 +23,7 @@ from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import cluster_node, figures, node_process, peer_in
+from sfu_geofence.testing.cluster import cluster_node, figures, node_process, peer_in, two_nodes
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -46,8 +46,7 @@ async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alon
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "town-hall", US) as first,
         peer(b.url, "town-hall", US2) as second,
     ):
@@ -74,8 +73,7 @@ async def test_the_redirect_names_the_room_and_the_hosts_url_then_closes_with_43
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "town-hall", US),
         peer(b.url, "town-hall", US2, max_redirects=0) as stays,
     ):
@@ -89,8 +87,7 @@ async def test_a_restricted_participant_redirected_to_the_host_is_refused_there(
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "r", US),
     ):
         await a.geofence.change_policy("r", RoomPolicy.from_dict({"mode": "deny", "countries": ["CN"]}))
@@ -110,8 +107,7 @@ async def test_a_room_emptied_on_its_host_is_placed_again_where_the_next_join_ar
     # A lease far longer than the test: only the host's release can free the room.
     timings = ClusterTimings(lease=600.0, renew=0.1)
     async with (
-        cluster_node(redis.url, database, "node-a", timings) as a,
-        cluster_node(redis.url, database, "node-b", timings) as b,
+        two_nodes(redis.url, database, timings) as (a, b),
     ):
         async with peer(a.url, "r", US) as first:
             assert first.participant_id is not None
@@ -202,8 +198,7 @@ async def test_with_redis_unreachable_a_join_is_hosted_where_it_arrives_and_deci
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "r", US),
     ):
         await redis.kill()
