@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.caps import Caps
 from ..synthetic.client import SyntheticPeer
 from .process import spawn_serve
+from .redis import RedisServer
 from .server import Served, geofenced_on_loopback
 
 TOKEN = "cluster-test-token-0123456789"
@@ -99,16 +101,6 @@ async def peer_in(
         await joining.close()
 
 
-@contextlib.asynccontextmanager
-async def joined(
-    url: str, room: str, address: str, *, name: str = "", within: float = 30.0
-) -> AsyncIterator[SyntheticPeer]:
-    """:func:`peer_in`, which must have joined (a test's participant that is simply there)."""
-    async with peer_in(url, room, address, name=name, within=within) as peer:
-        assert peer.participant_id is not None, peer.messages
-        yield peer
-
-
 async def figures(base: str | None) -> dict[str, float]:
     """The unlabelled figures of the admin listener at ``base`` (its /metrics)."""
     async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as response:
@@ -124,3 +116,15 @@ async def call(base: str | None, method: str, path: str, body: Any = None) -> tu
         session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
     ):
         return response.status, await response.json()
+
+
+def freeze(redis: RedisServer) -> None:
+    """SIGSTOP ``redis``: its connections stay open and nothing answers (a stalled Redis, not gone)."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+
+
+def thaw(redis: RedisServer) -> None:
+    """SIGCONT: a frozen ``redis`` answers again, what it was asked meanwhile first."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGCONT)

@@ -72,16 +72,6 @@ class RedisServer:
         """``kill -9``: no shutdown, no final fsync; only what the AOF already holds survives."""
         await self._signal(signal.SIGKILL)
 
-    def freeze(self) -> None:
-        """SIGSTOP: connections stay open and nothing answers (a Redis stalled, not gone)."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        """SIGCONT: a frozen server answers again, what it was asked meanwhile first."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
-
     async def stop(self) -> None:
         await self._signal(signal.SIGTERM)
 

@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.protocol import CloseCode
-from sfu_geofence.testing.cluster import call, cluster_node, joined, node_process, two_nodes
+from sfu_geofence.testing.cluster import call, cluster_node, freeze, node_process, peer_in, thaw, two_nodes
+from sfu_geofence.testing.participants import joined
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -33,8 +34,9 @@ async def test_any_node_lists_every_nodes_rooms_and_participants_with_the_node_e
     async with (
         two_nodes(redis.url, database) as (a, b),
         joined(a.url, "on-a", US) as us,
-        joined(b.url, "on-b", CN, name=f"name-{CN}") as cn,
+        peer_in(b.url, "on-b", CN, name=f"name-{CN}") as cn,
     ):
+        assert cn.participant_id is not None, cn.messages
 
         async def both_listed() -> str | None:
             status, body = await call(a.admin_base, "GET", "/rooms")
@@ -174,7 +176,7 @@ async def test_with_redis_frozen_the_operator_view_answers_within_the_command_ti
     # request would wait for the Redis client's 10 s socket timeout).
     timings = ClusterTimings(command_timeout=0.5)
     async with cluster_node(redis.url, database, "node-a", timings) as a, joined(a.url, "room", US) as us:
-        redis.freeze()
+        freeze(redis)
         try:
             started = time.monotonic()
             status, rooms = await call(a.admin_base, "GET", "/rooms")
@@ -183,7 +185,7 @@ async def test_with_redis_frozen_the_operator_view_answers_within_the_command_ti
             status_eject, eject = await call(a.admin_base, "POST", path)
             waited = time.monotonic() - started
         finally:
-            redis.thaw()
+            thaw(redis)
     assert status == 200, rooms
     assert [(r["room"], r["participants"]) for r in rooms["rooms"]] == [("room", 1)]
     assert (

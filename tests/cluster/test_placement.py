@@ -23,7 +23,7 @@ from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import cluster_node, figures, node_process, peer_in, two_nodes
+from sfu_geofence.testing.cluster import cluster_node, figures, freeze, node_process, peer_in, thaw, two_nodes
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -255,7 +255,7 @@ async def test_with_redis_frozen_a_join_waits_at_most_the_claim_time_even_behind
         cluster_node(redis.url, database, "node-a", ClusterTimings(renew=0.1)) as a,
         peer(a.url, "busy", US),
     ):
-        redis.freeze()
+        freeze(redis)
         try:
             await asyncio.sleep(0.5)
             started = time.monotonic()
@@ -263,7 +263,7 @@ async def test_with_redis_frozen_a_join_waits_at_most_the_claim_time_even_behind
                 waited = time.monotonic() - started
                 assert here.participant_id is not None, here.messages
         finally:
-            redis.thaw()
+            thaw(redis)
         # claim_within is 1 s; the stuck renewal would have held the join for about 10 s.
         assert waited < 5.0, waited
 
