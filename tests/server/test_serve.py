@@ -229,8 +229,6 @@ def test_turn_servers_for_browsers_come_from_flags_or_the_environment_with_the_e
         (["--redis", "http://127.0.0.1:6379/0"], "Redis URL must specify one of the following schemes"),
         (["--node-id", "node a"], "--node-id 'node a': 1-100 characters of A-Z a-z 0-9 _ . : -"),
         (["--advertise-url", "http://127.0.0.1:8080/ws"], "is not a ws:// or wss:// URL"),
-        (["--advertise-url", "ws:///ws"], "'ws:///ws' is not a ws:// or wss:// URL"),
-        (["--advertise-url", "wss://sfu-2.example.org:port/ws"], "is not a ws:// or wss:// URL"),
     ],
 )
 def test_bad_geofence_flags_are_refused_with_the_reason(
@@ -392,3 +390,11 @@ def test_a_cluster_node_on_a_wildcard_address_must_say_where_clients_reach_it(ho
         host=host, redis_url="redis://127.0.0.1:6379/0", advertise_url="wss://a.example/ws"
     )
     assert advertised.advertise_url == "wss://a.example/ws"
+
+
+@pytest.mark.parametrize("url", ["ws:///ws", "wss://sfu-2.example.org:port/ws", "ws//sfu-2/ws"])
+def test_an_advertised_url_needs_a_host_and_a_numeric_port(url: str) -> None:
+    # What other nodes' redirects send clients to: it must be somewhere a client can connect.
+    with pytest.raises(ValueError, match="is not a ws:// or wss:// URL"):
+        ServerConfig(advertise_url=url)
+    assert ServerConfig(advertise_url="wss://sfu-2.example.org:8443/ws").advertise_url is not None
