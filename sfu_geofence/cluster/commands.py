@@ -27,6 +27,9 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 REPLY_TTL = 30
 """Seconds an answer waits for its asker."""
 
+REPLY_GRACE = 0.5
+"""Seconds past its BLPOP's own timeout an asker waits for Redis itself to answer."""
+
 
 class NodeUnavailable(Exception):
     """The node did not take the command, or did not answer in time."""
@@ -47,9 +50,16 @@ class NodeCommands:
         """``command`` to ``node``; its answer, or NodeUnavailable within ``within`` seconds."""
         reply = f"{self._prefix}:reply:{secrets.token_hex(12)}"
         try:
-            if not await self._client.publish(self.channel(node), json.dumps({**command, "reply": reply})):
-                raise NodeUnavailable(f"node {node} does not listen for commands (it stopped or lost Redis)")
-            answer = await self._client.blpop([reply], timeout=within)
+            # Redis's own BLPOP timeout ends the wait; ours (a little later) bounds a stalled Redis.
+            async with asyncio.timeout(within + REPLY_GRACE):
+                message = json.dumps({**command, "reply": reply})
+                if not await self._client.publish(self.channel(node), message):
+                    raise NodeUnavailable(
+                        f"node {node} does not listen for commands (it stopped or lost Redis)"
+                    )
+                answer = await self._client.blpop([reply], timeout=within)
+        except TimeoutError:  # before OSError, of which it is one
+            raise NodeUnavailable(f"Redis did not answer within {within + REPLY_GRACE:g} s") from None
         except (RedisError, OSError) as exc:
             raise NodeUnavailable(f"cannot reach node {node} through Redis: {exc}") from None
         if answer is None:
@@ -79,6 +89,16 @@ class NodeCommands:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(0.2)
+
+    async def aclose(self, within: float = 1.0) -> None:
+        """A node that stops: the answers on their way go out for ``within`` seconds, then what is
+        still running is cancelled (never left pending past the node's end)."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=within)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _act(self, data: bytes, handler: Handler) -> None:
         try:

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .auditstream import DEFAULT_MAXLEN, AuditFilter, AuditPage, AuditStream
 from .commands import Handler, NodeCommands, NodeUnavailable
@@ -28,6 +29,8 @@ from .placement import DEFAULT_LEASE, RoomPlacement
 from .redisstore import RedisKeys
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 __all__ = ["ClusterNode", "ClusterTimings", "NodeUnavailable", "NodeView"]
 
@@ -109,7 +112,9 @@ class ClusterNode:
         await asyncio.gather(*work)
 
     async def stop(self) -> None:
-        """Give the rooms up, leave the registry, write the audit queued: then close the pool."""
+        """Finish the other nodes' commands, give the rooms up, leave the registry, write the audit
+        queued: then close the pool."""
+        await self.commands.aclose()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             async with asyncio.timeout(2):
                 await self.placement.release_all()
@@ -119,11 +124,23 @@ class ClusterNode:
 
     # -- what the operator API asks -----------------------------------------------------------------
 
+    # Each bounded by the command timeout: a stalled Redis (connections open, nothing answered)
+    # would otherwise hold an operator's request for the client's socket timeout.
+
     async def others(self) -> list[NodeView]:
-        return await self.registry.others()
+        return await self._within(self.registry.others())
 
     async def send(self, node: str, command: dict[str, Any]) -> dict[str, Any]:
         return await self.commands.send(node, command, self.timings.command_timeout)
 
     async def read_audit(self, which: AuditFilter, after_id: str | None, limit: int) -> AuditPage:
-        return await self.audit.read(which, after_id, limit)
+        return await self._within(self.audit.read(which, after_id, limit))
+
+    async def _within(self, work: Awaitable[T]) -> T:
+        """``work``, or a Redis timeout after the command timeout."""
+        within = self.timings.command_timeout
+        try:
+            async with asyncio.timeout(within):
+                return await work
+        except TimeoutError:
+            raise RedisTimeoutError(f"Redis did not answer within {within:g} s") from None

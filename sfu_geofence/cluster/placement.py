@@ -79,6 +79,8 @@ class RoomPlacement:
         self._claim = client.register_script(_CLAIM)
         self._release = client.register_script(_RELEASE)
         self._hosted: set[str] = set()
+        self._conflicts: set[str] = set()
+        """Rooms hosted here whose lease another node holds (a Redis outage let it place them)."""
         self._lock = asyncio.Lock()
         self._value: str | None = None
         self.claim_within = 1.0
@@ -102,23 +104,23 @@ class RoomPlacement:
         """None: this node hosts ``room`` (the join goes on here); else the host's signaling URL."""
         if room in self._hosted:
             return None
-        async with self._lock:  # never while a release of the same node is on its way
-            if room in self._hosted or self._value is None:
-                return None
-            try:
-                async with asyncio.timeout(self.claim_within):
-                    holder = (
-                        await self._claim(keys=[self._key(room)], args=[self._value, self._ms])
-                    ).decode()
-            except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning("room placement: Redis unreachable (%r); hosting a join here", exc)
-                self._hosted.add(room)
-                return None
-            if holder == self._value:
-                self._hosted.add(room)
-                return None
-            self.redirects += 1
-            return str(json.loads(holder)["url"])
+        try:
+            # The wait for the lock counts too: a renewal stuck on a frozen Redis holds it for as
+            # long as the client's socket timeout, and every join would wait behind it.
+            async with asyncio.timeout(self.claim_within), self._lock:
+                # Under the lock: never while a release of this node's lease is on its way.
+                if room in self._hosted or self._value is None:
+                    return None
+                holder = (await self._claim(keys=[self._key(room)], args=[self._value, self._ms])).decode()
+                if holder == self._value:
+                    self._hosted.add(room)
+                    return None
+        except (RedisError, OSError, TimeoutError) as exc:
+            logger.warning("room placement: Redis unreachable (%r); hosting a join here", exc)
+            self._hosted.add(room)
+            return None
+        self.redirects += 1
+        return str(json.loads(holder)["url"])
 
     @property
     def _ms(self) -> int:
@@ -139,8 +141,12 @@ class RoomPlacement:
                     await self._release(keys=[self._key(room)], args=[self._value], client=pipe)
                 replies = await pipe.execute()
         for room, holder in zip(kept, replies, strict=False):
-            if holder.decode() != self._value:
+            if holder.decode() == self._value:
+                self._conflicts.discard(room)
+            elif room not in self._conflicts:  # once per conflict, not at every renewal of it
+                self._conflicts.add(room)
                 logger.error("room placement: room %s is hosted here and by %s", room, holder.decode())
+        self._conflicts &= self._hosted
 
     async def run(self) -> None:
         """Renew every :attr:`renew_every` seconds for ever (Redis errors are logged and retried)."""

@@ -16,6 +16,7 @@ import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -78,7 +79,7 @@ class ServerConfig:
     advertise_url: str | None = None
     """This node's public signaling URL (``--advertise-url``, e.g. ``wss://sfu-2.example.org/ws``),
     named in the ``redirect`` other nodes send for the rooms it hosts; None: ``ws://HOST:PORT/ws``
-    of the public listener (set it behind a proxy or on a wildcard address)."""
+    of the public listener (set it behind a proxy; required with a wildcard ``host``)."""
     admin: AdminConfig = field(default_factory=AdminConfig)
     """The operator API's token; without one the API is not mounted."""
     admin_listener: AdminListenerConfig = field(default_factory=AdminListenerConfig)
@@ -119,8 +120,28 @@ class ServerConfig:
             raise ValueError(f"the drain timeout must be positive, not {self.drain_timeout}")
         if self.node_id and not NODE_ID_PATTERN.fullmatch(self.node_id):
             raise ValueError(f"--node-id {self.node_id[:80]!r}: 1-100 characters of A-Z a-z 0-9 _ . : -")
-        if self.advertise_url is not None and not self.advertise_url.startswith(("ws://", "wss://")):
+        if self.advertise_url is not None and not _websocket_url(self.advertise_url):
             raise ValueError(f"--advertise-url {self.advertise_url[:80]!r} is not a ws:// or wss:// URL")
+        if (
+            self.redis_url is not None
+            and self.advertise_url is None
+            and ipaddress.ip_address(self.host).is_unspecified
+        ):
+            # Other nodes' redirects would name ws://0.0.0.0:PORT/ws: no client elsewhere reaches that.
+            raise ValueError(
+                f"--host {self.host} with --redis needs --advertise-url (this node's public ws:// or "
+                "wss:// URL, which redirects to it name)"
+            )
+
+
+def _websocket_url(url: str) -> bool:
+    """A ``ws://`` or ``wss://`` URL with a host (what a redirect may send a client to)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("ws", "wss") and bool(parts.hostname)
 
 
 CONFIG = web.AppKey("config", ServerConfig)

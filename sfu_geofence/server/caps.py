@@ -159,12 +159,15 @@ class AdmissionGate(SfuObserver):
         """The WebSocket :meth:`open_websocket` counted is closed."""
         self._release(self.key(address), "websockets")
 
-    def check_join(self, address: str) -> Cap | None:
-        """May ``address`` join now? Takes a join token; the participant is counted when allocated."""
+    def check_join(self, address: str, *, token: bool = True) -> Cap | None:
+        """May ``address`` join now? Takes a join token; the participant is counted when allocated.
+
+        ``token=False``: the counts only, for a join that took its token earlier (a cluster node
+        takes it before asking Redis where the room is, so that work is rate-limited too)."""
         caps, total = self.caps, self._total
         key = self.key(address)
         usage = self._usage.get(key) or _Usage()
-        if not self._take_token(key):
+        if token and not self._take_token(key):
             return self._refused(Cap.JOIN_RATE)
         if usage.pending >= caps.pending_joins_per_address:
             return self._refused(Cap.PENDING_JOINS_PER_ADDRESS)

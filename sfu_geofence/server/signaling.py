@@ -226,14 +226,19 @@ class SignalingSession:
         try:
             parsed = parse_client_message(text)
             if isinstance(parsed, Join):
+                if self.participant is not None:
+                    raise ProtocolError(ErrorCode.WRONG_STATE, "already joined")
+                # The join's token first, before anything awaits Redis (catching up, placement): a
+                # client cannot buy Redis work (or redirects) faster than the join rate.
+                if not self._within_caps(token=True):
+                    return False
                 if self.sfu.admission_ready is not None:
                     await self.sfu.admission_ready()  # a cluster node that fell behind catches up
                     if self.channel.ended:  # timed out or closed meanwhile
                         return False
                 # Placement last, with no await between it and the join: a lease claimed here is
                 # never released (the room looking empty) before the SFU holds the room.
-                placed = self.participant is not None or await self._placed_here(parsed.room)
-                if not placed:
+                if not await self._placed_here(parsed.room):
                     return False
                 self._join(parsed)
             elif isinstance(parsed, Answer):
@@ -265,12 +270,7 @@ class SignalingSession:
     def _join(self, join: Join) -> None:
         if self.participant is not None:
             raise ProtocolError(ErrorCode.WRONG_STATE, "already joined")
-        over = self.gate.check_join(self.address) if self.gate is not None else None
-        if over is not None:
-            logger.debug("join of %s refused: %s", self.address, over)
-            self._refuse(
-                over.message, CloseCode.ADDRESS_LIMIT if over.per_address else CloseCode.OVER_CAPACITY
-            )
+        if not self._within_caps(token=False):  # the counts again, in the same step as the allocation
             return
         try:
             participant = self.sfu.join(
@@ -294,6 +294,15 @@ class SignalingSession:
         # Queued before the first offer, which the participant's negotiation task sends later.
         others = tuple((o.id, o.name) for o in room.participants.values() if o is not participant)
         self.channel.send(Joined(participant.id, join.room, others, self._ice_servers))
+
+    def _within_caps(self, *, token: bool) -> bool:
+        """The admission gate's caps (``token``: take this join's token); refuses when over one."""
+        over = self.gate.check_join(self.address, token=token) if self.gate is not None else None
+        if over is None:
+            return True
+        logger.debug("join of %s refused: %s", self.address, over)
+        self._refuse(over.message, CloseCode.ADDRESS_LIMIT if over.per_address else CloseCode.OVER_CAPACITY)
+        return False
 
     def _refuse(self, reason: str, code: CloseCode) -> None:
         self.channel.send(RefusedMessage(reason))

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from ..cluster.node import ClusterNode, ClusterTimings
 from ..cluster.redisstore import RedisPolicyStore
 from ..server import ServerConfig
 from ..server.admin import TOKEN_ENV, AdminConfig
+from ..server.caps import Caps
 from ..synthetic.client import SyntheticPeer
 from .process import spawn_serve
+from .redis import RedisServer
 from .server import Served, geofenced_on_loopback
 
 TOKEN = "cluster-test-token-0123456789"
@@ -30,18 +34,35 @@ async def cluster_node(
     node_id: str,
     timings: ClusterTimings | None = None,
     advertise_url: str | None = None,
+    caps: Caps | None = None,
 ) -> AsyncIterator[Served]:
     """A node in this process: policies, placement, registry, commands and audit stream in Redis."""
     store = await RedisPolicyStore.open(redis_url)
     cluster = ClusterNode(redis_url, node_id, advertise_url, timings=timings)
     config = ServerConfig(
-        db_path=str(database), admin=AdminConfig(TOKEN), redis_url=redis_url, node_id=node_id
+        db_path=str(database),
+        admin=AdminConfig(TOKEN),
+        redis_url=redis_url,
+        node_id=node_id,
+        caps=caps or Caps(),
     )
     try:
         async with geofenced_on_loopback(config, policies=store, cluster=cluster) as served:
             yield served
     finally:
         await store.aclose()
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(
+    redis_url: str, database: Path, timings: ClusterTimings | None = None
+) -> AsyncIterator[tuple[Served, Served]]:
+    """Nodes ``node-a`` and ``node-b`` in this process (:func:`cluster_node`), sharing one Redis."""
+    async with (
+        cluster_node(redis_url, database, "node-a", timings) as a,
+        cluster_node(redis_url, database, "node-b", timings) as b,
+    ):
+        yield a, b
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +101,14 @@ async def peer_in(
         await joining.close()
 
 
+async def figures(base: str | None) -> dict[str, float]:
+    """The unlabelled figures of the admin listener at ``base`` (its /metrics)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/metrics") as response:
+        assert response.status == 200, response.status
+        text = await response.text()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+
 async def call(base: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """An operator call to the admin listener at ``base``: (status, JSON body)."""
     async with (
@@ -87,3 +116,15 @@ async def call(base: str | None, method: str, path: str, body: Any = None) -> tu
         session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
     ):
         return response.status, await response.json()
+
+
+def freeze(redis: RedisServer) -> None:
+    """SIGSTOP ``redis``: its connections stay open and nothing answers (a stalled Redis, not gone)."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGSTOP)
+
+
+def thaw(redis: RedisServer) -> None:
+    """SIGCONT: a frozen ``redis`` answers again, what it was asked meanwhile first."""
+    assert redis.process is not None
+    redis.process.send_signal(signal.SIGCONT)

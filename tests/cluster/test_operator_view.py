@@ -8,18 +8,17 @@ one real redis-server, real aiortc peers from loopback addresses of their countr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
+from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.protocol import CloseCode
-from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import call, cluster_node, node_process, peer_in
+from sfu_geofence.testing.cluster import call, cluster_node, freeze, node_process, peer_in, thaw, two_nodes
+from sfu_geofence.testing.participants import joined
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
@@ -29,22 +28,15 @@ CN, US, US2 = "127.86.0.1", "127.1.0.1", "127.1.0.2"
 WITHIN = 30.0  # a loaded 2-core machine
 
 
-@contextlib.asynccontextmanager
-async def joined(url: str, room: str, address: str) -> AsyncIterator[SyntheticPeer]:
-    async with peer_in(url, room, address, name=f"name-{address}", within=WITHIN) as peer:
-        assert peer.participant_id is not None, peer.messages
-        yield peer
-
-
 async def test_any_node_lists_every_nodes_rooms_and_participants_with_the_node_each_is_on(
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         joined(a.url, "on-a", US) as us,
-        joined(b.url, "on-b", CN) as cn,
+        peer_in(b.url, "on-b", CN, name=f"name-{CN}") as cn,
     ):
+        assert cn.participant_id is not None, cn.messages
 
         async def both_listed() -> str | None:
             status, body = await call(a.admin_base, "GET", "/rooms")
@@ -78,8 +70,7 @@ async def test_an_operator_on_node_a_ejects_a_participant_hosted_on_node_b(
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         joined(b.url, "room", CN) as cn,
         joined(b.url, "room", US) as us,
     ):
@@ -176,3 +167,33 @@ async def test_without_redis_the_audit_and_listings_are_the_single_nodes_own() -
         assert (status, body) == (200, {"rooms": []})
         status, body = await call(alone.admin_base, "GET", "/audit?node=x")
         assert (status, body["error"]) == (400, "bad_parameter")
+
+
+async def test_with_redis_frozen_the_operator_view_answers_within_the_command_timeout_and_says_why(
+    redis: RedisServer, database: Path
+) -> None:
+    # Frozen, not gone: connections stay open and nothing answers (without a bound of our own, a
+    # request would wait for the Redis client's 10 s socket timeout).
+    timings = ClusterTimings(command_timeout=0.5)
+    async with cluster_node(redis.url, database, "node-a", timings) as a, joined(a.url, "room", US) as us:
+        freeze(redis)
+        try:
+            started = time.monotonic()
+            status, rooms = await call(a.admin_base, "GET", "/rooms")
+            status_audit, audit = await call(a.admin_base, "GET", "/audit")
+            path = "/rooms/room/participants/p-elsewhere/eject"
+            status_eject, eject = await call(a.admin_base, "POST", path)
+            waited = time.monotonic() - started
+        finally:
+            thaw(redis)
+    assert status == 200, rooms
+    assert [(r["room"], r["participants"]) for r in rooms["rooms"]] == [("room", 1)]
+    assert (
+        rooms["cluster"]["error"]
+        == "other nodes unknown: Redis unreachable (Redis did not answer within 0.5 s)"
+    )
+    assert (status_audit, audit["error"]) == (503, "cluster_unavailable"), audit
+    assert (status_eject, eject["error"]) == (503, "cluster_unavailable"), eject
+    assert us.participant_id is not None
+    # Three requests of 0.5 s each; the socket timeout would have made each 10 s.
+    assert waited < 6.0, waited

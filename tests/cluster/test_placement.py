@@ -14,19 +14,18 @@ import time
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from pathlib import Path
 
-import aiohttp
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client.parser import text_string_to_metric_families
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.core.audit import EventKind
 from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
+from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import cluster_node, node_process, peer_in
+from sfu_geofence.testing.cluster import cluster_node, figures, freeze, node_process, peer_in, thaw, two_nodes
 from sfu_geofence.testing.redis import RedisServer
-from sfu_geofence.testing.server import Served
+from sfu_geofence.testing.wait import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -47,8 +46,7 @@ async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alon
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "town-hall", US) as first,
         peer(b.url, "town-hall", US2) as second,
     ):
@@ -66,24 +64,16 @@ async def test_a_join_reaching_another_node_is_redirected_to_the_host_which_alon
         assert b.geofence.participants() == []
         assert b.geofence.audit.events(kind=EventKind.ADMISSION) == []
         assert len(a.geofence.audit.events(kind=EventKind.ADMISSION)) == 2
-        assert (await figures(b))["sfu_geofence_redirects_total"] == 1
-        assert (await figures(a))["sfu_geofence_rooms_hosted"] == 1
-        assert (await figures(b))["sfu_geofence_rooms_hosted"] == 0
-
-
-async def figures(served: Served) -> dict[str, float]:
-    """A node's unlabelled figures, from its admin listener's /metrics."""
-    async with aiohttp.ClientSession() as http, http.get(f"{served.admin_base}/metrics") as response:
-        text = await response.text()
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+        assert (await figures(b.admin_base))["sfu_geofence_redirects_total"] == 1
+        assert (await figures(a.admin_base))["sfu_geofence_rooms_hosted"] == 1
+        assert (await figures(b.admin_base))["sfu_geofence_rooms_hosted"] == 0
 
 
 async def test_the_redirect_names_the_room_and_the_hosts_url_then_closes_with_4302(
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "town-hall", US),
         peer(b.url, "town-hall", US2, max_redirects=0) as stays,
     ):
@@ -97,8 +87,7 @@ async def test_a_restricted_participant_redirected_to_the_host_is_refused_there(
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "r", US),
     ):
         await a.geofence.change_policy("r", RoomPolicy.from_dict({"mode": "deny", "countries": ["CN"]}))
@@ -118,8 +107,7 @@ async def test_a_room_emptied_on_its_host_is_placed_again_where_the_next_join_ar
     # A lease far longer than the test: only the host's release can free the room.
     timings = ClusterTimings(lease=600.0, renew=0.1)
     async with (
-        cluster_node(redis.url, database, "node-a", timings) as a,
-        cluster_node(redis.url, database, "node-b", timings) as b,
+        two_nodes(redis.url, database, timings) as (a, b),
     ):
         async with peer(a.url, "r", US) as first:
             assert first.participant_id is not None
@@ -210,8 +198,7 @@ async def test_with_redis_unreachable_a_join_is_hosted_where_it_arrives_and_deci
     redis: RedisServer, database: Path
 ) -> None:
     async with (
-        cluster_node(redis.url, database, "node-a") as a,
-        cluster_node(redis.url, database, "node-b") as b,
+        two_nodes(redis.url, database) as (a, b),
         peer(a.url, "r", US),
     ):
         await redis.kill()
@@ -238,3 +225,71 @@ async def test_a_client_follows_one_redirect_and_stops_at_a_second_instead_of_lo
             assert looping.participant_id is None
             assert [m["type"] for m in looping.messages] == ["redirect", "redirect"]
         assert b.sfu.rooms == {}
+
+
+async def test_a_redirect_costs_a_join_token_so_a_client_cannot_make_a_node_ask_redis_faster_than_it_may_join(
+    redis: RedisServer, database: Path
+) -> None:
+    # Two joins at once per address, and no refill within the test.
+    caps = Caps(join_burst=2, join_rate=0.001)
+    async with (
+        cluster_node(redis.url, database, "node-a") as a,
+        cluster_node(redis.url, database, "node-b", caps=caps) as b,
+        peer(a.url, "r", US),
+    ):
+        codes = []
+        for _ in range(3):
+            async with peer(b.url, "r", US2, max_redirects=0) as sent:
+                await asyncio.wait_for(sent.closed.wait(), WITHIN)
+                codes.append(sent.close_code)
+        assert codes == [CloseCode.REDIRECT, CloseCode.REDIRECT, CloseCode.ADDRESS_LIMIT]
+        assert (await figures(b.admin_base))["sfu_geofence_redirects_total"] == 2
+
+
+async def test_with_redis_frozen_a_join_waits_at_most_the_claim_time_even_behind_a_stuck_renewal(
+    redis: RedisServer, database: Path
+) -> None:
+    # Renewals every 0.1 s: one is stuck on the frozen Redis (for the client's 10 s socket timeout),
+    # holding the placement's lock, when the join arrives.
+    async with (
+        cluster_node(redis.url, database, "node-a", ClusterTimings(renew=0.1)) as a,
+        peer(a.url, "busy", US),
+    ):
+        freeze(redis)
+        try:
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            async with peer(a.url, "other", US2, max_redirects=0) as here:
+                waited = time.monotonic() - started
+                assert here.participant_id is not None, here.messages
+        finally:
+            thaw(redis)
+        # claim_within is 1 s; the stuck renewal would have held the join for about 10 s.
+        assert waited < 5.0, waited
+
+
+async def test_a_room_whose_lease_another_node_took_is_logged_once_not_at_every_renewal(
+    redis: RedisServer, database: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with (
+        cluster_node(redis.url, database, "node-a", ClusterTimings(renew=0.05)) as a,
+        peer(a.url, "r", US),
+    ):
+        # What a Redis outage longer than the lease leaves: another node placed the room meanwhile.
+        raw = aioredis.Redis.from_url(redis.url)
+        try:
+            await raw.set(
+                "sfu-geofence:room:r", json.dumps({"node": "node-x", "url": "ws://x/ws"}), px=60_000
+            )
+        finally:
+            await raw.aclose()
+
+        def conflicts() -> list[str]:
+            return [r.getMessage() for r in caplog.records if "is hosted here and by" in r.getMessage()]
+
+        await eventually(lambda: None if conflicts() else "no conflict logged yet", within=WITHIN)
+        await asyncio.sleep(1.5)  # some thirty renewals more
+        assert conflicts() == [
+            'room placement: room r is hosted here and by {"node": "node-x", "url": "ws://x/ws"}'
+        ]
+        assert a.sfu.rooms.keys() == {"r"}

@@ -378,3 +378,23 @@ async def test_a_drain_that_cannot_finish_is_cut_short_at_the_drain_timeout_and_
     with pytest.raises(ClosedError):
         app[GEOFENCE_HOST].geofence.audit.events()
     assert not (tmp_path / "audit.sqlite-wal").exists()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_a_cluster_node_on_a_wildcard_address_must_say_where_clients_reach_it(host: str) -> None:
+    # Else other nodes' redirects would name ws://0.0.0.0:PORT/ws, which no client elsewhere reaches.
+    with pytest.raises(ValueError, match=f"--host {host} with --redis needs --advertise-url"):
+        ServerConfig(host=host, redis_url="redis://127.0.0.1:6379/0")
+    assert ServerConfig(host=host).advertise_url is None  # a single node redirects nobody
+    advertised = ServerConfig(
+        host=host, redis_url="redis://127.0.0.1:6379/0", advertise_url="wss://a.example/ws"
+    )
+    assert advertised.advertise_url == "wss://a.example/ws"
+
+
+@pytest.mark.parametrize("url", ["ws:///ws", "wss://sfu-2.example.org:port/ws", "ws//sfu-2/ws"])
+def test_an_advertised_url_needs_a_host_and_a_numeric_port(url: str) -> None:
+    # What other nodes' redirects send clients to: it must be somewhere a client can connect.
+    with pytest.raises(ValueError, match="is not a ws:// or wss:// URL"):
+        ServerConfig(advertise_url=url)
+    assert ServerConfig(advertise_url="wss://sfu-2.example.org:8443/ws").advertise_url is not None
