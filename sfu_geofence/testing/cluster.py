@@ -19,12 +19,12 @@ from ..server import ServerConfig
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.caps import Caps
 from ..synthetic.client import SyntheticPeer
+from .operator_api import operator_call
 from .process import spawn_serve
 from .redis import RedisServer
 from .server import Served, geofenced_on_loopback
 
 TOKEN = "cluster-test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @contextlib.asynccontextmanager
@@ -110,12 +110,9 @@ async def figures(base: str | None) -> dict[str, float]:
 
 
 async def call(base: str | None, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """An operator call to the admin listener at ``base``: (status, JSON body)."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, f"{base}/api{path}", json=body, headers=AUTH) as response,
-    ):
-        return response.status, await response.json()
+    """An operator call with the cluster tests' token to the admin listener at ``base``."""
+    assert base is not None, "the node has no admin listener"
+    return await operator_call(base, TOKEN, method, path, body)
 
 
 def freeze(redis: RedisServer) -> None:
