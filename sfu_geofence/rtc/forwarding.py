@@ -251,7 +251,7 @@ class RtpEgress:
     Everything a packet needs is bound once and checked per packet by identity only: the nominated
     pair (its address and socket give a bound ``sendto``, see :func:`bound_sendto`) and the DTLS
     transport's SRTP session (its buffer, see :class:`~.srtp.SrtpWriter`). :meth:`write` builds the
-    packet in that buffer, protects it in place and sends it: one Python frame per subscriber packet.
+    packet in that buffer, protects it in place and sends it, in one Python frame.
     """
 
     __slots__ = (
@@ -305,8 +305,12 @@ class RtpEgress:
             return False
         if session is not self._session:
             self._session, self._writer, self._protect = session, srtp_writer(session), fast_protect(session)
-        self._pair, self._transport = pair, transport
-        self._send = bound_sendto(transport, pair.remote_addr)
+        try:
+            send = bound_sendto(transport, pair.remote_addr)
+        except Exception:  # a destination the loopback guard refuses: as a failed send, not raised
+            self.send_errors += 1
+            return False
+        self._pair, self._transport, self._send = pair, transport, send
         return True
 
     def write(
