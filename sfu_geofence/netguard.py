@@ -106,6 +106,12 @@ class _GuardedDatagramTransport:
             self._checked = addr
         self._transport.sendto(data, addr)
 
+    def sender_to(self, addr: Any) -> Callable[[Any], None]:
+        """A function sending datagrams to ``addr`` only, checked now rather than per packet: the C
+        ``sendto`` of the wrapped transport bound to that address (an SFU's egress, once per pair)."""
+        self._guard._check_address("sendto", addr)
+        return functools.partial(self._transport.sendto, addr=addr)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 

@@ -101,6 +101,30 @@ def test_a_guarded_uvloop_carries_loopback_datagrams_and_refuses_others_before_s
     assert guard.violations == ["sendto 192.0.2.2:9", "sendto 192.0.2.3:9"]
 
 
+def test_a_guarded_uvloop_binds_a_sender_to_a_loopback_address_only_and_it_sends_only_there() -> None:
+    # The SFU's egress binds one sender per nominated pair and calls uvloop's C sendto with no check
+    # per packet: the check is made once, at binding, and the sender cannot be pointed elsewhere.
+    async def main() -> tuple[bytes, Any]:
+        loop = asyncio.get_running_loop()
+        _, rx = await loop.create_datagram_endpoint(_Datagrams, local_addr=("127.0.0.1", 0))
+        _, tx = await loop.create_datagram_endpoint(_Datagrams, local_addr=("127.0.0.1", 0))
+        send = tx.transport.sender_to(rx.transport.get_extra_info("sockname"))
+        send(b"ping")
+        received = await asyncio.wait_for(rx.received.get(), 5)
+        with pytest.raises(NonLoopbackDestination):
+            tx.transport.sender_to(("192.0.2.4", 9))
+        tx.transport.close()
+        rx.transport.close()
+        return received, send
+
+    with loopback_only() as guard:
+        received, send = eventloop.run(main(), factory=guard.uvloop)
+    assert received == b"ping"
+    assert guard.violations == ["sendto 192.0.2.4:9"]
+    with pytest.raises(TypeError):
+        send(b"x", ("192.0.2.5", 9))  # the address is bound: no second one can be given
+
+
 def test_a_guarded_uvloop_refuses_connections_off_loopback() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()

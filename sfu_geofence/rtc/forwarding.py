@@ -12,15 +12,18 @@ routing) and replace the media:
 * :class:`ForwardingSender` sends a track that never yields, so ``_run_rtp`` parks; packets are written
   by the SFU through :class:`RtpEgress`. Keyframe requests and NACKs from the subscriber go to
   callables the SFU sets, and sender reports are rewritten from the forwarder's own counters.
-* :class:`RtpEgress` protects with the DTLS transport's SRTP session and ``sendto``s on the nominated
-  ICE pair: the fast path measured in the project notes (12-14 µs vs 20-22 µs per packet).
+* :class:`RtpEgress` builds each packet in the DTLS transport's SRTP session buffer, protects it there
+  and ``sendto``s it on the nominated ICE pair through the loop's C ``sendto`` bound to the pair's
+  address: one Python frame per subscriber packet (see docs/sfu.md for what was measured).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,7 +51,7 @@ from aiortc.rtp import (
 from . import codecs, require_pinned_versions
 from .inbound import InboundStreams
 from .nack import NackTracker
-from .srtp import Protect, fast_protect
+from .srtp import Protect, SrtpError, SrtpWriter, fast_protect, srtp_writer
 
 logger = logging.getLogger(__name__)
 
@@ -229,43 +232,151 @@ class ForwardingSender(RTCRtpSender):
         await super()._send_rtcp(packets)
 
 
-class RtpEgress:
-    """Writes already-serialized RTP onto one DTLS transport, bypassing the stock sender."""
+def bound_sendto(transport: Any, addr: tuple[str, int]) -> Callable[[bytes], None]:
+    """``transport.sendto`` bound to ``addr``: the loop's C function for a uvloop transport. Under the
+    tests' loopback guard (``netguard``), its own ``sender_to``, which checks ``addr`` before binding."""
+    sender_to = getattr(transport, "sender_to", None)
+    if sender_to is not None:
+        bound: Callable[[bytes], None] = sender_to(addr)
+        return bound
+    return functools.partial(transport.sendto, addr=addr)
 
-    __slots__ = ("_addr", "_dtls", "_pair", "_protect", "_session", "send_errors")
+
+_HEADER = struct.Struct("!BBHII")
+
+
+class RtpEgress:
+    """Writes RTP onto one DTLS transport, bypassing the stock sender.
+
+    Everything a packet needs is bound once and checked per packet by identity only: the nominated
+    pair (its address and socket give a bound ``sendto``, see :func:`bound_sendto`) and the DTLS
+    transport's SRTP session (its buffer, see :class:`~.srtp.SrtpWriter`). :meth:`write` builds the
+    packet in that buffer, protects it in place and sends it, in one Python frame.
+    """
+
+    __slots__ = (
+        "_dtls",
+        "_nominated",
+        "_pair",
+        "_protect",
+        "_send",
+        "_session",
+        "_transport",
+        "_writer",
+        "send_errors",
+    )
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self._dtls = dtls
+        self._nominated: dict[int, Any] = dtls._transport._connection._nominated
+        """aioice's nominated pairs by component (cleared, never replaced, by aioice)."""
         self._pair: Any = None
-        self._addr: tuple[str, int] | None = None
-        """The nominated pair's remote address (aioice builds a new tuple on each read: kept)."""
+        self._transport: Any = None
+        """The pair's socket transport when ``_send`` was bound."""
+        self._send: Callable[[bytes], None] | None = None
+        """``sendto`` bound to the pair's remote address; None when not bound."""
         self._session: Any = None
+        self._writer: SrtpWriter | None = None
+        """:class:`~.srtp.SrtpWriter` of the DTLS transport's SRTP session ``_session`` (None for a
+        session of another pylibsrtp, which only ``_protect`` knows how to use)."""
         self._protect: Protect | None = None
-        """:func:`~.srtp.fast_protect` of the DTLS transport's SRTP session ``_session``."""
         self.send_errors = 0
 
-    def send(self, data: bytes) -> bool:
-        """Protect and send one RTP packet; False (nothing sent) until the transport is connected."""
-        dtls = self._dtls
-        if dtls._state is not State.CONNECTED:
+    def _bound(self) -> bool:
+        """Still bound to the current pair, socket and session (identity checks only)."""
+        dtls, pair = self._dtls, self._pair
+        return (
+            self._send is not None
+            and dtls._state is State.CONNECTED
+            and pair.protocol.transport is self._transport
+            and self._nominated.get(1) is pair
+            and dtls._tx_srtp is self._session
+        )
+
+    def _bind(self) -> bool:
+        """Bind to the current pair, socket and session; False (send nothing) until all exist."""
+        self._send = None
+        if self._dtls._state is not State.CONNECTED:
             return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is not self._pair:
-            if pair is None:
-                return False
-            self._pair, self._addr = pair, pair.remote_addr
-        transport = pair.protocol.transport
-        if transport is None:
+        pair = self._nominated.get(1)
+        transport = None if pair is None else pair.protocol.transport
+        session = self._dtls._tx_srtp
+        if pair is None or transport is None or session is None:
             return False
-        session = dtls._tx_srtp
         if session is not self._session:
-            self._session, self._protect = session, fast_protect(session)
+            self._session, self._writer, self._protect = session, srtp_writer(session), fast_protect(session)
         try:
-            transport.sendto(self._protect(data), self._addr)  # type: ignore[misc]
+            send = bound_sendto(transport, pair.remote_addr)
+        except Exception:  # a destination the loopback guard refuses: as a failed send, not raised
+            self.send_errors += 1
+            return False
+        self._pair, self._transport, self._send = pair, transport, send
+        return True
+
+    def write(
+        self,
+        first: int,
+        second: int,
+        sequence_number: int,
+        timestamp: int,
+        ssrc: int,
+        block: bytes,
+        payload: bytes,
+    ) -> bool:
+        """Send one RTP packet made of a header (``first``, ``second``: its first two bytes), ``block``
+        (its extension block, or empty) and ``payload``; False (nothing sent) until connected."""
+        dtls, pair = self._dtls, self._pair
+        if (
+            not (  # self._bound(), inline: this runs once per forwarded packet
+                self._send is not None
+                and dtls._state is State.CONNECTED
+                and pair.protocol.transport is self._transport
+                and self._nominated.get(1) is pair
+                and dtls._tx_srtp is self._session
+            )
+            and not self._bind()
+        ):
+            return False
+        writer = self._writer
+        if writer is None:
+            return self.send(rewritten(first, second, sequence_number, timestamp, ssrc, block, payload))
+        buffer = writer.buffer
+        end = 12 + len(block)
+        size = end + len(payload)
+        if size > writer.limit:
+            self.send_errors += 1
+            return False
+        _HEADER.pack_into(buffer, 0, first, second, sequence_number, timestamp, ssrc)
+        buffer[12:end] = block
+        buffer[end:size] = payload
+        length = writer.length
+        length[0] = size
+        try:
+            if writer.call(writer.srtp, writer.cdata, length):
+                raise SrtpError("srtp_protect refused a packet")
+            self._send(buffer[0 : length[0]])  # type: ignore[misc]
         except Exception:  # a closing socket or an SRTP error: count it, never raise into the fan-out
             self.send_errors += 1
             return False
         return True
+
+    def send(self, data: bytes) -> bool:
+        """Protect and send one serialized RTP packet (retransmissions); False until connected."""
+        if not self._bound() and not self._bind():
+            return False
+        try:
+            self._send(self._protect(data))  # type: ignore[misc]
+        except Exception:  # as in write()
+            self.send_errors += 1
+            return False
+        return True
+
+
+def rewritten(
+    first: int, second: int, sequence_number: int, timestamp: int, ssrc: int, block: bytes, payload: bytes
+) -> bytes:
+    """The clear packet :meth:`RtpEgress.write` builds in place, as bytes."""
+    return b"".join((_HEADER.pack(first, second, sequence_number, timestamp, ssrc), block, payload))
 
 
 def add_forwarding_transceiver(pc: RTCPeerConnection, kind: str, direction: str) -> RTCRtpTransceiver:

@@ -1,13 +1,14 @@
-"""Forwarded packets are protected by the session's own libsrtp call, to the same bytes, in one frame."""
+"""Forwarded packets are protected by the session's own libsrtp call, in its own buffer, to the same bytes."""
 
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 from pylibsrtp import Error, Policy, Session
 
-from sfu_geofence.rtc.srtp import SrtpError, fast_protect
+from sfu_geofence.rtc.srtp import SrtpError, fast_protect, srtp_writer
 
 KEY = bytes(range(30))
 
@@ -53,3 +54,28 @@ def test_a_session_without_the_internals_read_keeps_its_own_protect() -> None:
 
     other = Other()
     assert fast_protect(other)(b"ab") == b"ba"
+
+
+def test_a_packet_built_in_the_writers_buffer_is_protected_in_place_to_what_session_protect_gives() -> None:
+    # The egress packs each subscriber's header into the session's buffer and copies the extension
+    # block and payload after it: no clear packet is ever made as bytes.
+    stock, ours = session(), session()
+    writer = srtp_writer(ours)
+    assert writer is not None
+    receiver = Session(policy=Policy(key=KEY, ssrc_type=Policy.SSRC_ANY_INBOUND))
+    block = bytes([0xBE, 0xDE, 0, 1, 0x10, ord("a"), 0, 0])
+    for sequence in range(200):
+        payload = os.urandom(sequence * 7 % 1200)
+        struct.pack_into("!BBHII", writer.buffer, 0, 0x90, 96, sequence, 3000 * sequence, 42)
+        writer.buffer[12:20] = block
+        writer.buffer[20 : 20 + len(payload)] = payload
+        clear = struct.pack("!BBHII", 0x90, 96, sequence, 3000 * sequence, 42) + block + payload
+        protected = writer.protect(20 + len(payload))
+        assert protected == stock.protect(clear)
+        assert receiver.unprotect(protected) == clear
+    with pytest.raises(ValueError, match="too long"):
+        writer.protect(writer.limit + 1)
+
+
+def test_a_session_without_the_internals_read_gets_no_writer() -> None:
+    assert srtp_writer(object()) is None
