@@ -300,33 +300,43 @@ class _Announcer(SfuObserver):
 
 async def _cluster_lifetime(app: web.Application) -> AsyncIterator[None]:
     cluster = app[CLUSTER]
-    async with _running(cluster.run()):
+    async with running(cluster.run()):
         yield
     await cluster.stop()
 
 
 async def _watch_database(app: web.Application) -> AsyncIterator[None]:
-    async with _running(app[DATABASE_WATCH].run()):
+    async with running(app[DATABASE_WATCH].run()):
         yield
 
 
 async def _retain_audit(app: web.Application) -> AsyncIterator[None]:
     retention = app[AUDIT_RETENTION]
     await retention.prune_safely()  # at start-up, before anyone joins
-    async with _running(retention.run(delay=retention.interval)):
+    async with running(retention.run(delay=retention.interval)):
         yield
 
 
 @contextlib.asynccontextmanager
-async def _running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
-    """Run ``work`` as a task for the life of the application (cancelled before the geofence closes)."""
+async def running(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` as a task for the life of the application (cancelled before the geofence closes).
+
+    Work that dies of a bug is logged with its traceback when it dies, not at shutdown (an operator
+    would otherwise see a node that silently stopped renewing its rooms or watching its database),
+    and its exception never stops the rest of the shutdown."""
     task = asyncio.ensure_future(work)
+    name = getattr(work, "__qualname__", repr(work))
+
+    def report(done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and (error := done.exception()) is not None:
+            logger.error("%s stopped: %r", name, error, exc_info=error)
+
+    task.add_done_callback(report)
     try:
         yield
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await asyncio.wait({task})
 
 
 def add_cluster_metrics(metrics: Metrics, policies: PolicySource) -> None:
@@ -388,7 +398,7 @@ def add_geofence_metrics(metrics: Metrics, host: GeofenceHost) -> None:
 
 
 async def _metrics_probe(app: web.Application) -> AsyncIterator[None]:
-    async with _running(app[METRICS].probe()):
+    async with running(app[METRICS].probe()):
         yield
 
 
