@@ -102,7 +102,7 @@ def private_reaches(module: Module) -> list[str]:
 
 def layering_breaches(module: Module) -> list[str]:
     """Imports that run against the layering: sfu/ up into core/ or server/, core/ into the network
-    libraries, product code into testing/."""
+    libraries, the Janus gate into the project's own media stack, product code into testing/."""
     breaches = []
     for target in sorted(imported_modules(module)):
         top = target.split(".")[0]
@@ -111,6 +111,8 @@ def layering_breaches(module: Module) -> list[str]:
             breaches.append(f"{module.name} imports {target}: sfu/ sits below core/ and server/")
         if module.package == "core" and top in FORBIDDEN_IN_CORE:
             breaches.append(f"{module.name} imports {target}: core/ stays free of network libraries")
+        if module.package == "janusgate" and (top in ("aiortc", "aioice") or sub in ("sfu", "rtc")):
+            breaches.append(f"{module.name} imports {target}: Janus's media is Janus's, the gate is a host")
         if module.package != "testing" and sub == "testing":
             breaches.append(f"{module.name} imports {target}: product code does not depend on testing/")
     return breaches
@@ -184,6 +186,8 @@ def test_own_private_attributes_are_not_aiortc_ones() -> None:
         ("sfu_geofence.core.policy", "import aiohttp\n"),
         ("sfu_geofence.core.policy", "from aiortc import RTCPeerConnection\n"),
         ("sfu_geofence.core.policy", "import redis.asyncio\n"),
+        ("sfu_geofence.janusgate.gate", "from ..sfu.room import Room\n"),
+        ("sfu_geofence.janusgate.proxy", "import aiortc\n"),
         ("sfu_geofence.commands.mkdb", "def f():\n    from ..testing.testdb import build_database\n"),
         ("sfu_geofence.loadtest.worker", "from ..testing import netguard\n"),
         ("sfu_geofence.cli", "from .testing.testdb import build_database\n"),
