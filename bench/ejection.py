@@ -82,6 +82,8 @@ class TrackGaps:
     kind: str
     before_ms: float
     after_ms: float
+    after_at_ms: float = 0.0
+    """When the largest gap after T ended, ms after T (which step of the ejection it follows)."""
 
     @property
     def ratio(self) -> float:
@@ -90,11 +92,16 @@ class TrackGaps:
 
 def largest_gap_ms(times: Sequence[float], start: float, end: float) -> float:
     """The largest gap between consecutive frames whose later frame arrived in [start, end)."""
-    largest = 0.0
+    return largest_gap(times, start, end)[0]
+
+
+def largest_gap(times: Sequence[float], start: float, end: float) -> tuple[float, float]:
+    """The largest gap (ms) whose later frame arrived in [start, end), and when that frame arrived."""
+    largest, ended = 0.0, start
     for previous, current in itertools.pairwise(times):
-        if start <= current < end:
-            largest = max(largest, current - previous)
-    return largest * 1000
+        if start <= current < end and current - previous > largest:
+            largest, ended = current - previous, current
+    return largest * 1000, ended
 
 
 def track_gaps(
@@ -111,13 +118,15 @@ def track_gaps(
         source = names.get(track.source, track.source)
         if track.receiver in leaving or source in leaving:
             continue
+        after_ms, ended = largest_gap(track.frame_times, at, at + after)
         rows.append(
             TrackGaps(
                 receiver=track.receiver,
                 source=source,
                 kind=track.kind,
                 before_ms=largest_gap_ms(track.frame_times, at - before, at),
-                after_ms=largest_gap_ms(track.frame_times, at, at + after),
+                after_ms=after_ms,
+                after_at_ms=(ended - at) * 1000,
             )
         )
     return rows
@@ -142,6 +151,51 @@ async def _serve(conn: Connection, database: str, token: str) -> None:
         conn.send(("ok", (served.url, served.admin_base)))
         await _answer_snapshots(conn, lambda: {"stalls": stalls.events, "gc": gc_pauses.events})
         await stalls.stop()
+
+
+def over_goal(rows: Sequence[TrackGaps]) -> dict[str, Any]:
+    """Where the tracks over the goal lost their frames: a gap that all of one publisher's receivers
+    saw at the same moment happened upstream of the receivers (in the SFU, or the publisher's own
+    generator); one that a receiver saw on several publishers' tracks at once is the receiver's own
+    (its generator's loop, e.g. answering an offer). Moments are 5 ms apart or more."""
+    over = sorted((r for r in rows if r.ratio > GOAL_GAP_RATIO), key=lambda r: r.after_at_ms)
+    moments: list[list[TrackGaps]] = []
+    for row in over:
+        if moments and row.after_at_ms - moments[-1][-1].after_at_ms < 5:
+            moments[-1].append(row)
+        else:
+            moments.append([row])
+    described = []
+    for moment in moments:
+        sources = {r.source for r in moment}
+        receivers = {r.receiver for r in moment}
+        shared = (
+            "one publisher, several receivers"
+            if len(sources) == 1 < len(receivers)
+            else ("one receiver, several publishers" if len(receivers) == 1 < len(sources) else "mixed")
+        )
+        described.append(
+            {
+                "at_ms": round(moment[0].after_at_ms, 1),
+                "tracks": len(moment),
+                "pattern": shared,
+                "sources": sorted(sources),
+                "receivers": sorted(receivers),
+                "kinds": sorted({r.kind for r in moment}),
+                "after_max_ms": round(max(r.after_ms for r in moment), 1),
+            }
+        )
+    return {"tracks": len(over), "moments": described}
+
+
+def _window_events(
+    events: list[tuple[float, float]], start: float, end: float, floor: float
+) -> list[list[float]]:
+    return [
+        [round((at - start) * 1000, 1), round(ms, 1)]
+        for at, ms in events
+        if start <= at < end and ms >= floor
+    ]
 
 
 def _window_max(events: list[tuple[float, float]], start: float, end: float) -> float:
@@ -211,7 +265,14 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
         "worst_gap_ratio": round(worst.ratio, 3),
         "sfu_loop_stall_max_ms": {w: _window_max(pauses["stalls"], *span) for w, span in windows.items()},
         "sfu_gc_pause_max_ms": {w: _window_max(pauses["gc"], *span) for w, span in windows.items()},
-        "worst_track": {"receiver": worst.receiver, "source": worst.source, "kind": worst.kind},
+        "worst_track": {
+            "receiver": worst.receiver,
+            "source": worst.source,
+            "kind": worst.kind,
+            "after_at_ms": round(worst.after_at_ms, 1),
+        },
+        "over_goal": over_goal(rows),
+        "sfu_loop_stalls_after_ms": _window_events(pauses["stalls"], requested, requested + args.after, 3.0),
         "worst_before_ms": round(worst.before_ms, 1),
         "worst_after_ms": round(worst.after_ms, 1),
         "gap_before_max_ms": {
