@@ -372,8 +372,25 @@ class Participant:
         for producer_id in list(self.consumers):
             self.unsubscribe(producer_id)
         self.channel.end(reason, detail)
-        self._closing = asyncio.ensure_future(self.pc.close())
+        self._closing = asyncio.ensure_future(self._tear_down())
         return self._closing
+
+    async def _tear_down(self) -> None:
+        """Close the peer connection a step at a time, each step in a negotiation turn of its own.
+
+        ``RTCPeerConnection.close()`` stops every transceiver (cancelling its tasks, sending RTCP BYE)
+        and then the transports in one go: 8-11 ms of loop for a participant of a room of 9 (16
+        transceivers), a gap in everyone else's media right after an ejection (issue 12). Its media
+        already stopped (its producers and consumers closed), so nothing waits on the rest: each
+        transceiver is stopped in a turn, the sockets read in between, and the now-short close last.
+        """
+        try:
+            for transceiver in self.pc.getTransceivers():
+                async with self._scheduler.turn():
+                    await transceiver.stop()
+        finally:
+            async with self._scheduler.turn():
+                await self.pc.close()
 
 
 def _require_fingerprints(sdp: str) -> None:

@@ -66,7 +66,8 @@ class Sfu:
         self.rooms: dict[str, Room] = {}
         self.participants: dict[str, Participant] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        self._negotiations = NegotiationScheduler()
+        self.negotiations = NegotiationScheduler()
+        """Whose :meth:`~NegotiationScheduler.turn` every offer, answer and teardown step takes."""
         self.joins_admitted = 0
         self.refusals: dict[str, int] = {}
         """Refused joins by :attr:`Refusal.code` (``room_full`` for a full room), for the metrics."""
@@ -138,7 +139,7 @@ class Sfu:
             observer=self.observer,
             request_close=self._close_requested,
             announce=the_room.announce,
-            scheduler=self._negotiations,
+            scheduler=self.negotiations,
             negotiation_timeout=self.config.negotiation_timeout,
             connect_timeout=self.config.connect_timeout,
         )
@@ -173,7 +174,7 @@ class Sfu:
         """Close every participant and wait for their connections to close."""
         for participant_id in list(self.participants):
             self.remove_participant(participant_id, CloseReason.SHUTDOWN, "the server is shutting down")
-        await self._negotiations.close()
+        await self.negotiations.close()
         await self.drain()
 
     async def drain(self) -> None:

@@ -148,6 +148,27 @@ async def test_after_a_removal_the_others_are_renegotiated_in_deferred_offers_sp
     assert all(b - a >= DEFERRED_SPACING_S - 0.001 for a, b in itertools.pairwise([removed_at, *times]))
 
 
+async def test_a_removed_participants_connection_is_torn_down_in_negotiation_turns(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # Closed in one go, a connection stops all its transceivers and transports in the same few loop
+    # iterations as the offers and answers the removal causes. The teardown takes negotiation turns
+    # instead, one step each: while an offer or an answer holds the turn, nothing of it runs.
+    _, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.54")
+    removed = participants["c"]
+    transceivers = removed.pc.getTransceivers()
+    assert len(transceivers) == 3
+    async with sfu.negotiations.turn():
+        closing = removed.close(CloseReason.EJECTED, "test")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not any(t.stopped for t in transceivers)
+        assert removed.pc.connectionState == "connected"
+    await closing
+    assert all(t.stopped for t in transceivers)
+    assert removed.pc.connectionState == "closed"
+
+
 async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterations(
     sfu: Sfu, clients: Callable[[str], AnsweringClient]
 ) -> None:
