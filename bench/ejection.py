@@ -132,11 +132,11 @@ def track_gaps(
     return rows
 
 
-def server_process(conn: Connection, database: str, token: str) -> None:
-    _child(conn, lambda c: _serve(c, database, token))
+def server_process(conn: Connection, database: str, token: str, fold_retirements: bool) -> None:
+    _child(conn, lambda c: _serve(c, database, token, fold_retirements))
 
 
-async def _serve(conn: Connection, database: str, token: str) -> None:
+async def _serve(conn: Connection, database: str, token: str, fold_retirements: bool) -> None:
     """What ``serve`` runs (its geofence, operator API and SFU) on 127.0.0.1, timing its own pauses."""
     from sfu_geofence.server.admin import AdminConfig
     from sfu_geofence.server.app import ServerConfig
@@ -144,7 +144,9 @@ async def _serve(conn: Connection, database: str, token: str) -> None:
 
     gc_pauses = GcPauses(events=[]).install()
     stalls = LoopStalls()
-    async with geofenced_on_loopback(ServerConfig(db_path=database, admin=AdminConfig(token))) as served:
+    async with geofenced_on_loopback(
+        ServerConfig(db_path=database, admin=AdminConfig(token), fold_retirements=fold_retirements)
+    ) as served:
         gc.collect()
         gc.freeze()  # as serve does once started
         stalls.start()
@@ -210,7 +212,7 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="bench-ejection-") as scratch:
         database = build_database(Path(scratch) / "bench.mmdb", [f"{n}={c}" for c, n in networks.items()])
-        server = Child("ejection bench server", server_process, str(database), token)
+        server = Child("ejection bench server", server_process, str(database), token, args.fold_retirements)
         try:
             url, admin_url = server.result()
             config = LoadTestConfig(
@@ -337,6 +339,7 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str,
             "video": f"VP8 {args.width}x{args.height} @ {args.fps} fps, {args.video_kbps} kbit/s",
             "audio": "Opus 20 ms",
             "workers": args.workers,
+            "fold_retirements": args.fold_retirements,
         },
         "event_loop": "uvloop" if args.uvloop else "asyncio",
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -360,6 +363,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--video-kbps", type=int, default=150)
     parser.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     parser.add_argument("--verbose", action="store_true", help="show the load tester's own progress")
+    parser.add_argument(
+        "--fold-retirements",
+        action="store_true",
+        help="serve with ServerConfig.fold_retirements (no offer only to retire the ejected m-lines)",
+    )
     add_uvloop_argument(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.repetitions <= 10:

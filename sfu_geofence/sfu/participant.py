@@ -85,6 +85,7 @@ class Participant:
         scheduler: NegotiationScheduler,
         negotiation_timeout: float,
         connect_timeout: float = 15.0,
+        fold_retirements: bool = False,
     ) -> None:
         self.id = request.participant_id
         self.room_name = request.room
@@ -113,6 +114,8 @@ class Participant:
         self._connect_timeout = connect_timeout
         self._connect_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
+        self._fold_retirements = fold_retirements
+        """See :attr:`SfuConfig.fold_retirements`."""
         self._ice_policy = ice_policy
         self._retransmissions = RetransmissionBudget(
             SUBSCRIBER_RETRANSMISSIONS_PER_SECOND, SUBSCRIBER_RETRANSMISSION_BURST
@@ -201,7 +204,15 @@ class Participant:
         self._dirty = True
         self._urgent = self._urgent or not deferred
         if not self.awaiting_answer:
-            self._scheduler.schedule(self, deferred=not self._urgent)
+            self._schedule_due()
+
+    def _schedule_due(self) -> None:
+        """Queue the offer due: urgent, deferred, or none yet when it only retires m-lines and those
+        retirements ride on the next offer due for another reason (``fold_retirements``)."""
+        if self._urgent:
+            self._scheduler.schedule(self)
+        elif not self._fold_retirements:
+            self._scheduler.schedule(self, deferred=True)
 
     async def make_offer(self) -> None:
         """Called by the scheduler: create, apply and send an offer if one is due."""
@@ -286,7 +297,7 @@ class Participant:
         if not answer.done():
             answer.set_result(None)
         if self._dirty:
-            self._scheduler.schedule(self, deferred=not self._urgent)
+            self._schedule_due()
 
     def _require_real_size(self, sdp: str) -> None:
         offer = self.pc.localDescription

@@ -34,6 +34,14 @@ class SfuConfig:
 
     max_participants_per_room: int = 64
 
+    fold_retirements: bool = False
+    """Make no offer that would only retire m-lines (someone left or was ejected: their media stopped
+    at once, the others were told ``participant-left``): the lines go inactive in the participant's
+    next offer due for another reason (a join's subscription). Off, each remaining participant gets a
+    deferred offer (:mod:`.negotiation`), and its answer, within the next 0.5 s: in bench.ejection
+    that renegotiation is what stretches the remaining tracks' largest gap (issue 12). On, a leaver's
+    m-lines are reused one join later (the join's offer retires them)."""
+
 
 class Refused(Exception):
     """The join was refused (by the admission hook or a limit); ``reason`` goes to that client only."""
@@ -142,6 +150,7 @@ class Sfu:
             scheduler=self.negotiations,
             negotiation_timeout=self.config.negotiation_timeout,
             connect_timeout=self.config.connect_timeout,
+            fold_retirements=self.config.fold_retirements,
         )
 
     def remove_participant(self, participant_id: str, reason: CloseReason, detail: str = "") -> bool:
