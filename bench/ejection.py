@@ -82,6 +82,8 @@ class TrackGaps:
     kind: str
     before_ms: float
     after_ms: float
+    after_at_ms: float = 0.0
+    """When the largest gap after T ended, ms after T (which step of the ejection it follows)."""
 
     @property
     def ratio(self) -> float:
@@ -90,11 +92,16 @@ class TrackGaps:
 
 def largest_gap_ms(times: Sequence[float], start: float, end: float) -> float:
     """The largest gap between consecutive frames whose later frame arrived in [start, end)."""
-    largest = 0.0
+    return largest_gap(times, start, end)[0]
+
+
+def largest_gap(times: Sequence[float], start: float, end: float) -> tuple[float, float]:
+    """The largest gap (ms) whose later frame arrived in [start, end), and when that frame arrived."""
+    largest, ended = 0.0, start
     for previous, current in itertools.pairwise(times):
-        if start <= current < end:
-            largest = max(largest, current - previous)
-    return largest * 1000
+        if start <= current < end and current - previous > largest:
+            largest, ended = current - previous, current
+    return largest * 1000, ended
 
 
 def track_gaps(
@@ -111,23 +118,25 @@ def track_gaps(
         source = names.get(track.source, track.source)
         if track.receiver in leaving or source in leaving:
             continue
+        after_ms, ended = largest_gap(track.frame_times, at, at + after)
         rows.append(
             TrackGaps(
                 receiver=track.receiver,
                 source=source,
                 kind=track.kind,
                 before_ms=largest_gap_ms(track.frame_times, at - before, at),
-                after_ms=largest_gap_ms(track.frame_times, at, at + after),
+                after_ms=after_ms,
+                after_at_ms=(ended - at) * 1000,
             )
         )
     return rows
 
 
-def server_process(conn: Connection, database: str, token: str) -> None:
-    _child(conn, lambda c: _serve(c, database, token))
+def server_process(conn: Connection, database: str, token: str, fold_retirements: bool) -> None:
+    _child(conn, lambda c: _serve(c, database, token, fold_retirements))
 
 
-async def _serve(conn: Connection, database: str, token: str) -> None:
+async def _serve(conn: Connection, database: str, token: str, fold_retirements: bool) -> None:
     """What ``serve`` runs (its geofence, operator API and SFU) on 127.0.0.1, timing its own pauses."""
     from sfu_geofence.server.admin import AdminConfig
     from sfu_geofence.server.app import ServerConfig
@@ -135,13 +144,60 @@ async def _serve(conn: Connection, database: str, token: str) -> None:
 
     gc_pauses = GcPauses(events=[]).install()
     stalls = LoopStalls()
-    async with geofenced_on_loopback(ServerConfig(db_path=database, admin=AdminConfig(token))) as served:
+    async with geofenced_on_loopback(
+        ServerConfig(db_path=database, admin=AdminConfig(token), fold_retirements=fold_retirements)
+    ) as served:
         gc.collect()
         gc.freeze()  # as serve does once started
         stalls.start()
         conn.send(("ok", (served.url, served.admin_base)))
         await _answer_snapshots(conn, lambda: {"stalls": stalls.events, "gc": gc_pauses.events})
         await stalls.stop()
+
+
+def over_goal(rows: Sequence[TrackGaps]) -> dict[str, Any]:
+    """Where the tracks over the goal lost their frames: a gap that all of one publisher's receivers
+    saw at the same moment happened upstream of the receivers (in the SFU, or the publisher's own
+    generator); one that a receiver saw on several publishers' tracks at once is the receiver's own
+    (its generator's loop, e.g. answering an offer). Moments are 5 ms apart or more."""
+    over = sorted((r for r in rows if r.ratio > GOAL_GAP_RATIO), key=lambda r: r.after_at_ms)
+    moments: list[list[TrackGaps]] = []
+    for row in over:
+        if moments and row.after_at_ms - moments[-1][-1].after_at_ms < 5:
+            moments[-1].append(row)
+        else:
+            moments.append([row])
+    described = []
+    for moment in moments:
+        sources = {r.source for r in moment}
+        receivers = {r.receiver for r in moment}
+        shared = (
+            "one publisher, several receivers"
+            if len(sources) == 1 < len(receivers)
+            else ("one receiver, several publishers" if len(receivers) == 1 < len(sources) else "mixed")
+        )
+        described.append(
+            {
+                "at_ms": round(moment[0].after_at_ms, 1),
+                "tracks": len(moment),
+                "pattern": shared,
+                "sources": sorted(sources),
+                "receivers": sorted(receivers),
+                "kinds": sorted({r.kind for r in moment}),
+                "after_max_ms": round(max(r.after_ms for r in moment), 1),
+            }
+        )
+    return {"tracks": len(over), "moments": described}
+
+
+def _window_events(
+    events: list[tuple[float, float]], start: float, end: float, floor: float
+) -> list[list[float]]:
+    return [
+        [round((at - start) * 1000, 1), round(ms, 1)]
+        for at, ms in events
+        if start <= at < end and ms >= floor
+    ]
 
 
 def _window_max(events: list[tuple[float, float]], start: float, end: float) -> float:
@@ -156,7 +212,7 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="bench-ejection-") as scratch:
         database = build_database(Path(scratch) / "bench.mmdb", [f"{n}={c}" for c, n in networks.items()])
-        server = Child("ejection bench server", server_process, str(database), token)
+        server = Child("ejection bench server", server_process, str(database), token, args.fold_retirements)
         try:
             url, admin_url = server.result()
             config = LoadTestConfig(
@@ -211,7 +267,14 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
         "worst_gap_ratio": round(worst.ratio, 3),
         "sfu_loop_stall_max_ms": {w: _window_max(pauses["stalls"], *span) for w, span in windows.items()},
         "sfu_gc_pause_max_ms": {w: _window_max(pauses["gc"], *span) for w, span in windows.items()},
-        "worst_track": {"receiver": worst.receiver, "source": worst.source, "kind": worst.kind},
+        "worst_track": {
+            "receiver": worst.receiver,
+            "source": worst.source,
+            "kind": worst.kind,
+            "after_at_ms": round(worst.after_at_ms, 1),
+        },
+        "over_goal": over_goal(rows),
+        "sfu_loop_stalls_after_ms": _window_events(pauses["stalls"], requested, requested + args.after, 3.0),
         "worst_before_ms": round(worst.before_ms, 1),
         "worst_after_ms": round(worst.after_ms, 1),
         "gap_before_max_ms": {
@@ -276,6 +339,7 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str,
             "video": f"VP8 {args.width}x{args.height} @ {args.fps} fps, {args.video_kbps} kbit/s",
             "audio": "Opus 20 ms",
             "workers": args.workers,
+            "fold_retirements": args.fold_retirements,
         },
         "event_loop": "uvloop" if args.uvloop else "asyncio",
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -299,6 +363,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--video-kbps", type=int, default=150)
     parser.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     parser.add_argument("--verbose", action="store_true", help="show the load tester's own progress")
+    parser.add_argument(
+        "--fold-retirements",
+        action="store_true",
+        help="serve with ServerConfig.fold_retirements (no offer only to retire the ejected m-lines)",
+    )
     add_uvloop_argument(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.repetitions <= 10:

@@ -97,6 +97,8 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
+    fold_retirements: bool = False
+    """No offer only to retire a leaver's m-lines: see :attr:`SfuConfig.fold_retirements`."""
     db_watch_interval: float = 5.0
     """Seconds between two looks at the ``db_path`` file, reloaded when replaced; 0: no watch."""
     drain_timeout: float = 10.0
@@ -177,6 +179,7 @@ def create_app(
             negotiation_timeout=config.negotiation_timeout,
             connect_timeout=config.connect_timeout,
             max_participants_per_room=config.max_participants_per_room,
+            fold_retirements=config.fold_retirements,
         ),
         admission=admission,
         observers=[gate, *observers],

@@ -85,6 +85,7 @@ class Participant:
         scheduler: NegotiationScheduler,
         negotiation_timeout: float,
         connect_timeout: float = 15.0,
+        fold_retirements: bool = False,
     ) -> None:
         self.id = request.participant_id
         self.room_name = request.room
@@ -113,6 +114,8 @@ class Participant:
         self._connect_timeout = connect_timeout
         self._connect_timer: asyncio.TimerHandle | None = None
         self._scheduler = scheduler
+        self._fold_retirements = fold_retirements
+        """See :attr:`SfuConfig.fold_retirements`."""
         self._ice_policy = ice_policy
         self._retransmissions = RetransmissionBudget(
             SUBSCRIBER_RETRANSMISSIONS_PER_SECOND, SUBSCRIBER_RETRANSMISSION_BURST
@@ -201,7 +204,15 @@ class Participant:
         self._dirty = True
         self._urgent = self._urgent or not deferred
         if not self.awaiting_answer:
-            self._scheduler.schedule(self, deferred=not self._urgent)
+            self._schedule_due()
+
+    def _schedule_due(self) -> None:
+        """Queue the offer due: urgent, deferred, or none yet when it only retires m-lines and those
+        retirements ride on the next offer due for another reason (``fold_retirements``)."""
+        if self._urgent:
+            self._scheduler.schedule(self)
+        elif not self._fold_retirements:
+            self._scheduler.schedule(self, deferred=True)
 
     async def make_offer(self) -> None:
         """Called by the scheduler: create, apply and send an offer if one is due."""
@@ -286,7 +297,7 @@ class Participant:
         if not answer.done():
             answer.set_result(None)
         if self._dirty:
-            self._scheduler.schedule(self, deferred=not self._urgent)
+            self._schedule_due()
 
     def _require_real_size(self, sdp: str) -> None:
         offer = self.pc.localDescription
@@ -372,8 +383,25 @@ class Participant:
         for producer_id in list(self.consumers):
             self.unsubscribe(producer_id)
         self.channel.end(reason, detail)
-        self._closing = asyncio.ensure_future(self.pc.close())
+        self._closing = asyncio.ensure_future(self._tear_down())
         return self._closing
+
+    async def _tear_down(self) -> None:
+        """Close the peer connection a step at a time, each step in a negotiation turn of its own.
+
+        ``RTCPeerConnection.close()`` stops every transceiver (cancelling its tasks, sending RTCP BYE)
+        and then the transports in one go: 8-11 ms of loop for a participant of a room of 9 (16
+        transceivers), a gap in everyone else's media right after an ejection (issue 12). Its media
+        already stopped (its producers and consumers closed), so nothing waits on the rest: each
+        transceiver is stopped in a turn, the sockets read in between, and the now-short close last.
+        """
+        try:
+            for transceiver in self.pc.getTransceivers():
+                async with self._scheduler.turn():
+                    await transceiver.stop()
+        finally:
+            async with self._scheduler.turn():
+                await self.pc.close()
 
 
 def _require_fingerprints(sdp: str) -> None:

@@ -34,6 +34,14 @@ class SfuConfig:
 
     max_participants_per_room: int = 64
 
+    fold_retirements: bool = False
+    """Make no offer that would only retire m-lines (someone left or was ejected: their media stopped
+    at once, the others were told ``participant-left``): the lines go inactive in the participant's
+    next offer due for another reason (a join's subscription). Off, each remaining participant gets a
+    deferred offer (:mod:`.negotiation`), and its answer, within the next 0.5 s: in bench.ejection
+    that renegotiation is what stretches the remaining tracks' largest gap (issue 12). On, a leaver's
+    m-lines are reused one join later (the join's offer retires them)."""
+
 
 class Refused(Exception):
     """The join was refused (by the admission hook or a limit); ``reason`` goes to that client only."""
@@ -66,7 +74,8 @@ class Sfu:
         self.rooms: dict[str, Room] = {}
         self.participants: dict[str, Participant] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        self._negotiations = NegotiationScheduler()
+        self.negotiations = NegotiationScheduler()
+        """Whose :meth:`~NegotiationScheduler.turn` every offer, answer and teardown step takes."""
         self.joins_admitted = 0
         self.refusals: dict[str, int] = {}
         """Refused joins by :attr:`Refusal.code` (``room_full`` for a full room), for the metrics."""
@@ -138,9 +147,10 @@ class Sfu:
             observer=self.observer,
             request_close=self._close_requested,
             announce=the_room.announce,
-            scheduler=self._negotiations,
+            scheduler=self.negotiations,
             negotiation_timeout=self.config.negotiation_timeout,
             connect_timeout=self.config.connect_timeout,
+            fold_retirements=self.config.fold_retirements,
         )
 
     def remove_participant(self, participant_id: str, reason: CloseReason, detail: str = "") -> bool:
@@ -173,7 +183,7 @@ class Sfu:
         """Close every participant and wait for their connections to close."""
         for participant_id in list(self.participants):
             self.remove_participant(participant_id, CloseReason.SHUTDOWN, "the server is shutting down")
-        await self._negotiations.close()
+        await self.negotiations.close()
         await self.drain()
 
     async def drain(self) -> None:

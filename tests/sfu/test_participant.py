@@ -11,7 +11,7 @@ import pytest
 from aiortc import RTCSessionDescription
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
-from sfu_geofence.sfu import CloseReason, InvalidAnswer, Participant, Sfu
+from sfu_geofence.sfu import CloseReason, InvalidAnswer, Participant, Sfu, SfuConfig
 from sfu_geofence.sfu.negotiation import DEFERRED_SPACING_S
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
@@ -146,6 +146,51 @@ async def test_after_a_removal_the_others_are_renegotiated_in_deferred_offers_sp
     times = sorted(answering[name].channel.offered_at[offers_before[name]] for name in names[:3])
     # (asyncio may fire a timer up to its clock's resolution early: 1 ms of slack)
     assert all(b - a >= DEFERRED_SPACING_S - 0.001 for a, b in itertools.pairwise([removed_at, *times]))
+
+
+async def test_a_removed_participants_connection_is_torn_down_in_negotiation_turns(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # Closed in one go, a connection stops all its transceivers and transports in the same few loop
+    # iterations as the offers and answers the removal causes. The teardown takes negotiation turns
+    # instead, one step each: while an offer or an answer holds the turn, nothing of it runs.
+    _, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.54")
+    removed = participants["c"]
+    transceivers = removed.pc.getTransceivers()
+    assert len(transceivers) == 3
+    async with sfu.negotiations.turn():
+        closing = removed.close(CloseReason.EJECTED, "test")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not any(t.stopped for t in transceivers)
+        assert removed.pc.connectionState == "connected"
+    await closing
+    assert all(t.stopped for t in transceivers)
+    assert removed.pc.connectionState == "closed"
+
+
+async def test_folding_retirements_a_removal_makes_no_offer_and_the_next_offer_retires_its_m_line(
+    clients: Callable[[str], AnsweringClient],
+) -> None:
+    # With fold_retirements the others' m-lines of a removed participant (whose media stopped at
+    # once) go inactive in their next offer due for another reason, here a join's subscription.
+    sfu = Sfu(SfuConfig(ice=IcePolicy(bind=("127.0.0.1",)), fold_retirements=True))
+    try:
+        answering, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.55")
+        channel = answering["a"].channel
+        offers_before = len(channel.offers)
+        assert "a=inactive" not in channel.offers[-1].sdp
+        sfu.remove_participant(participants["c"].id, CloseReason.EJECTED, "test")
+        await asyncio.sleep(10 * DEFERRED_SPACING_S)  # without folding: two offers by now
+        assert len(channel.offers) == offers_before
+        assert not participants["a"].awaiting_answer
+
+        newcomer = clients("127.0.55.4")
+        await newcomer.answer(sfu.join("r", "d", newcomer.address, newcomer.channel, publish=("audio",)))
+        await eventually(lambda: None if len(channel.offers) > offers_before else "no offer", within=15)
+        assert channel.offers[offers_before].sdp.count("a=inactive") == 1
+    finally:
+        await sfu.close()
 
 
 async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterations(
