@@ -18,7 +18,6 @@ from ..cluster.redisstore import RedisPolicyStore
 from ..server import ServerConfig
 from ..server.admin import TOKEN_ENV, AdminConfig
 from ..server.caps import Caps
-from ..synthetic.client import SyntheticPeer
 from .operator_api import operator_call
 from .process import spawn_serve
 from .redis import RedisServer
@@ -85,20 +84,6 @@ async def node_process(
         if process.returncode is None:
             process.kill()
         await process.wait()
-
-
-@contextlib.asynccontextmanager
-async def peer_in(
-    url: str, room: str, address: str, *, name: str = "", max_redirects: int = 1, within: float = 30.0
-) -> AsyncIterator[SyntheticPeer]:
-    """A participant (no tracks) that joined ``room`` at ``url`` from ``address``, following
-    ``max_redirects`` redirects, or was refused or redirected (then ``closed`` is set); closed on exit."""
-    joining = SyntheticPeer(url, room, address, name=name or address, tracks=[], max_redirects=max_redirects)
-    try:
-        await joining.join(within=within)
-        yield joining
-    finally:
-        await joining.close()
 
 
 async def figures(base: str | None) -> dict[str, float]:

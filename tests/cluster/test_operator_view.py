@@ -17,8 +17,8 @@ import redis.asyncio as aioredis
 
 from sfu_geofence.cluster.node import ClusterTimings
 from sfu_geofence.protocol import CloseCode
-from sfu_geofence.testing.cluster import call, cluster_node, freeze, node_process, peer_in, thaw, two_nodes
-from sfu_geofence.testing.participants import joined
+from sfu_geofence.testing.cluster import call, cluster_node, freeze, node_process, thaw, two_nodes
+from sfu_geofence.testing.participants import joined, peer_in
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 

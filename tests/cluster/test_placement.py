@@ -23,7 +23,8 @@ from sfu_geofence.core.policy import RoomPolicy
 from sfu_geofence.protocol import CloseCode
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.synthetic.client import SyntheticPeer
-from sfu_geofence.testing.cluster import cluster_node, figures, freeze, node_process, peer_in, thaw, two_nodes
+from sfu_geofence.testing.cluster import cluster_node, figures, freeze, node_process, thaw, two_nodes
+from sfu_geofence.testing.participants import peer_in
 from sfu_geofence.testing.redis import RedisServer
 from sfu_geofence.testing.wait import eventually
 
