@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from sfu_geofence.netguard import LoopbackGuard, loopback_only
+from sfu_geofence.rtc.fanout import c_fanout_enabled
 from sfu_geofence.testing.ci import skip_or_fail
 from sfu_geofence.testing.coturn import COTURN_MISSING, TurnServer, find_turnserver, running_coturn
 from sfu_geofence.testing.eventloops import GUARD_KEY
@@ -72,3 +73,12 @@ def janus(tmp_path: Path) -> Iterator[JanusServer]:
     directory.mkdir()
     with running_janus(directory) as server:
         yield server
+
+
+@pytest.fixture
+def c_fanout() -> None:
+    """The C fan-out is built (``pip install -e .`` builds it; CI must test it, so there it fails)."""
+    if not c_fanout_enabled():
+        skip_or_fail(
+            "the C fan-out (sfu_geofence.rtc._fanout) is not built: pip install -e .", kind="C fan-out"
+        )

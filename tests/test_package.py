@@ -42,7 +42,13 @@ def test_the_embedded_database_and_its_licence_are_package_data() -> None:
 
 # Not part of a source distribution's payload, and large or machine-specific.
 _NOT_SOURCE = shutil.ignore_patterns(
-    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".venv", "*.pyc"
+    ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".venv", "*.pyc", "_fanout.*"
+)
+
+
+CHECK_INSTALLED = (
+    "import sfu_geofence.server.demo as d, sfu_geofence.rtc.fanout as f; "
+    "assert f.c_fanout_enabled(), 'no C fan-out'; print(d.PAGES)"
 )
 
 
@@ -84,7 +90,8 @@ def test_a_wheel_installed_in_a_fresh_venv_serves_the_demo_pages(tmp_path: Path)
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run(
-        [str(python), "-c", "import sfu_geofence.server.demo as d; print(d.PAGES)"],
+        # The wheel carries the C fan-out, compiled when it was built (setup.py).
+        [str(python), "-c", CHECK_INSTALLED],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -49,6 +49,7 @@ from aiortc.rtp import (
 )
 
 from . import codecs, require_pinned_versions
+from .fanout import Line, bind_line, is_c_line, new_line, socket_handle, unbind_line
 from .inbound import InboundStreams
 from .nack import NackTracker
 from .srtp import Protect, SrtpError, SrtpWriter, fast_protect, srtp_writer
@@ -193,16 +194,62 @@ class ForwardingSender(RTCRtpSender):
         self.on_nack: Callable[[list[int]], None] | None = None
         """Called once per NACK with the sequence numbers (as sent) it names, as parsed: duplicates and
         all (the callee bounds the work, see :mod:`sfu_geofence.sfu.retransmission`)."""
-        # Sender-report state, kept by the forwarder (the stock fields are only fed by the encoder).
-        self.packets_sent = 0
-        self.octets_sent = 0
-        self.last_rtp_timestamp = 0
-        self.last_ntp_timestamp = 0
-        # Continuity of this SSRC across the consumers that successively use it (m-line recycling).
+        self.line: Line = new_line()
+        """This m-line's SSRC state, kept by the forwarder (the stock fields are only fed by the encoder):
+        sender-report counters, and continuity across the consumers that successively use it (m-line
+        recycling). A C line when the C fan-out is built (:mod:`.fanout`), which updates it per packet."""
         # Below 32768, as aiortc and Chrome do, so that SRTP's rollover guess cannot go wrong early on.
-        self.next_sequence_number = secrets.randbelow(32768)
-        self.next_timestamp = secrets.randbits(32)
-        self.used = False
+        self.line.next_sequence_number = secrets.randbelow(32768)
+        self.line.next_timestamp = secrets.randbits(32)
+
+    # The line's fields, as continuity (``sfu.continuity.SsrcLine``), metrics and tests read them.
+    @property
+    def packets_sent(self) -> int:
+        return int(self.line.packets_sent)
+
+    @property
+    def octets_sent(self) -> int:
+        return int(self.line.octets_sent)
+
+    @property
+    def last_rtp_timestamp(self) -> int:
+        return int(self.line.last_rtp_timestamp)
+
+    @last_rtp_timestamp.setter
+    def last_rtp_timestamp(self, value: int) -> None:
+        self.line.last_rtp_timestamp = value
+
+    @property
+    def last_ntp_timestamp(self) -> int:
+        return int(self.line.last_ntp_timestamp)
+
+    @last_ntp_timestamp.setter
+    def last_ntp_timestamp(self, value: int) -> None:
+        self.line.last_ntp_timestamp = value
+
+    @property
+    def next_sequence_number(self) -> int:
+        return int(self.line.next_sequence_number)
+
+    @next_sequence_number.setter
+    def next_sequence_number(self, value: int) -> None:
+        self.line.next_sequence_number = value
+
+    @property
+    def next_timestamp(self) -> int:
+        return int(self.line.next_timestamp)
+
+    @next_timestamp.setter
+    def next_timestamp(self, value: int) -> None:
+        self.line.next_timestamp = value
+
+    @property
+    def used(self) -> bool:
+        return bool(self.line.used)
+
+    @used.setter
+    def used(self, value: bool) -> None:
+        self.line.used = value
 
     def _send_keyframe(self) -> None:
         callback = self.on_keyframe_request
@@ -255,7 +302,10 @@ class RtpEgress:
     """
 
     __slots__ = (
+        "_c_line",
         "_dtls",
+        "_handle",
+        "_line",
         "_nominated",
         "_pair",
         "_protect",
@@ -266,8 +316,13 @@ class RtpEgress:
         "send_errors",
     )
 
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
+    def __init__(self, dtls: RTCDtlsTransport, line: Line | None = None) -> None:
+        """``line``: the sending m-line's state, bound along (for the C fan-out, see :mod:`.fanout`)."""
         self._dtls = dtls
+        self._line: Any = line
+        self._c_line = line is not None and is_c_line(line)
+        self._handle: Any = None
+        """The socket handle ``_line`` sends on (kept alive while bound)."""
         self._nominated: dict[int, Any] = dtls._transport._connection._nominated
         """aioice's nominated pairs by component (cleared, never replaced, by aioice)."""
         self._pair: Any = None
@@ -296,6 +351,9 @@ class RtpEgress:
     def _bind(self) -> bool:
         """Bind to the current pair, socket and session; False (send nothing) until all exist."""
         self._send = None
+        line = self._line
+        if line is not None:
+            unbind_line(line)
         if self._dtls._state is not State.CONNECTED:
             return False
         pair = self._nominated.get(1)
@@ -306,12 +364,31 @@ class RtpEgress:
         if session is not self._session:
             self._session, self._writer, self._protect = session, srtp_writer(session), fast_protect(session)
         try:
-            send = bound_sendto(transport, pair.remote_addr)
+            send = bound_sendto(transport, pair.remote_addr)  # the loopback guard's check, C line included
         except Exception:  # a destination the loopback guard refuses: as a failed send, not raised
             self.send_errors += 1
             return False
         self._pair, self._transport, self._send = pair, transport, send
+        if line is not None:
+            relayed = pair.local_candidate.type == "relay"
+            self._handle = socket_handle(pair.protocol, transport, relayed)
+            bind_line(line, self._handle, pair.remote_addr, session)
         return True
+
+    def still_bound(self) -> bool:
+        """Rebind if the pair, socket or session changed, or the line lost its binding (the C fan-out's
+        periodic check); whether bound, the line included."""
+        if not self._c_line:
+            return self._bound() or self._bind()
+        line = self._line
+        return (self._bound() and line.fd >= 0) or (self._bind() and line.fd >= 0)
+
+    def unbind(self) -> None:
+        """Forget the binding (a closing consumer): the line sends nothing until bound again."""
+        self._send = None
+        if self._line is not None:
+            unbind_line(self._line)
+        self._handle = None
 
     def write(
         self,

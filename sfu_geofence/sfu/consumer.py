@@ -18,6 +18,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from ..rtc.access import header_extension_ids, negotiated_codecs, sender_ssrc
+from ..rtc.fanout import is_c_line, set_mapping, set_offsets
 from ..rtc.forwarding import ForwardingSender, RtpEgress, ntp_now
 from .continuity import Continuity
 from .retransmission import RetransmissionBudget, requested
@@ -70,8 +71,10 @@ class Consumer:
         self.app_data: dict[str, Any] = {}
         self.active = False
         self.closed = False
-        self.packets_forwarded = 0
-        """Packets handed to the subscriber's socket (a bench reads this)."""
+        self._sent_before = 0
+        """The line's packets_sent when this consumer began on it (see :attr:`packets_forwarded`)."""
+        self._c_line = is_c_line(sender.line)
+        """The line can join the producer's C fan-out (:mod:`~sfu_geofence.rtc.fanout`)."""
         self.retransmissions = 0
         self.nacks_unanswerable = 0
         """NACKed numbers not answered: not ours, or no longer (or never) in the producer's history."""
@@ -91,6 +94,28 @@ class Consumer:
     def mid(self) -> str | None:
         return self.transceiver.mid
 
+    @property
+    def packets_forwarded(self) -> int:
+        """Packets handed to the subscriber's socket by this consumer (a bench reads this)."""
+        return self.sender.packets_sent - self._sent_before
+
+    @property
+    def fast_ready(self) -> bool:
+        """Ready for the producer's C fan-out: started, its first packet sent (and keyframe asked for),
+        and its line bound to a socket and SRTP session the C code can use."""
+        return (
+            self._c_line
+            and self.active
+            and self.continuity.started
+            and not self._keyframe_due
+            and self.sender.line.fd >= 0
+        )
+
+    def still_bound(self) -> bool:
+        """Rebind the egress if its pair, socket or session changed; whether the line can send."""
+        egress = self._egress
+        return egress is not None and egress.still_bound()
+
     def activate(self) -> bool:
         """Start forwarding after the subscriber accepted the m-line; False if no codec in common."""
         if self.closed or self.active:
@@ -109,8 +134,21 @@ class Consumer:
         if not self._pt_map or transceiver.mid is None:
             logger.debug("consumer %s: no codec in common with the subscriber", self.id)
             return False
-        self._extensions = ExtensionBlock(transceiver.mid, header_extension_ids(transceiver), self.kind)
-        self._egress = RtpEgress(self.sender.transport)
+        extensions = self._extensions = ExtensionBlock(
+            transceiver.mid, header_extension_ids(transceiver), self.kind
+        )
+        line = self.sender.line
+        set_mapping(
+            line,
+            self._ssrc,
+            self._pt_map,
+            (1 if extensions.video else 2) if extensions.variable else 0,
+            extensions.prefix,
+            len(extensions.suffix),
+            extensions.without,
+        )
+        self._sent_before = self.sender.packets_sent
+        self._egress = RtpEgress(self.sender.transport, line)
         self.sender.on_keyframe_request = self.producer.request_keyframe
         self.sender.on_nack = self.retransmit
         self.active = True
@@ -120,11 +158,12 @@ class Consumer:
         self.producer.add_consumer(self)
         return True
 
-    def forward(self, packet: RtpPacket, abs_send_time: bytes, ntp: int) -> None:
-        """Once per producer packet: rewrite the header for this subscriber and send."""
+    def forward(self, packet: RtpPacket, abs_send_time: bytes, ntp: int) -> bool:
+        """Rewrite the header of one producer packet for this subscriber and send it (the Python path:
+        until :attr:`fast_ready`, and for padding); whether it is now :attr:`fast_ready`."""
         pt = self._pt_map.get(packet.payload_type)
         if pt is None:
-            return
+            return False
         continuity = self.continuity
         if continuity.sequence_offset is None:
             self._start(packet, ntp)
@@ -145,25 +184,28 @@ class Consumer:
                 block,
                 packet.payload,
             )
-        if sent:
-            sender = self.sender
-            self.packets_forwarded += 1
-            sender.packets_sent += 1
-            sender.octets_sent += len(packet.payload)
-            sender.last_rtp_timestamp = timestamp
-            sender.last_ntp_timestamp = ntp
-            # The SSRC's next number moves forward only (a reordered packet leaves it).
-            if (sequence_number - sender.next_sequence_number) & 0xFFFF < 0x8000:
-                sender.next_sequence_number = (sequence_number + 1) & 0xFFFF
-            if self._keyframe_due:
-                self._keyframe_due = False
-                self.producer.request_keyframe()
+        if not sent:
+            return False
+        line = self.sender.line  # as fanout.c counts
+        line.packets_sent += 1
+        line.octets_sent += len(packet.payload)
+        line.last_rtp_timestamp = timestamp
+        line.last_ntp_timestamp = ntp
+        # The SSRC's next number moves forward only (a reordered packet leaves it).
+        if (sequence_number - line.next_sequence_number) & 0xFFFF < 0x8000:
+            line.next_sequence_number = (sequence_number + 1) & 0xFFFF
+        if self._keyframe_due:
+            self._keyframe_due = False
+            self.producer.request_keyframe()
+        return self._c_line and line.fd >= 0
 
     def _start(self, packet: RtpPacket, ntp: int) -> None:
         """Continue this SSRC's numbers and timestamps from ``packet`` on (at the codec's clock rate)."""
         codec = self.producer.codecs.get(packet.payload_type)
         clock_rate = codec.clockRate if codec is not None else (90000 if self.kind == "video" else 48000)
-        self.continuity.start(self.sender, packet.sequence_number, packet.timestamp, clock_rate, ntp)
+        continuity = self.continuity
+        continuity.start(self.sender, packet.sequence_number, packet.timestamp, clock_rate, ntp)
+        set_offsets(self.sender.line, continuity.sequence_offset or 0, continuity.timestamp_offset)
 
     def restart(self) -> None:
         """The producer's stream was reset: number its next packet as the continuation of ours."""
@@ -209,6 +251,8 @@ class Consumer:
         self.closed = True
         self.active = False
         self.producer.remove_consumer(self)
+        if self._egress is not None:
+            self._egress.unbind()
         if self.sender.on_nack == self.retransmit:
             self.sender.on_nack = None
             self.sender.on_keyframe_request = None

@@ -13,6 +13,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import RtpPacket
 
 from ..rtc.access import negotiated_codecs
+from ..rtc.fanout import Fanout
 from ..rtc.forwarding import ForwardingReceiver, ntp_now
 from ..rtc.nack import STREAM_RESET_DISTANCE
 from .history import PacketHistory, StoredPacket
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 
 KEYFRAME_REQUEST_INTERVAL = 0.5
 """At most one PLI per producer per this many seconds; requests in between are merged into one."""
+
+BINDING_CHECK_INTERVAL = 0.1
+"""How often (s) the consumers on the C fan-out have their binding checked (pair, socket, SRTP session):
+the Python path checks per packet, C trusts a binding this long (a renominated pair, say)."""
+_BINDING_CHECK_NTP = int(BINDING_CHECK_INTERVAL * 4294967296)
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +64,13 @@ class Producer:
         self._highest: int | None = None
         self._consumers: dict[str, Consumer] = {}
         self._fanout: tuple[Consumer, ...] = ()
+        self._c = Fanout()
+        """The consumers that are :attr:`Consumer.fast_ready`, by their lines (one C call per packet)."""
+        self._python: tuple[Consumer, ...] = ()
+        """The others: forwarded one by one in Python."""
+        self._fast: tuple[Consumer, ...] = ()
+        """The consumers on the C fan-out (whose bindings are checked)."""
+        self._checked_ntp = 0
         self._last_keyframe_request = -KEYFRAME_REQUEST_INTERVAL
         self._keyframe_timer: asyncio.TimerHandle | None = None
         receiver.sink = self.on_packet
@@ -70,6 +83,11 @@ class Producer:
     @property
     def consumers(self) -> tuple[Consumer, ...]:
         return self._fanout
+
+    @property
+    def consumers_in_c(self) -> tuple[Consumer, ...]:
+        """The consumers whose packets the C fan-out sends (the others take the Python path)."""
+        return self._fast
 
     def on_packet(self, packet: RtpPacket) -> None:
         """Once per received packet: remember it, then hand it to every consumer."""
@@ -89,13 +107,43 @@ class Producer:
             return
         ntp = ntp_now()
         abs_send_time = abs_send_time_of(ntp)
-        for consumer in self._fanout:
+        python = self._python
+        if self._c.count:
+            if ntp - self._checked_ntp > _BINDING_CHECK_NTP:
+                self._check_bindings(ntp)
+            if packet.padding_size:  # rare (bandwidth probes): rewrite() keeps the padding
+                python = self._fanout
+            else:
+                self._c.send(packet, abs_send_time, ntp)
+        promote = False
+        for consumer in python:
             try:  # free unless raised (Python 3.11): one broken forwarding must not stop the others
-                consumer.forward(packet, abs_send_time, ntp)
+                promote |= consumer.forward(packet, abs_send_time, ntp)
             except Exception:
                 self.forwarding_errors += 1
                 if self.forwarding_errors == 1:
                     logger.exception("forwarding %s to %s failed", self.id, consumer.subscriber_id)
+        if promote and python is self._python:
+            self._regroup()
+        elif not self._c.count and ntp - self._checked_ntp > _BINDING_CHECK_NTP:
+            self._check_bindings(ntp)  # a consumer bound again after a failure joins the C fan-out
+
+    def _check_bindings(self, ntp: int) -> None:
+        """Every :data:`BINDING_CHECK_INTERVAL`: consumers on the C fan-out whose binding is gone leave
+        it (the Python path binds again per packet), ready ones join it."""
+        self._checked_ntp = ntp
+        changed = False
+        for consumer in self._fast:
+            if not consumer.still_bound():
+                changed = True
+        if changed or any(c.fast_ready for c in self._python):
+            self._regroup()
+
+    def _regroup(self) -> None:
+        """Split the consumers between the C fan-out and the Python path by :attr:`Consumer.fast_ready`."""
+        self._fast = tuple(c for c in self._fanout if c.fast_ready)
+        self._c.set([c.sender.line for c in self._fast])
+        self._python = tuple(c for c in self._fanout if c not in self._fast)
 
     def _reset(self, sequence_number: int) -> None:
         """A jump too far to be loss: a new stream. Subscribers see it continue their numbering, and
@@ -105,6 +153,7 @@ class Producer:
         self._history.clear()
         for consumer in self._fanout:
             consumer.restart()
+        self._regroup()
         self.request_keyframe()
 
     def from_history(self, sequence_number: int) -> StoredPacket | None:
@@ -132,10 +181,12 @@ class Producer:
     def add_consumer(self, consumer: Consumer) -> None:
         self._consumers[consumer.id] = consumer
         self._fanout = tuple(self._consumers.values())
+        self._regroup()
 
     def remove_consumer(self, consumer: Consumer) -> None:
         if self._consumers.pop(consumer.id, None) is not None:
             self._fanout = tuple(self._consumers.values())
+            self._regroup()
 
     def close(self) -> list[Consumer]:
         """Stop forwarding; returns the consumers that were attached (the caller closes them)."""
@@ -149,5 +200,6 @@ class Producer:
         consumers = list(self._fanout)
         self._consumers.clear()
         self._fanout = ()
+        self._regroup()
         self._history.clear()
         return consumers

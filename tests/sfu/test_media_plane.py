@@ -15,6 +15,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtcpSrPacket, RtpPacket, u
 
 from sfu_geofence.protocol import EjectedMessage, ParticipantLeft
 from sfu_geofence.rtc.access import sender_ssrc
+from sfu_geofence.rtc.fanout import FANOUT_ENV
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
 from sfu_geofence.sfu import CloseReason, Consumer, Participant, SfuObserver
@@ -112,6 +113,33 @@ async def _full_mesh(
 async def room(served: Served) -> AsyncIterator[list[SyntheticPeer]]:
     async with _full_mesh(served, "room-a", "127.0.10", "peer") as peers:
         yield peers
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("c_fanout")
+async def test_started_consumers_forward_through_the_c_fanout(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    await _advancing(room, room, frames=10)
+    sfu = served.sfu
+    producers = [p for participant in sfu.participants.values() for p in participant.producers.values()]
+    assert all(len(p.consumers) == 2 and set(p.consumers_in_c) == set(p.consumers) for p in producers)
+    before = {c: c.packets_forwarded for p in producers for c in p.consumers}
+    await _advancing(room, room, frames=10)  # what they deliver now, the C code sent
+    assert all(c.packets_forwarded > before[c] for c in before)
+
+
+@pytest.mark.slow
+async def test_with_the_c_fanout_switched_off_every_packet_takes_the_python_path(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FANOUT_ENV, "python")
+    async with _full_mesh(served, "room-python", "127.0.11", "py") as peers:
+        await _advancing(peers, peers, frames=20)
+        sfu = served.sfu
+        producers = [p for participant in sfu.participants.values() for p in participant.producers.values()]
+        assert all(len(p.consumers) == 2 and p.consumers_in_c == () for p in producers)
+        assert all(c.packets_forwarded > 0 for p in producers for c in p.consumers)
 
 
 @pytest.mark.slow
