@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import secrets
 import struct
 import time
@@ -40,9 +41,12 @@ from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
     AnyRtcpPacket,
+    RtcpByePacket,
     RtcpPsfbPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
     RtcpSenderInfo,
+    RtcpSourceInfo,
     RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
@@ -62,6 +66,11 @@ NTP_UNIX_OFFSET = 2208988800
 FORWARDED_CODECS = frozenset({"audio/opus", "video/vp8", "video/h264", "video/rtx"})
 """What the SFU offers: WebRTC's mandatory codecs (RTX for video retransmissions). aiortc would also
 offer PCMU/PCMA, which a publisher could pick and every subscriber would then have to accept."""
+
+REPORT_INTERVAL_S = {"audio": 5.0, "video": 1.0}
+"""Mean interval between a sending m-line's sender reports: libwebrtc's defaults
+(``kDefaultAudioReportInterval``, ``kDefaultVideoReportInterval``). The stock sender reports every
+second whatever the kind: at K subscribers that is 2K reports a second, each a Python round trip."""
 
 PacketSink = Callable[[RtpPacket], None]
 """Called once per received (and RTX-unwrapped) RTP packet, synchronously, on the event loop."""
@@ -265,18 +274,44 @@ class ForwardingSender(RTCRtpSender):
             return
         await super()._handle_rtcp_packet(packet)
 
-    async def _send_rtcp(self, packets: list[AnyRtcpPacket]) -> None:
-        for packet in packets:
-            if isinstance(packet, RtcpSrPacket) and packet.ssrc == self._ssrc:
-                packet.sender_info = RtcpSenderInfo(
-                    ntp_timestamp=self.last_ntp_timestamp,
-                    rtp_timestamp=self.last_rtp_timestamp,
-                    packet_count=self.packets_sent & 0xFFFFFFFF,
-                    octet_count=self.octets_sent & 0xFFFFFFFF,
-                )
-                # Round-trip estimates from the subscriber's reports need the SR we really sent.
-                setattr(self, "_RTCRtpSender__lsr", (self.last_ntp_timestamp >> 16) & 0xFFFFFFFF)  # noqa: B010
-        await super()._send_rtcp(packets)
+    async def _run_rtcp(self) -> None:
+        """The stock sender's RTCP loop, at libwebrtc's report intervals (audio 5 s, video 1 s; the stock
+        loop reports every 0.5-1.5 s whatever the kind), with the forwarder's own counters."""
+        getattr(self, "_RTCRtpSender__rtcp_started").set()  # noqa: B009
+        interval = REPORT_INTERVAL_S[self.kind]
+        try:
+            while True:
+                # As RFC 3550 (and the stock loop): randomized over [0.5, 1.5] times the interval.
+                await asyncio.sleep(interval * (0.5 + random.random()))
+                await super()._send_rtcp(self._report())
+        except asyncio.CancelledError:
+            pass
+        await super()._send_rtcp([RtcpByePacket(sources=[self._ssrc])])
+        getattr(self, "_RTCRtpSender__rtcp_exited").set()  # noqa: B009
+
+    def _report(self) -> list[AnyRtcpPacket]:
+        """A sender report of what was really forwarded on this line, and the SDES with its CNAME."""
+        line = self.line
+        ntp = int(line.last_ntp_timestamp)
+        packets: list[AnyRtcpPacket] = [
+            RtcpSrPacket(
+                ssrc=self._ssrc,
+                sender_info=RtcpSenderInfo(
+                    ntp_timestamp=ntp,
+                    rtp_timestamp=int(line.last_rtp_timestamp),
+                    packet_count=int(line.packets_sent) & 0xFFFFFFFF,
+                    octet_count=int(line.octets_sent) & 0xFFFFFFFF,
+                ),
+            )
+        ]
+        # Round-trip estimates from the subscriber's reports need the SR we really sent.
+        setattr(self, "_RTCRtpSender__lsr", (ntp >> 16) & 0xFFFFFFFF)  # noqa: B010
+        setattr(self, "_RTCRtpSender__lsr_time", time.time())  # noqa: B010
+        cname = getattr(self, "_RTCRtpSender__cname", None)
+        if cname is not None:
+            chunk = RtcpSourceInfo(ssrc=self._ssrc, items=[(1, cname.encode("utf8"))])
+            packets.append(RtcpSdesPacket(chunks=[chunk]))
+        return packets
 
 
 def bound_sendto(transport: Any, addr: tuple[str, int]) -> Callable[[bytes], None]:

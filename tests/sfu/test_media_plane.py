@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiortc import RTCRtpReceiver
@@ -365,6 +366,31 @@ async def test_subscriber_feedback_reaches_the_sfu_and_the_publisher(
     assert report.ssrc == sender_ssrc(consumer.sender)
     assert 0 < report.sender_info.packet_count <= consumer.sender.packets_sent
     assert report.sender_info.ntp_timestamp > 0
+
+
+@pytest.mark.slow
+async def test_sender_reports_come_every_second_for_video_and_every_five_for_audio(
+    served: Served, room: list[SyntheticPeer]
+) -> None:
+    """libwebrtc's intervals (randomized over 0.5-1.5x, as RFC 3550 asks), not the stock 1 s for both:
+    in 5 s, a video line sends at least 3 (intervals of at most 1.5 s), an audio line at most 2 (at
+    least 2.5 s apart); with the stock loop audio would send at least 3."""
+    publisher, subscriber = room[0], room[1]
+    producers = served.sfu.participants[str(publisher.participant_id)].producers
+    reports: dict[str, int] = {"audio": 0, "video": 0}
+    for kind in reports:
+        receiver, _ = _receiver_for(subscriber, producers[kind].id)
+        original = receiver._handle_rtcp_packet
+
+        async def count(packet: object, kind: str = kind, original: Any = original) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                reports[kind] += 1
+            await original(packet)
+
+        receiver._handle_rtcp_packet = count  # type: ignore[method-assign]
+    await asyncio.sleep(5)
+    assert reports["video"] >= 3, reports
+    assert reports["audio"] <= 2, reports
 
 
 @pytest.mark.slow
