@@ -19,7 +19,7 @@ from sfu_geofence.rtc.access import sender_ssrc
 from sfu_geofence.rtc.fanout import FANOUT_ENV
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
-from sfu_geofence.sfu import CloseReason, Consumer, Participant, SfuObserver
+from sfu_geofence.sfu import CloseReason, Consumer, Participant, Producer, SfuObserver
 from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
@@ -85,6 +85,10 @@ async def _advancing(peers: Sequence[SyntheticPeer], sources: Sequence[Synthetic
     await eventually(check, within=15)
 
 
+def _producers(served: Served) -> list[Producer]:
+    return [p for participant in served.sfu.participants.values() for p in participant.producers.values()]
+
+
 # Frame gaps are measured in scheduled time: what this test process spent waiting for a CPU on a
 # shared machine is not the SFU's doing (see sfu_geofence.testing.clock).
 CLOCK = ScheduledClock()
@@ -122,8 +126,7 @@ async def test_started_consumers_forward_through_the_c_fanout(
     served: Served, room: list[SyntheticPeer]
 ) -> None:
     await _advancing(room, room, frames=10)
-    sfu = served.sfu
-    producers = [p for participant in sfu.participants.values() for p in participant.producers.values()]
+    producers = _producers(served)
     assert all(len(p.consumers) == 2 and set(p.consumers_in_c) == set(p.consumers) for p in producers)
     before = {c: c.packets_forwarded for p in producers for c in p.consumers}
     await _advancing(room, room, frames=10)  # what they deliver now, the C code sent
@@ -137,8 +140,7 @@ async def test_with_the_c_fanout_switched_off_every_packet_takes_the_python_path
     monkeypatch.setenv(FANOUT_ENV, "python")
     async with _full_mesh(served, "room-python", "127.0.11", "py") as peers:
         await _advancing(peers, peers, frames=20)
-        sfu = served.sfu
-        producers = [p for participant in sfu.participants.values() for p in participant.producers.values()]
+        producers = _producers(served)
         assert all(len(p.consumers) == 2 and p.consumers_in_c == () for p in producers)
         assert all(c.packets_forwarded > 0 for p in producers for c in p.consumers)
 
@@ -148,8 +150,7 @@ async def test_three_participants_each_receive_every_other_participants_audio_an
     served: Served, room: list[SyntheticPeer]
 ) -> None:
     await _advancing(room, room, frames=20)
-    sfu = served.sfu
-    producers = [p for participant in sfu.participants.values() for p in participant.producers.values()]
+    producers = _producers(served)
     assert sorted(p.kind for p in producers) == ["audio"] * 3 + ["video"] * 3
     # Each producer forwards to the two other participants, through consumers that really sent packets.
     assert all(len(p.consumers) == 2 for p in producers)
