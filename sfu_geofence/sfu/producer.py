@@ -107,10 +107,10 @@ class Producer:
             return
         ntp = ntp_now()
         abs_send_time = abs_send_time_of(ntp)
+        if self._c.count and ntp - self._checked_ntp > _BINDING_CHECK_NTP:
+            self._check_bindings(ntp)  # may regroup: read the groups after it, or a consumer gets it twice
         python = self._python
         if self._c.count:
-            if ntp - self._checked_ntp > _BINDING_CHECK_NTP:
-                self._check_bindings(ntp)
             if packet.padding_size:  # rare (bandwidth probes): rewrite() keeps the padding
                 python = self._fanout
             else:

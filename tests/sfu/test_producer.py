@@ -1,0 +1,101 @@
+"""A producer's fan-out on the real SFU and real subscriber connections: each packet reaches each
+consumer once, whichever path (C or Python) carries it, and the C fan-out follows the bindings.
+
+The publisher's packets are handed to its real Producer as its receiver would hand them over, so that
+their order, padding and timing are the test's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiortc.rtp import RtpPacket
+
+from sfu_geofence.sfu import Participant, Sfu
+from sfu_geofence.sfu.consumer import Consumer
+from sfu_geofence.sfu.producer import BINDING_CHECK_INTERVAL, Producer
+from sfu_geofence.testing.channel import AnsweringClient
+from sfu_geofence.testing.wait import eventually
+
+pytestmark = pytest.mark.usefixtures("c_fanout")
+
+
+class Publication:
+    """A real publisher's video producer on the SFU, and real subscribers joining it one by one."""
+
+    def __init__(self, sfu: Sfu, network: str) -> None:
+        self.sfu = sfu
+        self.network = network
+        self.clients: list[AnsweringClient] = []
+        self.producer: Producer | None = None
+        self.sequence_number = 100
+
+    async def publish(self) -> Producer:
+        client = self._client()
+        publisher = self.sfu.join("r", "publisher", client.address, client.channel, publish=("video",))
+        await client.answer(publisher)
+        self.producer = publisher.producers["video"]
+        return self.producer
+
+    async def subscribe(self, name: str) -> Consumer:
+        assert self.producer is not None
+        client = self._client()
+        subscriber: Participant = self.sfu.join("r", name, client.address, client.channel, publish=())
+        await client.answer(subscriber)
+        consumer = subscriber.consumers[self.producer.id]
+        dtls = consumer.sender.transport
+        await eventually(lambda: None if dtls.state == "connected" else f"DTLS {dtls.state}", within=15)
+        return consumer
+
+    def send(self, padding: int = 0) -> None:
+        """One VP8 packet (with ``padding`` bytes of padding) from the publisher, the next in sequence."""
+        assert self.producer is not None
+        payload_type = next(pt for pt, c in self.producer.codecs.items() if c.mimeType == "video/VP8")
+        packet = RtpPacket(payload_type=payload_type, sequence_number=self.sequence_number, ssrc=0xBEEF)
+        packet.payload = b"\x10" + bytes(30)
+        packet.padding_size = padding
+        self.sequence_number += 1
+        self.producer.on_packet(packet)
+
+    def _client(self) -> AnsweringClient:
+        client = AnsweringClient(f"{self.network}.{len(self.clients) + 1}")
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.pc.close()
+
+
+@pytest.fixture
+async def publication(sfu: Sfu) -> AsyncIterator[Publication]:
+    publication = Publication(sfu, "127.0.53")
+    try:
+        await publication.publish()
+        yield publication
+    finally:
+        await publication.close()
+
+
+async def test_a_consumer_that_joins_the_c_fanout_at_the_periodic_check_gets_that_packet_once(
+    publication: Publication,
+) -> None:
+    # A consumer whose first packet is a padded one (sent in Python while another consumer is on the
+    # C fan-out) is ready for C, and joins it at the next binding check: the packet that triggers the
+    # check must go to it by one path only.
+    first = await publication.subscribe("first")
+    publication.send()
+    producer = first.producer
+    assert producer.consumers_in_c == (first,)
+    second = await publication.subscribe("second")
+    publication.send(padding=4)  # the second's first packet, through Python (padding stays there)
+    assert (first.packets_forwarded, second.packets_forwarded) == (2, 1)
+    assert producer.consumers_in_c == (first,)
+    await asyncio.sleep(BINDING_CHECK_INTERVAL * 1.5)
+
+    publication.send()  # the check is due: the second joins the C fan-out
+
+    assert set(producer.consumers_in_c) == {first, second}
+    assert (first.packets_forwarded, second.packets_forwarded) == (3, 2)
