@@ -369,7 +369,7 @@ class RtpEgress:
             self.send_errors += 1
             return False
         self._pair, self._transport, self._send = pair, transport, send
-        if line is not None:
+        if self._c_line:  # a Python line never sends from C: no descriptor of its own (a dup) for it
             relayed = pair.local_candidate.type == "relay"
             self._handle = socket_handle(pair.protocol, transport, relayed)
             bind_line(line, self._handle, pair.remote_addr, session)

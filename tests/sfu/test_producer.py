@@ -8,18 +8,19 @@ their order, padding and timing are the test's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 from aiortc.rtp import RtpPacket
 
+from sfu_geofence.rtc.fanout import FANOUT_ENV
 from sfu_geofence.sfu import Participant, Sfu
 from sfu_geofence.sfu.consumer import Consumer
 from sfu_geofence.sfu.producer import BINDING_CHECK_INTERVAL, Producer
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
-
-pytestmark = pytest.mark.usefixtures("c_fanout")
 
 
 class Publication:
@@ -79,6 +80,7 @@ async def publication(sfu: Sfu) -> AsyncIterator[Publication]:
         await publication.close()
 
 
+@pytest.mark.usefixtures("c_fanout")
 async def test_a_consumer_that_joins_the_c_fanout_at_the_periodic_check_gets_that_packet_once(
     publication: Publication,
 ) -> None:
@@ -99,3 +101,30 @@ async def test_a_consumer_that_joins_the_c_fanout_at_the_periodic_check_gets_tha
 
     assert set(producer.consumers_in_c) == {first, second}
     assert (first.packets_forwarded, second.packets_forwarded) == (3, 2)
+
+
+def _descriptors_of(consumer: Consumer) -> int:
+    """How many of this process's file descriptors refer to the socket the consumer sends on."""
+    pair = consumer.sender.transport.transport._connection._nominated[1]
+    inode = os.fstat(pair.protocol.transport.get_extra_info("socket").fileno()).st_ino
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the descriptor listdir itself had open
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return links.count(f"socket:[{inode}]")
+
+
+async def test_with_the_c_fanout_switched_off_no_socket_is_duplicated(
+    publication: Publication, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Python path sends on the event loop's socket: the C fan-out's own descriptor (a dup) is
+    # neither needed nor wanted (it keeps the port open until it is collected).
+    monkeypatch.setenv(FANOUT_ENV, "python")
+    consumer = await publication.subscribe("subscriber")
+
+    for _ in range(3):
+        publication.send()
+
+    assert consumer.packets_forwarded == 3
+    assert consumer.producer.consumers_in_c == ()
+    assert _descriptors_of(consumer) == 1
