@@ -16,6 +16,7 @@ import pytest
 from aiortc.rtp import RtpPacket
 
 from sfu_geofence.rtc.fanout import FANOUT_ENV
+from sfu_geofence.rtc.forwarding import ntp_now
 from sfu_geofence.sfu import Participant, Sfu
 from sfu_geofence.sfu.consumer import Consumer
 from sfu_geofence.sfu.producer import BINDING_CHECK_INTERVAL, Producer
@@ -60,6 +61,10 @@ class Publication:
         self.sequence_number += 1
         self.producer.on_packet(packet)
 
+    def client_of(self, consumer: Consumer) -> AnsweringClient:
+        channel = self.sfu.participants[consumer.subscriber_id].channel
+        return next(c for c in self.clients if c.channel is channel)
+
     def _client(self) -> AnsweringClient:
         client = AnsweringClient(f"{self.network}.{len(self.clients) + 1}")
         self.clients.append(client)
@@ -101,6 +106,31 @@ async def test_a_consumer_that_joins_the_c_fanout_at_the_periodic_check_gets_tha
 
     assert set(producer.consumers_in_c) == {first, second}
     assert (first.packets_forwarded, second.packets_forwarded) == (3, 2)
+
+
+@pytest.mark.usefixtures("c_fanout")
+@pytest.mark.parametrize("clock", ["steady", "stepped-back"])
+async def test_a_subscriber_that_closes_its_dtls_leaves_the_c_fanout_at_the_next_check(
+    publication: Publication, clock: str
+) -> None:
+    # The Python path checks the DTLS state per packet, the C fan-out at the next binding check, which
+    # must come however the wall clock moved (an NTP step back, here: the last check seems an hour ahead).
+    consumer = await publication.subscribe("subscriber")
+    publication.send()
+    producer = consumer.producer
+    assert producer.consumers_in_c == (consumer,)
+    await publication.client_of(consumer).pc.getTransceivers()[0].sender.transport.stop()  # close_notify
+    dtls = consumer.sender.transport
+    await eventually(lambda: None if dtls.state == "closed" else f"SFU's DTLS {dtls.state}", within=15)
+    if clock == "stepped-back":
+        producer._checked_ntp = ntp_now() + 3600 * 2**32
+    await asyncio.sleep(BINDING_CHECK_INTERVAL * 1.5)
+
+    publication.send()
+    publication.send()
+
+    assert producer.consumers_in_c == ()
+    assert consumer.packets_forwarded == 1
 
 
 def _descriptors_of(consumer: Consumer) -> int:
