@@ -140,8 +140,9 @@ class SocketHandle:
 
 def socket_handle(protocol: Any, transport: Any, relayed: bool) -> SocketHandle | None:
     """The handle of the socket under ``transport`` (kept on aioice's ``protocol``, one per socket), or
-    None when the C fan-out must not write to it: a TURN allocation (data must go through the relay's
-    framing), or anything that is not a plain datagram socket."""
+    None when the C fan-out must not or cannot write to it: a TURN allocation (data must go through the
+    relay's framing), anything that is not a plain datagram socket, or no descriptor to be had (EMFILE:
+    the Python path needs none, so the line stays there)."""
     if relayed:
         return None
     cached: tuple[Any, SocketHandle] | None = getattr(protocol, "_sfu_geofence_socket", None)
@@ -152,7 +153,10 @@ def socket_handle(protocol: Any, transport: Any, relayed: bool) -> SocketHandle 
         return None
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    handle = SocketHandle(sock)
+    try:
+        handle = SocketHandle(sock)
+    except OSError:
+        return None
     protocol._sfu_geofence_socket = (transport, handle)
     return handle
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 from collections.abc import AsyncIterator
 
 import pytest
@@ -131,6 +132,25 @@ async def test_a_subscriber_that_closes_its_dtls_leaves_the_c_fanout_at_the_next
 
     assert producer.consumers_in_c == ()
     assert consumer.packets_forwarded == 1
+
+
+@pytest.mark.usefixtures("c_fanout")
+async def test_out_of_file_descriptors_a_consumer_stays_on_the_python_path(publication: Publication) -> None:
+    # The C fan-out sends on its own descriptor of the socket (a dup); when the process has none left
+    # (EMFILE, a busy server), the line stays on the Python path, which needs none: media still flows.
+    consumer = await publication.subscribe("subscriber")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no descriptor can be made now
+    try:
+        for _ in range(3):
+            publication.send()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    assert (consumer.packets_forwarded, consumer.producer.forwarding_errors) == (3, 0)
+    assert consumer.producer.consumers_in_c == ()
 
 
 def _descriptors_of(consumer: Consumer) -> int:
