@@ -75,6 +75,12 @@ def c_fanout_enabled() -> bool:
     return _lib is not None and os.environ.get(FANOUT_ENV, "c").lower() != "python"
 
 
+def descriptors_per_socket() -> int:
+    """Open files each ICE socket costs: the event loop's, plus the C fan-out's own (a ``dup``, see
+    :class:`SocketHandle`) when it is on; the open-file budget (``server.fdlimit``) counts them."""
+    return 2 if c_fanout_enabled() else 1
+
+
 def new_line() -> Line:
     """A fresh line (C when enabled), unbound."""
     if not c_fanout_enabled():

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc.rtp import RtpPacket
 
-from sfu_geofence.rtc.fanout import FANOUT_ENV
+from sfu_geofence.rtc.fanout import FANOUT_ENV, descriptors_per_socket
 from sfu_geofence.rtc.forwarding import ntp_now
 from sfu_geofence.sfu import Participant, Sfu
 from sfu_geofence.sfu.consumer import Consumer
@@ -164,17 +164,20 @@ def _descriptors_of(consumer: Consumer) -> int:
     return links.count(f"socket:[{inode}]")
 
 
-async def test_with_the_c_fanout_switched_off_no_socket_is_duplicated(
-    publication: Publication, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("fanout", ["c", "python"])
+async def test_a_subscriber_socket_costs_the_descriptors_the_open_file_budget_counts(
+    publication: Publication, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest, fanout: str
 ) -> None:
-    # The Python path sends on the event loop's socket: the C fan-out's own descriptor (a dup) is
-    # neither needed nor wanted (it keeps the port open until it is collected).
-    monkeypatch.setenv(FANOUT_ENV, "python")
+    # The C fan-out sends on its own descriptor of the socket (a dup): the open-file budget
+    # (server.fdlimit) counts it. The Python path needs none, and makes none.
+    if fanout == "c":
+        request.getfixturevalue("c_fanout")
+    monkeypatch.setenv(FANOUT_ENV, fanout)
     consumer = await publication.subscribe("subscriber")
 
     for _ in range(3):
         publication.send()
 
     assert consumer.packets_forwarded == 3
-    assert consumer.producer.consumers_in_c == ()
-    assert _descriptors_of(consumer) == 1
+    assert len(consumer.producer.consumers_in_c) == (1 if fanout == "c" else 0)
+    assert _descriptors_of(consumer) == descriptors_per_socket() == (2 if fanout == "c" else 1)
