@@ -134,14 +134,34 @@ def set_offsets(line: Line, sequence_offset: int, timestamp_offset: int) -> None
 
 class SocketHandle:
     """The fan-out's own descriptor of a datagram socket (a ``dup``): it stays this socket until released,
-    whatever the event loop does with the original (a closed, reused number would send elsewhere)."""
+    whatever the event loop does with the original (a closed, reused number would send elsewhere).
 
-    __slots__ = ("__weakref__", "family", "fd")
+    Closed when the last line bound to it is unbound (:meth:`acquire`/:meth:`release`, by the egress),
+    as the event loop closes its own: left to the cyclic collector, a departed participant's socket (its
+    port, its descriptor) would outlive it until the next full collection."""
+
+    __slots__ = ("__weakref__", "_close", "family", "fd", "users")
 
     def __init__(self, sock: Any) -> None:
         self.family: int = sock.family
         self.fd = os.dup(sock.fileno())
-        weakref.finalize(self, os.close, self.fd)
+        self.users = 0
+        """Lines bound to ``fd``: it is closed when none is (or when the handle is collected)."""
+        self._close = weakref.finalize(self, os.close, self.fd)
+
+    @property
+    def closed(self) -> bool:
+        return not self._close.alive
+
+    def acquire(self) -> None:
+        """A line is now bound to ``fd``."""
+        self.users += 1
+
+    def release(self) -> None:
+        """A line bound to ``fd`` was unbound (its ``fd`` is -1 already); the last one closes it."""
+        self.users -= 1
+        if self.users <= 0:
+            self._close()
 
 
 def socket_handle(protocol: Any, transport: Any, relayed: bool) -> SocketHandle | None:
@@ -152,7 +172,7 @@ def socket_handle(protocol: Any, transport: Any, relayed: bool) -> SocketHandle 
     if relayed:
         return None
     cached: tuple[Any, SocketHandle] | None = getattr(protocol, "_sfu_geofence_socket", None)
-    if cached is not None and cached[0] is transport:
+    if cached is not None and cached[0] is transport and not cached[1].closed:
         return cached[1]
     sock = transport.get_extra_info("socket")
     if sock is None or getattr(sock, "type", None) != socket.SOCK_DGRAM:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +20,7 @@ from aiortc.rtp import RtpPacket
 
 from sfu_geofence.rtc.fanout import FANOUT_ENV, descriptors_per_socket
 from sfu_geofence.rtc.forwarding import ntp_now
-from sfu_geofence.sfu import Participant, Sfu
+from sfu_geofence.sfu import CloseReason, Participant, Sfu
 from sfu_geofence.sfu.consumer import Consumer
 from sfu_geofence.sfu.producer import BINDING_CHECK_INTERVAL, Producer
 from sfu_geofence.testing.channel import AnsweringClient
@@ -61,6 +63,12 @@ class Publication:
         packet.padding_size = padding
         self.sequence_number += 1
         self.producer.on_packet(packet)
+
+    def socket_of(self, consumer: Consumer) -> socket.socket:
+        """The SFU's socket under the subscriber's nominated ICE pair."""
+        pair = consumer.sender.transport.transport._connection._nominated[1]
+        sock: socket.socket = pair.protocol.transport.get_extra_info("socket")
+        return sock
 
     def client_of(self, consumer: Consumer) -> AnsweringClient:
         channel = self.sfu.participants[consumer.subscriber_id].channel
@@ -153,10 +161,9 @@ async def test_out_of_file_descriptors_a_consumer_stays_on_the_python_path(publi
     assert consumer.producer.consumers_in_c == ()
 
 
-def _descriptors_of(consumer: Consumer) -> int:
-    """How many of this process's file descriptors refer to the socket the consumer sends on."""
-    pair = consumer.sender.transport.transport._connection._nominated[1]
-    inode = os.fstat(pair.protocol.transport.get_extra_info("socket").fileno()).st_ino
+def _descriptors_of(sock: socket.socket) -> int:
+    """How many of this process's file descriptors refer to ``sock``."""
+    inode = os.fstat(sock.fileno()).st_ino
     links = []
     for fd in os.listdir("/proc/self/fd"):
         with contextlib.suppress(FileNotFoundError):  # the descriptor listdir itself had open
@@ -180,4 +187,61 @@ async def test_a_subscriber_socket_costs_the_descriptors_the_open_file_budget_co
 
     assert consumer.packets_forwarded == 3
     assert len(consumer.producer.consumers_in_c) == (1 if fanout == "c" else 0)
-    assert _descriptors_of(consumer) == descriptors_per_socket() == (2 if fanout == "c" else 1)
+    assert (
+        _descriptors_of(publication.socket_of(consumer))
+        == descriptors_per_socket()
+        == (2 if fanout == "c" else 1)
+    )
+
+
+@pytest.mark.usefixtures("c_fanout")
+async def test_a_subscriber_that_leaves_frees_its_socket_at_once_not_at_the_next_collection(
+    publication: Publication,
+) -> None:
+    # The C fan-out's own descriptor of the socket is closed when the last line using it unbinds, as
+    # the event loop closes its own: left to the cyclic collector, every departed participant's sockets
+    # (ports and descriptors) would outlive it until the next full collection.
+    consumer = await publication.subscribe("subscriber")
+    publication.send()
+    assert consumer.producer.consumers_in_c == (consumer,)
+    address = publication.socket_of(consumer).getsockname()
+    gc.disable()  # only what the SFU closes itself counts
+    try:
+        publication.sfu.remove_participant(consumer.subscriber_id, CloseReason.LEFT)
+        await publication.sfu.close()  # waits until the participant's connection is closed
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with probe:
+            probe.bind(address)  # the port is free again
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("c_fanout")
+async def test_a_consumer_that_closes_leaves_its_subscribers_other_consumers_on_the_shared_socket(
+    sfu: Sfu, publication: Publication
+) -> None:
+    # Two consumers of one subscriber send on one socket, through one handle: the first to close unbinds
+    # its own line only, and the handle stays open for the other (closing it would send on a dead or
+    # reused descriptor number).
+    other = Publication(sfu, "127.0.54")
+    try:
+        await other.publish()
+        consumer = await publication.subscribe("subscriber")
+        subscriber = sfu.participants[consumer.subscriber_id]
+        assert other.producer is not None
+        leaving = subscriber.consumers[other.producer.id]
+        publication.send()
+        other.send()
+        assert consumer in consumer.producer.consumers_in_c
+        assert leaving in other.producer.consumers_in_c
+        sock = publication.socket_of(consumer)
+
+        subscriber.unsubscribe(other.producer.id)
+        publication.send()
+
+        assert (consumer.packets_forwarded, leaving.sender.line.fd) == (2, -1)
+        assert consumer in consumer.producer.consumers_in_c
+        assert consumer.sender.line.fd >= 0
+        assert _descriptors_of(sock) == 2  # the handle is still open
+    finally:
+        await other.close()
