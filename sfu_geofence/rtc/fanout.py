@@ -11,7 +11,8 @@ consumer joins its producer's :class:`Fanout` only once it is started, bound and
 packet from Python (which asks for its keyframe). Everything else (padding, retransmissions, a line not
 bound yet) stays on the Python path, :class:`~sfu_geofence.rtc.forwarding.RtpEgress`.
 
-Without the compiled module, or with ``SFU_GEOFENCE_FANOUT=python``, lines are :class:`PyLine`
+Without the compiled module, with a pylibsrtp whose ``srtp_protect`` is not the call ``fanout.c`` makes
+(:func:`protect_signature_matches`), or with ``SFU_GEOFENCE_FANOUT=python``, lines are :class:`PyLine`
 (same fields, no C) and every packet takes the Python path.
 """
 
@@ -26,11 +27,38 @@ from typing import Any
 
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
+
+def protect_signature_matches(ctype: Any) -> bool:
+    """Whether ``ctype`` (a cffi function type) is libsrtp 2's ``srtp_protect(srtp_t, void *, int *)``.
+
+    ``fanout.c`` calls pylibsrtp's ``srtp_protect`` through a bare pointer, with no type check: a
+    pylibsrtp built on another libsrtp API (libsrtp 3's takes six arguments; pylibsrtp is not pinned)
+    must keep the C fan-out off, not have it write wherever the wrong arguments point.
+    """
+    args = ctype.args
+    return (
+        len(args) == 3
+        and not ctype.ellipsis
+        and all(a.kind == "pointer" for a in args)
+        and [a.cname for a in args[1:]] == ["void *", "int *"]
+        and ctype.result.kind in ("enum", "primitive")
+    )
+
+
+def _pylibsrtp_protect_matches() -> bool:
+    from pylibsrtp._binding import ffi as srtp_ffi
+    from pylibsrtp._binding import lib as srtp_lib
+
+    return protect_signature_matches(srtp_ffi.typeof(srtp_lib.srtp_protect))
+
+
 try:  # built by pip install (setup.py); a compiled module, so no types for mypy to read
     _compiled: Any = importlib.import_module(f"{__package__}._fanout")
     _ffi, _lib = _compiled.ffi, _compiled.lib
 except ImportError:  # not built (a source checkout without pip install): the Python path only
     _ffi = _lib = None
+if _lib is not None and not _pylibsrtp_protect_matches():
+    _ffi = _lib = None  # this pylibsrtp's srtp_protect is not the one fanout.c calls: Python path only
 
 FANOUT_ENV = "SFU_GEOFENCE_FANOUT"
 """``python`` keeps every packet on the Python path (comparisons, or a platform where C misbehaves)."""
