@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -217,15 +218,16 @@ def socket_handle(protocol: Any, transport: Any, relayed: bool) -> SocketHandle 
 
 def sockaddr(family: int, address: tuple[Any, ...]) -> bytes | None:
     """``address`` (host, port) as the C ``struct sockaddr_in``/``sockaddr_in6`` bytes, or None if it is
-    not a plain numeric address of ``family`` (scoped IPv6 ones stay on the Python path)."""
+    not a plain numeric address of ``family`` (scoped IPv6 ones stay on the Python path). The family is
+    in the machine's byte order (``sa_family_t``), the port and address in network order."""
     host, port = str(address[0]), int(address[1])
     try:
         if family == socket.AF_INET:
             packed = socket.inet_pton(socket.AF_INET, host)
-            return socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big") + packed + bytes(8)
+            return socket.AF_INET.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big") + packed + bytes(8)
         if family == socket.AF_INET6 and "%" not in host:
             packed = socket.inet_pton(socket.AF_INET6, host)
-            family_port = socket.AF_INET6.to_bytes(2, "little") + port.to_bytes(2, "big")
+            family_port = socket.AF_INET6.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big")
             return family_port + bytes(4) + packed + bytes(4)  # flow info, address, scope id
     except (OSError, ValueError):
         return None
