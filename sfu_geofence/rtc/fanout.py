@@ -11,7 +11,8 @@ consumer joins its producer's :class:`Fanout` only once it is started, bound and
 packet from Python (which asks for its keyframe). Everything else (padding, retransmissions, a line not
 bound yet) stays on the Python path, :class:`~sfu_geofence.rtc.forwarding.RtpEgress`.
 
-Without the compiled module, or with ``SFU_GEOFENCE_FANOUT=python``, lines are :class:`PyLine`
+Without the compiled module, with a pylibsrtp whose ``srtp_protect`` is not the call ``fanout.c`` makes
+(:func:`protect_signature_matches`), or with ``SFU_GEOFENCE_FANOUT=python``, lines are :class:`PyLine`
 (same fields, no C) and every packet takes the Python path.
 """
 
@@ -20,17 +21,45 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import sys
 import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from pylibsrtp import SRTP_MAX_TRAILER_LEN
 
+
+def protect_signature_matches(ctype: Any) -> bool:
+    """Whether ``ctype`` (a cffi function type) is libsrtp 2's ``srtp_protect(srtp_t, void *, int *)``.
+
+    ``fanout.c`` calls pylibsrtp's ``srtp_protect`` through a bare pointer, with no type check: a
+    pylibsrtp built on another libsrtp API (libsrtp 3's takes six arguments; pylibsrtp is not pinned)
+    must keep the C fan-out off, not have it write wherever the wrong arguments point.
+    """
+    args = ctype.args
+    return (
+        len(args) == 3
+        and not ctype.ellipsis
+        and all(a.kind == "pointer" for a in args)
+        and [a.cname for a in args[1:]] == ["void *", "int *"]
+        and ctype.result.kind in ("enum", "primitive")
+    )
+
+
+def _pylibsrtp_protect_matches() -> bool:
+    from pylibsrtp._binding import ffi as srtp_ffi
+    from pylibsrtp._binding import lib as srtp_lib
+
+    return protect_signature_matches(srtp_ffi.typeof(srtp_lib.srtp_protect))
+
+
 try:  # built by pip install (setup.py); a compiled module, so no types for mypy to read
     _compiled: Any = importlib.import_module(f"{__package__}._fanout")
     _ffi, _lib = _compiled.ffi, _compiled.lib
 except ImportError:  # not built (a source checkout without pip install): the Python path only
     _ffi = _lib = None
+if _lib is not None and not _pylibsrtp_protect_matches():
+    _ffi = _lib = None  # this pylibsrtp's srtp_protect is not the one fanout.c calls: Python path only
 
 FANOUT_ENV = "SFU_GEOFENCE_FANOUT"
 """``python`` keeps every packet on the Python path (comparisons, or a platform where C misbehaves)."""
@@ -73,6 +102,12 @@ class PyLine:
 def c_fanout_enabled() -> bool:
     """Whether new lines are C lines (the module is built and not switched off)."""
     return _lib is not None and os.environ.get(FANOUT_ENV, "c").lower() != "python"
+
+
+def descriptors_per_socket() -> int:
+    """Open files each ICE socket costs: the event loop's, plus the C fan-out's own (a ``dup``, see
+    :class:`SocketHandle`) when it is on; the open-file budget (``server.fdlimit``) counts them."""
+    return 2 if c_fanout_enabled() else 1
 
 
 def new_line() -> Line:
@@ -128,46 +163,71 @@ def set_offsets(line: Line, sequence_offset: int, timestamp_offset: int) -> None
 
 class SocketHandle:
     """The fan-out's own descriptor of a datagram socket (a ``dup``): it stays this socket until released,
-    whatever the event loop does with the original (a closed, reused number would send elsewhere)."""
+    whatever the event loop does with the original (a closed, reused number would send elsewhere).
 
-    __slots__ = ("__weakref__", "family", "fd")
+    Closed when the last line bound to it is unbound (:meth:`acquire`/:meth:`release`, by the egress),
+    as the event loop closes its own: left to the cyclic collector, a departed participant's socket (its
+    port, its descriptor) would outlive it until the next full collection."""
+
+    __slots__ = ("__weakref__", "_close", "family", "fd", "users")
 
     def __init__(self, sock: Any) -> None:
         self.family: int = sock.family
         self.fd = os.dup(sock.fileno())
-        weakref.finalize(self, os.close, self.fd)
+        self.users = 0
+        """Lines bound to ``fd``: it is closed when none is (or when the handle is collected)."""
+        self._close = weakref.finalize(self, os.close, self.fd)
+
+    @property
+    def closed(self) -> bool:
+        return not self._close.alive
+
+    def acquire(self) -> None:
+        """A line is now bound to ``fd``."""
+        self.users += 1
+
+    def release(self) -> None:
+        """A line bound to ``fd`` was unbound (its ``fd`` is -1 already); the last one closes it."""
+        self.users -= 1
+        if self.users <= 0:
+            self._close()
 
 
 def socket_handle(protocol: Any, transport: Any, relayed: bool) -> SocketHandle | None:
     """The handle of the socket under ``transport`` (kept on aioice's ``protocol``, one per socket), or
-    None when the C fan-out must not write to it: a TURN allocation (data must go through the relay's
-    framing), or anything that is not a plain datagram socket."""
+    None when the C fan-out must not or cannot write to it: a TURN allocation (data must go through the
+    relay's framing), anything that is not a plain datagram socket, or no descriptor to be had (EMFILE:
+    the Python path needs none, so the line stays there)."""
     if relayed:
         return None
     cached: tuple[Any, SocketHandle] | None = getattr(protocol, "_sfu_geofence_socket", None)
-    if cached is not None and cached[0] is transport:
+    if cached is not None and cached[0] is transport and not cached[1].closed:
         return cached[1]
     sock = transport.get_extra_info("socket")
     if sock is None or getattr(sock, "type", None) != socket.SOCK_DGRAM:
         return None
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    handle = SocketHandle(sock)
+    try:
+        handle = SocketHandle(sock)
+    except OSError:
+        return None
     protocol._sfu_geofence_socket = (transport, handle)
     return handle
 
 
 def sockaddr(family: int, address: tuple[Any, ...]) -> bytes | None:
     """``address`` (host, port) as the C ``struct sockaddr_in``/``sockaddr_in6`` bytes, or None if it is
-    not a plain numeric address of ``family`` (scoped IPv6 ones stay on the Python path)."""
+    not a plain numeric address of ``family`` (scoped IPv6 ones stay on the Python path). The family is
+    in the machine's byte order (``sa_family_t``), the port and address in network order."""
     host, port = str(address[0]), int(address[1])
     try:
         if family == socket.AF_INET:
             packed = socket.inet_pton(socket.AF_INET, host)
-            return socket.AF_INET.to_bytes(2, "little") + port.to_bytes(2, "big") + packed + bytes(8)
+            return socket.AF_INET.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big") + packed + bytes(8)
         if family == socket.AF_INET6 and "%" not in host:
             packed = socket.inet_pton(socket.AF_INET6, host)
-            family_port = socket.AF_INET6.to_bytes(2, "little") + port.to_bytes(2, "big")
+            family_port = socket.AF_INET6.to_bytes(2, sys.byteorder) + port.to_bytes(2, "big")
             return family_port + bytes(4) + packed + bytes(4)  # flow info, address, scope id
     except (OSError, ValueError):
         return None

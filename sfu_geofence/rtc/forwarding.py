@@ -53,7 +53,7 @@ from aiortc.rtp import (
 )
 
 from . import codecs, require_pinned_versions
-from .fanout import Line, bind_line, is_c_line, new_line, socket_handle, unbind_line
+from .fanout import Line, SocketHandle, bind_line, is_c_line, new_line, socket_handle, unbind_line
 from .inbound import InboundStreams
 from .nack import NackTracker
 from .srtp import Protect, SrtpError, SrtpWriter, fast_protect, srtp_writer
@@ -356,8 +356,8 @@ class RtpEgress:
         self._dtls = dtls
         self._line: Any = line
         self._c_line = line is not None and is_c_line(line)
-        self._handle: Any = None
-        """The socket handle ``_line`` sends on (kept alive while bound)."""
+        self._handle: SocketHandle | None = None
+        """The socket handle ``_line`` is bound to (acquired while bound, released when unbound)."""
         self._nominated: dict[int, Any] = dtls._transport._connection._nominated
         """aioice's nominated pairs by component (cleared, never replaced, by aioice)."""
         self._pair: Any = None
@@ -388,7 +388,7 @@ class RtpEgress:
         self._send = None
         line = self._line
         if line is not None:
-            unbind_line(line)
+            self._unbind_line()
         if self._dtls._state is not State.CONNECTED:
             return False
         pair = self._nominated.get(1)
@@ -404,10 +404,12 @@ class RtpEgress:
             self.send_errors += 1
             return False
         self._pair, self._transport, self._send = pair, transport, send
-        if line is not None:
+        if self._c_line:  # a Python line never sends from C: no descriptor of its own (a dup) for it
             relayed = pair.local_candidate.type == "relay"
-            self._handle = socket_handle(pair.protocol, transport, relayed)
-            bind_line(line, self._handle, pair.remote_addr, session)
+            handle = socket_handle(pair.protocol, transport, relayed)
+            if handle is not None and bind_line(line, handle, pair.remote_addr, session):
+                handle.acquire()
+                self._handle = handle
         return True
 
     def still_bound(self) -> bool:
@@ -422,8 +424,15 @@ class RtpEgress:
         """Forget the binding (a closing consumer): the line sends nothing until bound again."""
         self._send = None
         if self._line is not None:
-            unbind_line(self._line)
-        self._handle = None
+            self._unbind_line()
+
+    def _unbind_line(self) -> None:
+        """The line sends nothing from C (first), then its socket handle is released."""
+        unbind_line(self._line)
+        handle = self._handle
+        if handle is not None:
+            self._handle = None
+            handle.release()
 
     def write(
         self,

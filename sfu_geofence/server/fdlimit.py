@@ -1,8 +1,9 @@
 """The file-descriptor budget: ``RLIMIT_NOFILE`` raised at start-up, and the caps fitted under it.
 
 Every WebSocket holds a descriptor and every participant's peer connection one UDP socket per ICE
-address; a server that runs out of descriptors fails everyone (accept, ICE, SQLite), not just the
-newcomer. Services are often started with a soft limit of 1 024 and a much higher hard limit, so the
+address (two descriptors each with the C fan-out, which sends on its own dup: ``rtc.fanout``); a
+server that runs out of descriptors fails everyone (accept, ICE, SQLite), not just the newcomer.
+Services are often started with a soft limit of 1 024 and a much higher hard limit, so the
 server raises its soft limit to the hard one, then lowers the global caps until their worst case fits.
 """
 
@@ -53,7 +54,7 @@ def raise_open_file_limit() -> FileBudget:
 def fit_caps(caps: Caps, budget: FileBudget, sockets_per_participant: int) -> Caps:
     """``caps`` with the global WebSocket and participant caps lowered (in proportion) to fit the budget.
 
-    A participant costs its WebSocket plus ``sockets_per_participant`` UDP sockets.
+    A participant costs its WebSocket plus ``sockets_per_participant`` descriptors of UDP sockets.
     """
     available = budget.soft - RESERVED
     needed = budget.capacity(caps, sockets_per_participant) - RESERVED

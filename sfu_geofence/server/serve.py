@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..rtc.fanout import descriptors_per_socket
 from .app import ADMIN_APP, GEOFENCE_HOST, ServerConfig, create_geofenced_app
 from .fdlimit import FileBudget, fit_caps, raise_open_file_limit
 
@@ -38,7 +39,10 @@ class Listener:
 def within_file_budget(config: ServerConfig) -> ServerConfig:
     """Raise the open-file limit, log the capacity, and fit the caps under it (before allocating)."""
     budget: FileBudget = raise_open_file_limit()
-    caps = fit_caps(config.caps, budget, sockets_per_participant=len(config.ice.bind))
+    # Each ICE socket is two descriptors with the C fan-out on (its own dup of the socket).
+    caps = fit_caps(
+        config.caps, budget, sockets_per_participant=len(config.ice.bind) * descriptors_per_socket()
+    )
     logger.info(
         "open-file limit %d (was %d, hard %d): room for %d WebSockets and %d participants "
         "(%d joining at once), at most %d from one address",

@@ -27,7 +27,8 @@ KEYFRAME_REQUEST_INTERVAL = 0.5
 
 BINDING_CHECK_INTERVAL = 0.1
 """How often (s) the consumers on the C fan-out have their binding checked (pair, socket, SRTP session):
-the Python path checks per packet, C trusts a binding this long (a renominated pair, say)."""
+the Python path checks per packet, C trusts a binding this long (a renominated pair, say). Timed on the
+wall clock the packets carry (NTP): a step back makes a check due at once, not after the step."""
 _BINDING_CHECK_NTP = int(BINDING_CHECK_INTERVAL * 4294967296)
 
 logger = logging.getLogger(__name__)
@@ -107,10 +108,10 @@ class Producer:
             return
         ntp = ntp_now()
         abs_send_time = abs_send_time_of(ntp)
+        if self._c.count and not 0 <= ntp - self._checked_ntp <= _BINDING_CHECK_NTP:
+            self._check_bindings(ntp)  # may regroup: read the groups after it, or a consumer gets it twice
         python = self._python
         if self._c.count:
-            if ntp - self._checked_ntp > _BINDING_CHECK_NTP:
-                self._check_bindings(ntp)
             if packet.padding_size:  # rare (bandwidth probes): rewrite() keeps the padding
                 python = self._fanout
             else:
@@ -125,7 +126,7 @@ class Producer:
                     logger.exception("forwarding %s to %s failed", self.id, consumer.subscriber_id)
         if promote and python is self._python:
             self._regroup()
-        elif not self._c.count and ntp - self._checked_ntp > _BINDING_CHECK_NTP:
+        elif not self._c.count and not 0 <= ntp - self._checked_ntp <= _BINDING_CHECK_NTP:
             self._check_bindings(ntp)  # a consumer bound again after a failure joins the C fan-out
 
     def _check_bindings(self, ntp: int) -> None:

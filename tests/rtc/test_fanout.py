@@ -12,7 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 from aiortc.rtp import RtpPacket
+from cffi import FFI
 from pylibsrtp import Policy, Session
+from pylibsrtp._binding import ffi as srtp_ffi
+from pylibsrtp._binding import lib as srtp_lib
 
 from sfu_geofence.rtc.fanout import (
     SCRATCH_LIMIT,
@@ -21,6 +24,7 @@ from sfu_geofence.rtc.fanout import (
     SocketHandle,
     bind_line,
     new_line,
+    protect_signature_matches,
     set_mapping,
     set_offsets,
     sockaddr,
@@ -250,3 +254,11 @@ def test_addresses_the_c_code_cannot_take_stay_on_the_python_path() -> None:
     line = new_line()
     assert not bind_line(line, None, ("127.0.0.1", 5000), object())  # no socket handle (TURN)
     assert line.fd == -1
+
+
+def test_srtp_protect_is_called_only_with_the_signature_fanout_c_was_written_for() -> None:
+    # fanout.c calls it through a bare pointer: a pylibsrtp on libsrtp 3 (six arguments) keeps C off.
+    assert protect_signature_matches(srtp_ffi.typeof(srtp_lib.srtp_protect))  # this pylibsrtp's
+    libsrtp3 = FFI().typeof("int(*)(void *, const uint8_t *, size_t, uint8_t *, size_t *, size_t)")
+    assert not protect_signature_matches(libsrtp3)
+    assert not protect_signature_matches(FFI().typeof("int(*)(void *, void *, size_t *)"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sfu_geofence.rtc.fanout import descriptors_per_socket
 from sfu_geofence.server.caps import Caps
 from sfu_geofence.server.fdlimit import RESERVED, FileBudget, fit_caps
 
@@ -65,3 +67,30 @@ def test_caps_that_fit_are_kept_and_a_budget_without_room_is_refused() -> None:
     assert fit_caps(Caps(), roomy, sockets_per_participant=2) == Caps()
     with pytest.raises(ValueError, match="leaves no room for a single participant"):
         fit_caps(Caps(), FileBudget(soft=RESERVED + 1, hard=RESERVED + 1, before=RESERVED + 1), 1)
+
+
+FITTED = (
+    "import json; from sfu_geofence.server.app import ServerConfig; "
+    "from sfu_geofence.server.serve import within_file_budget as w; c = ServerConfig(); "
+    "f = w(c).caps; print(json.dumps([f.websockets, f.participants, len(c.ice.bind)]))"
+)
+
+
+def test_the_caps_fitted_at_start_up_leave_room_for_every_descriptor_a_participant_holds() -> None:
+    # A participant's sockets cost what tests/sfu/test_producer.py measures (the C fan-out's own dup
+    # included): the caps serve fits under a hard limit of 1 024 must hold at that cost.
+    done = subprocess.run(
+        [sys.executable, "-c", FITTED],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited(1024, 1024),
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, (os.getcwd(), os.environ.get("PYTHONPATH")))),
+        },
+        check=True,
+        timeout=60,
+    )
+    websockets, participants, addresses = json.loads(done.stdout.splitlines()[-1])
+    per_participant = addresses * descriptors_per_socket()
+    assert websockets + participants * per_participant + RESERVED <= 1024
