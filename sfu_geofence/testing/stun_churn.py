@@ -69,6 +69,14 @@ class PrflxChurner:
             lambda: _Responder(self._client_password), local_addr=(self.host, 0)
         )
         self._transports.append(transport)
+        port: int = transport.get_extra_info("sockname")[1]
+        self.check_again(port)
+        return port
+
+    def check_again(self, port: int) -> None:
+        """Send a check from the socket on ``port`` (one :meth:`check_from_new_port` opened) again, as a
+        real client retransmits a check until it is answered (RFC 8489's retransmissions)."""
+        [transport] = [t for t in self._transports if t.get_extra_info("sockname")[1] == port]
         request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
         request.attributes["USERNAME"] = self._username
         request.attributes["PRIORITY"] = 1853824767
@@ -76,8 +84,6 @@ class PrflxChurner:
         request.add_message_integrity(self._server_password)
         request.add_fingerprint()
         transport.sendto(bytes(request), self.server)
-        port: int = transport.get_extra_info("sockname")[1]
-        return port
 
     def close(self) -> None:
         for transport in self._transports:
