@@ -85,7 +85,7 @@ class Participant:
         scheduler: NegotiationScheduler,
         negotiation_timeout: float,
         connect_timeout: float = 15.0,
-        fold_retirements: bool = False,
+        fold_retirements: bool = True,
     ) -> None:
         self.id = request.participant_id
         self.room_name = request.room
