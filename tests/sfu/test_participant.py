@@ -8,11 +8,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiortc import RTCSessionDescription
+from aiortc import RTCRtpTransceiver, RTCSessionDescription
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.sfu import CloseReason, InvalidAnswer, Participant, Sfu, SfuConfig
 from sfu_geofence.sfu.negotiation import DEFERRED_SPACING_S
+from sfu_geofence.sfu.participant import TEARDOWN_DELAY_S, TEARDOWN_SPACING_S
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
@@ -179,6 +180,38 @@ async def test_a_removed_participants_connection_is_torn_down_in_negotiation_tur
     await closing
     assert all(t.stopped for t in transceivers)
     assert removed.pc.connectionState == "closed"
+
+
+async def test_a_removed_participants_connection_is_torn_down_later_and_a_step_at_a_time(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # Its media stopped at once; the teardown waits out the removal's own moment, then spaces its
+    # steps, so that its CPU never adds up to a gap in the media of those who stay.
+    _, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.56")
+    removed = participants["c"]
+    stopped: list[float] = []
+    for transceiver in removed.pc.getTransceivers():
+        stop: Callable[[], Awaitable[None]] = transceiver.stop
+
+        async def timed(
+            stop: Callable[[], Awaitable[None]] = stop, t: RTCRtpTransceiver = transceiver
+        ) -> None:
+            if not t.stopped:  # the close stops each again, a no-op
+                stopped.append(time.monotonic())
+            await stop()
+
+        transceiver.stop = timed  # type: ignore[method-assign]
+    removed_at = time.monotonic()
+    sfu.remove_participant(removed.id, CloseReason.EJECTED, "test")
+    assert not any(
+        c.producer.participant_id == removed.id for p in participants.values() for c in p.consumers.values()
+    )
+    await sfu.drain()
+    assert len(stopped) == 3
+    assert removed.pc.connectionState == "closed"
+    # (asyncio may fire a timer up to its clock's resolution early: 1 ms of slack)
+    assert stopped[0] - removed_at >= TEARDOWN_DELAY_S - 0.001
+    assert all(b - a >= TEARDOWN_SPACING_S - 0.001 for a, b in itertools.pairwise(stopped))
 
 
 async def test_a_removal_makes_no_offer_and_the_next_offer_retires_its_m_line(
