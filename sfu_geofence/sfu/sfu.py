@@ -158,7 +158,9 @@ class Sfu:
         """Remove one participant, and nothing else; idempotent (False if it is already gone).
 
         The participant is told ``detail`` (and only it is); its connection, its producers and every
-        subscriber's consumers of them close; the others renegotiate and see "participant-left".
+        subscriber's consumers of them close; the others see "participant-left" (and renegotiate
+        only with :attr:`SfuConfig.fold_retirements` off). The connection's teardown is paced
+        (:meth:`Participant.close`), but at a shutdown.
         """
         participant = self.participants.pop(participant_id, None)
         if participant is None:
