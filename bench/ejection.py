@@ -212,7 +212,8 @@ def one_repetition(args: argparse.Namespace, index: int) -> dict[str, Any]:
     token = secrets.token_urlsafe(32)
     with tempfile.TemporaryDirectory(prefix="bench-ejection-") as scratch:
         database = build_database(Path(scratch) / "bench.mmdb", [f"{n}={c}" for c, n in networks.items()])
-        server = Child("ejection bench server", server_process, str(database), token, args.fold_retirements)
+        fold = not args.renegotiate_on_leave
+        server = Child("ejection bench server", server_process, str(database), token, fold)
         try:
             url, admin_url = server.result()
             config = LoadTestConfig(
@@ -339,7 +340,7 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str,
             "video": f"VP8 {args.width}x{args.height} @ {args.fps} fps, {args.video_kbps} kbit/s",
             "audio": "Opus 20 ms",
             "workers": args.workers,
-            "fold_retirements": args.fold_retirements,
+            "fold_retirements": not args.renegotiate_on_leave,
         },
         "event_loop": "uvloop" if args.uvloop else "asyncio",
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -364,9 +365,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     parser.add_argument("--verbose", action="store_true", help="show the load tester's own progress")
     parser.add_argument(
-        "--fold-retirements",
+        "--renegotiate-on-leave",
         action="store_true",
-        help="serve with ServerConfig.fold_retirements (no offer only to retire the ejected m-lines)",
+        help="serve as serve --renegotiate-on-leave does (ServerConfig.fold_retirements off: every "
+        "remaining participant gets an offer that only retires the ejected m-lines)",
     )
     add_uvloop_argument(parser)
     args = parser.parse_args(argv)

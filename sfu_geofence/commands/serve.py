@@ -58,6 +58,7 @@ CAP_ENV_PREFIX = "SFU_GEOFENCE_CAP_"
 ENV_DRAIN_TIMEOUT = "SFU_GEOFENCE_DRAIN_TIMEOUT"
 ENV_DB_WATCH = "SFU_GEOFENCE_DB_WATCH"
 ENV_AUDIT_RETENTION = "SFU_GEOFENCE_AUDIT_RETENTION"
+ENV_RENEGOTIATE_ON_LEAVE = "SFU_GEOFENCE_RENEGOTIATE_ON_LEAVE"
 
 DEFAULT_ALLOW_REMOTE = tuple(str(n) for n in LOOPBACK_NETWORKS)
 
@@ -245,6 +246,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(ENV_LOOPBACK_ONLY, "") not in ("", "0"),
         help=f"refuse to listen or bind ICE outside 127.0.0.0/8 and ::1 (${ENV_LOOPBACK_ONLY})",
     )
+    parser.add_argument(
+        "--renegotiate-on-leave",
+        action="store_true",
+        default=os.environ.get(ENV_RENEGOTIATE_ON_LEAVE, "") not in ("", "0"),
+        help=f"when someone leaves or is ejected, send everyone else an offer that only marks the "
+        f"leaver's m-lines inactive (${ENV_RENEGOTIATE_ON_LEAVE}; default: they go inactive in the "
+        "next offer made for another reason, a join's, so that a removal costs the others no "
+        "renegotiation)",
+    )
     eventloop.add_uvloop_argument(parser)
 
 
@@ -355,6 +365,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         db_watch_interval=args.db_watch,
         admin_listener=AdminListenerConfig(args.admin_host, admin_port(args)),
         caps=caps_from_args(args),
+        fold_retirements=not args.renegotiate_on_leave,
     )
 
 

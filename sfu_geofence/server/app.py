@@ -97,8 +97,9 @@ class ServerConfig:
     max_errors: int = 10
     """Non-fatal protocol errors tolerated per session before it is closed with 4400."""
     max_participants_per_room: int = 64
-    fold_retirements: bool = False
-    """No offer only to retire a leaver's m-lines: see :attr:`SfuConfig.fold_retirements`."""
+    fold_retirements: bool = True
+    """No offer only to retire a leaver's m-lines (``--renegotiate-on-leave`` turns it off): see
+    :attr:`SfuConfig.fold_retirements`."""
     db_watch_interval: float = 5.0
     """Seconds between two looks at the ``db_path`` file, reloaded when replaced; 0: no watch."""
     drain_timeout: float = 10.0

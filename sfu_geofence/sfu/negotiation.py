@@ -13,7 +13,8 @@ Turns bound what the SFU's loop does at once, not how much CPU the burst takes: 
 the clients, N-1 answers (5-10 ms of CPU each for an aiortc client) still land in the same few tens
 of milliseconds, and on a busy machine the SFU then waits for a core (issue 12: after an ejection of
 2 in a room of 9, callbacks that cost the SFU 0.5 ms of CPU took 12-19 ms). An offer that only
-retires m-lines (someone left or was ejected: their media already stopped at once) is not urgent,
+retires m-lines (someone left or was ejected: their media already stopped at once; by default no
+such offer is made at all, see :attr:`~sfu_geofence.sfu.SfuConfig.fold_retirements`) is not urgent,
 so it is *deferred*: deferred offers are made one at a time, :data:`DEFERRED_SPACING_S` apart,
 after every urgent one (a subscription: new media waits on it). An urgent request promotes a
 participant's deferred offer.

@@ -34,13 +34,14 @@ class SfuConfig:
 
     max_participants_per_room: int = 64
 
-    fold_retirements: bool = False
+    fold_retirements: bool = True
     """Make no offer that would only retire m-lines (someone left or was ejected: their media stopped
-    at once, the others were told ``participant-left``): the lines go inactive in the participant's
-    next offer due for another reason (a join's subscription). Off, each remaining participant gets a
-    deferred offer (:mod:`.negotiation`), and its answer, within the next 0.5 s: in bench.ejection
-    that renegotiation is what stretches the remaining tracks' largest gap (issue 12). On, a leaver's
-    m-lines are reused one join later (the join's offer retires them)."""
+    at once, the others were told ``participant-left``): the lines go ``inactive`` in each remaining
+    participant's next offer due for another reason (a join's subscription) and are reused one join
+    later. An offer of its own costs every remaining client an answer, and the SFU an offer and an
+    answer, in the moment after a removal: in bench.ejection those seven renegotiations were what
+    stretched the remaining tracks' largest gap (issue 12). False (``serve --renegotiate-on-leave``):
+    each remaining participant gets a deferred offer (:mod:`.negotiation`) within the next 0.5 s."""
 
 
 class Refused(Exception):
@@ -157,7 +158,9 @@ class Sfu:
         """Remove one participant, and nothing else; idempotent (False if it is already gone).
 
         The participant is told ``detail`` (and only it is); its connection, its producers and every
-        subscriber's consumers of them close; the others renegotiate and see "participant-left".
+        subscriber's consumers of them close; the others see "participant-left" (and renegotiate
+        only with :attr:`SfuConfig.fold_retirements` off). The connection's teardown is paced
+        (:meth:`Participant.close`), but at a shutdown.
         """
         participant = self.participants.pop(participant_id, None)
         if participant is None:

@@ -41,6 +41,7 @@ from ..protocol import (
     Leave,
     OfferedTrack,
     OfferMessage,
+    ParticipantLeft,
     PublishSlot,
     Redirect,
     ServerMessage,
@@ -127,6 +128,9 @@ class SyntheticPeer:
         self.joined = asyncio.Event()
         self.closed = asyncio.Event()
         self._live: set[str] = set()
+        self._left: set[str] = set()
+        """Participants seen leaving: their tracks ended, whether or not an offer has said so yet (the
+        server marks a leaver's m-lines inactive only in the next offer made for another reason)."""
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -234,6 +238,8 @@ class SyntheticPeer:
                 if isinstance(parsed, Joined):
                     self.participant_id = parsed.participant
                     self.joined.set()
+                elif isinstance(parsed, ParticipantLeft):
+                    self._left.add(parsed.participant)
         except Exception:
             logger.exception("synthetic peer %s: reading signaling failed", self.name)
         finally:
@@ -337,8 +343,10 @@ class SyntheticPeer:
         return [r.meter for r in self.received.values() if r.participant == participant and r.kind == kind]
 
     def live_tracks(self) -> list[Received]:
-        """Tracks on the m-lines of the last offer (producers still in the room)."""
-        return [r for r in self.received.values() if r.producer in self._live]
+        """Tracks on the m-lines of the last offer whose participants have not left since."""
+        return [
+            r for r in self.received.values() if r.producer in self._live and r.participant not in self._left
+        ]
 
 
 def everyone_receives(peers: Sequence[SyntheticPeer], minimum_frames: int = 10) -> str | None:

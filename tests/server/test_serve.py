@@ -125,6 +125,20 @@ def test_geofence_flags_and_their_environment(monkeypatch: pytest.MonkeyPatch, t
     assert _config(["--admin-token", "flag-token-0123456789"]).admin.token == "flag-token-0123456789"
 
 
+def test_a_leave_renegotiates_nobody_unless_told_by_flag_or_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # By default a leaver's m-lines go inactive in the others' next offer made for another reason;
+    # --renegotiate-on-leave (or its variable) makes an offer of its own, as before issue 12.
+    monkeypatch.delenv("SFU_GEOFENCE_RENEGOTIATE_ON_LEAVE", raising=False)
+    assert _config([]).fold_retirements
+    assert not _config(["--renegotiate-on-leave"]).fold_retirements
+    monkeypatch.setenv("SFU_GEOFENCE_RENEGOTIATE_ON_LEAVE", "1")
+    assert not _config([]).fold_retirements
+    monkeypatch.setenv("SFU_GEOFENCE_RENEGOTIATE_ON_LEAVE", "0")
+    assert _config([]).fold_retirements
+
+
 def test_turn_relays_are_declared_by_repeated_flags_or_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

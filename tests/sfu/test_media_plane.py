@@ -20,6 +20,7 @@ from sfu_geofence.rtc.fanout import FANOUT_ENV
 from sfu_geofence.rtc.ice import SelectedPair
 from sfu_geofence.rtc.tap import ReceiverTap, tap_of
 from sfu_geofence.sfu import CloseReason, Consumer, Participant, Producer, SfuObserver
+from sfu_geofence.sfu.negotiation import DEFERRED_SPACING_S
 from sfu_geofence.synthetic.client import AUDIO_INTERVAL, VIDEO_INTERVAL, SyntheticPeer, synthetic_tracks
 from sfu_geofence.testing.clock import ScheduledClock
 from sfu_geofence.testing.process import spawn_module, stop
@@ -169,6 +170,7 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     served: Served, room: list[SyntheticPeer]
 ) -> None:
     leaver, stayers = room[0], room[1:]
+    offers = {stayer.name: stayer.offers for stayer in stayers}
     since = CLOCK()
     await leaver.leave()
     assert leaver.close_code == 1000
@@ -182,10 +184,14 @@ async def test_a_clean_leave_leaves_the_others_media_running(
     for stayer in stayers:
         left = [m for m in stayer.messages if m["type"] == "participant-left"]
         assert left == [ParticipantLeft(str(leaver.participant_id), leaver.name).to_message()]
-        # The leaver's tracks are gone from the stayer's current m-lines.
+        # The leaver's tracks are gone from the stayer's live tracks (participant-left says so)...
         assert {t.participant for t in stayer.live_tracks()} == {s.participant_id for s in stayers} - {
             stayer.participant_id
         }
+        # ...and the leave cost the stayer no renegotiation: its two m-lines of the leaver went inactive
+        # in the SFU and wait for the next offer made for another reason (SfuConfig.fold_retirements).
+        assert stayer.offers == offers[stayer.name]
+        assert served.sfu.participants[str(stayer.participant_id)].m_lines.retiring() == 2
 
 
 @pytest.mark.slow
@@ -395,9 +401,11 @@ async def test_sender_reports_come_every_second_for_video_and_every_five_for_aud
 
 
 @pytest.mark.slow
-async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
+async def test_a_leavers_m_lines_are_retired_by_the_next_join_and_reused_by_the_one_after(
     served: Served, room: list[SyntheticPeer]
 ) -> None:
+    # A leave makes no offer of its own (SfuConfig.fold_retirements): the leaver's m-lines go inactive
+    # in the offer the next join causes anyway, and are free once that offer is answered.
     leaver, stayers = room[0], room[1:]
     sfu_side = [served.sfu.participants[str(s.participant_id)] for s in stayers]
     lines_before = [len(p.pc.getTransceivers()) for p in sfu_side]
@@ -405,23 +413,36 @@ async def test_a_newcomer_reuses_the_m_lines_a_leaver_freed(
         {r.mid for r in s.received.values() if r.participant == leaver.participant_id} for s in stayers
     ]
     await leaver.leave()
+    await eventually(
+        lambda: None if str(leaver.participant_id) not in served.sfu.participants else "still in", within=5
+    )
+    await asyncio.sleep(20 * DEFERRED_SPACING_S)  # renegotiating on leave: freed by now
+    assert all(p.m_lines.retiring() == 2 for p in sfu_side)
+    assert all(p.m_lines.reusable() == 0 for p in sfu_side)
 
     def freed() -> str | None:
         # The m-lines become reusable once an offer showing them inactive has been answered.
         return None if all(p.m_lines.reusable() == 2 for p in sfu_side) else "m-lines not freed yet"
 
-    await eventually(freed, within=10)
-    newcomer = _peer(served, "room-a", "127.0.10.9", "newcomer")
+    first = _peer(served, "room-a", "127.0.10.9", "newcomer")
+    second = _peer(served, "room-a", "127.0.10.10", "second-newcomer")
     try:
-        await newcomer.join()
-        await eventually(_receives_everyone([*stayers, newcomer]), within=20)
-        assert [len(p.pc.getTransceivers()) for p in sfu_side] == lines_before
-        newcomer_mids = [
-            {r.mid for r in s.received.values() if r.participant == newcomer.participant_id} for s in stayers
+        await first.join()
+        await eventually(_receives_everyone([*stayers, first]), within=20)
+        await eventually(freed, within=10)
+        # The first newcomer's media took new m-lines: the leaver's were still retiring.
+        assert [len(p.pc.getTransceivers()) for p in sfu_side] == [n + 2 for n in lines_before]
+        await second.join()
+        await eventually(_receives_everyone([*stayers, first, second]), within=20)
+        # The second newcomer's media took the leaver's m-lines, no new ones.
+        assert [len(p.pc.getTransceivers()) for p in sfu_side] == [n + 2 for n in lines_before]
+        second_mids = [
+            {r.mid for r in s.received.values() if r.participant == second.participant_id} for s in stayers
         ]
-        assert newcomer_mids == leaver_mids
+        assert second_mids == leaver_mids
     finally:
-        await newcomer.close()
+        await second.close()
+        await first.close()
 
 
 class _Raising(SfuObserver):

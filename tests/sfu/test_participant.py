@@ -8,11 +8,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiortc import RTCSessionDescription
+from aiortc import RTCRtpTransceiver, RTCSessionDescription
 
 from sfu_geofence.rtc.ice import IcePolicy, use_policy
 from sfu_geofence.sfu import CloseReason, InvalidAnswer, Participant, Sfu, SfuConfig
 from sfu_geofence.sfu.negotiation import DEFERRED_SPACING_S
+from sfu_geofence.sfu.participant import TEARDOWN_DELAY_S, TEARDOWN_SPACING_S
 from sfu_geofence.testing.channel import AnsweringClient
 from sfu_geofence.testing.wait import eventually
 
@@ -127,11 +128,23 @@ async def settled_room(
     return answering, participants
 
 
+@pytest.fixture
+async def renegotiating_sfu() -> AsyncIterator[Sfu]:
+    """An SFU as ``serve --renegotiate-on-leave`` runs it: a removal makes offers that only retire
+    m-lines (``SfuConfig.fold_retirements`` off)."""
+    the_sfu = Sfu(SfuConfig(ice=IcePolicy(bind=("127.0.0.1",)), fold_retirements=False))
+    try:
+        yield the_sfu
+    finally:
+        await the_sfu.close()
+
+
 async def test_after_a_removal_the_others_are_renegotiated_in_deferred_offers_spaced_apart(
-    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+    renegotiating_sfu: Sfu, clients: Callable[[str], AnsweringClient]
 ) -> None:
     # The removed participant's media stops at once; the offers that only retire its m-lines are
     # spread out so that they, and the clients' answers, do not all want the CPU at the same moment.
+    sfu = renegotiating_sfu
     names = ("a", "b", "c", "d")
     answering, participants = await settled_room(sfu, clients, names, "127.0.52")
     offers_before = {name: len(answering[name].channel.offers) for name in names[:3]}
@@ -169,36 +182,69 @@ async def test_a_removed_participants_connection_is_torn_down_in_negotiation_tur
     assert removed.pc.connectionState == "closed"
 
 
-async def test_folding_retirements_a_removal_makes_no_offer_and_the_next_offer_retires_its_m_line(
-    clients: Callable[[str], AnsweringClient],
+async def test_a_removed_participants_connection_is_torn_down_later_and_a_step_at_a_time(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
 ) -> None:
-    # With fold_retirements the others' m-lines of a removed participant (whose media stopped at
-    # once) go inactive in their next offer due for another reason, here a join's subscription.
-    sfu = Sfu(SfuConfig(ice=IcePolicy(bind=("127.0.0.1",)), fold_retirements=True))
-    try:
-        answering, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.55")
-        channel = answering["a"].channel
-        offers_before = len(channel.offers)
-        assert "a=inactive" not in channel.offers[-1].sdp
-        sfu.remove_participant(participants["c"].id, CloseReason.EJECTED, "test")
-        await asyncio.sleep(10 * DEFERRED_SPACING_S)  # without folding: two offers by now
-        assert len(channel.offers) == offers_before
-        assert not participants["a"].awaiting_answer
+    # Its media stopped at once; the teardown waits out the removal's own moment, then spaces its
+    # steps, so that its CPU never adds up to a gap in the media of those who stay.
+    _, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.56")
+    removed = participants["c"]
+    stopped: list[float] = []
+    for transceiver in removed.pc.getTransceivers():
+        stop: Callable[[], Awaitable[None]] = transceiver.stop
 
-        newcomer = clients("127.0.55.4")
-        await newcomer.answer(sfu.join("r", "d", newcomer.address, newcomer.channel, publish=("audio",)))
-        await eventually(lambda: None if len(channel.offers) > offers_before else "no offer", within=15)
-        assert channel.offers[offers_before].sdp.count("a=inactive") == 1
-    finally:
-        await sfu.close()
+        async def timed(
+            stop: Callable[[], Awaitable[None]] = stop, t: RTCRtpTransceiver = transceiver
+        ) -> None:
+            if not t.stopped:  # the close stops each again, a no-op
+                stopped.append(time.monotonic())
+            await stop()
+
+        transceiver.stop = timed  # type: ignore[method-assign]
+    removed_at = time.monotonic()
+    sfu.remove_participant(removed.id, CloseReason.EJECTED, "test")
+    assert not any(
+        c.producer.participant_id == removed.id for p in participants.values() for c in p.consumers.values()
+    )
+    await sfu.drain()
+    assert len(stopped) == 3
+    assert removed.pc.connectionState == "closed"
+    # (asyncio may fire a timer up to its clock's resolution early: 1 ms of slack)
+    assert stopped[0] - removed_at >= TEARDOWN_DELAY_S - 0.001
+    assert all(b - a >= TEARDOWN_SPACING_S - 0.001 for a, b in itertools.pairwise(stopped))
+
+
+async def test_a_removal_makes_no_offer_and_the_next_offer_retires_its_m_line(
+    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+) -> None:
+    # By default (SfuConfig.fold_retirements) the others' m-lines of a removed participant (whose
+    # media stopped at once) go inactive in their next offer due for another reason, here a join's
+    # subscription: the removal costs the others no renegotiation of its own.
+    assert sfu.config.fold_retirements
+    answering, participants = await settled_room(sfu, clients, ("a", "b", "c"), "127.0.55")
+    channel = answering["a"].channel
+    offers_before = len(channel.offers)
+    assert "a=inactive" not in channel.offers[-1].sdp
+    sfu.remove_participant(participants["c"].id, CloseReason.EJECTED, "test")
+    await asyncio.sleep(10 * DEFERRED_SPACING_S)  # renegotiating on leave: two offers by now
+    assert len(channel.offers) == offers_before
+    assert not participants["a"].awaiting_answer
+    assert participants["a"].m_lines.retiring() == 1
+
+    newcomer = clients("127.0.55.4")
+    await newcomer.answer(sfu.join("r", "d", newcomer.address, newcomer.channel, publish=("audio",)))
+    await eventually(lambda: None if len(channel.offers) > offers_before else "no offer", within=15)
+    assert channel.offers[offers_before].sdp.count("a=inactive") == 1
 
 
 async def test_answers_that_arrive_together_are_applied_in_separate_loop_iterations(
-    sfu: Sfu, clients: Callable[[str], AnsweringClient]
+    renegotiating_sfu: Sfu, clients: Callable[[str], AnsweringClient]
 ) -> None:
-    # An ejection makes every remaining participant renegotiate; their answers then arrive in one
-    # read of the sockets. Applied back to back they would hold the event loop (and every forwarded
-    # packet) for their sum: "packets" stands for what the loop reads between two iterations.
+    # Renegotiating on leave, an ejection makes every remaining participant renegotiate (so does a
+    # join); their answers then arrive in one read of the sockets. Applied back to back they would
+    # hold the event loop (and every forwarded packet) for their sum: "packets" stands for what the
+    # loop reads between two iterations.
+    sfu = renegotiating_sfu
     names = ("a", "b", "c", "d")
     answering, participants = await settled_room(sfu, clients, names, "127.0.51")
 
