@@ -65,7 +65,8 @@ class GeofenceHost(SfuObserver):
         self.observe_decision: Callable[[float], None] = _ignore
         """Told how many seconds each admission decision took (the metrics' histogram)."""
         self.observe_ejection: Callable[[float], None] = _ignore
-        """Told how many seconds each ejection took, from request to closed peer connection."""
+        """Told how many seconds each ejection took, from request to media stopped and participant told
+        (its peer connection's teardown is paced afterwards: see ``Participant.close``)."""
 
     def close(self) -> None:
         """Close the geofence (its database, policy store and audit log). Safe to call twice."""
@@ -110,13 +111,11 @@ class GeofenceHost(SfuObserver):
 
     def _remove(self, request: EjectRequest, requested: float) -> None:
         logger.info("ejecting %s from %s (%s)", request.participant, request.room, request.trigger)
-        participant = self.sfu.participant(request.participant)
         removed = self.sfu.remove_participant(
             request.participant, CloseReason.EJECTED, ejection_reason(request)
         )
-        if participant is not None and removed:
-            closed = participant.close(CloseReason.EJECTED, "")  # idempotent: the closing under way
-            closed.add_done_callback(lambda _: self.observe_ejection(time.perf_counter() - requested))
+        if removed:  # its media stopped and it was told; its connection's teardown is paced, after
+            self.observe_ejection(time.perf_counter() - requested)
         if not removed:  # it left meanwhile; participant_left has already answered with leave()
             self.geofence.leave(request.room, request.participant)
 

@@ -84,7 +84,7 @@ class Metrics(SfuObserver):
         )
         self.ejection_seconds = self._histogram(
             "sfu_geofence_ejection_seconds",
-            "Time from an ejection request to the participant's peer connection being closed",
+            "Time from an ejection request to the participant's media stopped and its being told",
             (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3),
         )
         self.loop_lag_seconds = self._histogram(
