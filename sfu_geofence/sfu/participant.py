@@ -26,6 +26,7 @@ from ..rtc.access import set_msid
 from ..rtc.candidates import bounded_candidate_lines
 from ..rtc.forwarding import ForwardingReceiver, add_forwarding_transceiver, ice_connection_of
 from ..rtc.ice import IcePolicy, SelectedPair, observe_selected_pair, use_policy
+from ..rtc.teardown import close_in_steps
 from .consumer import Consumer
 from .events import CloseReason, JoinRequest, Offer, ParticipantChannel, PeerEvent, SfuObserver
 from .mlines import MLineRecycler
@@ -405,17 +406,12 @@ class Participant:
         removal's own moment: the policy change, the closes, the others' ``participant-left``), then
         :data:`TEARDOWN_SPACING_S` between two, so that they never add up to a stall of anyone's media.
         """
-        try:
-            if paced:
-                await asyncio.sleep(TEARDOWN_DELAY_S)
-            for transceiver in self.pc.getTransceivers():
-                async with self._scheduler.turn():
-                    await transceiver.stop()
-                if paced:
-                    await asyncio.sleep(TEARDOWN_SPACING_S)
-        finally:
-            async with self._scheduler.turn():
-                await self.pc.close()
+        await close_in_steps(
+            self.pc,
+            delay=TEARDOWN_DELAY_S if paced else 0.0,
+            spacing=TEARDOWN_SPACING_S if paced else 0.0,
+            turn=self._scheduler.turn,
+        )
 
 
 def _require_fingerprints(sdp: str) -> None:

@@ -24,6 +24,7 @@ from ..janus.client import JsonObject
 from ..janus.videoroom import PLUGIN, VideoRoom
 from ..protocol import EjectedMessage, RefusedMessage, ServerMessage
 from ..rtc.ice import IcePolicy, IPNetwork, use_policy
+from ..rtc.teardown import PACED_SPACING_S, close_in_steps
 from ..synthetic.client import Received
 from ..synthetic.media import ClipTrack, publish
 from ..synthetic.meter import Clock, ReceiveMeter
@@ -152,8 +153,10 @@ class JanusPeer:
             self.close_code = code
             self.closed.set()
 
-    async def close(self) -> None:
-        """Leave (the session destroyed) and close every peer connection; safe to call twice."""
+    async def close(self, *, paced: bool = False) -> None:
+        """Leave (the session destroyed) and close every peer connection; safe to call twice.
+
+        ``paced``: each connection a transceiver at a time, as :meth:`SyntheticPeer.close` does."""
         self._end(self.close_code)
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
@@ -162,7 +165,10 @@ class JanusPeer:
         if self._session is not None:
             await self._session.destroy()
         for pc in self._pcs:
-            await pc.close()
+            if paced:
+                await close_in_steps(pc, spacing=PACED_SPACING_S)
+            else:
+                await pc.close()
         if self._http is not None:
             await self._http.close()
 
