@@ -26,11 +26,6 @@ Figures (the last line with ``--json``):
   after, and the generators' event-loop stalls (a starved generator shows up as a gap that is not
   the SFU's: on a loaded machine the ratio measures the machine, the stalls still the SFU).
 
-The load tester's worker processes each host several participants, which a real call never puts in
-one process: an ejected participant's own connection is closed a transceiver at a time, 20 ms apart
-(``SyntheticPeer.close(paced=True)``), so that the instrument's cleanup does not pass for the SFU's
-doing in the remaining participants' gaps (the SFU's side of the removal is not changed by it).
-
 Goals (issue 12): worst_gap_ratio <= 1.25, ejection_latency_ms.p99 <= 20.
 
     python -m bench.ejection [--json]      (from the repository root; ~15 s a repetition, bounded)

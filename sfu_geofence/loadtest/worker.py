@@ -277,8 +277,7 @@ class Worker:
         kind: EventKind = "refused" if refused else "ejected" if ejected else "closed"
         detail = ends[0].reason if ends else ""
         self._send(PeerEvent(spec.name, kind, at, close_code=peer.close_code, detail=detail))
-        # Paced: this process hosts other participants, whose media a real one's close never delays.
-        await peer.close(paced=True)
+        await peer.close()
 
     async def _progress(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,10 +1,9 @@
 """Closing a peer connection a step at a time, so that the close never holds the event loop at once.
 
 ``RTCPeerConnection.close()`` stops every transceiver (cancelling its tasks, sending RTCP BYE) and then
-the transports in one go: 8-11 ms of loop for a participant of a room of 9 (16 transceivers). Whoever
-shares that loop (the SFU's other participants; the load tester's other synthetic participants) waits
-as long. Once a connection's media no longer matters, each transceiver can be stopped in a turn of
-its own, the sockets read in between, and the now-short close last.
+the transports in one go: 8-11 ms of loop for a participant of a room of 9 (16 transceivers), which
+the SFU's other participants wait out. Once a connection's media no longer matters, each transceiver
+can be stopped in a turn of its own, the sockets read in between, and the now-short close last.
 """
 
 from __future__ import annotations
@@ -15,9 +14,6 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 from aiortc import RTCPeerConnection
-
-PACED_SPACING_S = 0.02
-"""Between two steps of a paced close outside the SFU (the synthetic participants' own)."""
 
 Turn = Callable[[], AbstractAsyncContextManager[None]]
 """Where each step runs (the SFU's negotiation turns), or None: anywhere."""

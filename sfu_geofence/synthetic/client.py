@@ -51,7 +51,6 @@ from ..protocol import (
 from ..rtc.ice import LOOPBACK_NETWORKS, IcePolicy, IPNetwork, use_policy
 from ..rtc.keyframe import on_keyframe_request
 from ..rtc.tap import tap_of
-from ..rtc.teardown import PACED_SPACING_S, close_in_steps
 from .media import AudioClipParams, ClipTrack, OpusTrack, VideoClipParams, Vp8Track
 from .meter import ReceiveMeter, TrackMeter
 
@@ -322,19 +321,12 @@ class SyntheticPeer:
                 await asyncio.wait_for(self.closed.wait(), 5)
         await self.close()
 
-    async def close(self, *, paced: bool = False) -> None:
-        """Close the connection and the WebSocket without a goodbye (idempotent).
-
-        ``paced``: the connection a transceiver at a time, 20 ms apart (:mod:`~sfu_geofence.rtc.teardown`),
-        for a process that hosts other participants whose media must not wait on this close (the
-        load tester, once a participant was ejected: a real one closes on a machine of its own).
-        """
+    async def close(self) -> None:
+        """Close the connection and the WebSocket without a goodbye (idempotent)."""
         self._closing = True
         if self._answering is not None:  # not under an answer being made (later offers are skipped)
             await asyncio.wait({self._answering}, timeout=5)
-        if self.pc is not None and paced:
-            await close_in_steps(self.pc, spacing=PACED_SPACING_S)
-        elif self.pc is not None:
+        if self.pc is not None:
             await self.pc.close()
         for track in self.tracks:
             track.stop()

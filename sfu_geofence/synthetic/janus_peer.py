@@ -24,7 +24,6 @@ from ..janus.client import JsonObject
 from ..janus.videoroom import PLUGIN, VideoRoom
 from ..protocol import EjectedMessage, RefusedMessage, ServerMessage
 from ..rtc.ice import IcePolicy, IPNetwork, use_policy
-from ..rtc.teardown import PACED_SPACING_S, close_in_steps
 from ..synthetic.client import Received
 from ..synthetic.media import ClipTrack, publish
 from ..synthetic.meter import Clock, ReceiveMeter
@@ -153,10 +152,8 @@ class JanusPeer:
             self.close_code = code
             self.closed.set()
 
-    async def close(self, *, paced: bool = False) -> None:
-        """Leave (the session destroyed) and close every peer connection; safe to call twice.
-
-        ``paced``: each connection a transceiver at a time, as :meth:`SyntheticPeer.close` does."""
+    async def close(self) -> None:
+        """Leave (the session destroyed) and close every peer connection; safe to call twice."""
         self._end(self.close_code)
         if self._watch is not None and self._watch is not asyncio.current_task():
             self._watch.cancel()
@@ -165,10 +162,7 @@ class JanusPeer:
         if self._session is not None:
             await self._session.destroy()
         for pc in self._pcs:
-            if paced:
-                await close_in_steps(pc, spacing=PACED_SPACING_S)
-            else:
-                await pc.close()
+            await pc.close()
         if self._http is not None:
             await self._http.close()
 
