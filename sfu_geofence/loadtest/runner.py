@@ -479,21 +479,29 @@ class LoadRunner:
         config = self.config
         shared: list[list[PeerSpec]] = [[] for _ in range(max(1, config.workers))]
         dedicated: list[PeerSpec] = []
+        # Participants expected to be ejected share a process of their own: their side of an ejection
+        # (closing a peer connection holds a loop 8-11 ms) must not pass for a gap the SFU made in the
+        # media of participants who stay, which a real ejected client, on its own machine, never causes.
+        leaving: list[PeerSpec] = []
         seats: dict[str, int] = {}
         for peer in plan.initial_peers:
             if peer.name in plan.kill_targets:
                 dedicated.append(peer)
                 continue
+            if plan.expected[peer.name].outcome == "ejected":
+                leaving.append(peer)
+                continue
             # alternate within each room: every room spans the workers, so one busy worker
             # process cannot pass for a glitch of a whole room
             seat = seats[peer.room] = seats.get(peer.room, -1) + 1
             shared[(seat + plan.rooms.index(peer.room)) % len(shared)].append(peer)
-        for peers in shared:
+        for peers in [*shared, leaving] if leaving else shared:
             self._spawn_worker(url, peers, dedicated=False)
         for peer in dedicated:
             self._spawn_worker(url, [peer], dedicated=True)
         self.say(
-            f"{len(self.workers)} worker processes ({len(dedicated)} for participants to be killed): "
+            f"{len(self.workers)} worker processes ({len(dedicated)} for participants to be killed, "
+            f"{1 if leaving else 0} for those to be ejected): "
             + ", ".join(f"pid {h.process.pid}: {len(h.peers)}" for h in self.workers)
         )
 
