@@ -108,7 +108,7 @@ class Producer:
             return
         ntp = ntp_now()
         abs_send_time = abs_send_time_of(ntp)
-        if self._c.count and not 0 <= ntp - self._checked_ntp <= _BINDING_CHECK_NTP:
+        if not 0 <= ntp - self._checked_ntp <= _BINDING_CHECK_NTP:
             self._check_bindings(ntp)  # may regroup: read the groups after it, or a consumer gets it twice
         python = self._python
         if self._c.count:
@@ -126,8 +126,6 @@ class Producer:
                     logger.exception("forwarding %s to %s failed", self.id, consumer.subscriber_id)
         if promote and python is self._python:
             self._regroup()
-        elif not self._c.count and not 0 <= ntp - self._checked_ntp <= _BINDING_CHECK_NTP:
-            self._check_bindings(ntp)  # a consumer bound again after a failure joins the C fan-out
 
     def _check_bindings(self, ntp: int) -> None:
         """Every :data:`BINDING_CHECK_INTERVAL`: consumers on the C fan-out whose binding is gone leave
@@ -142,9 +140,12 @@ class Producer:
 
     def _regroup(self) -> None:
         """Split the consumers between the C fan-out and the Python path by :attr:`Consumer.fast_ready`."""
-        self._fast = tuple(c for c in self._fanout if c.fast_ready)
-        self._c.set([c.sender.line for c in self._fast])
-        self._python = tuple(c for c in self._fanout if c not in self._fast)
+        fast: list[Consumer] = []
+        python: list[Consumer] = []
+        for consumer in self._fanout:  # one pass: a join regroups every producer of the room
+            (fast if consumer.fast_ready else python).append(consumer)
+        self._fast, self._python = tuple(fast), tuple(python)
+        self._c.set([c.sender.line for c in fast])
 
     def _reset(self, sequence_number: int) -> None:
         """A jump too far to be loss: a new stream. Subscribers see it continue their numbering, and
